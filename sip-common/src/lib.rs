@@ -1,0 +1,12 @@
+//! Definitions shared by the sip-fastpath XDP program (`sip-ebpf`) and its daemon (`sip-user`):
+//! map layouts, counter indices and the Call-ID hash. One definition, used on both sides.
+#![no_std]
+
+pub mod hash;
+pub mod maps;
+
+pub use hash::{
+    CALL_ID_HASH_MAX_LEN, CallIdHasher, call_id_hash_input, hash_call_id, is_call_id_terminator,
+    slot_for_hash,
+};
+pub use maps::*;

@@ -1,0 +1,318 @@
+//! Map keys and values shared by the XDP program and the daemon. All `#[repr(C)]`, `Copy`, with
+//! explicit padding so both compilers agree on the layout (the BPF target and x86_64 align `u64`
+//! the same way, but implicit padding is uninitialised memory the verifier refuses to copy).
+
+/// Most SIP ports the XDP program matches on (UDP destination port).
+pub const MAX_SIP_PORTS: usize = 8;
+/// Most scanner `User-Agent` signatures.
+pub const MAX_SCANNERS: usize = 8;
+/// Longest scanner signature, in bytes (two 8-byte words compared in the kernel).
+pub const MAX_SCANNER_LEN: usize = 16;
+/// Bytes of a `User-Agent` value searched for scanner signatures.
+pub const SCANNER_WINDOW: usize = 48;
+/// Most CPUs in the steering table.
+pub const MAX_STEER_CPUS: usize = 64;
+/// Entries in each of the blocklist and allowlist LPM tries.
+pub const MAX_CIDRS: u32 = 16_384;
+/// Sources tracked by the rate limiter (LRU: the least recently seen are forgotten first).
+pub const MAX_RATE_SOURCES: u32 = 65_536;
+
+/// Names of the maps in the object file, so the loader and `stats` cannot drift from the program.
+pub mod map_names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const CPU_STATE: &str = "CPU_STATE";
+    pub const BLOCKLIST: &str = "BLOCKLIST";
+    pub const ALLOWLIST: &str = "ALLOWLIST";
+    pub const RATE: &str = "RATE";
+    pub const CPUS: &str = "CPUS";
+    pub const WORKERS: &str = "WORKERS";
+    pub const STAGES: &str = "STAGES";
+}
+
+/// The XDP program is two stages joined by a tail call, so the kernel's verifier checks each
+/// from a clean state (together, the paths of the first multiply the work of the second past
+/// the verifier's 1M-instruction budget). Stage names and their `STAGES` program-array slots.
+pub mod stage {
+    /// Entry: Ethernet/IP/UDP, blocklist, first line, rate limit, keep-alives.
+    pub const ENTRY: &str = "sip_fastpath";
+    /// Headers: Call-ID and User-Agent scan, then Call-ID hash and steering.
+    pub const HEADERS: &str = "sip_fastpath_headers";
+    pub const HEADERS_SLOT: u32 = 0;
+    /// Scanner: only when a User-Agent was found and signatures are configured; the scanner
+    /// check, then Call-ID hash and steering.
+    pub const SCANNER: &str = "sip_fastpath_scanner";
+    pub const SCANNER_SLOT: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Name of the XDP entry point in the object, and of the empty baseline program.
+pub const PROGRAM_NAME: &str = stage::ENTRY;
+pub const EMPTY_PROGRAM_NAME: &str = "sip_fastpath_empty";
+
+/// `FilterConfig::flags`: redirect SIP messages to `steer_cpus[hash % steer_len]` via the CPUMAP.
+pub const FLAG_STEERING: u32 = 1 << 0;
+/// `FilterConfig::flags`: the rate limiter is on.
+pub const FLAG_RATE_LIMIT: u32 = 1 << 1;
+/// `FilterConfig::flags`: the blocklist holds at least one entry (skip the lookup otherwise).
+pub const FLAG_BLOCKLIST: u32 = 1 << 2;
+/// `FilterConfig::flags`: the allowlist holds at least one entry.
+pub const FLAG_ALLOWLIST: u32 = 1 << 3;
+
+/// One scanner signature, lowercased, as two little-endian words and the masks that select its
+/// `len` bytes (the second mask is zero for signatures of 8 bytes or fewer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScannerSig {
+    pub words: [u64; 2],
+    pub masks: [u64; 2],
+}
+
+/// The single entry of the `CONFIG` array map: everything the XDP program needs per packet in
+/// one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// UDP destination ports that carry SIP, in host byte order; the first `num_ports` count.
+    pub ports: [u16; MAX_SIP_PORTS],
+    pub num_ports: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Rate limiter (GCRA, the token bucket in virtual-time form): nanoseconds between packets
+    /// at the allowed rate, and how far ahead of real time a source may run (the burst).
+    pub rate_interval_ns: u64,
+    pub rate_tolerance_ns: u64,
+    pub num_scanners: u32,
+    pub steer_len: u32,
+    pub scanners: [ScannerSig; MAX_SCANNERS],
+    /// CPU ids to redirect to; the first `steer_len` count.
+    pub steer_cpus: [u32; MAX_STEER_CPUS],
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        Self {
+            ports: [0; MAX_SIP_PORTS],
+            num_ports: 0,
+            flags: 0,
+            rate_interval_ns: 0,
+            rate_tolerance_ns: 0,
+            num_scanners: 0,
+            steer_len: 0,
+            scanners: [ScannerSig { words: [0; 2], masks: [0; 2] }; MAX_SCANNERS],
+            steer_cpus: [0; MAX_STEER_CPUS],
+        }
+    }
+}
+
+/// A source address as the LPM tries and the rate limiter key it: IPv6, with IPv4 sources as
+/// IPv4-mapped addresses (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2), so one map serves both families.
+pub type SourceAddr = [u8; 16];
+
+/// Prefix length in the IPv4-mapped space for an IPv4 CIDR of `len` bits.
+pub const fn mapped_v4_prefix_len(len: u32) -> u32 {
+    96 + len
+}
+
+/// The IPv4-mapped form of an IPv4 address given as its four octets.
+pub const fn mapped_v4(octets: [u8; 4]) -> SourceAddr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}
+
+/// Rate limiter state per source: the GCRA theoretical arrival time, in `bpf_ktime_get_ns` time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    pub tat_ns: u64,
+}
+
+/// Verdicts as the XDP program reports them (`LastResult::verdict`).
+pub mod verdict {
+    pub const PASS: u32 = 0;
+    pub const REDIRECT: u32 = 1;
+    pub const DROP: u32 = 2;
+
+    pub const fn name(v: u32) -> &'static str {
+        match v {
+            PASS => "pass",
+            REDIRECT => "redirect",
+            DROP => "drop",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Why the program returned its verdict. Each reason belongs to exactly one verdict.
+pub mod reason {
+    use super::verdict;
+
+    /// Not IPv4/IPv6 UDP to a SIP port: untouched.
+    pub const OTHER: u32 = 0;
+    /// An IPv4 fragment or an IPv6 packet with extension headers: passed unsteered.
+    pub const FRAGMENT: u32 = 1;
+    /// Truncated or inconsistent IP/UDP headers: left to the stack, which counts its own errors.
+    pub const MALFORMED: u32 = 2;
+    /// CRLF or STUN keep-alive (RFC 5626 §3.5.1, §4.4.1).
+    pub const KEEPALIVE: u32 = 3;
+    /// SIP-shaped but no Call-ID found: passed to the default worker, which answers 400.
+    pub const NO_CALL_ID: u32 = 4;
+    /// SIP with a Call-ID, but steering is off or the CPU has no CPUMAP entry.
+    pub const UNSTEERED: u32 = 5;
+    /// Redirected through the CPUMAP to the CPU of its Call-ID.
+    pub const STEERED: u32 = 6;
+    pub const BLOCKLIST: u32 = 7;
+    pub const RATE_LIMIT: u32 = 8;
+    /// The first line is neither a SIP request line nor a status line.
+    pub const NOT_SIP: u32 = 9;
+    pub const SCANNER: u32 = 10;
+    pub const COUNT: usize = 11;
+
+    pub const fn name(r: u32) -> &'static str {
+        match r {
+            OTHER => "other",
+            FRAGMENT => "fragment",
+            MALFORMED => "malformed",
+            KEEPALIVE => "keepalive",
+            NO_CALL_ID => "no_call_id",
+            UNSTEERED => "unsteered",
+            STEERED => "steered",
+            BLOCKLIST => "blocklist",
+            RATE_LIMIT => "rate_limit",
+            NOT_SIP => "not_sip",
+            SCANNER => "scanner",
+            _ => "unknown",
+        }
+    }
+
+    pub const fn verdict_of(r: u32) -> u32 {
+        match r {
+            STEERED => verdict::REDIRECT,
+            BLOCKLIST | RATE_LIMIT | NOT_SIP | SCANNER => verdict::DROP,
+            _ => verdict::PASS,
+        }
+    }
+}
+
+/// SIP methods counted by the XDP program (responses count as one bucket).
+pub mod method {
+    pub const INVITE: u32 = 0;
+    pub const ACK: u32 = 1;
+    pub const BYE: u32 = 2;
+    pub const CANCEL: u32 = 3;
+    pub const REGISTER: u32 = 4;
+    pub const OPTIONS: u32 = 5;
+    pub const OTHER_REQUEST: u32 = 6;
+    pub const RESPONSE: u32 = 7;
+    pub const COUNT: usize = 8;
+    /// Not a SIP message (no first line was recognised): not counted.
+    pub const NONE: u32 = 0xff;
+
+    pub const fn name(m: u32) -> &'static str {
+        match m {
+            INVITE => "INVITE",
+            ACK => "ACK",
+            BYE => "BYE",
+            CANCEL => "CANCEL",
+            REGISTER => "REGISTER",
+            OPTIONS => "OPTIONS",
+            OTHER_REQUEST => "other_request",
+            RESPONSE => "response",
+            _ => "none",
+        }
+    }
+}
+
+/// What the program decided about the last packet it saw on this CPU. `sip-fastpath classify`
+/// reads it after a `BPF_PROG_TEST_RUN`; it costs a few stores per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastResult {
+    pub verdict: u32,
+    pub reason: u32,
+    pub method: u32,
+    /// 1 when `call_id_hash` holds the hash of a Call-ID found in the packet.
+    pub has_hash: u32,
+    pub call_id_hash: u64,
+}
+
+/// Working memory of the XDP program for one packet. Offsets found inside a loop are stored here
+/// and read back after it: a value read from map memory is one unknown number to the verifier,
+/// so it checks the code after the loop once instead of once per way the loop can end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scratch {
+    /// Start of the second line (the first header).
+    pub line2: u32,
+    /// Just past the header name `Call-ID` / `i`, or 0 if none was seen.
+    pub call_id: u32,
+    /// Just past the header name `User-Agent`, or 0 if none was seen.
+    pub user_agent: u32,
+    /// Start of the header value being examined.
+    pub value: u32,
+    /// The UDP payload as `[start, end)` frame offsets.
+    pub start: u32,
+    pub end: u32,
+    /// Header scan: where the next step starts, and whether that is the start of a line.
+    pub pos: u32,
+    pub at_line_start: u32,
+    /// Runs of the headers stage for this packet (it tail-calls itself to continue a scan).
+    pub scan_calls: u32,
+    /// Set once this CPU has logged a steering problem (log once, not per packet).
+    pub warned: u32,
+}
+
+/// The per-CPU entry of `CPU_STATE`: counters, the last result and the scratch space, fetched
+/// with one lookup per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuState {
+    /// Packets per `reason` (each reason implies its verdict).
+    pub reasons: [u64; reason::COUNT],
+    /// SIP messages per `method` (counted once the first line is recognised).
+    pub methods: [u64; method::COUNT],
+    pub last: LastResult,
+    pub scratch: Scratch,
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        Self {
+            reasons: [0; reason::COUNT],
+            methods: [0; method::COUNT],
+            last: LastResult::default(),
+            scratch: Scratch::default(),
+        }
+    }
+}
+
+/// One entry per worker in the `WORKERS` array map. The XDP program never touches it: the daemon
+/// publishes its workers' counters there a few times a second so that `sip-fastpath stats`, a
+/// separate process, can read them from the pinned map next to the kernel's own counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Datagrams the worker's socket received.
+    pub received: u64,
+    /// Datagrams with a Call-ID whose hash names another worker's CPU: the steering failed.
+    pub misrouted: u64,
+    /// Datagrams in which the worker found no Call-ID.
+    pub no_call_id: u64,
+    /// The CPU the worker is pinned to.
+    pub cpu: u32,
+    /// 1 while the worker runs.
+    pub active: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::WorkerStats {}
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, made only of integers and arrays of integers,
+    // with no implicit padding, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::FilterConfig {}
+    unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::CpuState {}
+    unsafe impl aya::Pod for super::LastResult {}
+    unsafe impl aya::Pod for super::ScannerSig {}
+    unsafe impl aya::Pod for super::Scratch {}
+}

@@ -1,0 +1,334 @@
+//! sip-fastpath's XDP program: pre-filters SIP over UDP and steers each Call-ID to one CPU.
+//!
+//! Order of the checks (each one counted by its reason in `CPU_STATE`):
+//! 1. not UDP to a SIP port → pass untouched; fragments and malformed headers → pass;
+//! 2. source in `BLOCKLIST` → drop;
+//! 3. first line not SIP-shaped → drop (before the rate limiter, so junk from spoofed sources
+//!    cannot churn the limiter's LRU table and evict the state of real sources);
+//! 4. source over its rate, unless in `ALLOWLIST` → drop;
+//! 5. keep-alive → pass; `User-Agent` names a scanner → drop;
+//! 6. Call-ID hashed → redirect through `CPUS` to `steer_cpus[hash % steer_len]`; no Call-ID →
+//!    pass (userspace answers 400); steering off → pass.
+//!
+//! Anything unexpected passes: the program never drops what userspace must answer.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod net;
+#[cfg(target_arch = "bpf")]
+mod sip;
+#[cfg(target_arch = "bpf")]
+mod swar;
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{
+        bindings::xdp_action,
+        helpers::bpf_ktime_get_ns,
+        macros::{map, xdp},
+        maps::{Array, CpuMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
+        programs::XdpContext,
+    };
+    use aya_log_ebpf::warn;
+    use sip_common::{
+        CpuState, FLAG_ALLOWLIST, FLAG_BLOCKLIST, FLAG_RATE_LIMIT, FLAG_STEERING, FilterConfig,
+        MAX_CIDRS, MAX_RATE_SOURCES, MAX_STEER_CPUS, RateState, SourceAddr, WorkerStats, method, reason, stage,
+        slot_for_hash, verdict,
+    };
+
+    use crate::net::{self, Packet, SipDatagram};
+    use crate::sip::{self, Shape};
+
+    #[map]
+    static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
+    #[map]
+    static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+    #[map]
+    static BLOCKLIST: LpmTrie<SourceAddr, u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+    #[map]
+    static ALLOWLIST: LpmTrie<SourceAddr, u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+    #[map]
+    static RATE: LruHashMap<SourceAddr, RateState> =
+        LruHashMap::with_max_entries(MAX_RATE_SOURCES, 0);
+    #[map]
+    static CPUS: CpuMap = CpuMap::with_max_entries(MAX_STEER_CPUS as u32, 0);
+    /// Written by the daemon only (see `WorkerStats`); lives here so it is created and pinned
+    /// with the other maps.
+    /// The second stage (see `sip_common::stage`), filled in by the loader.
+    #[map]
+    static STAGES: ProgramArray = ProgramArray::with_max_entries(stage::COUNT, 0);
+    #[map]
+    static WORKERS: Array<WorkerStats> = Array::with_max_entries(MAX_STEER_CPUS as u32, 0);
+
+    struct Outcome {
+        reason: u32,
+        hash: Option<u64>,
+    }
+
+    impl Outcome {
+        fn of(reason: u32) -> Self {
+            Self { reason, hash: None }
+        }
+    }
+
+    #[xdp]
+    pub fn sip_fastpath(ctx: XdpContext) -> u32 {
+        let Some(st) = CPU_STATE.get_ptr_mut(0) else {
+            return xdp_action::XDP_PASS;
+        };
+        // SAFETY: this CPU's entry; `first_line` sets the method once it recognises one.
+        unsafe { (*st).last.method = method::NONE };
+        match try_entry(&ctx, st) {
+            Some(out) => finish(st, out),
+            None => {
+                // SAFETY: the slot holds a program of this object (set by the loader); on
+                // success `tail_call` does not return.
+                let _ = unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
+                // No second stage loaded: fail open, the message still reaches userspace.
+                finish(st, Outcome::of(reason::UNSTEERED))
+            }
+        }
+    }
+
+    #[xdp]
+    pub fn sip_fastpath_headers(ctx: XdpContext) -> u32 {
+        let Some(st) = CPU_STATE.get_ptr_mut(0) else {
+            return xdp_action::XDP_PASS;
+        };
+        match try_headers(&ctx, st) {
+            Step::Done(out) => finish(st, out),
+            Step::Again => {
+                // SAFETY: as in the entry stage. Continues the scan where this run stopped.
+                let _ = unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
+                finish(st, hash_and_steer(&ctx, st))
+            }
+            Step::Scanner => {
+                // SAFETY: as in the entry stage.
+                let _ = unsafe { STAGES.tail_call(&ctx, stage::SCANNER_SLOT) };
+                finish(st, hash_and_steer(&ctx, st))
+            }
+        }
+    }
+
+    #[xdp]
+    pub fn sip_fastpath_scanner(ctx: XdpContext) -> u32 {
+        let Some(st) = CPU_STATE.get_ptr_mut(0) else {
+            return xdp_action::XDP_PASS;
+        };
+        let out = match (CONFIG.get(0), datagram_from_scratch(st, [0; 16])) {
+            (Some(cfg), Some(d)) if sip::is_scanner(&ctx, &d, st, cfg) => {
+                Outcome::of(reason::SCANNER)
+            }
+            _ => hash_and_steer(&ctx, st),
+        };
+        finish(st, out)
+    }
+
+    /// Counts the outcome and turns it into the XDP action.
+    #[inline(always)]
+    fn finish(st: *mut CpuState, out: Outcome) -> u32 {
+        let v = reason::verdict_of(out.reason);
+        // SAFETY: `st` is this CPU's entry of a per-CPU array, valid for the whole run and not
+        // touched by any other CPU; the indices are checked against the array lengths.
+        unsafe {
+            let r = out.reason as usize;
+            if r < reason::COUNT {
+                (*st).reasons[r] += 1;
+            }
+            let m = (*st).last.method as usize;
+            if m < method::COUNT {
+                (*st).methods[m] += 1;
+            }
+            (*st).last.verdict = v;
+            (*st).last.reason = out.reason;
+            (*st).last.has_hash = out.hash.is_some() as u32;
+            (*st).last.call_id_hash = out.hash.unwrap_or(0);
+        }
+        match v {
+            verdict::REDIRECT => xdp_action::XDP_REDIRECT,
+            verdict::DROP => xdp_action::XDP_DROP,
+            _ => xdp_action::XDP_PASS,
+        }
+    }
+
+    /// The same attach point doing nothing: the baseline `bench-xdp` measures next to the real
+    /// program, so the ratio cancels the cost of the test-run machinery itself.
+    #[xdp]
+    pub fn sip_fastpath_empty(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_PASS
+    }
+
+    /// The first stage: `Some(outcome)` when decided here, `None` to continue in the second
+    /// stage (the payload offsets are then in `scratch`).
+    #[inline(always)]
+    fn try_entry(ctx: &XdpContext, st: *mut CpuState) -> Option<Outcome> {
+        let Some(cfg) = CONFIG.get(0) else {
+            return Some(Outcome::of(reason::OTHER));
+        };
+        let d = match net::classify(ctx, cfg) {
+            Packet::Sip(d) => d,
+            Packet::Other => return Some(Outcome::of(reason::OTHER)),
+            Packet::Fragment => return Some(Outcome::of(reason::FRAGMENT)),
+            Packet::Malformed => return Some(Outcome::of(reason::MALFORMED)),
+        };
+        if cfg.flags & FLAG_BLOCKLIST != 0 && BLOCKLIST.get(Key::new(128, d.src)).is_some() {
+            return Some(Outcome::of(reason::BLOCKLIST));
+        }
+        // Each header layout (VLAN or not, IPv4 options, IPv6 extension headers) gives the
+        // payload different offsets; read back from map memory they are one unknown pair, so
+        // the verifier checks the SIP part once rather than once per layout.
+        // SAFETY: this CPU's entry (see the entry point).
+        unsafe {
+            (*st).scratch.start = d.start as u32;
+            (*st).scratch.end = d.end as u32;
+        }
+        let Some(d) = datagram_from_scratch(st, d.src) else {
+            return Some(Outcome::of(reason::MALFORMED));
+        };
+        let shape = sip::first_line(ctx, &d, st);
+        if let Shape::NotSip = shape {
+            return Some(Outcome::of(reason::NOT_SIP));
+        }
+        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, &d) {
+            return Some(Outcome::of(reason::RATE_LIMIT));
+        }
+        if let Shape::Keepalive = shape {
+            return Some(Outcome::of(reason::KEEPALIVE));
+        }
+        sip::start_header_scan(st);
+        // SAFETY: this CPU's entry (see the entry point).
+        unsafe { (*st).scratch.scan_calls = 0 };
+        None
+    }
+
+    enum Step {
+        Done(Outcome),
+        /// The header scan goes on in another run of this stage.
+        Again,
+        /// A User-Agent was found and signatures are configured.
+        Scanner,
+    }
+
+    /// The second stage, after a tail call from the first (or from itself).
+    #[inline(always)]
+    fn try_headers(ctx: &XdpContext, st: *mut CpuState) -> Step {
+        let Some(cfg) = CONFIG.get(0) else {
+            return Step::Done(Outcome::of(reason::UNSTEERED));
+        };
+        let want_ua = cfg.num_scanners > 0;
+        let done = sip::scan_headers(ctx, st, want_ua);
+        // SAFETY: this CPU's entry (see the entry point).
+        let calls = unsafe {
+            (*st).scratch.scan_calls += 1;
+            (*st).scratch.scan_calls
+        };
+        if !done && calls < sip::MAX_SCAN_CALLS {
+            return Step::Again;
+        }
+        // SAFETY: as above.
+        if want_ua && unsafe { (*st).scratch.user_agent } != 0 {
+            return Step::Scanner;
+        }
+        Step::Done(hash_and_steer(ctx, st))
+    }
+
+    /// The last step of both later stages.
+    #[inline(always)]
+    fn hash_and_steer(ctx: &XdpContext, st: *mut CpuState) -> Outcome {
+        let (Some(cfg), Some(d)) = (CONFIG.get(0), datagram_from_scratch(st, [0; 16])) else {
+            return Outcome::of(reason::UNSTEERED);
+        };
+        let Some(hash) = sip::call_id_hash(ctx, &d, st) else {
+            return Outcome::of(reason::NO_CALL_ID);
+        };
+        let reason = steer(ctx, cfg, st, hash);
+        Outcome { reason, hash: Some(hash) }
+    }
+
+    /// The payload offsets as stored in `scratch`, read back as numbers the verifier knows
+    /// nothing about but their bounds: every path that reaches a read-back continues in the same
+    /// verifier state, so what follows is checked once, not once per header layout or per way
+    /// the checks before it went.
+    #[inline(always)]
+    fn datagram_from_scratch(st: *mut CpuState, src: SourceAddr) -> Option<SipDatagram> {
+        // SAFETY: this CPU's entry (see the entry point).
+        let (start, end) = unsafe {
+            (sip::reload(&raw const (*st).scratch.start), sip::reload(&raw const (*st).scratch.end))
+        };
+        (start <= end && end <= sip::MAX_OFFSET).then_some(SipDatagram { src, start, end })
+    }
+
+    /// GCRA, the virtual-time form of a token bucket: a source may run at most `burst` packets
+    /// ahead of its allowed rate. One `u64` of state per source; concurrent updates from two CPUs
+    /// can let a packet or two more through, never fewer.
+    #[inline(always)]
+    fn over_rate(cfg: &FilterConfig, d: &SipDatagram) -> bool {
+        if cfg.flags & FLAG_ALLOWLIST != 0 && ALLOWLIST.get(Key::new(128, d.src)).is_some() {
+            return false;
+        }
+        // SAFETY: a BPF helper with no arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        match RATE.get_ptr_mut(&d.src) {
+            Some(state) => {
+                // SAFETY: `state` points to the map's value for this key, valid during this run.
+                let tat = unsafe { (*state).tat_ns };
+                let next = if tat > now { tat } else { now } + cfg.rate_interval_ns;
+                if next - now > cfg.rate_tolerance_ns {
+                    return true;
+                }
+                unsafe { (*state).tat_ns = next };
+                false
+            }
+            None => {
+                let _ = RATE.insert(&d.src, &RateState { tat_ns: now + cfg.rate_interval_ns }, 0);
+                false
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn steer(ctx: &XdpContext, cfg: &FilterConfig, st: *mut CpuState, hash: u64) -> u32 {
+        let len = cfg.steer_len;
+        if cfg.flags & FLAG_STEERING == 0 || len == 0 || len as usize > MAX_STEER_CPUS {
+            return reason::UNSTEERED;
+        }
+        let slot = slot_for_hash(hash, len) as usize;
+        // LLVM knows `slot < len <= 64` and would drop the mask; the verifier does not know it
+        // (it cannot bound `%` by a variable), so keep the mask through an opaque read.
+        // SAFETY: reads back the local just written.
+        let slot = unsafe { core::ptr::read_volatile(&slot) } & (MAX_STEER_CPUS - 1);
+        let cpu = cfg.steer_cpus[slot];
+        match CPUS.redirect(cpu, xdp_action::XDP_PASS as u64) {
+            Ok(_) => reason::STEERED,
+            Err(_) => {
+                // A steering table naming a CPU without a CPUMAP entry is a control-plane bug:
+                // say so once per CPU, not per packet.
+                // SAFETY: this CPU's entry (see the entry point).
+                unsafe {
+                    if (*st).scratch.warned == 0 {
+                        (*st).scratch.warned = 1;
+                        warn!(ctx, "steering table names cpu {} which has no CPUMAP entry", cpu);
+                    }
+                }
+                reason::UNSTEERED
+            }
+        }
+    }
+
+    #[cfg(not(test))]
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    // The XDP program only exists for the BPF target; `cargo xtask build` builds it.
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

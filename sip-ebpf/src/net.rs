@@ -1,0 +1,147 @@
+//! Ethernet (+ one 802.1Q/802.1ad tag), IPv4 (with options) / IPv6 (with a few extension
+//! headers), UDP. Every read is bounds-checked against `data_end` right before it.
+
+use aya_ebpf::programs::XdpContext;
+use sip_common::{FilterConfig, MAX_SIP_PORTS, SourceAddr, mapped_v4};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_UDP: u8 = 17;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+/// IPv6 extension headers we step over to find UDP: hop-by-hop, routing, destination options.
+const MAX_IPV6_EXT: usize = 3;
+
+/// A UDP datagram to one of the SIP ports: its source, and its payload as `[start, end)` offsets
+/// from the start of the frame (`end` is the UDP length, never past the frame).
+pub struct SipDatagram {
+    pub src: SourceAddr,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub enum Packet {
+    Sip(SipDatagram),
+    /// Not IPv4/IPv6 UDP to a SIP port.
+    Other,
+    /// An IPv4 fragment or an IPv6 fragment header: reassembly happens in the stack.
+    Fragment,
+    /// Headers truncated or inconsistent.
+    Malformed,
+}
+
+/// A pointer to a `T` at `off` bytes into the frame, or `Err` if it would run past the end.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + off) as *const T)
+}
+
+/// Reads a `T` at `off` (unaligned).
+#[inline(always)]
+pub fn read_at<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, ()> {
+    let p = ptr_at::<T>(ctx, off)?;
+    // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `p` lie inside the packet, and
+    // `T: Copy` is a plain integer or byte array; packet data has no alignment guarantee.
+    Ok(unsafe { p.read_unaligned() })
+}
+
+#[inline(always)]
+fn read_be16(ctx: &XdpContext, off: usize) -> Result<u16, ()> {
+    Ok(u16::from_be(read_at::<u16>(ctx, off)?))
+}
+
+#[inline(always)]
+pub fn classify(ctx: &XdpContext, cfg: &FilterConfig) -> Packet {
+    match try_classify(ctx, cfg) {
+        Ok(p) => p,
+        Err(()) => Packet::Malformed,
+    }
+}
+
+#[inline(always)]
+fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
+    let mut off = ETH_HLEN;
+    let mut proto = read_be16(ctx, 12)?;
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        proto = read_be16(ctx, ETH_HLEN + 2)?;
+        off += 4;
+    }
+    let src: SourceAddr;
+    match proto {
+        ETH_P_IP => {
+            let ver_ihl: u8 = read_at(ctx, off)?;
+            let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+            if ver_ihl >> 4 != 4 || ihl < 20 {
+                return Ok(Packet::Malformed);
+            }
+            if read_at::<u8>(ctx, off + 9)? != IPPROTO_UDP {
+                return Ok(Packet::Other);
+            }
+            // Flags and fragment offset: MF set or a non-zero offset means a fragment.
+            if read_be16(ctx, off + 6)? & 0x3fff != 0 {
+                return Ok(Packet::Fragment);
+            }
+            let a: [u8; 4] = read_at(ctx, off + 12)?;
+            src = mapped_v4(a);
+            off += ihl;
+        }
+        ETH_P_IPV6 => {
+            let mut next: u8 = read_at(ctx, off + 6)?;
+            src = read_at(ctx, off + 8)?;
+            off += IPV6_HLEN;
+            for _ in 0..MAX_IPV6_EXT {
+                match next {
+                    // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+                    0 | 43 | 60 => {
+                        // Next header and length in one load (one bounds check).
+                        let [nh, len]: [u8; 2] = read_at(ctx, off)?;
+                        next = nh;
+                        off += (len as usize + 1) * 8;
+                    }
+                    _ => break,
+                }
+            }
+            if next == 44 {
+                return Ok(Packet::Fragment);
+            }
+            if next != IPPROTO_UDP {
+                return Ok(Packet::Other);
+            }
+        }
+        _ => return Ok(Packet::Other),
+    }
+    let dport = read_be16(ctx, off + 2)?;
+    if !is_sip_port(cfg, dport) {
+        return Ok(Packet::Other);
+    }
+    let udp_len = read_be16(ctx, off + 4)? as usize;
+    let start = off + UDP_HLEN;
+    let end = off + udp_len;
+    // The UDP length must cover its header and fit in the frame (Ethernet padding may follow it).
+    if udp_len < UDP_HLEN || ptr_at::<u8>(ctx, end - 1).is_err() {
+        return Ok(Packet::Malformed);
+    }
+    Ok(Packet::Sip(SipDatagram { src, start, end }))
+}
+
+#[inline(always)]
+fn is_sip_port(cfg: &FilterConfig, port: u16) -> bool {
+    let n = cfg.num_ports as usize;
+    for i in 0..MAX_SIP_PORTS {
+        if i >= n {
+            break;
+        }
+        if cfg.ports[i] == port {
+            return true;
+        }
+    }
+    false
+}

@@ -1,0 +1,79 @@
+//! IPv4/IPv6 CIDRs as the LPM tries key them (IPv4 as IPv4-mapped IPv6).
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use sip_common::{SourceAddr, mapped_v4, mapped_v4_prefix_len};
+
+/// A CIDR such as `198.51.100.0/24` or `2001:db8::/32`; a bare address means a single host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CidrError {
+    #[error("`{0}` is not an IP address or CIDR (expected e.g. 198.51.100.0/24 or 2001:db8::/32)")]
+    Syntax(String),
+    #[error("`{0}`: prefix length {1} is longer than the address ({2} bits)")]
+    PrefixTooLong(String, u32, u32),
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| CidrError::Syntax(s.to_string()))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l.trim().parse::<u32>().map_err(|_| CidrError::Syntax(s.to_string()))?,
+            None => max,
+        };
+        if len > max {
+            return Err(CidrError::PrefixTooLong(s.to_string(), len, max));
+        }
+        Ok(Cidr { addr, len: len as u8 })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl Cidr {
+    /// The key of this CIDR in a trie over [`SourceAddr`]: prefix length and address.
+    pub fn trie_key(&self) -> (u32, SourceAddr) {
+        match self.addr {
+            IpAddr::V4(a) => (mapped_v4_prefix_len(self.len as u32), mapped_v4(a.octets())),
+            IpAddr::V6(a) => (self.len as u32, a.octets()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_v4_v6_and_hosts() {
+        let c: Cidr = "198.51.100.0/24".parse().unwrap();
+        assert_eq!(c.trie_key().0, 120);
+        assert_eq!(&c.trie_key().1[10..], &[0xff, 0xff, 198, 51, 100, 0]);
+        let h: Cidr = "2001:db8::1".parse().unwrap();
+        assert_eq!(h.len, 128);
+        assert_eq!("10.0.0.1".parse::<Cidr>().unwrap().trie_key().0, 128);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(matches!("10.0.0.0/33".parse::<Cidr>(), Err(CidrError::PrefixTooLong(..))));
+        assert!(matches!("example.com".parse::<Cidr>(), Err(CidrError::Syntax(_))));
+        assert!(matches!("10.0.0.0/x".parse::<Cidr>(), Err(CidrError::Syntax(_))));
+    }
+}

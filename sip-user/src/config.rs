@@ -1,0 +1,194 @@
+//! The TOML config file. Every field has a default, unknown fields are errors (a typo must not
+//! silently turn a filter off), and every error names the field.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::{
+    cidr::Cidr,
+    filter::{DEFAULT_SCANNERS, FilterSettings},
+};
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// UDP ports the XDP program treats as SIP (1 to 8).
+    pub sip_ports: Vec<u16>,
+    /// Address the workers receive on; defaults to 0.0.0.0 on the first SIP port.
+    pub listen: Option<SocketAddr>,
+    /// Worker threads, one per CPU starting at CPU 0; 0 means one per online CPU.
+    pub workers: usize,
+    /// Redirect each Call-ID to its worker's CPU in XDP (off: every message passes on the
+    /// receiving CPU, and workers count misrouted messages).
+    pub steering: bool,
+    pub filter: FilterSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterSection {
+    /// Packets per second per source address; 0 turns the rate limiter off.
+    pub rate_limit_pps: u32,
+    /// Packets a source may send at once beyond its rate.
+    pub rate_limit_burst: u32,
+    /// CIDRs exempt from the rate limit.
+    pub allowlist: Vec<String>,
+    /// CIDRs dropped in XDP.
+    pub blocklist: Vec<String>,
+    /// Case-insensitive `User-Agent` substrings that mark a scanner (up to 8, 16 bytes each).
+    pub scanner_user_agents: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sip_ports: vec![5060],
+            listen: None,
+            workers: 0,
+            steering: true,
+            filter: FilterSection::default(),
+        }
+    }
+}
+
+impl Default for FilterSection {
+    fn default() -> Self {
+        let d = FilterSettings::default();
+        Self {
+            rate_limit_pps: d.rate_limit_pps,
+            rate_limit_burst: d.rate_limit_burst,
+            allowlist: Vec::new(),
+            blocklist: Vec::new(),
+            scanner_user_agents: DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    /// Checks the config; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.filter_settings(&[])?;
+        let listen = self.listen_addr();
+        if !self.sip_ports.contains(&listen.port()) {
+            return Err(format!(
+                "listen: port {} is not one of sip_ports {:?}, so XDP would not see that traffic",
+                listen.port(),
+                self.sip_ports
+            ));
+        }
+        if self.workers > sip_common::MAX_STEER_CPUS {
+            return Err(format!(
+                "workers: at most {} are supported, got {}",
+                sip_common::MAX_STEER_CPUS,
+                self.workers
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.sip_ports.first().copied().unwrap_or(5060))
+        })
+    }
+
+    /// The filter as the XDP program takes it, steering to `steer_cpus`.
+    pub fn filter_settings(&self, steer_cpus: &[u32]) -> Result<FilterSettings, String> {
+        let cidrs = |field: &str, list: &[String]| -> Result<Vec<Cidr>, String> {
+            list.iter()
+                .enumerate()
+                .map(|(i, s)| s.parse::<Cidr>().map_err(|e| format!("filter.{field}[{i}]: {e}")))
+                .collect()
+        };
+        let f = &self.filter;
+        let settings = FilterSettings {
+            ports: self.sip_ports.clone(),
+            rate_limit_pps: f.rate_limit_pps,
+            rate_limit_burst: f.rate_limit_burst,
+            allowlist: cidrs("allowlist", &f.allowlist)?,
+            blocklist: cidrs("blocklist", &f.blocklist)?,
+            scanners: f.scanner_user_agents.clone(),
+            steer_cpus: steer_cpus.to_vec(),
+        };
+        settings.validate().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(s).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen_addr().port(), 5060);
+    }
+
+    #[test]
+    fn full_filter_section() {
+        let c = parse(
+            r#"
+            sip_ports = [5060, 5080]
+            workers = 2
+            [filter]
+            rate_limit_pps = 50
+            rate_limit_burst = 100
+            allowlist = ["192.0.2.0/24"]
+            blocklist = ["198.51.100.0/24", "2001:db8::/32"]
+            scanner_user_agents = ["friendly-scanner"]
+            "#,
+        )
+        .unwrap();
+        let s = c.filter_settings(&[0, 1]).unwrap();
+        assert_eq!(s.blocklist.len(), 2);
+        assert_eq!(s.ports, vec![5060, 5080]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse("[filter]\nblocklist = [\"10.0.0.0/8\", \"nonsense\"]").unwrap_err();
+        assert!(e.starts_with("filter.blocklist[1]"), "{e}");
+        let e = parse("sip_port = [5060]").unwrap_err();
+        assert!(e.contains("unknown field `sip_port`"), "{e}");
+        let e = parse("sip_ports = [5060]\nlisten = \"0.0.0.0:5070\"").unwrap_err();
+        assert!(e.starts_with("listen:"), "{e}");
+        let e = parse("[filter]\nrate_limit_pps = \"fast\"").unwrap_err();
+        assert!(e.contains("rate_limit_pps"), "{e}");
+    }
+}

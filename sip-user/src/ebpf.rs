@@ -1,0 +1,201 @@
+//! Loading the XDP program and writing its maps.
+
+use std::path::Path;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, CpuMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    programs::{ProgramFd, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use aya::maps::ProgramArray;
+use sip_common::{CpuState, EMPTY_PROGRAM_NAME, FilterConfig, PROGRAM_NAME, map_names, stage};
+
+use crate::filter::{FilterError, FilterSettings};
+
+/// The XDP object built by `build.rs` (empty when the eBPF toolchain was missing).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-ebpf.o"));
+
+/// Queue length of each CPUMAP entry (frames waiting for the target CPU's kthread).
+const CPUMAP_QUEUE: u32 = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "this sip-fastpath binary was built without its XDP program (the eBPF toolchain was \
+         missing at build time): run `cargo xtask setup`, then `cargo xtask build`"
+    )]
+    NoObject,
+    #[error("parsing the XDP object: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("loading XDP program `{name}` (the kernel's verifier said no?): {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("the XDP object has no map `{0}`")]
+    MissingMap(&'static str),
+    #[error("map `{map}`: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+    #[error("setting CPUMAP entry for CPU {cpu}: {source}")]
+    CpuMap { cpu: u32, source: aya::maps::xdp::XdpMapError },
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("attaching XDP to {iface} in {mode} mode: {source}")]
+    Attach { iface: String, mode: &'static str, source: aya::programs::ProgramError },
+    #[error("pinning map `{map}` at {path}: {source}")]
+    Pin { map: &'static str, path: String, source: aya::pin::PinError },
+}
+
+/// The loaded (verified) XDP program and its maps.
+pub struct FastPath {
+    ebpf: Ebpf,
+    stages: Option<ProgramArray<aya::maps::MapData>>,
+}
+
+impl FastPath {
+    /// Parses the embedded object and loads the program into the kernel (runs the verifier).
+    pub fn load() -> Result<Self, LoadError> {
+        if OBJECT.is_empty() {
+            return Err(LoadError::NoObject);
+        }
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        load_program(&mut ebpf, stage::ENTRY)?;
+        load_program(&mut ebpf, stage::HEADERS)?;
+        load_program(&mut ebpf, stage::SCANNER)?;
+        let mut fast_path = Self { ebpf, stages: None };
+        fast_path.link_stages()?;
+        Ok(fast_path)
+    }
+
+    /// Puts the second stage in the `STAGES` slot the entry tail-calls.
+    fn link_stages(&mut self) -> Result<(), LoadError> {
+        let name = map_names::STAGES;
+        let map = self.ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+        let mut stages: ProgramArray<_> =
+            ProgramArray::try_from(map).map_err(|source| LoadError::Map { map: name, source })?;
+        for (slot, prog) in [(stage::HEADERS_SLOT, stage::HEADERS), (stage::SCANNER_SLOT, stage::SCANNER)] {
+            let fd = self.fd_of(prog)?;
+            stages.set(slot, fd, 0).map_err(|source| LoadError::Map { map: name, source })?;
+        }
+        // The slot lives as long as the map; keep our handle with the object.
+        self.stages = Some(stages);
+        Ok(())
+    }
+
+    /// Loads the empty baseline program from the same object (for `bench-xdp`).
+    pub fn load_empty(&mut self) -> Result<&ProgramFd, LoadError> {
+        if self.fd_of(EMPTY_PROGRAM_NAME).is_err() {
+            load_program(&mut self.ebpf, EMPTY_PROGRAM_NAME)?;
+        }
+        self.fd_of(EMPTY_PROGRAM_NAME)
+    }
+
+    fn xdp(&mut self, name: &'static str) -> Result<&mut Xdp, LoadError> {
+        let prog = self.ebpf.program_mut(name).ok_or(LoadError::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?;
+        prog.try_into().map_err(|source| LoadError::Program { name, source })
+    }
+
+    fn fd_of(&self, name: &'static str) -> Result<&ProgramFd, LoadError> {
+        let prog = self.ebpf.program(name).ok_or(LoadError::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?;
+        prog.fd().map_err(|source| LoadError::Program { name, source })
+    }
+
+    pub fn program_fd(&self) -> Result<&ProgramFd, LoadError> {
+        self.fd_of(PROGRAM_NAME)
+    }
+
+    /// Instructions the verifier processed for each stage (the budget is 1M per program).
+    pub fn verified_instructions(&self) -> Vec<(&'static str, u32)> {
+        [stage::ENTRY, stage::HEADERS, stage::SCANNER]
+            .into_iter()
+            .filter_map(|name| {
+                let n = self.ebpf.program(name)?.info().ok()?.verified_instruction_count()?;
+                Some((name, n))
+            })
+            .collect()
+    }
+
+    /// Writes `settings` into the maps: the config entry, both tries, and a CPUMAP entry for each
+    /// steering CPU. Call it before attaching (or with no traffic), as the maps start empty.
+    pub fn apply(&mut self, settings: &FilterSettings) -> Result<(), LoadError> {
+        let config = settings.to_map_config()?;
+        for cpu in &settings.steer_cpus {
+            let map = self.map_mut(map_names::CPUS)?;
+            let mut cpus = CpuMap::try_from(map)
+                .map_err(|source| LoadError::Map { map: map_names::CPUS, source })?;
+            cpus.set(*cpu, CPUMAP_QUEUE, None, 0)
+                .map_err(|source| LoadError::CpuMap { cpu: *cpu, source })?;
+        }
+        for (name, list) in
+            [(map_names::BLOCKLIST, &settings.blocklist), (map_names::ALLOWLIST, &settings.allowlist)]
+        {
+            let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map_mut(name)?)
+                .map_err(|source| LoadError::Map { map: name, source })?;
+            for cidr in list {
+                let (len, addr) = cidr.trie_key();
+                trie.insert(&Key::new(len, addr), 1, 0)
+                    .map_err(|source| LoadError::Map { map: name, source })?;
+            }
+        }
+        let mut cfg: Array<_, FilterConfig> = Array::try_from(self.map_mut(map_names::CONFIG)?)
+            .map_err(|source| LoadError::Map { map: map_names::CONFIG, source })?;
+        cfg.set(0, config, 0).map_err(|source| LoadError::Map { map: map_names::CONFIG, source })?;
+        Ok(())
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoadError> {
+        self.ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))
+    }
+
+    /// Per-CPU counters and last results.
+    pub fn cpu_state(&self) -> Result<PerCpuArray<&MapData, CpuState>, LoadError> {
+        let map = self.ebpf.map(map_names::CPU_STATE).ok_or(LoadError::MissingMap(map_names::CPU_STATE))?;
+        PerCpuArray::try_from(map).map_err(|source| LoadError::Map { map: map_names::CPU_STATE, source })
+    }
+
+    /// Pins the counters map under `dir` so `sip-fastpath stats` can read it while we run.
+    pub fn pin_state(&self, dir: &Path) -> Result<(), LoadError> {
+        let name = map_names::CPU_STATE;
+        let map = self.ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path); // a stale pin from a crashed run
+        map.pin(&path).map_err(|source| LoadError::Pin { map: name, path: path.display().to_string(), source })
+    }
+
+    /// Attaches the main program to `iface`.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<XdpLinkId, LoadError> {
+        let mode_name = match mode {
+            XdpMode::Driver => "native",
+            XdpMode::Skb => "skb",
+            XdpMode::Hardware => "offload",
+            XdpMode::Default => "default",
+        };
+        self.xdp(PROGRAM_NAME)?.attach(iface, mode).map_err(|source| LoadError::Attach {
+            iface: iface.to_string(),
+            mode: mode_name,
+            source,
+        })
+    }
+
+    pub fn detach(&mut self, link: XdpLinkId) -> Result<(), LoadError> {
+        self.xdp(PROGRAM_NAME)?
+            .detach(link)
+            .map_err(|source| LoadError::Program { name: PROGRAM_NAME, source })
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })?;
+    prog.load().map_err(|source| LoadError::Program { name, source })
+}

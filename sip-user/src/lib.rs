@@ -1,0 +1,27 @@
+//! sip-fastpath: an XDP-accelerated SIP fast path.
+//!
+//! # Layout
+//!
+//! - [`ebpf`]: loads the XDP program (built by `build.rs` from `sip-ebpf`) and writes its maps.
+//! - [`filter`]: the operator's filter settings and their map form; [`cidr`]: CIDR parsing.
+//! - [`config`]: the TOML config file, validated with errors that name the field.
+//! - [`testrun`]: `BPF_PROG_TEST_RUN`; [`frame`]: builds test frames around a payload.
+//! - [`classify`]: "what would the fast path do with this packet?" (`sip-fastpath classify`).
+//! - [`stats`]: reads the kernel counters (`sip-fastpath stats`).
+//! - [`daemon`]: `run(config, shutdown)`: attach, steer, receive, detach.
+//! - [`workers`]: the per-CPU receive sockets (an `SO_REUSEPORT` group steered by CPU).
+//! - [`bench`]: `sip-fastpath bench-xdp`, the kernel path's cost next to an empty program.
+
+pub mod bench;
+pub mod callid;
+pub mod cidr;
+pub mod classify;
+pub mod config;
+pub mod daemon;
+pub mod ebpf;
+pub mod filter;
+pub mod frame;
+pub mod samples;
+pub mod stats;
+pub mod testrun;
+pub mod workers;

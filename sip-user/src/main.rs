@@ -1,0 +1,162 @@
+//! The `sip-fastpath` command line. Thin: parses arguments and calls the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use sip_user::{
+    classify::Classifier,
+    config::Config,
+    daemon::{self, RunOptions, XdpModeChoice},
+    stats,
+};
+
+/// An XDP-accelerated SIP fast path: drops floods, scanners and junk in the kernel and steers
+/// every Call-ID to one worker CPU.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to an interface and run until SIGINT/SIGTERM (needs root).
+    Run {
+        /// Interface whose incoming SIP traffic to filter and steer.
+        #[arg(long)]
+        iface: String,
+        /// XDP attach mode: auto tries native (driver) mode and falls back to skb.
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: XdpModeChoice,
+        /// TOML config file (defaults apply without one; see `check-config`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Folder under which maps are pinned as <pin-root>/<iface>/.
+        #[arg(long, default_value = stats::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+    /// Print the kernel and worker counters of a running daemon.
+    Stats {
+        #[arg(long)]
+        iface: String,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = stats::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+    /// Run the XDP program on files of raw UDP payloads (BPF_PROG_TEST_RUN, needs root) and
+    /// print one JSON line per file: verdict, reason, Call-ID hash.
+    Classify {
+        /// UDP destination port of the frame built around each payload.
+        #[arg(long, default_value_t = 5060)]
+        port: u16,
+        /// Apply this config's filter (ports, blocklist, scanners); the rate limit is left off,
+        /// since it is a property of traffic, not of one packet.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the Call-ID hash of VALUE (the one the kernel steers by) as a decimal integer.
+    HashCallId { value: String },
+    /// Validate a config file and exit.
+    CheckConfig { file: PathBuf },
+    /// Measure the XDP program per packet next to an empty XDP program (needs root).
+    BenchXdp {
+        /// Test runs per measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Measurements per packet kind; the minimum is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().command {
+        Command::Run { iface, xdp_mode, config, pin_root } => {
+            let config = load_config(config.as_deref())?;
+            let options = RunOptions { pin_root, ..RunOptions::new(&iface, xdp_mode, config) };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(daemon::run(options, shutdown_signal()))?;
+        }
+        Command::Stats { iface, json, pin_root } => {
+            let s = stats::read(&pin_root, &iface)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                print!("{}", s.render());
+            }
+        }
+        Command::Classify { port, config, files } => {
+            let config = load_config(config.as_deref())?;
+            let mut settings = config.filter_settings(&[]).map_err(anyhow::Error::msg)?;
+            settings.rate_limit_pps = 0;
+            let classifier = Classifier::new(settings)?;
+            for file in files {
+                let payload =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let d = classifier.classify_payload(&payload, port)?;
+                let line = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "verdict": d.verdict,
+                    "reason": d.reason,
+                    "call_id_hash": d.call_id_hash,
+                });
+                println!("{line}");
+            }
+        }
+        Command::HashCallId { value } => {
+            println!("{}", sip_common::hash_call_id(value.as_bytes()));
+        }
+        Command::CheckConfig { file } => {
+            let c = Config::from_file(&file)?;
+            println!(
+                "{}: ok (sip_ports {:?}, listen {}, workers {}, steering {})",
+                file.display(),
+                c.sip_ports,
+                c.listen_addr(),
+                if c.workers == 0 { "one per CPU".to_string() } else { c.workers.to_string() },
+                if c.steering { "on" } else { "off" }
+            );
+        }
+        Command::BenchXdp { repeat, rounds } => {
+            if repeat == 0 {
+                bail!("--repeat must be at least 1");
+            }
+            let report = sip_user::bench::run(repeat, rounds)?;
+            print!("{}", report.render());
+        }
+    }
+    Ok(())
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
