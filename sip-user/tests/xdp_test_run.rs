@@ -1,0 +1,238 @@
+//! The XDP program on the real kernel, through `BPF_PROG_TEST_RUN` (needs root): the RFC 4475
+//! torture messages and crafted frames, classified exactly as `sip-fastpath classify` does.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+use sip_common::hash_call_id;
+use sip_user::{
+    callid::find_call_id,
+    cidr::Cidr,
+    classify::{Classifier, Decision},
+    filter::FilterSettings,
+    frame::FrameSpec,
+    samples,
+};
+
+/// Test runs pin their thread to read per-CPU results; one classifier at a time keeps it simple.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Payload bytes that fit in the linear part of a `BPF_PROG_TEST_RUN` XDP frame (a page less
+/// headroom and shared info, less the headers).
+const MAX_LINEAR_PAYLOAD: usize = 3000;
+
+fn rfc4475_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/rfc4475")
+}
+
+fn manifest() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(rfc4475_dir().join("MANIFEST.tsv")).expect("manifest");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols[0].to_string(), cols[2].to_string())
+        })
+        .collect()
+}
+
+fn settings() -> FilterSettings {
+    FilterSettings {
+        blocklist: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:bad::/48".parse().unwrap()],
+        rate_limit_pps: 0,
+        ..FilterSettings::default()
+    }
+}
+
+fn classifier() -> Classifier {
+    Classifier::new(settings()).expect("load the XDP program (run as root after `cargo xtask build`)")
+}
+
+fn classify(c: &Classifier, payload: &[u8]) -> Decision {
+    c.classify_payload(payload, 5060).expect("test run")
+}
+
+#[test]
+fn rfc4475_messages_are_never_dropped_and_hashes_match() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    let files = manifest();
+    assert_eq!(files.len(), 49, "all 49 RFC 4475 messages");
+    let mut with_call_id = 0;
+    for (file, class) in files {
+        let bytes = std::fs::read(rfc4475_dir().join(&file)).unwrap();
+        let d = classify(&c, &bytes);
+        assert_ne!(d.verdict, "drop", "{file} ({class}) was dropped: {d:?}");
+        if bytes.len() > MAX_LINEAR_PAYLOAD {
+            // Larger than the linear part of an XDP test-run frame (and than any unfragmented
+            // datagram on a 1500-byte link): the program sees a UDP length past the frame and
+            // leaves it to the stack, unsteered.
+            assert_eq!((d.verdict, d.reason), ("pass", "malformed"), "{file}: {d:?}");
+            continue;
+        }
+        match find_call_id(&bytes) {
+            Some(value) => {
+                with_call_id += 1;
+                assert_eq!(d.verdict, "redirect", "{file}: has a Call-ID, should be steered: {d:?}");
+                assert_eq!(
+                    d.call_id_hash,
+                    Some(hash_call_id(value)),
+                    "{file}: kernel hash differs from sip-common's hash of {:?}",
+                    String::from_utf8_lossy(value)
+                );
+            }
+            None => assert_eq!(d.reason, "no_call_id", "{file}: {d:?}"),
+        }
+    }
+    assert!(with_call_id >= 44, "only {with_call_id} messages had a Call-ID");
+}
+
+#[test]
+fn non_sip_on_the_sip_port_is_dropped() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    let tls_client_hello = [0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x5a];
+    for (name, payload) in [
+        ("junk", samples::junk()),
+        ("http", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec()),
+        ("tls", tls_client_hello.to_vec()),
+        ("no version", b"INVITE sip:a@b\r\nCall-ID: x\r\n\r\n".to_vec()),
+        ("space first", b" INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n".to_vec()),
+    ] {
+        let d = classify(&c, &payload);
+        assert_eq!((d.verdict, d.reason), ("drop", "not_sip"), "{name}: {d:?}");
+    }
+}
+
+#[test]
+fn keepalives_pass() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[7u8; 12]);
+    for (name, payload) in [("crlfcrlf", b"\r\n\r\n".to_vec()), ("crlf", b"\r\n".to_vec()), ("stun", stun)] {
+        let d = classify(&c, &payload);
+        assert_eq!((d.verdict, d.reason), ("pass", "keepalive"), "{name}: {d:?}");
+    }
+}
+
+#[test]
+fn scanner_user_agents_are_dropped_case_insensitively() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    for ua in ["friendly-scanner", "Friendly-Scanner", "sipvicious 0.3", "pplsip (sipcli/v1.8)"] {
+        let msg = format!(
+            "OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\n\
+             From: <sip:100@192.0.2.1>;tag=1\r\nTo: <sip:100@192.0.2.1>\r\nCall-ID: scan1\r\n\
+             CSeq: 1 OPTIONS\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let d = classify(&c, msg.as_bytes());
+        assert_eq!((d.verdict, d.reason), ("drop", "scanner"), "{ua}: {d:?}");
+    }
+    // A real phone's User-Agent passes, and so does a signature in another header.
+    let ok = samples::invite("ua-ok@example.com");
+    assert_eq!(classify(&c, &ok).verdict, "redirect");
+    let other = b"OPTIONS sip:a@b SIP/2.0\r\nUser-Agent: Yealink\r\nSubject: sipvicious\r\nCall-ID: z\r\n\r\n";
+    assert_eq!(classify(&c, other).verdict, "redirect");
+}
+
+#[test]
+fn compact_call_id_at_the_end_of_a_1400_byte_header_section() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    let mut msg = String::from("OPTIONS sip:a@example.com SIP/2.0\r\n");
+    let mut n = 0;
+    while msg.len() < 1390 {
+        msg.push_str(&format!("X-Filler-{n}: {}\r\n", "a".repeat(40)));
+        n += 1;
+    }
+    msg.push_str("i:last-one\r\n\r\n");
+    assert!(msg.len() >= 1400, "{}", msg.len());
+    let d = classify(&c, msg.as_bytes());
+    assert_eq!(d.verdict, "redirect", "{d:?}");
+    assert_eq!(d.call_id_hash, Some(hash_call_id(b"last-one")));
+    // Long name, odd case, whitespace before the colon, a folded value.
+    let folded = b"BYE sip:a@b SIP/2.0\r\nVia: x\r\ncALL-iD \t:\r\n  folded-id@h\r\n\r\n";
+    assert_eq!(classify(&c, folded).call_id_hash, Some(hash_call_id(b"folded-id@h")));
+}
+
+#[test]
+fn no_call_id_passes_to_userspace() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    let d = classify(&c, b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nCall-ID: in-body\r\n");
+    assert_eq!((d.verdict, d.reason), ("pass", "no_call_id"), "{d:?}");
+}
+
+#[test]
+fn vlan_ipv6_options_and_truncation() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    let payload = samples::options("layers@example.com");
+    let want = Some(hash_call_id(b"layers@example.com"));
+    let v4 = FrameSpec::ipv4_to_port(5060);
+    let v6 = FrameSpec {
+        src: SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10)), 5060),
+        dst: SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 5060),
+        ..v4.clone()
+    };
+    for (name, spec) in [
+        ("vlan", FrameSpec { vlan: Some(100), ..v4.clone() }),
+        ("ipv4 options", FrameSpec { ipv4_options: 12, ..v4.clone() }),
+        ("ipv6", v6.clone()),
+        ("ipv6 vlan", FrameSpec { vlan: Some(7), ..v6.clone() }),
+    ] {
+        let d = c.classify_frame(&spec.build(&payload)).unwrap();
+        assert_eq!((d.verdict, d.call_id_hash), ("redirect", want), "{name}: {d:?}");
+    }
+    // Another port: untouched.
+    let d = c.classify_frame(&FrameSpec::ipv4_to_port(8080).build(&payload)).unwrap();
+    assert_eq!((d.verdict, d.reason), ("pass", "other"));
+    // Truncated frames: IP header cut, UDP length past the frame.
+    let full = v4.build(&payload);
+    let d = c.classify_frame(&full[..30]).unwrap();
+    assert_eq!((d.verdict, d.reason), ("pass", "malformed"), "{d:?}");
+    let d = c.classify_frame(&full[..full.len() - 10]).unwrap();
+    assert_eq!((d.verdict, d.reason), ("pass", "malformed"), "{d:?}");
+    // A blocklisted IPv6 source.
+    let bad = FrameSpec {
+        src: SocketAddr::new(IpAddr::V6("2001:db8:bad::5".parse().unwrap()), 5060),
+        ..v6
+    };
+    let d = c.classify_frame(&bad.build(&payload)).unwrap();
+    assert_eq!((d.verdict, d.reason), ("drop", "blocklist"));
+}
+
+#[test]
+fn blocklist_beats_allowlist_and_rate_limit_counts_per_source() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let settings = FilterSettings {
+        blocklist: vec!["203.0.113.0/24".parse().unwrap()],
+        allowlist: vec!["198.51.100.0/24".parse().unwrap(), "203.0.113.7".parse().unwrap()],
+        rate_limit_pps: 1,
+        rate_limit_burst: 3,
+        ..FilterSettings::default()
+    };
+    let c = Classifier::new(settings).unwrap();
+    let payload = samples::options("rate@example.com");
+    let from = |a: [u8; 4]| FrameSpec {
+        src: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 5060),
+        ..FrameSpec::ipv4_to_port(5060)
+    };
+    let blocked = c.classify_frame(&from([203, 0, 113, 7]).build(&payload)).unwrap();
+    assert_eq!(blocked.reason, "blocklist");
+    // A burst of 3 at 1 packet/s: the 4th is over the rate.
+    let limited = from([192, 0, 2, 55]).build(&payload);
+    let verdicts: Vec<&str> =
+        (0..5).map(|_| c.classify_frame(&limited).unwrap().reason).collect();
+    assert_eq!(verdicts, ["steered", "steered", "steered", "rate_limit", "rate_limit"]);
+    // The allowlisted carrier is not limited.
+    let carrier = from([198, 51, 100, 9]).build(&payload);
+    for _ in 0..10 {
+        assert_eq!(c.classify_frame(&carrier).unwrap().reason, "steered");
+    }
+    let _ = Cidr { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), len: 32 };
+}
