@@ -1,0 +1,265 @@
+//! Test hosts in network namespaces for the end-to-end tests and the demo.
+//!
+//! Everything created here is removed on drop (also when a test fails), every wait is bounded
+//! in time, and traffic only goes to addresses inside namespaces made here.
+
+use std::{
+    fs::File,
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// Runs a command, failing with its stderr.
+pub fn run(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {args:?}"))?;
+    if !out.status.success() {
+        bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn require_root() {
+    // SAFETY: no arguments, no side effects.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "these tests attach XDP programs and create network namespaces: run as root");
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let _ = run(&["ip", "netns", "del", name]); // left over from a killed run
+        run(&["ip", "netns", "add", name])?;
+        let ns = Netns { name: name.to_string() };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// A UDP socket bound to `addr` inside this namespace. A thread enters the namespace
+    /// (`setns` changes only the calling thread) and creates the socket, which stays in it.
+    pub fn udp_socket(&self, addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+        let path = self.path();
+        std::thread::spawn(move || -> anyhow::Result<UdpSocket> {
+            let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            // SAFETY: a valid namespace fd; affects only this short-lived thread.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            let s = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
+            s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            Ok(s)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("socket thread panicked"))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// Two namespaces joined by a veth pair: `client` (`vc`, 192.0.2.2 plus extra sources) and
+/// `edge` (`ve`, 192.0.2.1) where sip-fastpath runs. RFC 5737 documentation addresses, which
+/// exist only inside these namespaces.
+pub struct Topology {
+    pub client: Netns,
+    pub edge: Netns,
+}
+
+pub const EDGE_ADDR: &str = "192.0.2.1";
+pub const EDGE_IFACE: &str = "ve";
+
+impl Topology {
+    /// `tag` keeps concurrent tests apart; `client_addrs` are extra source addresses.
+    pub fn new(tag: &str, client_addrs: &[&str]) -> anyhow::Result<Self> {
+        let pid = std::process::id();
+        let client = Netns::new(&format!("sfp-{tag}-c-{pid}"))?;
+        let edge = Netns::new(&format!("sfp-{tag}-e-{pid}"))?;
+        run(&[
+            "ip", "link", "add", "vc", "netns", &client.name, "type", "veth", "peer", "name",
+            EDGE_IFACE, "netns", &edge.name,
+        ])?;
+        client.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "vc"])?;
+        // Extra sources, inside the edge's 192.0.2.0/24 so its replies need no routes.
+        for a in client_addrs {
+            client.exec(&["ip", "addr", "add", &format!("{a}/32"), "dev", "vc"])?;
+        }
+        edge.exec(&["ip", "addr", "add", &format!("{EDGE_ADDR}/24"), "dev", EDGE_IFACE])?;
+        client.exec(&["ip", "link", "set", "vc", "up"])?;
+        edge.exec(&["ip", "link", "set", EDGE_IFACE, "up"])?;
+        // Native XDP + CPUMAP redirect loses CHECKSUM_PARTIAL from a local veth sender, and
+        // the stack then drops the datagram as a bad checksum: send full checksums, as NICs do.
+        client.exec(&["ethtool", "-K", "vc", "tx", "off"])?;
+        // Veth native XDP wants GRO on the receiving side (or an XDP program on the peer).
+        let _ = edge.exec(&["ethtool", "-K", EDGE_IFACE, "gro", "on"]);
+        Ok(Topology { client, edge })
+    }
+}
+
+/// The `sip-fastpath` binary under test: `$SIP_FASTPATH_BIN`, else the workspace's debug build.
+pub fn binary() -> PathBuf {
+    std::env::var_os("SIP_FASTPATH_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sip-fastpath")
+    })
+}
+
+/// A running `sip-fastpath run` inside a namespace; stopped with SIGTERM on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub pin_root: PathBuf,
+    pub iface: String,
+}
+
+impl Daemon {
+    /// Starts the daemon in `ns` (network namespace only, so it shares the host's bpffs and the
+    /// test can read its pinned maps) and waits until its workers publish stats.
+    pub fn start(ns: &Netns, iface: &str, mode: &str, config: &str, tag: &str) -> anyhow::Result<Self> {
+        let bin = binary();
+        if !bin.exists() {
+            bail!("{} does not exist: run `cargo xtask build` or set SIP_FASTPATH_BIN", bin.display());
+        }
+        let dir = std::env::temp_dir().join(format!("sfp-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let cfg = dir.join("config.toml");
+        std::fs::write(&cfg, config)?;
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/sip-fastpath-test-{tag}-{}", std::process::id()));
+        let netns_arg = format!("--net={}", ns.path().display());
+        let child = Command::new("nsenter")
+            .arg(netns_arg)
+            .arg(&bin)
+            .args(["run", "--iface", iface, "--xdp-mode", mode, "--config"])
+            .arg(&cfg)
+            .arg("--pin-root")
+            .arg(&pin_root)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting sip-fastpath")?;
+        let mut d = Daemon { child: Some(child), pin_root, iface: iface.to_string() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("sip-fastpath exited early: {status}");
+            }
+            if let Ok(s) = d.stats() {
+                if s["workers"].as_array().is_some_and(|w| !w.is_empty()) {
+                    return Ok(d);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("sip-fastpath did not come up within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `sip-fastpath stats --json` for this daemon.
+    pub fn stats(&self) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(binary())
+            .args(["stats", "--json", "--iface", &self.iface, "--pin-root"])
+            .arg(&self.pin_root)
+            .output()?;
+        if !out.status.success() {
+            bail!("stats: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits (bounded) until `pred` holds for the stats, returning the last stats seen.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.stats()?;
+            if pred(&s) {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}; last stats: {s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        terminate(&mut child)
+    }
+}
+
+fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("sip-fastpath did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = terminate(&mut child);
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+/// A minimal SIP request with the given Call-ID.
+pub fn sip_message(method: &str, call_id: &str, seq: u32) -> Vec<u8> {
+    format!(
+        "{method} sip:bob@{EDGE_ADDR} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bK{seq}x{call_id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@192.0.2.2>;tag=a{seq}\r\nTo: <sip:bob@{EDGE_ADDR}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sum of a numeric field over the workers in a stats object.
+pub fn workers_sum(stats: &serde_json::Value, field: &str) -> u64 {
+    stats["workers"]
+        .as_array()
+        .map(|ws| ws.iter().map(|w| w[field].as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0)
+}
+
+/// A kernel counter `verdict/reason` from a stats object.
+pub fn reason(stats: &serde_json::Value, key: &str) -> u64 {
+    stats["reasons"][key].as_u64().unwrap_or(0)
+}
