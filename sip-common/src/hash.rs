@@ -102,3 +102,46 @@ pub fn hash_call_id(value: &[u8]) -> u64 {
 pub const fn slot_for_hash(hash: u64, len: u32) -> u32 {
     (hash % (len as u64)) as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_at_whitespace_and_line_ends() {
+        let h = hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com");
+        assert_eq!(hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com\r\nCSeq: 1"), h);
+        assert_eq!(hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com trailing"), h);
+        assert_ne!(hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.co"), h);
+    }
+
+    #[test]
+    fn covers_only_the_first_256_bytes() {
+        let long = [b'x'; 300];
+        assert_eq!(hash_call_id(&long), hash_call_id(&long[..256]));
+        assert_ne!(hash_call_id(&long[..255]), hash_call_id(&long[..256]));
+    }
+
+    #[test]
+    fn length_and_padding_matter() {
+        // A zero-padded last word must not collide with an explicit NUL byte.
+        assert_ne!(hash_call_id(b"abc"), hash_call_id(b"abc\0"));
+        assert_ne!(hash_call_id(b""), hash_call_id(b"\0"));
+    }
+
+    #[test]
+    fn low_bits_spread_sequential_call_ids() {
+        // `hash % n` must split consecutive Call-IDs evenly (plain FNV-1a did not).
+        for n in [2u32, 3, 4, 8] {
+            let mut buckets = [0u32; 8];
+            for i in 0..8000 {
+                let id = format!("{i}@host");
+                buckets[slot_for_hash(hash_call_id(id.as_bytes()), n) as usize] += 1;
+            }
+            let want = 8000 / n;
+            for b in &buckets[..n as usize] {
+                assert!(b.abs_diff(want) < want / 10, "n={n}: {buckets:?}");
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
+#![cfg_attr(not(test), no_std)]
 //! Definitions shared by the sip-fastpath XDP program (`sip-ebpf`) and its daemon (`sip-user`):
 //! map layouts, counter indices and the Call-ID hash. One definition, used on both sides.
-#![no_std]
+
 
 pub mod hash;
 pub mod maps;

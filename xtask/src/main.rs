@@ -1,1 +1,157 @@
-fn main(){}
+//! `cargo xtask`: set-up, build, test, benchmark and demo for sip-fastpath.
+//!
+//! Every command runs `setup` first, which installs only what is missing, so each one works on
+//! a fresh machine (as root) and costs a few `--version` calls on a prepared one.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Set-up, build, test, benchmark and demo for sip-fastpath")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain and test tools (idempotent): nightly rust-src, llvm-22-dev,
+    /// bpf-linker (LLVM 22), and Debian's iproute2, ethtool, bpftool, sip-tester.
+    Setup,
+    /// Build the XDP program and the release binary at target/release/sip-fastpath.
+    Build,
+    /// Run every test: unit, BPF_PROG_TEST_RUN on the real kernel, network namespaces (root).
+    Test,
+    /// Measure the XDP program per packet next to an empty XDP program.
+    BenchXdp {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+    /// Attach sip-fastpath to a veth in a network namespace, send it calls, junk, a scanner and
+    /// a blocklisted source, and print its counters.
+    Demo,
+}
+
+/// Debian packages the build and the tests need.
+const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool", "bpftool", "sip-tester"];
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    match Cli::parse().command {
+        Cmd::Setup => setup(),
+        Cmd::Build => {
+            setup()?;
+            build(&root, true)
+        }
+        Cmd::Test => {
+            setup()?;
+            // The tests drive the debug binary; the XDP object is the same release build.
+            build(&root, false)?;
+            let bin = root.join("target/debug/sip-fastpath");
+            cargo(&root, &["test", "--workspace", "--exclude", "sip-ebpf"])
+                .env("SIP_FASTPATH_BIN", &bin)
+                .env("SIP_FASTPATH_REQUIRE_EBPF", "1")
+                .status_ok("cargo test")
+        }
+        Cmd::BenchXdp { repeat } => {
+            setup()?;
+            build(&root, true)?;
+            Command::new(root.join("target/release/sip-fastpath"))
+                .args(["bench-xdp", "--repeat", &repeat.to_string()])
+                .status_ok("sip-fastpath bench-xdp")
+        }
+        Cmd::Demo => {
+            setup()?;
+            build(&root, true)?;
+            cargo(&root, &["build", "--release", "-p", "tests", "--bin", "demo"])
+                .status_ok("building the demo")?;
+            Command::new(root.join("target/release/demo"))
+                .env("SIP_FASTPATH_BIN", root.join("target/release/sip-fastpath"))
+                .status_ok("the demo")
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// `cargo` with the outer cargo's toolchain pin removed, so folder toolchain files apply.
+fn cargo(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.args(args).current_dir(root).env_remove("RUSTUP_TOOLCHAIN");
+    c
+}
+
+fn build(root: &Path, release: bool) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--workspace", "--exclude", "sip-ebpf"];
+    if release {
+        args.push("--release");
+    }
+    cargo(root, &args)
+        .env("SIP_FASTPATH_REQUIRE_EBPF", "1")
+        .status_ok("cargo build (with the XDP program)")
+}
+
+fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> =
+        DEBIAN_PACKAGES.iter().copied().filter(|p| !debian_package_installed(p)).collect();
+    if !missing.is_empty() {
+        println!("xtask setup: installing Debian packages {missing:?}");
+        Command::new("apt-get").arg("update").status_ok("apt-get update")?;
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status_ok("apt-get install")?;
+    }
+    let has_rust_src = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+    if !has_rust_src {
+        println!("xtask setup: adding rust-src to the nightly toolchain");
+        Command::new("rustup")
+            .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+            .status_ok("rustup component add rust-src")?;
+    }
+    let has_linker =
+        Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_linker {
+        // Its default feature wants LLVM 23, absent here; Debian's LLVM 22 lives under
+        // /usr/lib/llvm-22, which bpf-linker's build script finds through LLVM_PREFIX.
+        println!("xtask setup: building bpf-linker against LLVM 22 (a few minutes)");
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .status_ok("cargo install bpf-linker")?;
+    }
+    Ok(())
+}
+
+fn debian_package_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", name])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+trait StatusOk {
+    fn status_ok(&mut self, what: &str) -> anyhow::Result<()>;
+}
+
+impl StatusOk for Command {
+    fn status_ok(&mut self, what: &str) -> anyhow::Result<()> {
+        let status = self.status().with_context(|| format!("starting {what}"))?;
+        if !status.success() {
+            bail!("{what} failed ({status})");
+        }
+        Ok(())
+    }
+}
