@@ -22,8 +22,12 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.parent().context("sip-user has no parent folder")?;
     let out = PathBuf::from(env::var("OUT_DIR")?).join("sip-ebpf.o");
-    for p in ["sip-ebpf/src", "sip-ebpf/Cargo.toml", "sip-ebpf/.cargo/config.toml", "sip-common/src"]
-    {
+    for p in [
+        "sip-ebpf/src",
+        "sip-ebpf/Cargo.toml",
+        "sip-ebpf/.cargo/config.toml",
+        "sip-common/src",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=SIP_FASTPATH_REQUIRE_EBPF");
@@ -49,16 +53,26 @@ fn main() -> anyhow::Result<()> {
 
 fn build_ebpf(root: &Path) -> anyhow::Result<PathBuf> {
     let have = |tool: &str| {
-        Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
     };
     if !have("bpf-linker") {
         bail!("bpf-linker is not on PATH");
     }
     let target_dir = root.join("target/ebpf");
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--release", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(root.join("sip-ebpf"));
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--release",
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .current_dir(root.join("sip-ebpf"));
     // The outer cargo's variables would pin the stable toolchain and its flags on the nested
     // build; drop everything cargo sets for build scripts.
     for (key, _) in env::vars_os() {
@@ -69,14 +83,23 @@ fn build_ebpf(root: &Path) -> anyhow::Result<PathBuf> {
             || key.starts_with("DEP_")
             || matches!(
                 key,
-                "RUSTUP_TOOLCHAIN" | "RUSTFLAGS" | "TARGET" | "HOST" | "OUT_DIR" | "OPT_LEVEL"
-                    | "PROFILE" | "DEBUG" | "NUM_JOBS"
+                "RUSTUP_TOOLCHAIN"
+                    | "RUSTFLAGS"
+                    | "TARGET"
+                    | "HOST"
+                    | "OUT_DIR"
+                    | "OPT_LEVEL"
+                    | "PROFILE"
+                    | "DEBUG"
+                    | "NUM_JOBS"
             );
         if cargo_owned {
             cmd.env_remove(key);
         }
     }
-    let output = cmd.output().context("running `rustup run nightly cargo build` for sip-ebpf")?;
+    let output = cmd
+        .output()
+        .context("running `rustup run nightly cargo build` for sip-ebpf")?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();

@@ -110,8 +110,14 @@ mod tests {
     #[test]
     fn stops_at_whitespace_and_line_ends() {
         let h = hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com");
-        assert_eq!(hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com\r\nCSeq: 1"), h);
-        assert_eq!(hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com trailing"), h);
+        assert_eq!(
+            hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com\r\nCSeq: 1"),
+            h
+        );
+        assert_eq!(
+            hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.com trailing"),
+            h
+        );
         assert_ne!(hash_call_id(b"a84b4c76e66710@pc33.atlanta.example.co"), h);
     }
 

@@ -2,7 +2,6 @@
 //! Definitions shared by the sip-fastpath XDP program (`sip-ebpf`) and its daemon (`sip-user`):
 //! map layouts, counter indices and the Call-ID hash. One definition, used on both sides.
 
-
 pub mod hash;
 pub mod maps;
 

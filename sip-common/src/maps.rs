@@ -98,7 +98,10 @@ impl Default for FilterConfig {
             rate_tolerance_ns: 0,
             num_scanners: 0,
             steer_len: 0,
-            scanners: [ScannerSig { words: [0; 2], masks: [0; 2] }; MAX_SCANNERS],
+            scanners: [ScannerSig {
+                words: [0; 2],
+                masks: [0; 2],
+            }; MAX_SCANNERS],
             steer_cpus: [0; MAX_STEER_CPUS],
         }
     }

@@ -33,8 +33,8 @@ mod program {
     use aya_log_ebpf::warn;
     use sip_common::{
         CpuState, FLAG_ALLOWLIST, FLAG_BLOCKLIST, FLAG_RATE_LIMIT, FLAG_STEERING, FilterConfig,
-        MAX_CIDRS, MAX_RATE_SOURCES, MAX_STEER_CPUS, RateState, SourceAddr, WorkerStats, method, reason, stage,
-        slot_for_hash, verdict,
+        MAX_CIDRS, MAX_RATE_SOURCES, MAX_STEER_CPUS, RateState, SourceAddr, WorkerStats, method,
+        reason, slot_for_hash, stage, verdict,
     };
 
     use crate::net::{self, Packet, SipDatagram};
@@ -84,7 +84,7 @@ mod program {
             None => {
                 // SAFETY: the slot holds a program of this object (set by the loader); on
                 // success `tail_call` does not return.
-                let _ = unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
+                unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
                 // No second stage loaded: fail open, the message still reaches userspace.
                 finish(st, Outcome::of(reason::UNSTEERED))
             }
@@ -100,12 +100,12 @@ mod program {
             Step::Done(out) => finish(st, out),
             Step::Again => {
                 // SAFETY: as in the entry stage. Continues the scan where this run stopped.
-                let _ = unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
+                unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
                 finish(st, hash_and_steer(&ctx, st))
             }
             Step::Scanner => {
                 // SAFETY: as in the entry stage.
-                let _ = unsafe { STAGES.tail_call(&ctx, stage::SCANNER_SLOT) };
+                unsafe { STAGES.tail_call(&ctx, stage::SCANNER_SLOT) };
                 finish(st, hash_and_steer(&ctx, st))
             }
         }
@@ -243,7 +243,10 @@ mod program {
             return Outcome::of(reason::NO_CALL_ID);
         };
         let reason = steer(ctx, cfg, st, hash);
-        Outcome { reason, hash: Some(hash) }
+        Outcome {
+            reason,
+            hash: Some(hash),
+        }
     }
 
     /// The payload offsets as stored in `scratch`, read back as numbers the verifier knows
@@ -254,7 +257,10 @@ mod program {
     fn datagram_from_scratch(st: *mut CpuState, src: SourceAddr) -> Option<SipDatagram> {
         // SAFETY: this CPU's entry (see the entry point).
         let (start, end) = unsafe {
-            (sip::reload(&raw const (*st).scratch.start), sip::reload(&raw const (*st).scratch.end))
+            (
+                sip::reload(&raw const (*st).scratch.start),
+                sip::reload(&raw const (*st).scratch.end),
+            )
         };
         (start <= end && end <= sip::MAX_OFFSET).then_some(SipDatagram { src, start, end })
     }
@@ -269,7 +275,7 @@ mod program {
         }
         // SAFETY: a BPF helper with no arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        match RATE.get_ptr_mut(&d.src) {
+        match RATE.get_ptr_mut(d.src) {
             Some(state) => {
                 // SAFETY: `state` points to the map's value for this key, valid during this run.
                 let tat = unsafe { (*state).tat_ns };
@@ -281,7 +287,12 @@ mod program {
                 false
             }
             None => {
-                let _ = RATE.insert(&d.src, &RateState { tat_ns: now + cfg.rate_interval_ns }, 0);
+                // A full LRU table evicts its least recently seen source; an insert race with
+                // another CPU loses one packet's worth of state, which is harmless.
+                let first = RateState {
+                    tat_ns: now + cfg.rate_interval_ns,
+                };
+                let _ = RATE.insert(d.src, first, 0);
                 false
             }
         }
@@ -308,7 +319,10 @@ mod program {
                 unsafe {
                     if (*st).scratch.warned == 0 {
                         (*st).scratch.warned = 1;
-                        warn!(ctx, "steering table names cpu {} which has no CPUMAP entry", cpu);
+                        warn!(
+                            ctx,
+                            "steering table names cpu {} which has no CPUMAP entry", cpu
+                        );
                     }
                 }
                 reason::UNSTEERED

@@ -13,15 +13,14 @@ use sip_common::{
 };
 
 use crate::net::{SipDatagram, read_at};
-use crate::swar::{
-    byte, eq_bytes, first_flagged, fold_case, low_bytes, valid_bytes, word,
-};
+use crate::swar::{byte, eq_bytes, first_flagged, fold_case, low_bytes, valid_bytes, word};
 
 /// Header scan steps per run of the headers stage (each step: a word or a line, whichever is
-/// shorter). The verifier's cost grows faster than linearly with this, so the stage scans in
-/// chunks and tail-calls itself to go on: [`MAX_SCAN_CALLS`] chunks of 8 = 240 steps, which
-/// cover ~1,500 bytes of ordinary headers (40-byte lines: 6 steps a line).
-pub const SCAN_STEPS_PER_CALL: usize = 8;
+/// shorter). The verifier's work grows faster than linearly with this (16: ~210k instructions,
+/// 32: ~875k, 64: over the 1M budget), so the stage scans in chunks and tail-calls itself to go
+/// on: [`MAX_SCAN_CALLS`] chunks of 16 = 480 steps, ~3 KiB of ordinary headers (40-byte lines
+/// take 6 steps) and at least 1,500 bytes even of 3-byte lines.
+pub const SCAN_STEPS_PER_CALL: usize = 16;
 /// Runs of the headers stage per packet. The kernel allows 33 tail calls in a chain; the entry
 /// uses one and the scanner stage one.
 pub const MAX_SCAN_CALLS: u32 = 30;
@@ -163,7 +162,11 @@ pub fn first_line(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Shape
     }
     // Decided last and stored, not returned: a constant per method carried through the loops
     // above would have the verifier check them once per method.
-    let method = if is_response { method::RESPONSE } else { request_method(ctx, d, w0) };
+    let method = if is_response {
+        method::RESPONSE
+    } else {
+        request_method(ctx, d, w0)
+    };
     // SAFETY: as above.
     unsafe { (*st).last.method = method };
     Shape::Sip
@@ -325,8 +328,11 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool) -> bool 
             }
         }
         let m = eq_bytes(w, b'\n') & valid_bytes(n);
-        let (next, line_start) =
-            if m != 0 { (off + first_flagged(m) as usize + 1, 1) } else { (off + 8, 0) };
+        let (next, line_start) = if m != 0 {
+            (off + first_flagged(m) as usize + 1, 1)
+        } else {
+            (off + 8, 0)
+        };
         unsafe {
             (*s).pos = next as u32;
             (*s).at_line_start = line_start;
@@ -432,7 +438,12 @@ const UA_WORDS: usize = SCANNER_WINDOW / 8 + 2;
 /// keeps the verifier's work linear (an earlier version loaded at each candidate and ran out of
 /// its 1M-instruction budget).
 #[inline(always)]
-pub fn is_scanner(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState, cfg: &FilterConfig) -> bool {
+pub fn is_scanner(
+    ctx: &XdpContext,
+    d: &SipDatagram,
+    st: *mut CpuState,
+    cfg: &FilterConfig,
+) -> bool {
     // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
     let name_end = reload(unsafe { &raw const (*st).scratch.user_agent });
     if name_end == 0 || !value_start(ctx, d, st, name_end) {
@@ -455,7 +466,11 @@ pub fn is_scanner(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState, cfg: &Fi
             (0, 0)
         };
         let stop = eq_bytes(word, b'\r') | eq_bytes(word, b'\n') | (!valid_bytes(n) & FLAG_BYTES);
-        let keep = if stop != 0 { low_bytes(first_flagged(stop)) } else { u64::MAX };
+        let keep = if stop != 0 {
+            low_bytes(first_flagged(stop))
+        } else {
+            u64::MAX
+        };
         *slot = fold_case(word) & keep & alive;
         if stop != 0 {
             alive = 0;
@@ -490,5 +505,9 @@ pub fn is_scanner(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState, cfg: &Fi
 /// The 8 bytes starting at byte `k` of `lo`, continuing into `hi`.
 #[inline(always)]
 fn shift_in(lo: u64, hi: u64, k: u32) -> u64 {
-    if k == 0 { lo } else { (lo >> (k * 8)) | (hi << (64 - k * 8)) }
+    if k == 0 {
+        lo
+    } else {
+        (lo >> (k * 8)) | (hi << (64 - k * 8))
+    }
 }

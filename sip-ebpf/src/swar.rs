@@ -65,5 +65,9 @@ pub const fn word(s: &[u8]) -> u64 {
 
 /// Mask selecting the low `n` bytes of a word (`n` ≤ 8).
 pub const fn low_bytes(n: u32) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
 }

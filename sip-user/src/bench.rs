@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::{
     cidr::Cidr,
-    classify::{ClassifyError, Classifier},
+    classify::{Classifier, ClassifyError},
     filter::FilterSettings,
     frame::FrameSpec,
     samples,
@@ -31,7 +31,10 @@ const BLOCKED_SOURCE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 
 pub fn run(repeat: u32, rounds: u32) -> Result<BenchReport, ClassifyError> {
     let settings = FilterSettings {
-        blocklist: vec![Cidr { addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)), len: 24 }],
+        blocklist: vec![Cidr {
+            addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)),
+            len: 24,
+        }],
         // The limiter is on (its lookup and update are part of the cost) at a rate the
         // benchmark's single source never reaches.
         rate_limit_pps: 1_000_000_000,
@@ -50,7 +53,10 @@ pub fn run(repeat: u32, rounds: u32) -> Result<BenchReport, ClassifyError> {
         ("OPTIONS", normal.build(&samples::options(call_id))),
         ("200 OK", normal.build(&samples::ok_200(call_id))),
         ("junk (not SIP)", normal.build(&samples::junk())),
-        ("INVITE from blocklisted source", blocked.build(&samples::invite(call_id))),
+        (
+            "INVITE from blocklisted source",
+            blocked.build(&samples::invite(call_id)),
+        ),
     ];
     let verified_instructions = classifier.fast_path().verified_instructions();
     let mut rows = Vec::new();
@@ -71,7 +77,10 @@ pub fn run(repeat: u32, rounds: u32) -> Result<BenchReport, ClassifyError> {
             empty_ns: best_empty,
         });
     }
-    Ok(BenchReport { rows, verified_instructions })
+    Ok(BenchReport {
+        rows,
+        verified_instructions,
+    })
 }
 
 impl BenchReport {

@@ -27,16 +27,25 @@ impl FromStr for Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| CidrError::Syntax(s.to_string()))?;
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| CidrError::Syntax(s.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
-            Some(l) => l.trim().parse::<u32>().map_err(|_| CidrError::Syntax(s.to_string()))?,
+            Some(l) => l
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| CidrError::Syntax(s.to_string()))?,
             None => max,
         };
         if len > max {
             return Err(CidrError::PrefixTooLong(s.to_string(), len, max));
         }
-        Ok(Cidr { addr, len: len as u8 })
+        Ok(Cidr {
+            addr,
+            len: len as u8,
+        })
     }
 }
 
@@ -72,8 +81,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!("10.0.0.0/33".parse::<Cidr>(), Err(CidrError::PrefixTooLong(..))));
-        assert!(matches!("example.com".parse::<Cidr>(), Err(CidrError::Syntax(_))));
-        assert!(matches!("10.0.0.0/x".parse::<Cidr>(), Err(CidrError::Syntax(_))));
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong(..))
+        ));
+        assert!(matches!(
+            "example.com".parse::<Cidr>(),
+            Err(CidrError::Syntax(_))
+        ));
+        assert!(matches!(
+            "10.0.0.0/x".parse::<Cidr>(),
+            Err(CidrError::Syntax(_))
+        ));
     }
 }

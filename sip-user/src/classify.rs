@@ -77,8 +77,9 @@ impl Classifier {
     pub fn classify_frame(&self, frame: &[u8]) -> Result<Decision, ClassifyError> {
         let run = testrun::test_run(self.fast_path.program_fd()?, frame, 1)?;
         let state = self.fast_path.cpu_state()?;
-        let values = state.get(&0, 0).map_err(|source| {
-            LoadError::Map { map: sip_common::map_names::CPU_STATE, source }
+        let values = state.get(&0, 0).map_err(|source| LoadError::Map {
+            map: sip_common::map_names::CPU_STATE,
+            source,
         })?;
         let last: LastResult = values[self.cpu].last;
         let decision = Decision {
@@ -93,7 +94,10 @@ impl Classifier {
             _ => 4,
         };
         if run.action != expected {
-            return Err(ClassifyError::Inconsistent { action: run.action, verdict: decision.verdict });
+            return Err(ClassifyError::Inconsistent {
+                action: run.action,
+                verdict: decision.verdict,
+            });
         }
         Ok(decision)
     }

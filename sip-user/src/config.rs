@@ -71,7 +71,10 @@ impl Default for FilterSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -81,15 +84,18 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        config
-            .validate()
-            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -116,7 +122,10 @@ impl Config {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen.unwrap_or_else(|| {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.sip_ports.first().copied().unwrap_or(5060))
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                self.sip_ports.first().copied().unwrap_or(5060),
+            )
         })
     }
 
@@ -125,7 +134,10 @@ impl Config {
         let cidrs = |field: &str, list: &[String]| -> Result<Vec<Cidr>, String> {
             list.iter()
                 .enumerate()
-                .map(|(i, s)| s.parse::<Cidr>().map_err(|e| format!("filter.{field}[{i}]: {e}")))
+                .map(|(i, s)| {
+                    s.parse::<Cidr>()
+                        .map_err(|e| format!("filter.{field}[{i}]: {e}"))
+                })
                 .collect()
         };
         let f = &self.filter;

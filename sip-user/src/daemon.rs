@@ -47,7 +47,12 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn new(iface: &str, mode: XdpModeChoice, config: Config) -> Self {
-        Self { iface: iface.to_string(), mode, config, pin_root: PathBuf::from(DEFAULT_PIN_ROOT) }
+        Self {
+            iface: iface.to_string(),
+            mode,
+            config,
+            pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+        }
     }
 }
 
@@ -62,21 +67,38 @@ pub enum DaemonError {
     #[error("listing online CPUs: {0}")]
     Cpus(String),
     #[error("preparing the pin folder {path}: {source}")]
-    PinDir { path: String, source: std::io::Error },
+    PinDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("interface `{0}` does not exist (in this network namespace)")]
     NoInterface(String),
 }
 
 /// Runs the fast path on `options.iface` until `shutdown` completes.
-pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let RunOptions { iface, mode, config, pin_root } = options;
+pub async fn run(
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let RunOptions {
+        iface,
+        mode,
+        config,
+        pin_root,
+    } = options;
     config.validate().map_err(DaemonError::Config)?;
     if !Path::new("/sys/class/net").join(&iface).exists() && if_index(&iface).is_none() {
         return Err(DaemonError::NoInterface(iface));
     }
     let cpus = worker_cpus(config.workers)?;
-    let steer: Vec<u32> = if config.steering { cpus.clone() } else { Vec::new() };
-    let settings = config.filter_settings(&steer).map_err(DaemonError::Config)?;
+    let steer: Vec<u32> = if config.steering {
+        cpus.clone()
+    } else {
+        Vec::new()
+    };
+    let settings = config
+        .filter_settings(&steer)
+        .map_err(DaemonError::Config)?;
 
     let mut fast_path = FastPath::load()?;
     fast_path.apply(&settings)?;
@@ -85,7 +107,16 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     }
     let pin_dir = pin_root.join(&iface);
     prepare_pin_dir(&pin_root, &pin_dir)?;
-    let result = run_attached(&mut fast_path, &iface, mode, &config, &cpus, &pin_dir, shutdown).await;
+    let result = run_attached(
+        &mut fast_path,
+        &iface,
+        mode,
+        &config,
+        &cpus,
+        &pin_dir,
+        shutdown,
+    )
+    .await;
     if let Err(e) = std::fs::remove_dir_all(&pin_dir) {
         log::warn!("removing {}: {e}", pin_dir.display());
     }
@@ -173,7 +204,11 @@ fn attach(
 fn worker_cpus(workers: usize) -> Result<Vec<u32>, DaemonError> {
     let online =
         aya::util::online_cpus().map_err(|(what, e)| DaemonError::Cpus(format!("{what}: {e}")))?;
-    let n = if workers == 0 { online.len() } else { workers.min(online.len()) };
+    let n = if workers == 0 {
+        online.len()
+    } else {
+        workers.min(online.len())
+    };
     let n = n.min(sip_common::MAX_STEER_CPUS);
     let cpus: Vec<u32> = (0..n as u32).collect();
     if cpus.iter().any(|c| !online.contains(c)) {
@@ -212,7 +247,13 @@ fn mount_bpffs(path: &Path) -> std::io::Result<()> {
     let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     // SAFETY: all arguments are valid C strings or null (no mount data).
     let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
@@ -232,7 +273,10 @@ fn pin_workers_map(
     pin_dir: &Path,
 ) -> Result<Array<MapData, WorkerStats>, DaemonError> {
     let name = map_names::WORKERS;
-    let map = fast_path.ebpf_mut().take_map(name).ok_or(LoadError::MissingMap(name))?;
+    let map = fast_path
+        .ebpf_mut()
+        .take_map(name)
+        .ok_or(LoadError::MissingMap(name))?;
     let path = pin_dir.join(name);
     let _ = std::fs::remove_file(&path);
     map.pin(&path).map_err(|source| LoadError::Pin {

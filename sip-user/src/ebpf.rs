@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
+use aya::maps::ProgramArray;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, CpuMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{ProgramFd, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use aya::maps::ProgramArray;
 use sip_common::{CpuState, EMPTY_PROGRAM_NAME, FilterConfig, PROGRAM_NAME, map_names, stage};
 
 use crate::filter::{FilterError, FilterSettings};
@@ -28,19 +28,36 @@ pub enum LoadError {
     #[error("parsing the XDP object: {0}")]
     Object(#[from] aya::EbpfError),
     #[error("loading XDP program `{name}` (the kernel's verifier said no?): {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("the XDP object has no map `{0}`")]
     MissingMap(&'static str),
     #[error("map `{map}`: {source}")]
-    Map { map: &'static str, source: aya::maps::MapError },
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("setting CPUMAP entry for CPU {cpu}: {source}")]
-    CpuMap { cpu: u32, source: aya::maps::xdp::XdpMapError },
+    CpuMap {
+        cpu: u32,
+        source: aya::maps::xdp::XdpMapError,
+    },
     #[error(transparent)]
     Filter(#[from] FilterError),
     #[error("attaching XDP to {iface} in {mode} mode: {source}")]
-    Attach { iface: String, mode: &'static str, source: aya::programs::ProgramError },
+    Attach {
+        iface: String,
+        mode: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("pinning map `{map}` at {path}: {source}")]
-    Pin { map: &'static str, path: String, source: aya::pin::PinError },
+    Pin {
+        map: &'static str,
+        path: String,
+        source: aya::pin::PinError,
+    },
 }
 
 /// The loaded (verified) XDP program and its maps.
@@ -67,12 +84,20 @@ impl FastPath {
     /// Puts the second stage in the `STAGES` slot the entry tail-calls.
     fn link_stages(&mut self) -> Result<(), LoadError> {
         let name = map_names::STAGES;
-        let map = self.ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(LoadError::MissingMap(name))?;
         let mut stages: ProgramArray<_> =
             ProgramArray::try_from(map).map_err(|source| LoadError::Map { map: name, source })?;
-        for (slot, prog) in [(stage::HEADERS_SLOT, stage::HEADERS), (stage::SCANNER_SLOT, stage::SCANNER)] {
+        for (slot, prog) in [
+            (stage::HEADERS_SLOT, stage::HEADERS),
+            (stage::SCANNER_SLOT, stage::SCANNER),
+        ] {
             let fd = self.fd_of(prog)?;
-            stages.set(slot, fd, 0).map_err(|source| LoadError::Map { map: name, source })?;
+            stages
+                .set(slot, fd, 0)
+                .map_err(|source| LoadError::Map { map: name, source })?;
         }
         // The slot lives as long as the map; keep our handle with the object.
         self.stages = Some(stages);
@@ -92,7 +117,8 @@ impl FastPath {
             name,
             source: aya::programs::ProgramError::NotLoaded,
         })?;
-        prog.try_into().map_err(|source| LoadError::Program { name, source })
+        prog.try_into()
+            .map_err(|source| LoadError::Program { name, source })
     }
 
     fn fd_of(&self, name: &'static str) -> Result<&ProgramFd, LoadError> {
@@ -100,7 +126,8 @@ impl FastPath {
             name,
             source: aya::programs::ProgramError::NotLoaded,
         })?;
-        prog.fd().map_err(|source| LoadError::Program { name, source })
+        prog.fd()
+            .map_err(|source| LoadError::Program { name, source })
     }
 
     pub fn program_fd(&self) -> Result<&ProgramFd, LoadError> {
@@ -112,7 +139,12 @@ impl FastPath {
         [stage::ENTRY, stage::HEADERS, stage::SCANNER]
             .into_iter()
             .filter_map(|name| {
-                let n = self.ebpf.program(name)?.info().ok()?.verified_instruction_count()?;
+                let n = self
+                    .ebpf
+                    .program(name)?
+                    .info()
+                    .ok()?
+                    .verified_instruction_count()?;
                 Some((name, n))
             })
             .collect()
@@ -124,14 +156,17 @@ impl FastPath {
         let config = settings.to_map_config()?;
         for cpu in &settings.steer_cpus {
             let map = self.map_mut(map_names::CPUS)?;
-            let mut cpus = CpuMap::try_from(map)
-                .map_err(|source| LoadError::Map { map: map_names::CPUS, source })?;
+            let mut cpus = CpuMap::try_from(map).map_err(|source| LoadError::Map {
+                map: map_names::CPUS,
+                source,
+            })?;
             cpus.set(*cpu, CPUMAP_QUEUE, None, 0)
                 .map_err(|source| LoadError::CpuMap { cpu: *cpu, source })?;
         }
-        for (name, list) in
-            [(map_names::BLOCKLIST, &settings.blocklist), (map_names::ALLOWLIST, &settings.allowlist)]
-        {
+        for (name, list) in [
+            (map_names::BLOCKLIST, &settings.blocklist),
+            (map_names::ALLOWLIST, &settings.allowlist),
+        ] {
             let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map_mut(name)?)
                 .map_err(|source| LoadError::Map { map: name, source })?;
             for cidr in list {
@@ -141,8 +176,14 @@ impl FastPath {
             }
         }
         let mut cfg: Array<_, FilterConfig> = Array::try_from(self.map_mut(map_names::CONFIG)?)
-            .map_err(|source| LoadError::Map { map: map_names::CONFIG, source })?;
-        cfg.set(0, config, 0).map_err(|source| LoadError::Map { map: map_names::CONFIG, source })?;
+            .map_err(|source| LoadError::Map {
+                map: map_names::CONFIG,
+                source,
+            })?;
+        cfg.set(0, config, 0).map_err(|source| LoadError::Map {
+            map: map_names::CONFIG,
+            source,
+        })?;
         Ok(())
     }
 
@@ -152,8 +193,14 @@ impl FastPath {
 
     /// Per-CPU counters and last results.
     pub fn cpu_state(&self) -> Result<PerCpuArray<&MapData, CpuState>, LoadError> {
-        let map = self.ebpf.map(map_names::CPU_STATE).ok_or(LoadError::MissingMap(map_names::CPU_STATE))?;
-        PerCpuArray::try_from(map).map_err(|source| LoadError::Map { map: map_names::CPU_STATE, source })
+        let map = self
+            .ebpf
+            .map(map_names::CPU_STATE)
+            .ok_or(LoadError::MissingMap(map_names::CPU_STATE))?;
+        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+            map: map_names::CPU_STATE,
+            source,
+        })
     }
 
     /// Pins the counters map under `dir` so `sip-fastpath stats` can read it while we run.
@@ -162,7 +209,11 @@ impl FastPath {
         let map = self.ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path); // a stale pin from a crashed run
-        map.pin(&path).map_err(|source| LoadError::Pin { map: name, path: path.display().to_string(), source })
+        map.pin(&path).map_err(|source| LoadError::Pin {
+            map: name,
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Attaches the main program to `iface`.
@@ -173,17 +224,22 @@ impl FastPath {
             XdpMode::Hardware => "offload",
             XdpMode::Default => "default",
         };
-        self.xdp(PROGRAM_NAME)?.attach(iface, mode).map_err(|source| LoadError::Attach {
-            iface: iface.to_string(),
-            mode: mode_name,
-            source,
-        })
+        self.xdp(PROGRAM_NAME)?
+            .attach(iface, mode)
+            .map_err(|source| LoadError::Attach {
+                iface: iface.to_string(),
+                mode: mode_name,
+                source,
+            })
     }
 
     pub fn detach(&mut self, link: XdpLinkId) -> Result<(), LoadError> {
         self.xdp(PROGRAM_NAME)?
             .detach(link)
-            .map_err(|source| LoadError::Program { name: PROGRAM_NAME, source })
+            .map_err(|source| LoadError::Program {
+                name: PROGRAM_NAME,
+                source,
+            })
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
@@ -194,8 +250,12 @@ impl FastPath {
 fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
     let prog: &mut Xdp = ebpf
         .program_mut(name)
-        .ok_or(LoadError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+        .ok_or(LoadError::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?
         .try_into()
         .map_err(|source| LoadError::Program { name, source })?;
-    prog.load().map_err(|source| LoadError::Program { name, source })
+    prog.load()
+        .map_err(|source| LoadError::Program { name, source })
 }

@@ -163,10 +163,23 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let mut s = FilterSettings { ports: vec![], ..Default::default() };
-        assert!(s.validate().unwrap_err().to_string().starts_with("sip_ports"));
+        let mut s = FilterSettings {
+            ports: vec![],
+            ..Default::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("sip_ports")
+        );
         s.ports = vec![5060];
         s.scanners = vec!["x".repeat(17)];
-        assert!(s.validate().unwrap_err().to_string().starts_with("filter.scanner_user_agents"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("filter.scanner_user_agents")
+        );
     }
 }

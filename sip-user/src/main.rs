@@ -78,16 +78,28 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
-        Command::Run { iface, xdp_mode, config, pin_root } => {
+        Command::Run {
+            iface,
+            xdp_mode,
+            config,
+            pin_root,
+        } => {
             let config = load_config(config.as_deref())?;
-            let options = RunOptions { pin_root, ..RunOptions::new(&iface, xdp_mode, config) };
+            let options = RunOptions {
+                pin_root,
+                ..RunOptions::new(&iface, xdp_mode, config)
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
             rt.block_on(daemon::run(options, shutdown_signal()))?;
         }
-        Command::Stats { iface, json, pin_root } => {
+        Command::Stats {
+            iface,
+            json,
+            pin_root,
+        } => {
             let s = stats::read(&pin_root, &iface)?;
             if json {
                 println!("{}", serde_json::to_string(&s)?);
@@ -95,7 +107,11 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", s.render());
             }
         }
-        Command::Classify { port, config, files } => {
+        Command::Classify {
+            port,
+            config,
+            files,
+        } => {
             let config = load_config(config.as_deref())?;
             let mut settings = config.filter_settings(&[]).map_err(anyhow::Error::msg)?;
             settings.rate_limit_pps = 0;
@@ -123,7 +139,11 @@ fn main() -> anyhow::Result<()> {
                 file.display(),
                 c.sip_ports,
                 c.listen_addr(),
-                if c.workers == 0 { "one per CPU".to_string() } else { c.workers.to_string() },
+                if c.workers == 0 {
+                    "one per CPU".to_string()
+                } else {
+                    c.workers.to_string()
+                },
                 if c.steering { "on" } else { "off" }
             );
         }

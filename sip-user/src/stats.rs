@@ -12,12 +12,17 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/sip-fastpath";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
-    #[error(
-        "no pinned maps at {path} ({source}): is `sip-fastpath run --iface {iface}` running?"
-    )]
-    NotRunning { path: String, iface: String, source: aya::maps::MapError },
+    #[error("no pinned maps at {path} ({source}): is `sip-fastpath run --iface {iface}` running?")]
+    NotRunning {
+        path: String,
+        iface: String,
+        source: Box<aya::maps::MapError>,
+    },
     #[error("reading {map}: {source}")]
-    Read { map: &'static str, source: aya::maps::MapError },
+    Read {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -43,7 +48,14 @@ pub struct WorkerRow {
 pub fn sum_cpu_states<'a>(states: impl IntoIterator<Item = &'a CpuState>) -> Stats {
     let mut s = Stats::default();
     for r in 0..reason::COUNT as u32 {
-        s.reasons.insert(format!("{}/{}", verdict::name(reason::verdict_of(r)), reason::name(r)), 0);
+        s.reasons.insert(
+            format!(
+                "{}/{}",
+                verdict::name(reason::verdict_of(r)),
+                reason::name(r)
+            ),
+            0,
+        );
     }
     for v in [verdict::PASS, verdict::REDIRECT, verdict::DROP] {
         s.verdicts.insert(verdict::name(v), 0);
@@ -55,9 +67,15 @@ pub fn sum_cpu_states<'a>(states: impl IntoIterator<Item = &'a CpuState>) -> Sta
         for (r, n) in st.reasons.iter().enumerate() {
             let r = r as u32;
             *s.reasons
-                .get_mut(&format!("{}/{}", verdict::name(reason::verdict_of(r)), reason::name(r)))
+                .get_mut(&format!(
+                    "{}/{}",
+                    verdict::name(reason::verdict_of(r)),
+                    reason::name(r)
+                ))
                 .expect("every reason was inserted above") += n;
-            *s.verdicts.get_mut(verdict::name(reason::verdict_of(r))).expect("inserted") += n;
+            *s.verdicts
+                .get_mut(verdict::name(reason::verdict_of(r)))
+                .expect("inserted") += n;
         }
         for (m, n) in st.methods.iter().enumerate() {
             *s.methods.get_mut(method::name(m as u32)).expect("inserted") += n;
@@ -73,20 +91,27 @@ pub fn read(pin_root: &Path, iface: &str) -> Result<Stats, StatsError> {
     let data = MapData::from_pin(&state_path).map_err(|source| StatsError::NotRunning {
         path: state_path.display().to_string(),
         iface: iface.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     let map = aya::maps::Map::PerCpuArray(data);
-    let states: PerCpuArray<_, CpuState> = PerCpuArray::try_from(map)
-        .map_err(|source| StatsError::Read { map: map_names::CPU_STATE, source })?;
-    let values = states
-        .get(&0, 0)
-        .map_err(|source| StatsError::Read { map: map_names::CPU_STATE, source })?;
+    let states: PerCpuArray<_, CpuState> =
+        PerCpuArray::try_from(map).map_err(|source| StatsError::Read {
+            map: map_names::CPU_STATE,
+            source,
+        })?;
+    let values = states.get(&0, 0).map_err(|source| StatsError::Read {
+        map: map_names::CPU_STATE,
+        source,
+    })?;
     let mut stats = sum_cpu_states(values.iter());
 
     let workers_path = dir.join(map_names::WORKERS);
     if let Ok(data) = MapData::from_pin(&workers_path) {
-        let workers: Array<_, WorkerStats> = Array::try_from(aya::maps::Map::Array(data))
-            .map_err(|source| StatsError::Read { map: map_names::WORKERS, source })?;
+        let workers: Array<_, WorkerStats> =
+            Array::try_from(aya::maps::Map::Array(data)).map_err(|source| StatsError::Read {
+                map: map_names::WORKERS,
+                source,
+            })?;
         for w in workers.iter().flatten() {
             if w.active != 0 {
                 stats.workers.push(WorkerRow {

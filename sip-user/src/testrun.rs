@@ -69,9 +69,15 @@ pub fn test_run(prog: &ProgramFd, frame: &[u8], repeat: u32) -> Result<TestRun, 
         )
     };
     if rc < 0 {
-        return Err(TestRunError { len: frame.len(), source: std::io::Error::last_os_error() });
+        return Err(TestRunError {
+            len: frame.len(),
+            source: std::io::Error::last_os_error(),
+        });
     }
-    Ok(TestRun { action: attr.retval, ns_per_run: attr.duration })
+    Ok(TestRun {
+        action: attr.retval,
+        ns_per_run: attr.duration,
+    })
 }
 
 /// Pins the calling thread to `cpu`, so that a test run's per-CPU results can be read back

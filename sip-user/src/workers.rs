@@ -32,9 +32,16 @@ const MAX_DATAGRAM: usize = 65_535;
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("binding worker socket {index} to {addr}: {source}")]
-    Bind { index: usize, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        index: usize,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("attaching the reuseport CPU selector to {addr}: {source}")]
-    ReuseportProgram { addr: SocketAddr, source: std::io::Error },
+    ReuseportProgram {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("starting worker thread for CPU {cpu}: {source}")]
     Spawn { cpu: u32, source: std::io::Error },
 }
@@ -66,14 +73,22 @@ impl Workers {
     ) -> Result<Self, WorkerError> {
         let mut sockets = Vec::with_capacity(cpus.len());
         for index in 0..cpus.len() {
-            sockets.push(bind_member(addr).map_err(|source| WorkerError::Bind { index, addr, source })?);
+            sockets.push(bind_member(addr).map_err(|source| WorkerError::Bind {
+                index,
+                addr,
+                source,
+            })?);
         }
         if let Some(first) = sockets.first() {
             attach_cpu_selector(first)
                 .map_err(|source| WorkerError::ReuseportProgram { addr, source })?;
         }
         let steer: Arc<[u32]> = cpus.into();
-        let mut workers = Workers { handles: Vec::new(), counters: Vec::new(), cpus: cpus.to_vec() };
+        let mut workers = Workers {
+            handles: Vec::new(),
+            counters: Vec::new(),
+            cpus: cpus.to_vec(),
+        };
         for (socket, &cpu) in sockets.into_iter().zip(cpus) {
             let counters = Arc::new(WorkerCounters::default());
             workers.counters.push(counters.clone());
@@ -133,9 +148,17 @@ fn attach_cpu_selector(socket: &Socket) -> std::io::Result<()> {
             jf: 0,
             k: (SKF_AD_OFF + SKF_AD_CPU) as u32,
         },
-        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_A) as u16, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
     ];
-    let prog = libc::sock_fprog { len: code.len() as u16, filter: code.as_mut_ptr() };
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_mut_ptr(),
+    };
     // SAFETY: `prog` points to `code`, both alive across the call; the kernel copies them.
     let rc = unsafe {
         libc::setsockopt(
@@ -162,7 +185,10 @@ fn worker_thread(
     if let Err(e) = crate::testrun::pin_current_thread(cpu as usize) {
         log::warn!("worker for CPU {cpu}: could not pin the thread: {e}");
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("worker for CPU {cpu}: no runtime: {e}");

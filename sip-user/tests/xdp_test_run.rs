@@ -41,14 +41,18 @@ fn manifest() -> Vec<(String, String)> {
 
 fn settings() -> FilterSettings {
     FilterSettings {
-        blocklist: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:bad::/48".parse().unwrap()],
+        blocklist: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8:bad::/48".parse().unwrap(),
+        ],
         rate_limit_pps: 0,
         ..FilterSettings::default()
     }
 }
 
 fn classifier() -> Classifier {
-    Classifier::new(settings()).expect("load the XDP program (run as root after `cargo xtask build`)")
+    Classifier::new(settings())
+        .expect("load the XDP program (run as root after `cargo xtask build`)")
 }
 
 fn classify(c: &Classifier, payload: &[u8]) -> Decision {
@@ -70,13 +74,20 @@ fn rfc4475_messages_are_never_dropped_and_hashes_match() {
             // Larger than the linear part of an XDP test-run frame (and than any unfragmented
             // datagram on a 1500-byte link): the program sees a UDP length past the frame and
             // leaves it to the stack, unsteered.
-            assert_eq!((d.verdict, d.reason), ("pass", "malformed"), "{file}: {d:?}");
+            assert_eq!(
+                (d.verdict, d.reason),
+                ("pass", "malformed"),
+                "{file}: {d:?}"
+            );
             continue;
         }
         match find_call_id(&bytes) {
             Some(value) => {
                 with_call_id += 1;
-                assert_eq!(d.verdict, "redirect", "{file}: has a Call-ID, should be steered: {d:?}");
+                assert_eq!(
+                    d.verdict, "redirect",
+                    "{file}: has a Call-ID, should be steered: {d:?}"
+                );
                 assert_eq!(
                     d.call_id_hash,
                     Some(hash_call_id(value)),
@@ -87,20 +98,34 @@ fn rfc4475_messages_are_never_dropped_and_hashes_match() {
             None => assert_eq!(d.reason, "no_call_id", "{file}: {d:?}"),
         }
     }
-    assert!(with_call_id >= 44, "only {with_call_id} messages had a Call-ID");
+    assert!(
+        with_call_id >= 44,
+        "only {with_call_id} messages had a Call-ID"
+    );
 }
 
 #[test]
 fn non_sip_on_the_sip_port_is_dropped() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = classifier();
-    let tls_client_hello = [0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x5a];
+    let tls_client_hello = [
+        0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x5a,
+    ];
     for (name, payload) in [
         ("junk", samples::junk()),
-        ("http", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec()),
+        (
+            "http",
+            b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(),
+        ),
         ("tls", tls_client_hello.to_vec()),
-        ("no version", b"INVITE sip:a@b\r\nCall-ID: x\r\n\r\n".to_vec()),
-        ("space first", b" INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n".to_vec()),
+        (
+            "no version",
+            b"INVITE sip:a@b\r\nCall-ID: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "space first",
+            b" INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n".to_vec(),
+        ),
     ] {
         let d = classify(&c, &payload);
         assert_eq!((d.verdict, d.reason), ("drop", "not_sip"), "{name}: {d:?}");
@@ -113,9 +138,17 @@ fn keepalives_pass() {
     let c = classifier();
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     stun.extend_from_slice(&[7u8; 12]);
-    for (name, payload) in [("crlfcrlf", b"\r\n\r\n".to_vec()), ("crlf", b"\r\n".to_vec()), ("stun", stun)] {
+    for (name, payload) in [
+        ("crlfcrlf", b"\r\n\r\n".to_vec()),
+        ("crlf", b"\r\n".to_vec()),
+        ("stun", stun),
+    ] {
         let d = classify(&c, &payload);
-        assert_eq!((d.verdict, d.reason), ("pass", "keepalive"), "{name}: {d:?}");
+        assert_eq!(
+            (d.verdict, d.reason),
+            ("pass", "keepalive"),
+            "{name}: {d:?}"
+        );
     }
 }
 
@@ -123,7 +156,12 @@ fn keepalives_pass() {
 fn scanner_user_agents_are_dropped_case_insensitively() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = classifier();
-    for ua in ["friendly-scanner", "Friendly-Scanner", "sipvicious 0.3", "pplsip (sipcli/v1.8)"] {
+    for ua in [
+        "friendly-scanner",
+        "Friendly-Scanner",
+        "sipvicious 0.3",
+        "pplsip (sipcli/v1.8)",
+    ] {
         let msg = format!(
             "OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\n\
              From: <sip:100@192.0.2.1>;tag=1\r\nTo: <sip:100@192.0.2.1>\r\nCall-ID: scan1\r\n\
@@ -154,16 +192,34 @@ fn compact_call_id_at_the_end_of_a_1400_byte_header_section() {
     let d = classify(&c, msg.as_bytes());
     assert_eq!(d.verdict, "redirect", "{d:?}");
     assert_eq!(d.call_id_hash, Some(hash_call_id(b"last-one")));
+    // The scan's worst case: 1,400 bytes of the shortest header lines (one step per line).
+    let mut tiny = String::from("OPTIONS sip:a@example.com SIP/2.0\r\n");
+    while tiny.len() < 1430 {
+        tiny.push_str("x:y\r\n");
+    }
+    tiny.push_str("i:deep\r\n\r\n");
+    let d = classify(&c, tiny.as_bytes());
+    assert_eq!(
+        (d.verdict, d.call_id_hash),
+        ("redirect", Some(hash_call_id(b"deep"))),
+        "{d:?}"
+    );
     // Long name, odd case, whitespace before the colon, a folded value.
     let folded = b"BYE sip:a@b SIP/2.0\r\nVia: x\r\ncALL-iD \t:\r\n  folded-id@h\r\n\r\n";
-    assert_eq!(classify(&c, folded).call_id_hash, Some(hash_call_id(b"folded-id@h")));
+    assert_eq!(
+        classify(&c, folded).call_id_hash,
+        Some(hash_call_id(b"folded-id@h"))
+    );
 }
 
 #[test]
 fn no_call_id_passes_to_userspace() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = classifier();
-    let d = classify(&c, b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nCall-ID: in-body\r\n");
+    let d = classify(
+        &c,
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nCall-ID: in-body\r\n",
+    );
     assert_eq!((d.verdict, d.reason), ("pass", "no_call_id"), "{d:?}");
 }
 
@@ -175,21 +231,51 @@ fn vlan_ipv6_options_and_truncation() {
     let want = Some(hash_call_id(b"layers@example.com"));
     let v4 = FrameSpec::ipv4_to_port(5060);
     let v6 = FrameSpec {
-        src: SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10)), 5060),
-        dst: SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 5060),
+        src: SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10)),
+            5060,
+        ),
+        dst: SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            5060,
+        ),
         ..v4.clone()
     };
     for (name, spec) in [
-        ("vlan", FrameSpec { vlan: Some(100), ..v4.clone() }),
-        ("ipv4 options", FrameSpec { ipv4_options: 12, ..v4.clone() }),
+        (
+            "vlan",
+            FrameSpec {
+                vlan: Some(100),
+                ..v4.clone()
+            },
+        ),
+        (
+            "ipv4 options",
+            FrameSpec {
+                ipv4_options: 12,
+                ..v4.clone()
+            },
+        ),
         ("ipv6", v6.clone()),
-        ("ipv6 vlan", FrameSpec { vlan: Some(7), ..v6.clone() }),
+        (
+            "ipv6 vlan",
+            FrameSpec {
+                vlan: Some(7),
+                ..v6.clone()
+            },
+        ),
     ] {
         let d = c.classify_frame(&spec.build(&payload)).unwrap();
-        assert_eq!((d.verdict, d.call_id_hash), ("redirect", want), "{name}: {d:?}");
+        assert_eq!(
+            (d.verdict, d.call_id_hash),
+            ("redirect", want),
+            "{name}: {d:?}"
+        );
     }
     // Another port: untouched.
-    let d = c.classify_frame(&FrameSpec::ipv4_to_port(8080).build(&payload)).unwrap();
+    let d = c
+        .classify_frame(&FrameSpec::ipv4_to_port(8080).build(&payload))
+        .unwrap();
     assert_eq!((d.verdict, d.reason), ("pass", "other"));
     // Truncated frames: IP header cut, UDP length past the frame.
     let full = v4.build(&payload);
@@ -211,7 +297,10 @@ fn blocklist_beats_allowlist_and_rate_limit_counts_per_source() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let settings = FilterSettings {
         blocklist: vec!["203.0.113.0/24".parse().unwrap()],
-        allowlist: vec!["198.51.100.0/24".parse().unwrap(), "203.0.113.7".parse().unwrap()],
+        allowlist: vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "203.0.113.7".parse().unwrap(),
+        ],
         rate_limit_pps: 1,
         rate_limit_burst: 3,
         ..FilterSettings::default()
@@ -222,17 +311,26 @@ fn blocklist_beats_allowlist_and_rate_limit_counts_per_source() {
         src: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 5060),
         ..FrameSpec::ipv4_to_port(5060)
     };
-    let blocked = c.classify_frame(&from([203, 0, 113, 7]).build(&payload)).unwrap();
+    let blocked = c
+        .classify_frame(&from([203, 0, 113, 7]).build(&payload))
+        .unwrap();
     assert_eq!(blocked.reason, "blocklist");
     // A burst of 3 at 1 packet/s: the 4th is over the rate.
     let limited = from([192, 0, 2, 55]).build(&payload);
-    let verdicts: Vec<&str> =
-        (0..5).map(|_| c.classify_frame(&limited).unwrap().reason).collect();
-    assert_eq!(verdicts, ["steered", "steered", "steered", "rate_limit", "rate_limit"]);
+    let verdicts: Vec<&str> = (0..5)
+        .map(|_| c.classify_frame(&limited).unwrap().reason)
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["steered", "steered", "steered", "rate_limit", "rate_limit"]
+    );
     // The allowlisted carrier is not limited.
     let carrier = from([198, 51, 100, 9]).build(&payload);
     for _ in 0..10 {
         assert_eq!(c.classify_frame(&carrier).unwrap().reason, "steered");
     }
-    let _ = Cidr { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), len: 32 };
+    let _ = Cidr {
+        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        len: 32,
+    };
 }

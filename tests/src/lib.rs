@@ -21,7 +21,10 @@ pub fn run(args: &[&str]) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("running {args:?}"))?;
     if !out.status.success() {
-        bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -29,7 +32,10 @@ pub fn run(args: &[&str]) -> anyhow::Result<String> {
 pub fn require_root() {
     // SAFETY: no arguments, no side effects.
     let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "these tests attach XDP programs and create network namespaces: run as root");
+    assert_eq!(
+        uid, 0,
+        "these tests attach XDP programs and create network namespaces: run as root"
+    );
 }
 
 /// A network namespace, deleted on drop.
@@ -41,7 +47,9 @@ impl Netns {
     pub fn new(name: &str) -> anyhow::Result<Self> {
         let _ = run(&["ip", "netns", "del", name]); // left over from a killed run
         run(&["ip", "netns", "add", name])?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -100,15 +108,33 @@ impl Topology {
         let client = Netns::new(&format!("sfp-{tag}-c-{pid}"))?;
         let edge = Netns::new(&format!("sfp-{tag}-e-{pid}"))?;
         run(&[
-            "ip", "link", "add", "vc", "netns", &client.name, "type", "veth", "peer", "name",
-            EDGE_IFACE, "netns", &edge.name,
+            "ip",
+            "link",
+            "add",
+            "vc",
+            "netns",
+            &client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            EDGE_IFACE,
+            "netns",
+            &edge.name,
         ])?;
         client.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "vc"])?;
         // Extra sources, inside the edge's 192.0.2.0/24 so its replies need no routes.
         for a in client_addrs {
             client.exec(&["ip", "addr", "add", &format!("{a}/32"), "dev", "vc"])?;
         }
-        edge.exec(&["ip", "addr", "add", &format!("{EDGE_ADDR}/24"), "dev", EDGE_IFACE])?;
+        edge.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{EDGE_ADDR}/24"),
+            "dev",
+            EDGE_IFACE,
+        ])?;
         client.exec(&["ip", "link", "set", "vc", "up"])?;
         edge.exec(&["ip", "link", "set", EDGE_IFACE, "up"])?;
         // Native XDP + CPUMAP redirect loses CHECKSUM_PARTIAL from a local veth sender, and
@@ -122,9 +148,11 @@ impl Topology {
 
 /// The `sip-fastpath` binary under test: `$SIP_FASTPATH_BIN`, else the workspace's debug build.
 pub fn binary() -> PathBuf {
-    std::env::var_os("SIP_FASTPATH_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sip-fastpath")
-    })
+    std::env::var_os("SIP_FASTPATH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sip-fastpath")
+        })
 }
 
 /// A running `sip-fastpath run` inside a namespace; stopped with SIGTERM on drop.
@@ -137,16 +165,28 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon in `ns` (network namespace only, so it shares the host's bpffs and the
     /// test can read its pinned maps) and waits until its workers publish stats.
-    pub fn start(ns: &Netns, iface: &str, mode: &str, config: &str, tag: &str) -> anyhow::Result<Self> {
+    pub fn start(
+        ns: &Netns,
+        iface: &str,
+        mode: &str,
+        config: &str,
+        tag: &str,
+    ) -> anyhow::Result<Self> {
         let bin = binary();
         if !bin.exists() {
-            bail!("{} does not exist: run `cargo xtask build` or set SIP_FASTPATH_BIN", bin.display());
+            bail!(
+                "{} does not exist: run `cargo xtask build` or set SIP_FASTPATH_BIN",
+                bin.display()
+            );
         }
         let dir = std::env::temp_dir().join(format!("sfp-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("config.toml");
         std::fs::write(&cfg, config)?;
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/sip-fastpath-test-{tag}-{}", std::process::id()));
+        let pin_root = PathBuf::from(format!(
+            "/sys/fs/bpf/sip-fastpath-test-{tag}-{}",
+            std::process::id()
+        ));
         let netns_arg = format!("--net={}", ns.path().display());
         let child = Command::new("nsenter")
             .arg(netns_arg)
@@ -158,16 +198,20 @@ impl Daemon {
             .stdin(Stdio::null())
             .spawn()
             .context("starting sip-fastpath")?;
-        let mut d = Daemon { child: Some(child), pin_root, iface: iface.to_string() };
+        let mut d = Daemon {
+            child: Some(child),
+            pin_root,
+            iface: iface.to_string(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 bail!("sip-fastpath exited early: {status}");
             }
-            if let Ok(s) = d.stats() {
-                if s["workers"].as_array().is_some_and(|w| !w.is_empty()) {
-                    return Ok(d);
-                }
+            if let Ok(s) = d.stats()
+                && s["workers"].as_array().is_some_and(|w| !w.is_empty())
+            {
+                return Ok(d);
             }
             if Instant::now() > deadline {
                 bail!("sip-fastpath did not come up within 20 s");

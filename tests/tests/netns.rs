@@ -5,7 +5,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use sip_common::{hash_call_id, slot_for_hash};
-use tests::{Daemon, EDGE_ADDR, EDGE_IFACE, Topology, reason, require_root, sip_message, workers_sum};
+use tests::{
+    Daemon, EDGE_ADDR, EDGE_IFACE, Topology, reason, require_root, sip_message, workers_sum,
+};
 
 /// Sources on the client: 192.0.2.2 (allowlisted, used for the affinity checks), a plain one
 /// that gets rate limited, and a blocklisted one.
@@ -37,12 +39,17 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
     // 1. Many Call-IDs from the allowlisted source: all delivered, none misrouted, spread over
     //    all workers (the Call-IDs are checked to hash to every worker first).
     let sender = topo.client.udp_socket("192.0.2.2:5060".parse()?)?;
-    let call_ids: Vec<String> = (0..64).map(|i| format!("{i}-affinity@{mode}.test")).collect();
+    let call_ids: Vec<String> = (0..64)
+        .map(|i| format!("{i}-affinity@{mode}.test"))
+        .collect();
     let mut slots = vec![0; workers];
     for c in &call_ids {
         slots[slot_for_hash(hash_call_id(c.as_bytes()), workers as u32) as usize] += 1;
     }
-    assert!(slots.iter().all(|&n| n > 0), "test Call-IDs do not cover all workers: {slots:?}");
+    assert!(
+        slots.iter().all(|&n| n > 0),
+        "test Call-IDs do not cover all workers: {slots:?}"
+    );
     let per_call = 5;
     for seq in 1..=per_call {
         for c in &call_ids {
@@ -54,15 +61,26 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
         workers_sum(s, "received") >= sent
     })?;
     assert_eq!(workers_sum(&s1, "received"), sent, "{s1}");
-    assert_eq!(workers_sum(&s1, "misrouted"), 0, "a Call-ID reached the wrong worker: {s1}");
+    assert_eq!(
+        workers_sum(&s1, "misrouted"),
+        0,
+        "a Call-ID reached the wrong worker: {s1}"
+    );
     assert!(reason(&s1, "redirect/steered") >= sent, "{s1}");
     for w in s1["workers"].as_array().unwrap() {
-        assert!(w["received"].as_u64().unwrap() > 0, "worker got nothing: {s1}");
+        assert!(
+            w["received"].as_u64().unwrap() > 0,
+            "worker got nothing: {s1}"
+        );
     }
 
     // 2. One Call-ID, 50 messages: exactly one worker's count moves, by 50.
-    let before: Vec<u64> =
-        s1["workers"].as_array().unwrap().iter().map(|w| w["received"].as_u64().unwrap()).collect();
+    let before: Vec<u64> = s1["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["received"].as_u64().unwrap())
+        .collect();
     for seq in 1..=50 {
         sender.send_to(&sip_message("INFO", "one-call@affinity.test", seq), edge())?;
     }
@@ -76,11 +94,17 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
         .zip(&before)
         .map(|(w, b)| w["received"].as_u64().unwrap() - b)
         .collect();
-    assert_eq!(moved.iter().filter(|&&m| m > 0).count(), 1, "one Call-ID on several workers: {moved:?}");
+    assert_eq!(
+        moved.iter().filter(|&&m| m > 0).count(),
+        1,
+        "one Call-ID on several workers: {moved:?}"
+    );
     assert_eq!(moved.iter().sum::<u64>(), 50);
 
     // 3. The blocklisted source: dropped in XDP, never seen by a worker.
-    let blocked = topo.client.udp_socket(format!("{BLOCKED_SOURCE}:5060").parse()?)?;
+    let blocked = topo
+        .client
+        .udp_socket(format!("{BLOCKED_SOURCE}:5060").parse()?)?;
     for seq in 1..=20 {
         blocked.send_to(&sip_message("OPTIONS", "blocked@test", seq), edge())?;
     }
@@ -88,33 +112,52 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
         reason(s, "drop/blocklist") >= 20
     })?;
     assert_eq!(reason(&s3, "drop/blocklist"), 20, "{s3}");
-    assert_eq!(workers_sum(&s3, "received"), sent + 50, "a blocklisted message got through: {s3}");
+    assert_eq!(
+        workers_sum(&s3, "received"),
+        sent + 50,
+        "a blocklisted message got through: {s3}"
+    );
 
     // 4. A plain source over its rate (5/s, burst 10): a burst of 100 mostly dropped. The
     //    allowlisted source sent 370 above without a single rate-limit drop.
-    let plain = topo.client.udp_socket(format!("{PLAIN_SOURCE}:5060").parse()?)?;
+    let plain = topo
+        .client
+        .udp_socket(format!("{PLAIN_SOURCE}:5060").parse()?)?;
     for seq in 1..=100 {
-        plain.send_to(&sip_message("OPTIONS", &format!("rate-{seq}@test"), seq), edge())?;
+        plain.send_to(
+            &sip_message("OPTIONS", &format!("rate-{seq}@test"), seq),
+            edge(),
+        )?;
     }
-    let s4 = daemon.wait_for("rate-limit drops and deliveries", Duration::from_secs(10), |s| {
-        reason(s, "drop/rate_limit") + workers_sum(s, "received") >= sent + 50 + 100
-    })?;
+    let s4 = daemon.wait_for(
+        "rate-limit drops and deliveries",
+        Duration::from_secs(10),
+        |s| reason(s, "drop/rate_limit") + workers_sum(s, "received") >= sent + 50 + 100,
+    )?;
     let limited = reason(&s4, "drop/rate_limit");
     let passed = workers_sum(&s4, "received") - sent - 50;
-    assert!((10..=20).contains(&passed), "burst 10 at 5/s should let 10-20 through, got {passed}: {s4}");
+    assert!(
+        (10..=20).contains(&passed),
+        "burst 10 at 5/s should let 10-20 through, got {passed}: {s4}"
+    );
     assert_eq!(limited + passed, 100, "{s4}");
 
     // 5. Junk on the SIP port: dropped as not SIP.
     for _ in 0..10 {
         plain.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", edge())?;
     }
-    daemon.wait_for("not_sip drops", Duration::from_secs(10), |s| reason(s, "drop/not_sip") >= 10)?;
+    daemon.wait_for("not_sip drops", Duration::from_secs(10), |s| {
+        reason(s, "drop/not_sip") >= 10
+    })?;
 
     // Clean exit on SIGTERM, XDP detached.
     let status = daemon.stop()?;
     assert!(status.success(), "sip-fastpath exited with {status}");
     let link = topo.edge.exec(&["ip", "-d", "link", "show", EDGE_IFACE])?;
-    assert!(!link.contains("prog/xdp"), "XDP still attached after exit:\n{link}");
+    assert!(
+        !link.contains("prog/xdp"),
+        "XDP still attached after exit:\n{link}"
+    );
     Ok(())
 }
 

@@ -38,7 +38,13 @@ enum Cmd {
 }
 
 /// Debian packages the build and the tests need.
-const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool", "bpftool", "sip-tester"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "ethtool",
+    "bpftool",
+    "sip-tester",
+];
 
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
@@ -68,8 +74,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo => {
             setup()?;
             build(&root, true)?;
-            cargo(&root, &["build", "--release", "-p", "tests", "--bin", "demo"])
-                .status_ok("building the demo")?;
+            cargo(
+                &root,
+                &["build", "--release", "-p", "tests", "--bin", "demo"],
+            )
+            .status_ok("building the demo")?;
             Command::new(root.join("target/release/demo"))
                 .env("SIP_FASTPATH_BIN", root.join("target/release/sip-fastpath"))
                 .status_ok("the demo")
@@ -78,13 +87,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// `cargo` with the outer cargo's toolchain pin removed, so folder toolchain files apply.
 fn cargo(root: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
-    c.args(args).current_dir(root).env_remove("RUSTUP_TOOLCHAIN");
+    c.args(args)
+        .current_dir(root)
+        .env_remove("RUSTUP_TOOLCHAIN");
     c
 }
 
@@ -99,11 +113,16 @@ fn build(root: &Path, release: bool) -> anyhow::Result<()> {
 }
 
 fn setup() -> anyhow::Result<()> {
-    let missing: Vec<&str> =
-        DEBIAN_PACKAGES.iter().copied().filter(|p| !debian_package_installed(p)).collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !debian_package_installed(p))
+        .collect();
     if !missing.is_empty() {
         println!("xtask setup: installing Debian packages {missing:?}");
-        Command::new("apt-get").arg("update").status_ok("apt-get update")?;
+        Command::new("apt-get")
+            .arg("update")
+            .status_ok("apt-get update")?;
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
@@ -113,21 +132,31 @@ fn setup() -> anyhow::Result<()> {
     let has_rust_src = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src")
+        });
     if !has_rust_src {
         println!("xtask setup: adding rust-src to the nightly toolchain");
         Command::new("rustup")
             .args(["component", "add", "rust-src", "--toolchain", "nightly"])
             .status_ok("rustup component add rust-src")?;
     }
-    let has_linker =
-        Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
+    let has_linker = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !has_linker {
         // Its default feature wants LLVM 23, absent here; Debian's LLVM 22 lives under
         // /usr/lib/llvm-22, which bpf-linker's build script finds through LLVM_PREFIX.
         println!("xtask setup: building bpf-linker against LLVM 22 (a few minutes)");
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
             .env_remove("RUSTUP_TOOLCHAIN")
             .status_ok("cargo install bpf-linker")?;

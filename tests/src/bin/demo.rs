@@ -16,7 +16,9 @@ blocklist = ["192.0.2.64/27"]
 fn main() -> anyhow::Result<()> {
     require_root();
     let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
-    println!("creating namespaces sfp-demo-* with a veth pair; attaching sip-fastpath to {EDGE_IFACE}");
+    println!(
+        "creating namespaces sfp-demo-* with a veth pair; attaching sip-fastpath to {EDGE_IFACE}"
+    );
     let topo = Topology::new("demo", &["192.0.2.66"])?;
     let daemon = Daemon::start(&topo.edge, EDGE_IFACE, "auto", CONFIG, "demo")?;
     let phone = topo.client.udp_socket("192.0.2.2:5060".parse()?)?;
@@ -40,13 +42,20 @@ fn main() -> anyhow::Result<()> {
         phone.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk", edge)?;
         attacker.send_to(&sip_message("REGISTER", &format!("reg{i}"), 1), edge)?;
     }
-    println!("sent 20 scanner OPTIONS, 20 TLS-looking junk packets, 20 REGISTERs from blocklisted 192.0.2.66");
-    daemon.wait_for("the demo traffic", Duration::from_secs(10), |s| workers_sum(s, "received") >= sent)?;
+    println!(
+        "sent 20 scanner OPTIONS, 20 TLS-looking junk packets, 20 REGISTERs from blocklisted 192.0.2.66"
+    );
+    daemon.wait_for("the demo traffic", Duration::from_secs(10), |s| {
+        workers_sum(s, "received") >= sent
+    })?;
     let out = std::process::Command::new(tests::binary())
         .args(["stats", "--iface", EDGE_IFACE, "--pin-root"])
         .arg(&daemon.pin_root)
         .output()?;
-    println!("\n$ sip-fastpath stats --iface {EDGE_IFACE}\n{}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "\n$ sip-fastpath stats --iface {EDGE_IFACE}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let status = daemon.stop()?;
     println!("sip-fastpath stopped ({status}); removing the namespaces");
     Ok(())
