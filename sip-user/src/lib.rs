@@ -10,6 +10,7 @@
 //! - [`stats`]: reads the kernel counters (`sip-fastpath stats`).
 //! - [`daemon`]: `run(config, shutdown)`: attach, steer, receive, detach.
 //! - [`workers`]: the per-CPU receive sockets (an `SO_REUSEPORT` group steered by CPU).
+//! - [`sip`]: the SIP stack without I/O: zero-copy parser, checks, transactions, dialogs.
 //! - [`bench`]: `sip-fastpath bench-xdp`, the kernel path's cost next to an empty program.
 
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod ebpf;
 pub mod filter;
 pub mod frame;
 pub mod samples;
+pub mod sip;
 pub mod stats;
 pub mod testrun;
 pub mod workers;

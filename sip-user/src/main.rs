@@ -60,6 +60,13 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Parse files holding one SIP message each (a UDP payload) with the userspace parser and
+    /// print one JSON line per file: ok/error, kind, method, status, Call-ID, CSeq, Via branch.
+    /// Exits with 1 if any file did not parse or validate.
+    Parse {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Print the Call-ID hash of VALUE (the one the kernel steers by) as a decimal integer.
     HashCallId { value: String },
     /// Validate a config file and exit.
@@ -129,6 +136,23 @@ fn main() -> anyhow::Result<()> {
                 println!("{line}");
             }
         }
+        Command::Parse { files } => {
+            let mut failed = 0;
+            for file in files {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let summary = sip_user::sip::summary::summarize(&bytes);
+                failed += usize::from(!summary.ok);
+                let line = ParseLine {
+                    file: &file.display().to_string(),
+                    summary: &summary,
+                };
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            if failed > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::HashCallId { value } => {
             println!("{}", sip_common::hash_call_id(value.as_bytes()));
         }
@@ -156,6 +180,14 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line of `sip-fastpath parse`: the file name first, then the summary's fields.
+#[derive(serde::Serialize)]
+struct ParseLine<'a> {
+    file: &'a str,
+    #[serde(flatten)]
+    summary: &'a sip_user::sip::summary::Summary,
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

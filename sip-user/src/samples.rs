@@ -68,6 +68,56 @@ Content-Length: 0\r\n\r\n"
     .into_bytes()
 }
 
+/// The ACK for a 2xx to [`invite`], sent end to end with the dialog's tags.
+pub fn ack(call_id: &str) -> Vec<u8> {
+    format!(
+        "ACK sip:bob@192.0.2.4 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKnashds9;rport\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 314159 ACK\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A BYE inside the dialog set up by [`invite`].
+pub fn bye(call_id: &str) -> Vec<u8> {
+    format!(
+        "BYE sip:bob@192.0.2.4 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKnashds10;rport\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 314160 BYE\r\n\
+User-Agent: Yealink SIP-T46S 66.85.0.5\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A REGISTER with authorization, as a phone refreshes its binding.
+pub fn register(call_id: &str) -> Vec<u8> {
+    format!(
+        "REGISTER sip:registrar.atlanta.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKnashds7;rport\r\n\
+Max-Forwards: 70\r\n\
+To: Alice <sip:alice@atlanta.example.com>\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=456248\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1826 REGISTER\r\n\
+Contact: <sip:alice@192.0.2.10:5060;transport=udp>;expires=3600\r\n\
+Authorization: Digest username=\"alice\", realm=\"atlanta.example.com\", nonce=\"84a4cc6f3082121f32b42a2187831a9e\", uri=\"sip:registrar.atlanta.example.com\", response=\"7587245234b3434cc3412213e5f113a5\", algorithm=MD5\r\n\
+Expires: 3600\r\n\
+User-Agent: Yealink SIP-T46S 66.85.0.5\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// 200 bytes that are not SIP (a deterministic pseudo-random fill).
 pub fn junk() -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;

@@ -15,6 +15,7 @@ use sip_user::{
     filter::FilterSettings,
     frame::FrameSpec,
     samples,
+    sip::{self, Header, Parsed},
 };
 
 /// Test runs pin their thread to read per-CPU results; one classifier at a time keeps it simple.
@@ -66,6 +67,7 @@ fn rfc4475_messages_are_never_dropped_and_hashes_match() {
     let files = manifest();
     assert_eq!(files.len(), 49, "all 49 RFC 4475 messages");
     let mut with_call_id = 0;
+    let mut parsed_with_call_id = 0;
     for (file, class) in files {
         let bytes = std::fs::read(rfc4475_dir().join(&file)).unwrap();
         let d = classify(&c, &bytes);
@@ -80,6 +82,22 @@ fn rfc4475_messages_are_never_dropped_and_hashes_match() {
                 "{file}: {d:?}"
             );
             continue;
+        }
+        // The userspace parser's Call-ID, where the message parses (the invalid ones may not;
+        // the line scanner still finds their Call-ID, and the kernel must agree with it).
+        let mut headers = [Header::EMPTY; 64];
+        let parsed_call_id = match sip::parse(&bytes, &mut headers) {
+            Ok(Parsed::Message(m)) => m.call_id(),
+            _ => None,
+        };
+        if let Some(parsed) = parsed_call_id {
+            assert_eq!(
+                d.call_id_hash,
+                Some(hash_call_id(parsed)),
+                "{file}: kernel hash differs from the parser's Call-ID {:?}",
+                String::from_utf8_lossy(parsed)
+            );
+            parsed_with_call_id += 1;
         }
         match find_call_id(&bytes) {
             Some(value) => {
@@ -101,6 +119,10 @@ fn rfc4475_messages_are_never_dropped_and_hashes_match() {
     assert!(
         with_call_id >= 44,
         "only {with_call_id} messages had a Call-ID"
+    );
+    assert!(
+        parsed_with_call_id >= 39,
+        "only {parsed_with_call_id} messages parsed with a Call-ID"
     );
 }
 

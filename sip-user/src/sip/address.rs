@@ -1,0 +1,135 @@
+//! `name-addr` / `addr-spec` values with header parameters: From, To, Contact, Route,
+//! Record-Route (RFC 3261 §20.10, §20.20, §20.39, §25.1).
+
+use memchr::memchr;
+
+use super::{
+    params::HeaderParams,
+    scan::{is_token, skip_lws, skip_quoted, trim_lws},
+    uri::Uri,
+};
+
+/// An address: optional display name (as written, quotes included), the URI, and the header
+/// parameters after it (`;tag=…`, `;expires=…`, `;q=…`).
+#[derive(Debug, Clone, Copy)]
+pub struct Address<'b> {
+    pub display: Option<&'b [u8]>,
+    pub uri: Uri<'b>,
+    pub uri_raw: &'b [u8],
+    pub params: HeaderParams<'b>,
+    /// The URI was in `<…>` (name-addr form).
+    pub bracketed: bool,
+}
+
+/// Why an address did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadAddress {
+    /// A quoted display name without its closing quote (RFC 4475 §3.1.2.6).
+    Unterminated,
+    /// Anything else: a display name that is not tokens or a quoted string (§3.1.2.15), LWS
+    /// inside `<…>` (§3.1.2.14), an addr-spec with `?` or `,` outside `<…>` (§3.1.2.13), a
+    /// malformed URI or parameter list.
+    Syntax,
+}
+
+impl<'b> Address<'b> {
+    pub fn parse(value: &'b [u8]) -> Result<Self, BadAddress> {
+        let s = trim_lws(value);
+        let (display, rest) = if s.first() == Some(&b'"') {
+            let end = skip_quoted(s, 0).ok_or(BadAddress::Unterminated)?;
+            let after = skip_lws(s, end);
+            if s.get(after) != Some(&b'<') {
+                return Err(BadAddress::Syntax);
+            }
+            (Some(&s[..end]), &s[after..])
+        } else if let Some(lt) = memchr(b'<', s) {
+            let display = trim_lws(&s[..lt]);
+            // *(token LWS): tokens separated by whitespace.
+            let ok = display
+                .iter()
+                .all(|&b| is_token(b) || matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+            if !ok {
+                return Err(BadAddress::Syntax);
+            }
+            ((!display.is_empty()).then_some(display), &s[lt..])
+        } else {
+            (None, s)
+        };
+
+        if let Some(inner) = rest.strip_prefix(b"<") {
+            let gt = memchr(b'>', inner).ok_or(BadAddress::Syntax)?;
+            let uri_raw = &inner[..gt];
+            let uri = Uri::parse(uri_raw).map_err(|_| BadAddress::Syntax)?;
+            let params = HeaderParams::new(&inner[gt + 1..]);
+            params.validate().map_err(|_| BadAddress::Syntax)?;
+            return Ok(Address {
+                display,
+                uri,
+                uri_raw,
+                params,
+                bracketed: true,
+            });
+        }
+        // addr-spec: the URI ends at the first ';' or whitespace; what follows are header
+        // parameters. A URI with '?' or ',' must be bracketed (RFC 3261 §20.10).
+        let end = rest
+            .iter()
+            .position(|&b| matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
+            .unwrap_or(rest.len());
+        let uri_raw = &rest[..end];
+        if uri_raw.iter().any(|&b| b == b'?' || b == b',') {
+            return Err(BadAddress::Syntax);
+        }
+        let uri = Uri::parse(uri_raw).map_err(|_| BadAddress::Syntax)?;
+        let params = HeaderParams::new(&rest[end..]);
+        params.validate().map_err(|_| BadAddress::Syntax)?;
+        Ok(Address {
+            display,
+            uri,
+            uri_raw,
+            params,
+            bracketed: false,
+        })
+    }
+
+    /// The `tag` parameter (RFC 3261 §19.3).
+    pub fn tag(&self) -> Option<&'b [u8]> {
+        self.params.get(b"tag").flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_addr_forms() {
+        let a = Address::parse(
+            br#""J Rosenberg \\\""       <sip:jdrosen@example.com>
+  ;
+  tag = 98asjd8"#,
+        )
+        .unwrap();
+        assert_eq!(a.display, Some(&br#""J Rosenberg \\\"""#[..]));
+        assert_eq!(a.uri.host, b"example.com");
+        assert_eq!(a.tag(), Some(&b"98asjd8"[..]));
+
+        let a = Address::parse(b"caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(a.display, Some(&b"caller"[..]));
+        let a = Address::parse(b"sip:caller@example.net;tag=134161461246").unwrap();
+        assert!(!a.bracketed);
+        assert_eq!(a.tag(), Some(&b"134161461246"[..]));
+    }
+
+    #[test]
+    fn rfc4475_bad_addresses() {
+        assert_eq!(
+            Address::parse(br#""Mr. J. User <sip:j.user@example.com>"#).unwrap_err(),
+            BadAddress::Unterminated
+        );
+        assert!(Address::parse(b"Bell, Alexander <sip:a.g.bell@example.com>;tag=43").is_err());
+        assert!(Address::parse(br#""Watson, Thomas" < sip:t.watson@example.org >"#).is_err());
+        assert!(Address::parse(b"sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
+        assert!(Address::parse(br#""Joe" <sip:joe@example.org>;;;;"#).is_err());
+    }
+}

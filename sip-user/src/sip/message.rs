@@ -1,0 +1,357 @@
+//! The message parser: start line, header lines and body of one datagram (RFC 3261 §7), as
+//! slices of the caller's buffer. Header storage is the caller's, as in `httparse`, so parsing
+//! does not allocate; typed views of header values are in [`super::fields`], parsed on demand.
+
+use memchr::memchr;
+
+use super::{
+    error::Error,
+    method::Method,
+    name::HeaderName,
+    scan::{eq_ic, has_space, is_token_str, is_wsp, parse_u64, trim_lws},
+};
+
+/// One header line (with its continuation lines): the name as written and recognised, and the
+/// value without surrounding whitespace. A folded value keeps its inner CRLF-SP sequences;
+/// the field parsers treat them as whitespace (RFC 3261 §7.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'b> {
+    pub name: HeaderName,
+    pub raw_name: &'b [u8],
+    pub value: &'b [u8],
+}
+
+impl Header<'_> {
+    /// A placeholder for header storage arrays: `[EMPTY_HEADER; 64]`.
+    pub const EMPTY: Header<'static> = Header {
+        name: HeaderName::Other,
+        raw_name: b"",
+        value: b"",
+    };
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'b> {
+    /// `Method SP Request-URI SP SIP-Version` (RFC 3261 §7.1).
+    Request { method: Method<'b>, uri: &'b [u8] },
+    /// `SIP-Version SP Status-Code SP Reason-Phrase` (RFC 3261 §7.2).
+    Response { code: u16, reason: &'b [u8] },
+}
+
+/// A parsed SIP message borrowing from the datagram (`'b`) and the header storage (`'h`).
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'h, 'b> {
+    pub start: StartLine<'b>,
+    pub headers: &'h [Header<'b>],
+    /// The body, framed by Content-Length; on UDP without Content-Length, the rest of the
+    /// datagram (RFC 3261 §18.3).
+    pub body: &'b [u8],
+    /// The message's own bytes: from the start line to the end of the body. Octets after it
+    /// in the datagram are ignored (RFC 4475 §3.1.1.8).
+    pub raw: &'b [u8],
+    /// More than one Content-Length header was present; the body is then the rest of the
+    /// datagram and [`super::proxy_check`] answers 400 (RFC 4475 §3.3.9).
+    pub content_length_count: u8,
+}
+
+/// What one datagram holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Parsed<'h, 'b> {
+    /// Only CRLFs: a keep-alive ping or pong (RFC 5626 §4.4.1); nothing to answer on UDP.
+    KeepAlive,
+    Message(Message<'h, 'b>),
+}
+
+/// Parses one datagram. Leading CRLFs are skipped (RFC 3261 §7.5). Fails on a malformed start
+/// line or header line, on more header lines than `headers` holds, and on a Content-Length
+/// larger than what follows; it does not look inside header values (see
+/// [`Message::validate`]).
+pub fn parse<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [Header<'b>],
+) -> Result<Parsed<'h, 'b>, Error> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n');
+    let Some(start) = start else {
+        return Ok(Parsed::KeepAlive);
+    };
+    let (first, mut pos) = line_at(buf, start).ok_or(Error::Incomplete)?;
+    let start_line = parse_start_line(first)?;
+
+    let mut count = 0usize;
+    let mut value_start = 0usize; // where the current header's value begins in `buf`
+    let mut content_length: Option<u64> = None;
+    let mut content_length_count = 0u8;
+    let body_start = loop {
+        if pos == buf.len() && count > 0 {
+            // The datagram ends after a complete header line but without the blank line: on
+            // UDP the datagram frames the message, so take it as headers without a body.
+            break pos;
+        }
+        let (line, next) = line_at(buf, pos).ok_or(Error::Incomplete)?;
+        if line.is_empty() {
+            break next;
+        }
+        if is_wsp(line[0]) {
+            // A continuation line (RFC 3261 §7.3.1): the value runs on to this line's end.
+            if count == 0 {
+                return Err(Error::Continuation);
+            }
+            let end = pos + line.len();
+            headers[count - 1].value = trim_lws(&buf[value_start..end]);
+        } else {
+            if count == headers.len() {
+                return Err(Error::TooManyHeaders);
+            }
+            let colon = memchr(b':', line).ok_or(Error::HeaderName)?;
+            let raw_name = trim_lws(&line[..colon]);
+            if !is_token_str(raw_name) {
+                return Err(Error::HeaderName);
+            }
+            value_start = pos + colon + 1;
+            let name = HeaderName::from_bytes(raw_name);
+            headers[count] = Header {
+                name,
+                raw_name,
+                value: trim_lws(&line[colon + 1..]),
+            };
+            count += 1;
+        }
+        // Content-Length is needed for framing; check it when its line (and any fold) is done.
+        if count > 0
+            && headers[count - 1].name == HeaderName::ContentLength
+            && !continues(buf, next)
+        {
+            let v = parse_u64(headers[count - 1].value, u32::MAX as u64)
+                .ok_or(Error::HeaderValue(HeaderName::ContentLength))?;
+            content_length.get_or_insert(v);
+            content_length_count = content_length_count.saturating_add(1);
+        }
+        pos = next;
+    };
+
+    let rest = &buf[body_start..];
+    let body = match content_length {
+        Some(len) if content_length_count == 1 => {
+            let len = usize::try_from(len).map_err(|_| Error::BodyTooShort)?;
+            rest.get(..len).ok_or(Error::BodyTooShort)?
+        }
+        _ => rest,
+    };
+    Ok(Parsed::Message(Message {
+        start: start_line,
+        headers: &headers[..count],
+        body,
+        raw: &buf[start..body_start + body.len()],
+        content_length_count,
+    }))
+}
+
+/// True if the line starting at `pos` is a continuation line.
+fn continues(buf: &[u8], pos: usize) -> bool {
+    buf.get(pos).is_some_and(|&b| is_wsp(b))
+}
+
+/// The line starting at `pos` without its CRLF (or bare LF), and the offset of the next line.
+fn line_at(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(pos..)?;
+    let lf = memchr(b'\n', rest)?;
+    let line = &rest[..lf];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Some((line, pos + lf + 1))
+}
+
+const VERSION: &[u8] = b"SIP/2.0";
+
+fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, Error> {
+    if line.len() > VERSION.len()
+        && eq_ic(&line[..VERSION.len()], VERSION)
+        && line[VERSION.len()] == b' '
+    {
+        return parse_status_line(&line[VERSION.len() + 1..]);
+    }
+    if line.len() >= 4 && eq_ic(&line[..4], b"SIP/") {
+        return Err(Error::Version);
+    }
+    parse_request_line(line)
+}
+
+/// `Status-Code SP Reason-Phrase` after the version. The reason may be empty, with or
+/// without its SP (RFC 4475 §3.1.1.13), and is any UTF-8 text.
+fn parse_status_line(rest: &[u8]) -> Result<StartLine<'_>, Error> {
+    let (code, reason) = match memchr(b' ', rest) {
+        Some(sp) => (&rest[..sp], &rest[sp + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    if code.len() != 3 {
+        return Err(Error::StatusCode);
+    }
+    let code = parse_u64(code, 699).ok_or(Error::StatusCode)? as u16;
+    if code < 100 {
+        return Err(Error::StatusCode);
+    }
+    Ok(StartLine::Response { code, reason })
+}
+
+/// `Method SP Request-URI SP SIP-Version` with exactly one SP between elements
+/// (RFC 3261 §7.1; RFC 4475 §3.1.2.7–§3.1.2.11).
+fn parse_request_line(line: &[u8]) -> Result<StartLine<'_>, Error> {
+    let sp = memchr(b' ', line).ok_or(Error::StartLine)?;
+    let method = &line[..sp];
+    if !is_token_str(method) {
+        return Err(if method.is_empty() {
+            Error::StartLine
+        } else {
+            Error::Method
+        });
+    }
+    let rest = &line[sp + 1..];
+    if rest.last().is_some_and(|&b| is_wsp(b)) || rest.first().is_some_and(|&b| is_wsp(b)) {
+        return Err(Error::RequestLineSpacing);
+    }
+    let last_sp = memchr::memrchr(b' ', rest).ok_or(Error::StartLine)?;
+    let (uri, version) = (&rest[..last_sp], &rest[last_sp + 1..]);
+    if uri.last().is_some_and(|&b| is_wsp(b)) {
+        return Err(Error::RequestLineSpacing);
+    }
+    if !eq_ic(version, VERSION) {
+        return Err(if version.len() >= 4 && eq_ic(&version[..4], b"SIP/") {
+            Error::Version
+        } else {
+            Error::StartLine
+        });
+    }
+    if uri.is_empty() || has_space(uri) || uri[0] == b'<' || memchr(b':', uri).is_none() {
+        return Err(Error::RequestUri);
+    }
+    Ok(StartLine::Request {
+        method: Method::from_bytes(method),
+        uri,
+    })
+}
+
+impl<'h, 'b> Message<'h, 'b> {
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method, or `None` for a response.
+    pub fn method(&self) -> Option<Method<'b>> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code, or `None` for a request.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The first header with this name.
+    pub fn header(&self, name: HeaderName) -> Option<&'h Header<'b>> {
+        self.headers.iter().find(|h| h.name == name)
+    }
+
+    /// Every header line with this name, in order.
+    pub fn headers_named(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = &'h Header<'b>> + use<'h, 'b> {
+        self.headers.iter().filter(move |h| h.name == name)
+    }
+
+    /// How many header lines carry this name.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.headers_named(name).count()
+    }
+
+    /// The Call-ID value (RFC 3261 §20.8): what the kernel hashes, so the same bytes.
+    pub fn call_id(&self) -> Option<&'b [u8]> {
+        self.header(HeaderName::CallId)
+            .map(|h| h.value)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok<'h, 'b>(buf: &'b [u8], headers: &'h mut [Header<'b>]) -> Message<'h, 'b> {
+        match parse(buf, headers) {
+            Ok(Parsed::Message(m)) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keepalives() {
+        let mut h = [Header::EMPTY; 4];
+        assert!(matches!(parse(b"\r\n\r\n", &mut h), Ok(Parsed::KeepAlive)));
+        assert!(matches!(parse(b"\r\n", &mut h), Ok(Parsed::KeepAlive)));
+    }
+
+    #[test]
+    fn leading_crlf_bare_lf_and_folding() {
+        let mut h = [Header::EMPTY; 8];
+        let m = parse_ok(
+            b"\r\nBYE sip:a@b SIP/2.0\nSubject: one\n two\nl: 3\n\nabcdef",
+            &mut h,
+        );
+        assert_eq!(m.method(), Some(Method::Bye));
+        assert_eq!(m.headers[0].name, HeaderName::Subject);
+        assert_eq!(m.headers[0].value, b"one\n two");
+        assert_eq!(m.body, b"abc");
+        assert!(m.raw.starts_with(b"BYE") && m.raw.ends_with(b"abc"));
+    }
+
+    #[test]
+    fn content_length_folded_onto_next_line() {
+        let mut h = [Header::EMPTY; 8];
+        let m = parse_ok(
+            b"SIP/2.0 200 OK\r\nContent-Length:\r\n 2\r\n\r\nhi!",
+            &mut h,
+        );
+        assert_eq!((m.status(), m.body), (Some(200), &b"hi"[..]));
+    }
+
+    #[test]
+    fn errors() {
+        let mut h = [Header::EMPTY; 2];
+        let cases: [(&[u8], Error); 9] = [
+            (b"INVITE sip:a@b SIP/2.0\r\nTo: x", Error::Incomplete),
+            (
+                b"INVITE sip:a@b SIP/2.0\r\n a: b\r\n\r\n",
+                Error::Continuation,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.0\r\nno colon\r\n\r\n",
+                Error::HeaderName,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.0\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n",
+                Error::TooManyHeaders,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.0\r\nl: 5\r\n\r\nabc",
+                Error::BodyTooShort,
+            ),
+            (b"SIP/2.0 20 OK\r\n\r\n", Error::StatusCode),
+            (b"SIP/2.0 099 Low\r\n\r\n", Error::StatusCode),
+            (b"INV(TE sip:a@b SIP/2.0\r\n\r\n", Error::Method),
+            (b"INVITE sip:a@b HTTP/1.1\r\n\r\n", Error::StartLine),
+        ];
+        for (buf, err) in cases {
+            assert_eq!(
+                parse(buf, &mut h).map(|_| ()),
+                Err(err),
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The SIP stack, free of I/O: parse a datagram, check it, and run the RFC 3261 transaction
+//! and dialog state machines over it with a caller-supplied clock.
+//!
+//! # Layout
+//!
+//! - [`message`]: [`parse`] one datagram into a [`Message`] of borrowed slices; no allocation.
+//! - [`fields`], [`via`], [`address`], [`uri`], [`params`]: typed views of header values,
+//!   parsed on demand; [`validate`](Message::validate) checks them all at once.
+//! - [`proxy_check`]: forward, or answer locally (400/416/420/483), per RFC 3261 §16.3.
+//! - [`summary`]: the JSON line `sip-fastpath parse` prints.
+//! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes.
+
+pub mod address;
+pub mod error;
+pub mod fields;
+pub mod message;
+pub mod method;
+pub mod name;
+pub mod params;
+pub mod proxy_check;
+pub mod scan;
+pub mod summary;
+pub mod uri;
+pub mod validate;
+pub mod via;
+
+pub use error::Error;
+pub use message::{Header, Message, Parsed, StartLine, parse};
+pub use method::Method;
+pub use name::HeaderName;

@@ -1,0 +1,157 @@
+//! `;name[=value]` parameter lists: header parameters, where SWS may surround `;` and `=`
+//! (RFC 3261 §25.1 `SEMI`, `EQUAL`), and URI parameters, where it may not (§19.1.1).
+
+use super::scan::{is_token, skip_lws, skip_quoted};
+
+/// A parameter list was malformed: an empty name (`;;`, RFC 4475 §3.1.2.1), an unterminated
+/// quoted value, or something other than `;` between parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadParams;
+
+/// Iterates `*( SEMI generic-param )` in a header value. `s` is what follows the element the
+/// parameters belong to; it is empty or starts (after LWS) with `;`.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderParams<'b> {
+    s: &'b [u8],
+    i: usize,
+}
+
+impl<'b> HeaderParams<'b> {
+    pub fn new(s: &'b [u8]) -> Self {
+        Self { s, i: 0 }
+    }
+
+    /// The value of the first parameter with this name (case-insensitive): `Some(None)` for a
+    /// parameter without a value. Stops at a malformed list.
+    pub fn get(self, name: &[u8]) -> Option<Option<&'b [u8]>> {
+        self.map_while(Result::ok)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Checks the whole list.
+    pub fn validate(self) -> Result<(), BadParams> {
+        self.into_iter().try_for_each(|p| p.map(|_| ()))
+    }
+}
+
+impl<'b> Iterator for HeaderParams<'b> {
+    type Item = Result<(&'b [u8], Option<&'b [u8]>), BadParams>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = self.s;
+        let mut i = skip_lws(s, self.i);
+        if i >= s.len() {
+            return None;
+        }
+        let fail = |this: &mut Self| {
+            this.i = s.len();
+            Some(Err(BadParams))
+        };
+        if s[i] != b';' {
+            return fail(self);
+        }
+        i = skip_lws(s, i + 1);
+        let name_start = i;
+        while i < s.len() && is_token(s[i]) {
+            i += 1;
+        }
+        if i == name_start {
+            return fail(self);
+        }
+        let name = &s[name_start..i];
+        i = skip_lws(s, i);
+        let mut value = None;
+        if s.get(i) == Some(&b'=') {
+            i = skip_lws(s, i + 1);
+            let v_start = i;
+            if s.get(i) == Some(&b'"') {
+                match skip_quoted(s, i) {
+                    Some(end) => i = end,
+                    None => return fail(self),
+                }
+            } else {
+                // token, host (IPv6 references included) or anything up to the next separator.
+                while i < s.len() && !matches!(s[i], b';' | b',' | b' ' | b'\t' | b'\r' | b'\n') {
+                    i += 1;
+                }
+            }
+            if i == v_start {
+                return fail(self);
+            }
+            value = Some(&s[v_start..i]);
+        }
+        self.i = i;
+        Some(Ok((name, value)))
+    }
+}
+
+/// Iterates `*( ";" uri-parameter )` inside a URI: no whitespace, values up to the next `;`.
+#[derive(Debug, Clone, Copy)]
+pub struct UriParams<'b> {
+    s: &'b [u8],
+}
+
+impl<'b> UriParams<'b> {
+    /// `s` starts with `;` or is empty.
+    pub fn new(s: &'b [u8]) -> Self {
+        Self { s }
+    }
+
+    pub fn get(self, name: &[u8]) -> Option<Option<&'b [u8]>> {
+        self.into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+impl<'b> Iterator for UriParams<'b> {
+    type Item = (&'b [u8], Option<&'b [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = self.s.strip_prefix(b";")?;
+        let end = s.iter().position(|&b| b == b';').unwrap_or(s.len());
+        let param = &s[..end];
+        self.s = &s[end..];
+        Some(match param.iter().position(|&b| b == b'=') {
+            Some(eq) => (&param[..eq], Some(&param[eq + 1..])),
+            None => (param, None),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_params_with_sws() {
+        let p = HeaderParams::new(b" ;   tag    = 1918181833n ; lr;q=\"a;b\"");
+        let all: Vec<_> = p.map(Result::unwrap).collect();
+        assert_eq!(
+            all,
+            vec![
+                (&b"tag"[..], Some(&b"1918181833n"[..])),
+                (&b"lr"[..], None),
+                (&b"q"[..], Some(&b"\"a;b\""[..])),
+            ]
+        );
+        assert_eq!(p.get(b"TAG"), Some(Some(&b"1918181833n"[..])));
+    }
+
+    #[test]
+    fn empty_params_are_errors() {
+        assert_eq!(HeaderParams::new(b";;").validate(), Err(BadParams));
+        assert_eq!(HeaderParams::new(b";a=").validate(), Err(BadParams));
+        assert_eq!(HeaderParams::new(b"x").validate(), Err(BadParams));
+        assert_eq!(HeaderParams::new(b"").validate(), Ok(()));
+    }
+
+    #[test]
+    fn uri_params() {
+        let p = UriParams::new(b";lr;transport=udp;%6C%72");
+        assert_eq!(p.get(b"transport"), Some(Some(&b"udp"[..])));
+        assert_eq!(p.get(b"lr"), Some(None));
+        assert_eq!(p.count(), 3);
+    }
+}

@@ -1,0 +1,194 @@
+//! Character classes and small scanners shared by the start-line, header and field parsers
+//! (RFC 3261 §25.1 core rules). Everything works on byte slices and returns offsets or
+//! sub-slices of its input: nothing here allocates.
+
+/// `token` characters (RFC 3261 §25.1): alphanumerics and `-.!%*_+`'~`.
+pub const fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// `word` characters (RFC 3261 §25.1, used by Call-ID): token plus `()<>:\"/[]?{}`.
+pub const fn is_word(b: u8) -> bool {
+    is_token(b)
+        || matches!(
+            b,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
+        )
+}
+
+pub const fn is_wsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// True if every byte is a token character and there is at least one.
+pub fn is_token_str(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token(b))
+}
+
+/// The offset of the first byte at or after `i` that is not linear whitespace: SP, HT, or a
+/// line fold (CRLF or LF followed by SP/HT, RFC 3261 §7.3.1).
+pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() {
+        match s[i] {
+            b' ' | b'\t' => i += 1,
+            b'\r' if s.get(i + 1) == Some(&b'\n') && s.get(i + 2).is_some_and(|&b| is_wsp(b)) => {
+                i += 3
+            }
+            b'\n' if s.get(i + 1).is_some_and(|&b| is_wsp(b)) => i += 2,
+            _ => break,
+        }
+    }
+    i
+}
+
+/// `s` without leading and trailing linear whitespace.
+pub fn trim_lws(s: &[u8]) -> &[u8] {
+    let start = skip_lws(s, 0);
+    let mut end = s.len();
+    while end > start && matches!(s[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    &s[start..end]
+}
+
+/// True if `s` contains whitespace or a line break anywhere.
+pub fn has_space(s: &[u8]) -> bool {
+    s.iter().any(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+/// Given `s[i] == b'"'`, the offset just past the closing quote; `None` if the string is not
+/// closed. Handles `quoted-pair` escapes (RFC 3261 §25.1).
+pub fn skip_quoted(s: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    while j < s.len() {
+        match s[j] {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// A quoted string without its closing quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unterminated;
+
+/// The offset of the first `sep` in `s` that is outside quoted strings and `<...>`.
+pub fn find_unquoted(s: &[u8], sep: u8) -> Result<Option<usize>, Unterminated> {
+    let mut i = 0;
+    let mut in_angle = false;
+    while i < s.len() {
+        match s[i] {
+            b'"' if !in_angle => {
+                i = skip_quoted(s, i).ok_or(Unterminated)?;
+                continue;
+            }
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            b if b == sep && !in_angle => return Ok(Some(i)),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// Splits a header value at top-level commas (RFC 3261 §7.3.1: `#element` lists), skipping
+/// commas inside quoted strings and angle brackets. Yields trimmed elements; an unterminated
+/// quote yields the rest as one element (the element's own parser reports it).
+pub struct CommaList<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> CommaList<'a> {
+    pub fn new(value: &'a [u8]) -> Self {
+        Self { rest: Some(value) }
+    }
+}
+
+impl<'a> Iterator for CommaList<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match find_unquoted(rest, b',') {
+            Ok(Some(i)) => {
+                self.rest = Some(&rest[i + 1..]);
+                Some(trim_lws(&rest[..i]))
+            }
+            _ => {
+                self.rest = None;
+                Some(trim_lws(rest))
+            }
+        }
+    }
+}
+
+/// Parses an unsigned decimal with at most `max` as its value; `None` if it is empty, has a
+/// non-digit, or overflows.
+pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (v <= max).then_some(v)
+}
+
+/// Case-insensitive ASCII comparison.
+pub fn eq_ic(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lws_folds_and_trims() {
+        assert_eq!(skip_lws(b" \t\r\n x", 0), 5);
+        assert_eq!(
+            skip_lws(b"\r\nx", 0),
+            0,
+            "CRLF without WSP is a line end, not LWS"
+        );
+        assert_eq!(trim_lws(b" \r\n\tabc \r\n"), b"abc");
+    }
+
+    #[test]
+    fn comma_lists_respect_quotes_and_angles() {
+        let v: Vec<&[u8]> = CommaList::new(br#""a, b" <sip:x@y;p=1,2>, <sip:z>"#).collect();
+        assert_eq!(v, vec![&br#""a, b" <sip:x@y;p=1,2>"#[..], &b"<sip:z>"[..]]);
+        assert_eq!(find_unquoted(br#""open"#, b','), Err(Unterminated));
+    }
+
+    #[test]
+    fn numbers_check_range_and_digits() {
+        assert_eq!(parse_u64(b"255", 255), Some(255));
+        assert_eq!(parse_u64(b"256", 255), None);
+        assert_eq!(parse_u64(b"36893488147419103232", u64::MAX), None);
+        assert_eq!(parse_u64(b"-1", 10), None);
+        assert_eq!(parse_u64(b"", 10), None);
+    }
+}

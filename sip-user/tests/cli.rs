@@ -1,0 +1,142 @@
+//! The CLI as a user runs it: `parse`, `hash-call-id` and `classify` on the RFC 4475 files,
+//! through the built `sip-fastpath` binary. (`classify` needs root and the eBPF object.)
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sip-fastpath");
+
+fn data(file: &str) -> String {
+    format!(
+        "{}/../tests/data/rfc4475/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn manifest() -> Vec<(String, String)> {
+    std::fs::read_to_string(data("MANIFEST.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols[0].to_string(), cols[2].to_string())
+        })
+        .collect()
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn parse_prints_one_line_per_file_and_fails_on_invalid() {
+    let files = manifest();
+    let out = Command::new(BIN)
+        .arg("parse")
+        .args(files.iter().map(|(f, _)| data(f)))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "invalid files make the exit status 1"
+    );
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 49);
+    for ((file, class), line) in files.iter().zip(&lines) {
+        assert!(line["file"].as_str().unwrap().ends_with(file.as_str()));
+        let ok = line["ok"].as_bool().unwrap();
+        assert_eq!(ok, class != "invalid", "{file} ({class}): {line}");
+        assert_eq!(line["error"].is_null(), ok, "{line}");
+    }
+    let wsinv = &lines[0];
+    assert_eq!(wsinv["kind"], "request");
+    assert_eq!(wsinv["method"], "INVITE");
+    assert_eq!(wsinv["call_id"], "wsinv.ndaksdj@192.0.2.1");
+    assert_eq!(wsinv["cseq"], 9);
+    assert_eq!(wsinv["cseq_method"], "INVITE");
+    assert_eq!(wsinv["via_branch"], "390skdjuw");
+    let unreason = lines
+        .iter()
+        .find(|l| l["file"].as_str().unwrap().ends_with("unreason.dat"))
+        .unwrap();
+    assert_eq!(
+        (unreason["kind"].as_str(), unreason["status"].as_u64()),
+        (Some("response"), Some(200))
+    );
+
+    let ok = Command::new(BIN)
+        .args(["parse", &data("wsinv.dat")])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let missing = Command::new(BIN)
+        .args(["parse", "/nonexistent.dat"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.dat"));
+}
+
+#[test]
+fn hash_call_id_matches_sip_common() {
+    for value in [
+        "a84b4c76e66710@pc33.atlanta.example.com",
+        "x",
+        "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{",
+    ] {
+        let out = Command::new(BIN)
+            .args(["hash-call-id", value])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let printed: u64 = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            printed,
+            sip_common::hash_call_id(value.as_bytes()),
+            "{value}"
+        );
+    }
+}
+
+/// The kernel's verdict on a file, and its Call-ID hash equal to the userspace parser's.
+#[test]
+fn classify_agrees_with_the_parser() {
+    let files = ["wsinv.dat", "esc01.dat", "dblreq.dat", "insuf.dat"];
+    let out = Command::new(BIN)
+        .arg("classify")
+        .args(files.iter().map(|f| data(f)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "classify (root, eBPF built): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), files.len());
+    for (file, line) in files.iter().zip(&lines) {
+        let bytes = std::fs::read(data(file)).unwrap();
+        let summary = sip_user::sip::summary::summarize(&bytes);
+        match summary.call_id {
+            Some(id) => {
+                assert_eq!(line["verdict"], "redirect", "steered by default: {line}");
+                assert_eq!(
+                    line["call_id_hash"].as_u64(),
+                    Some(sip_common::hash_call_id(id.as_bytes())),
+                    "{file}"
+                );
+            }
+            None => assert!(line["call_id_hash"].is_null(), "{file}: {line}"),
+        }
+    }
+}
