@@ -32,6 +32,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
     },
+    /// Fuzz the SIP parser with libFuzzer (cargo-fuzz, installed if missing), seeded from the
+    /// RFC 4475 messages and the typical messages in sip-user/fuzz/seeds. A crash is saved in
+    /// sip-user/fuzz/artifacts/parse/; copy it to sip-user/tests/data/fuzz/ as a regression test.
+    Fuzz {
+        /// How long to run.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
     /// Attach sip-fastpath to a veth in a network namespace, send it calls, junk, a scanner and
     /// a blocklisted source, and print its counters.
     Demo,
@@ -71,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                 .args(["bench-xdp", "--repeat", &repeat.to_string()])
                 .status_ok("sip-fastpath bench-xdp")
         }
+        Cmd::Fuzz { seconds } => fuzz(&root, seconds),
         Cmd::Demo => {
             setup()?;
             build(&root, true)?;
@@ -162,6 +171,35 @@ fn setup() -> anyhow::Result<()> {
             .status_ok("cargo install bpf-linker")?;
     }
     Ok(())
+}
+
+fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
+    setup()?;
+    let has_cargo_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        println!("xtask fuzz: installing cargo-fuzz");
+        Command::new("cargo")
+            .args(["install", "cargo-fuzz", "--locked"])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .status_ok("cargo install cargo-fuzz")?;
+    }
+    let corpus = root.join("sip-user/fuzz/corpus/parse");
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+    Command::new("cargo")
+        .args(["+nightly", "fuzz", "run", "parse"])
+        .arg(&corpus)
+        .arg(root.join("tests/data/rfc4475"))
+        .arg(root.join("sip-user/fuzz/seeds"))
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1")
+        .current_dir(root.join("sip-user"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status_ok("cargo fuzz run parse")
 }
 
 fn debian_package_installed(name: &str) -> bool {

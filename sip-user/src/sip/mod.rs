@@ -7,11 +7,14 @@
 //! - [`fields`], [`via`], [`address`], [`uri`], [`params`]: typed views of header values,
 //!   parsed on demand; [`validate`](Message::validate) checks them all at once.
 //! - [`proxy_check`]: forward, or answer locally (400/416/420/483), per RFC 3261 §16.3.
+//! - [`exercise`]: every parser path over one input, for the fuzz target.
 //! - [`summary`]: the JSON line `sip-fastpath parse` prints.
 //! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes.
 
 pub mod address;
+pub mod build;
 pub mod error;
+pub mod exercise;
 pub mod fields;
 pub mod message;
 pub mod method;

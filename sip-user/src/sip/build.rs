@@ -1,0 +1,124 @@
+//! Messages the stack writes itself: local responses (100, 400, 483, 503…) and the ACK a
+//! client INVITE transaction sends for a non-2xx final response. The rules are RFC 3261 §8.2.6
+//! (responses copy Via, From, To, Call-ID and CSeq) and §17.1.1.3 (the ACK's headers).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{HeaderName, Message};
+
+/// A response to `request`: its Via lines, From, To (with `to_tag` added if the request's To
+/// has no tag and the code is above 100), Call-ID and CSeq; then `extra` header lines (each
+/// without CRLF) and no body.
+pub fn response(request: &Message<'_, '_>, code: u16, reason: &str, to_tag: Option<&[u8]>, extra: &[&[u8]]) -> Bytes {
+    let mut out = BytesMut::with_capacity(request.raw.len().min(1024) + 64);
+    out.put_slice(b"SIP/2.0 ");
+    out.put_slice(code.to_string().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(reason.as_bytes());
+    out.put_slice(b"\r\n");
+    for h in request.headers {
+        match h.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                header(&mut out, h.name.as_str().as_bytes(), h.value)
+            }
+            HeaderName::To => {
+                out.put_slice(b"To: ");
+                out.put_slice(h.value);
+                let has_tag = request.to().and_then(Result::ok).is_some_and(|a| a.tag().is_some());
+                if let (false, Some(tag), true) = (has_tag, to_tag, code > 100) {
+                    out.put_slice(b";tag=");
+                    out.put_slice(tag);
+                }
+                out.put_slice(b"\r\n");
+            }
+            _ => {}
+        }
+    }
+    for line in extra {
+        out.put_slice(line);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"Content-Length: 0\r\n\r\n");
+    out.freeze()
+}
+
+/// The ACK for a non-2xx final `response` to `invite` (RFC 3261 §17.1.1.3): the INVITE's
+/// Request-URI, top Via, From, Call-ID, CSeq number and Route set, and the response's To.
+pub fn ack_for_non_2xx(invite: &Message<'_, '_>, response: &Message<'_, '_>) -> Bytes {
+    let mut out = BytesMut::with_capacity(512);
+    out.put_slice(b"ACK ");
+    if let super::StartLine::Request { uri, .. } = invite.start {
+        out.put_slice(uri);
+    }
+    out.put_slice(b" SIP/2.0\r\n");
+    // The top Via value only (the first element of the first Via line).
+    if let Some(h) = invite.header(HeaderName::Via) {
+        let first = super::scan::CommaList::new(h.value).next().unwrap_or(h.value);
+        header(&mut out, b"Via", first);
+    }
+    out.put_slice(b"Max-Forwards: 70\r\n");
+    for (name, from) in [(HeaderName::From, invite), (HeaderName::To, response), (HeaderName::CallId, invite)] {
+        if let Some(h) = from.header(name) {
+            header(&mut out, name.as_str().as_bytes(), h.value);
+        }
+    }
+    if let Some(Ok(cseq)) = invite.cseq() {
+        out.put_slice(b"CSeq: ");
+        out.put_slice(cseq.seq.to_string().as_bytes());
+        out.put_slice(b" ACK\r\n");
+    }
+    for h in invite.headers_named(HeaderName::Route) {
+        header(&mut out, b"Route", h.value);
+    }
+    out.put_slice(b"Content-Length: 0\r\n\r\n");
+    out.freeze()
+}
+
+fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Header, Parsed, parse};
+
+    fn with<R>(buf: &[u8], f: impl FnOnce(&Message<'_, '_>) -> R) -> R {
+        let mut h = [Header::EMPTY; 32];
+        let Ok(Parsed::Message(m)) = parse(buf, &mut h) else { panic!() };
+        f(&m)
+    }
+
+    #[test]
+    fn response_copies_the_right_headers_and_adds_a_tag() {
+        let req = b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@a>\r\n\r\n";
+        let resp = with(req, |m| response(m, 486, "Busy Here", Some(b"xyz"), &[b"Retry-After: 30"]));
+        with(&resp, |r| {
+            r.validate().unwrap();
+            assert_eq!(r.status(), Some(486));
+            assert_eq!(r.vias().count(), 2);
+            assert_eq!(r.to().unwrap().unwrap().tag(), Some(&b"xyz"[..]));
+            assert!(r.header(HeaderName::Contact).is_none());
+            assert_eq!(r.header(HeaderName::RetryAfter).unwrap().value, b"30");
+        });
+    }
+
+    #[test]
+    fn ack_takes_the_invite_headers_and_the_response_to() {
+        let inv = b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b\r\nRoute: <sip:p;lr>\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\n\r\n";
+        let resp = b"SIP/2.0 486 Busy\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=9\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\n\r\n";
+        let ack = with(inv, |i| with(resp, |r| ack_for_non_2xx(i, r)));
+        with(&ack, |a| {
+            a.validate().unwrap();
+            assert_eq!(a.method(), Some(crate::sip::Method::Ack));
+            assert_eq!(a.vias().count(), 1);
+            assert_eq!(a.top_via().unwrap().unwrap().branch(), Some(&b"z9hG4bK1"[..]));
+            assert_eq!(a.to().unwrap().unwrap().tag(), Some(&b"9"[..]));
+            assert_eq!(a.cseq().unwrap().unwrap().seq, 7);
+            assert!(a.header(HeaderName::Route).is_some());
+        });
+    }
+}
