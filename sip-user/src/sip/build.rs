@@ -9,7 +9,13 @@ use super::{HeaderName, Message};
 /// A response to `request`: its Via lines, From, To (with `to_tag` added if the request's To
 /// has no tag and the code is above 100), Call-ID and CSeq; then `extra` header lines (each
 /// without CRLF) and no body.
-pub fn response(request: &Message<'_, '_>, code: u16, reason: &str, to_tag: Option<&[u8]>, extra: &[&[u8]]) -> Bytes {
+pub fn response(
+    request: &Message<'_, '_>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    extra: &[&[u8]],
+) -> Bytes {
     let mut out = BytesMut::with_capacity(request.raw.len().min(1024) + 64);
     out.put_slice(b"SIP/2.0 ");
     out.put_slice(code.to_string().as_bytes());
@@ -24,7 +30,10 @@ pub fn response(request: &Message<'_, '_>, code: u16, reason: &str, to_tag: Opti
             HeaderName::To => {
                 out.put_slice(b"To: ");
                 out.put_slice(h.value);
-                let has_tag = request.to().and_then(Result::ok).is_some_and(|a| a.tag().is_some());
+                let has_tag = request
+                    .to()
+                    .and_then(Result::ok)
+                    .is_some_and(|a| a.tag().is_some());
                 if let (false, Some(tag), true) = (has_tag, to_tag, code > 100) {
                     out.put_slice(b";tag=");
                     out.put_slice(tag);
@@ -53,11 +62,17 @@ pub fn ack_for_non_2xx(invite: &Message<'_, '_>, response: &Message<'_, '_>) -> 
     out.put_slice(b" SIP/2.0\r\n");
     // The top Via value only (the first element of the first Via line).
     if let Some(h) = invite.header(HeaderName::Via) {
-        let first = super::scan::CommaList::new(h.value).next().unwrap_or(h.value);
+        let first = super::scan::CommaList::new(h.value)
+            .next()
+            .unwrap_or(h.value);
         header(&mut out, b"Via", first);
     }
     out.put_slice(b"Max-Forwards: 70\r\n");
-    for (name, from) in [(HeaderName::From, invite), (HeaderName::To, response), (HeaderName::CallId, invite)] {
+    for (name, from) in [
+        (HeaderName::From, invite),
+        (HeaderName::To, response),
+        (HeaderName::CallId, invite),
+    ] {
         if let Some(h) = from.header(name) {
             header(&mut out, name.as_str().as_bytes(), h.value);
         }
@@ -88,14 +103,18 @@ mod tests {
 
     fn with<R>(buf: &[u8], f: impl FnOnce(&Message<'_, '_>) -> R) -> R {
         let mut h = [Header::EMPTY; 32];
-        let Ok(Parsed::Message(m)) = parse(buf, &mut h) else { panic!() };
+        let Ok(Parsed::Message(m)) = parse(buf, &mut h) else {
+            panic!()
+        };
         f(&m)
     }
 
     #[test]
     fn response_copies_the_right_headers_and_adds_a_tag() {
         let req = b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@a>\r\n\r\n";
-        let resp = with(req, |m| response(m, 486, "Busy Here", Some(b"xyz"), &[b"Retry-After: 30"]));
+        let resp = with(req, |m| {
+            response(m, 486, "Busy Here", Some(b"xyz"), &[b"Retry-After: 30"])
+        });
         with(&resp, |r| {
             r.validate().unwrap();
             assert_eq!(r.status(), Some(486));
@@ -115,7 +134,10 @@ mod tests {
             a.validate().unwrap();
             assert_eq!(a.method(), Some(crate::sip::Method::Ack));
             assert_eq!(a.vias().count(), 1);
-            assert_eq!(a.top_via().unwrap().unwrap().branch(), Some(&b"z9hG4bK1"[..]));
+            assert_eq!(
+                a.top_via().unwrap().unwrap().branch(),
+                Some(&b"z9hG4bK1"[..])
+            );
             assert_eq!(a.to().unwrap().unwrap().tag(), Some(&b"9"[..]));
             assert_eq!(a.cseq().unwrap().unwrap().seq, 7);
             assert!(a.header(HeaderName::Route).is_some());

@@ -1,9 +1,7 @@
 //! Runs every part of the parser over one datagram and checks the invariants that must hold
 //! for any input: what the fuzz target (`sip-user/fuzz`) and its regression tests call.
 
-use super::{
-    Header, HeaderName, Parsed, parse, proxy_check::check, summary::summarize,
-};
+use super::{Header, HeaderName, Parsed, parse, proxy_check::check, summary::summarize};
 
 /// Parses `data` and reads every typed view. Panics only if an invariant is broken: parsed
 /// slices lie inside `data`, and the body is inside the message.
@@ -23,11 +21,26 @@ pub fn exercise(data: &[u8]) {
         let _ = m.validate();
         let _ = check(&m, &[]);
         for via in m.vias().flatten() {
-            let _ = (via.branch(), via.rport(), via.ttl(), via.received(), via.maddr());
+            let _ = (
+                via.branch(),
+                via.rport(),
+                via.ttl(),
+                via.received(),
+                via.maddr(),
+            );
         }
         let _ = (m.from(), m.to(), m.cseq(), m.max_forwards(), m.expires());
-        let _ = (m.content_type(), m.session_expires(), m.request_uri(), m.call_id());
-        for name in [HeaderName::Contact, HeaderName::Route, HeaderName::RecordRoute] {
+        let _ = (
+            m.content_type(),
+            m.session_expires(),
+            m.request_uri(),
+            m.call_id(),
+        );
+        for name in [
+            HeaderName::Contact,
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+        ] {
             for a in m.addresses(name).flatten() {
                 let _ = (a.tag(), a.uri.params.iter().count());
             }

@@ -23,6 +23,7 @@ pub mod params;
 pub mod proxy_check;
 pub mod scan;
 pub mod summary;
+pub mod transaction;
 pub mod uri;
 pub mod validate;
 pub mod via;

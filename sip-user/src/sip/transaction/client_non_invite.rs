@@ -1,0 +1,88 @@
+//! The non-INVITE client transaction (RFC 3261 §17.1.2, Figure 6).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{Ctx, Event, earliest, fired};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Trying,
+    Proceeding,
+    Completed,
+    Terminated,
+}
+
+#[derive(Debug)]
+pub struct ClientNonInvite {
+    pub(super) state: State,
+    request: Bytes,
+    interval: Duration,
+    timer_e: Option<Instant>,
+    timer_f: Option<Instant>,
+    timer_k: Option<Instant>,
+}
+
+impl ClientNonInvite {
+    pub(super) fn start(request: Bytes, now: Instant, ctx: &mut Ctx<'_>) -> Self {
+        ctx.transmit(request.clone());
+        ClientNonInvite {
+            state: State::Trying,
+            request,
+            interval: ctx.timers.t1,
+            timer_e: Some(now + ctx.timers.t1),
+            timer_f: Some(now + ctx.timers.timeout()),
+            timer_k: None,
+        }
+    }
+
+    pub(super) fn on_response(
+        &mut self,
+        code: u16,
+        datagram: &Bytes,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+    ) {
+        match (self.state, code) {
+            (State::Trying | State::Proceeding, 100..=199) => {
+                self.state = State::Proceeding;
+                ctx.pass_response(datagram);
+            }
+            (State::Trying | State::Proceeding, 200..=699) => {
+                self.state = State::Completed;
+                self.timer_e = None;
+                self.timer_f = None;
+                self.timer_k = Some(now + ctx.timers.t4);
+                ctx.pass_response(datagram);
+            }
+            _ => {} // retransmissions in Completed are absorbed
+        }
+    }
+
+    pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        if fired(self.timer_f, now) {
+            self.state = State::Terminated;
+            ctx.event(Event::Timeout {
+                key: ctx.key.clone(),
+            });
+            return;
+        }
+        if fired(self.timer_e, now) {
+            ctx.transmit(self.request.clone());
+            // Trying: double up to T2; Proceeding: every T2 (§17.1.2.2).
+            self.interval = match self.state {
+                State::Proceeding => ctx.timers.t2,
+                _ => ctx.timers.backoff_capped(self.interval),
+            };
+            self.timer_e = Some(now + self.interval);
+        }
+        if fired(self.timer_k, now) {
+            self.state = State::Terminated;
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        earliest(&[self.timer_e, self.timer_f, self.timer_k])
+    }
+}

@@ -1,0 +1,449 @@
+//! The transaction layer (RFC 3261 §17, RFC 6026), sans-IO in the quinn-proto style: feed it
+//! parsed messages with [`TransactionLayer::handle`] and the clock with
+//! [`TransactionLayer::handle_timeout`]; take datagrams to send from
+//! [`TransactionLayer::poll_transmit`], events for the transaction user (the proxy core) from
+//! [`TransactionLayer::poll_event`], and the next wake-up from
+//! [`TransactionLayer::poll_timeout`]. Sockets and timers live at the edges.
+//!
+//! One state machine per file: [`client_invite`], [`client_non_invite`], [`server_invite`],
+//! [`server_non_invite`]; [`key`] matches messages to them; [`timers`] holds T1/T2/T4.
+
+pub mod client_invite;
+pub mod client_non_invite;
+pub mod key;
+pub mod server_invite;
+pub mod server_non_invite;
+pub mod timers;
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::SocketAddr,
+    time::Instant,
+};
+
+use bytes::Bytes;
+
+use self::{
+    client_invite::ClientInvite, client_non_invite::ClientNonInvite, key::Key,
+    server_invite::ServerInvite, server_non_invite::ServerNonInvite,
+};
+pub use self::{key::MethodClass, timers::Timers};
+use crate::sip::{Header, Message, Method, Parsed, parse};
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: SocketAddr,
+    pub payload: Bytes,
+}
+
+/// What the transaction layer tells its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new request created a server transaction; answer it with [`TransactionLayer::respond`].
+    Request {
+        key: Key,
+        datagram: Bytes,
+        source: SocketAddr,
+    },
+    /// An ACK for a 2xx (RFC 3261 §17.2.3, RFC 6026 §8.7): not part of the INVITE transaction;
+    /// the proxy forwards it statelessly along the dialog.
+    Ack { datagram: Bytes, source: SocketAddr },
+    /// A response to one of our client transactions, to pass upstream.
+    Response { key: Key, datagram: Bytes },
+    /// A response that matches no transaction (say, a 2xx retransmission after the client
+    /// transaction ended): forwarded statelessly (§16.7 step 9 note, §18.1.2).
+    StrayResponse { datagram: Bytes, source: SocketAddr },
+    /// Timer B, F or H fired: no final response, or no ACK.
+    Timeout { key: Key },
+    /// The transaction ended and is gone.
+    Terminated { key: Key },
+}
+
+/// Why the layer could not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransactionError {
+    #[error("message has no usable Via/CSeq to match a transaction on")]
+    NoKey,
+    #[error("no such server transaction")]
+    UnknownTransaction,
+    #[error("the datagram is not a SIP request or response")]
+    NotSip,
+    #[error("a client transaction with this branch exists already")]
+    DuplicateBranch,
+}
+
+/// State shared by the machines while they handle one input.
+pub(crate) struct Ctx<'a> {
+    timers: &'a Timers,
+    key: &'a Key,
+    peer: SocketAddr,
+    transmits: &'a mut VecDeque<Transmit>,
+    events: &'a mut VecDeque<Event>,
+}
+
+impl Ctx<'_> {
+    fn transmit(&mut self, payload: Bytes) {
+        self.transmits.push_back(Transmit {
+            dest: self.peer,
+            payload,
+        });
+    }
+
+    fn pass_response(&mut self, datagram: &Bytes) {
+        self.events.push_back(Event::Response {
+            key: self.key.clone(),
+            datagram: datagram.clone(),
+        });
+    }
+
+    fn event(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+}
+
+pub(crate) fn fired(timer: Option<Instant>, now: Instant) -> bool {
+    timer.is_some_and(|t| t <= now)
+}
+
+pub(crate) fn earliest(timers: &[Option<Instant>]) -> Option<Instant> {
+    timers.iter().flatten().min().copied()
+}
+
+#[derive(Debug)]
+#[allow(clippy::enum_variant_names)] // the RFC's names for the four machines
+enum Machine {
+    ClientInvite(ClientInvite),
+    ClientNonInvite(ClientNonInvite),
+    ServerInvite(ServerInvite),
+    ServerNonInvite(ServerNonInvite),
+}
+
+impl Machine {
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Machine::ClientInvite(m) => m.deadline(),
+            Machine::ClientNonInvite(m) => m.deadline(),
+            Machine::ServerInvite(m) => m.deadline(),
+            Machine::ServerNonInvite(m) => m.deadline(),
+        }
+    }
+
+    fn terminated(&self) -> bool {
+        match self {
+            Machine::ClientInvite(m) => m.state == client_invite::State::Terminated,
+            Machine::ClientNonInvite(m) => m.state == client_non_invite::State::Terminated,
+            Machine::ServerInvite(m) => m.state == server_invite::State::Terminated,
+            Machine::ServerNonInvite(m) => m.state == server_non_invite::State::Terminated,
+        }
+    }
+
+    /// The state's name, for tests and metrics.
+    fn state_name(&self) -> String {
+        match self {
+            Machine::ClientInvite(m) => format!("{:?}", m.state),
+            Machine::ClientNonInvite(m) => format!("{:?}", m.state),
+            Machine::ServerInvite(m) => format!("{:?}", m.state),
+            Machine::ServerNonInvite(m) => format!("{:?}", m.state),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    machine: Machine,
+    peer: SocketAddr,
+    id: u64,
+    deadline: Option<Instant>,
+}
+
+/// Counters of the layer's work, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub created: u64,
+    pub timeouts: u64,
+    /// Requests and responses that matched an existing transaction (retransmissions).
+    pub matched: u64,
+}
+
+/// All transactions of one worker.
+#[derive(Debug)]
+pub struct TransactionLayer {
+    timers: Timers,
+    entries: HashMap<Key, Entry>,
+    /// Deadlines ordered by time; `ids` maps back to keys.
+    schedule: BTreeSet<(Instant, u64)>,
+    ids: HashMap<u64, Key>,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl TransactionLayer {
+    pub fn new(timers: Timers) -> Self {
+        TransactionLayer {
+            timers,
+            entries: HashMap::new(),
+            schedule: BTreeSet::new(),
+            ids: HashMap::new(),
+            next_id: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// A message received from `source`.
+    pub fn handle(
+        &mut self,
+        msg: &Message<'_, '_>,
+        datagram: &Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        match msg.method() {
+            Some(method) => self.handle_request(msg, method, datagram, source, now),
+            None => self.handle_response(msg, datagram, source, now),
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        msg: &Message<'_, '_>,
+        method: Method<'_>,
+        datagram: &Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        let key = Key::server(msg, datagram).ok_or(TransactionError::NoKey)?;
+        let is_ack = method == Method::Ack;
+        if self.entries.contains_key(&key) {
+            self.stats.matched += 1;
+            self.with_entry(&key, |m, ctx| match m {
+                Machine::ServerInvite(m) => m.on_request(is_ack, datagram, now, ctx),
+                Machine::ServerNonInvite(m) => m.on_request(ctx),
+                _ => {}
+            });
+            return Ok(());
+        }
+        if is_ack {
+            self.events.push_back(Event::Ack {
+                datagram: datagram.clone(),
+                source,
+            });
+            return Ok(());
+        }
+        let machine = if method == Method::Invite {
+            Machine::ServerInvite(ServerInvite::new())
+        } else {
+            Machine::ServerNonInvite(ServerNonInvite::new())
+        };
+        self.insert(key.clone(), machine, source);
+        self.events.push_back(Event::Request {
+            key,
+            datagram: datagram.clone(),
+            source,
+        });
+        Ok(())
+    }
+
+    fn handle_response(
+        &mut self,
+        msg: &Message<'_, '_>,
+        datagram: &Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        let key = Key::client_for_response(msg, datagram).ok_or(TransactionError::NoKey)?;
+        if !self.entries.contains_key(&key) {
+            self.events.push_back(Event::StrayResponse {
+                datagram: datagram.clone(),
+                source,
+            });
+            return Ok(());
+        }
+        self.stats.matched += 1;
+        let code = msg.status().unwrap_or(0);
+        self.with_entry(&key, |m, ctx| match m {
+            Machine::ClientInvite(m) => m.on_response(msg, datagram, now, ctx),
+            Machine::ClientNonInvite(m) => m.on_response(code, datagram, now, ctx),
+            _ => {}
+        });
+        Ok(())
+    }
+
+    /// Starts a client transaction sending `request` to `dest`. Its top Via must carry the
+    /// branch the responses will match on.
+    pub fn send_request(
+        &mut self,
+        request: Bytes,
+        dest: SocketAddr,
+        now: Instant,
+    ) -> Result<Key, TransactionError> {
+        let mut headers = [Header::EMPTY; 64];
+        let Ok(Parsed::Message(msg)) = parse(&request, &mut headers) else {
+            return Err(TransactionError::NotSip);
+        };
+        let key = Key::client_for_request(&msg, &request).ok_or(TransactionError::NoKey)?;
+        if self.entries.contains_key(&key) {
+            return Err(TransactionError::DuplicateBranch);
+        }
+        let is_invite = msg.method() == Some(Method::Invite);
+        let mut ctx = Ctx {
+            timers: &self.timers,
+            key: &key,
+            peer: dest,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        let machine = if is_invite {
+            Machine::ClientInvite(ClientInvite::start(request.clone(), now, &mut ctx))
+        } else {
+            Machine::ClientNonInvite(ClientNonInvite::start(request.clone(), now, &mut ctx))
+        };
+        self.insert(key.clone(), machine, dest);
+        Ok(key)
+    }
+
+    /// Sends `response` through the server transaction `key`.
+    pub fn respond(
+        &mut self,
+        key: &Key,
+        response: Bytes,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        if !self.entries.contains_key(key) {
+            return Err(TransactionError::UnknownTransaction);
+        }
+        let code = {
+            let mut headers = [Header::EMPTY; 64];
+            match parse(&response, &mut headers) {
+                Ok(Parsed::Message(m)) => m.status().ok_or(TransactionError::NotSip)?,
+                _ => return Err(TransactionError::NotSip),
+            }
+        };
+        self.with_entry(key, |m, ctx| match m {
+            Machine::ServerInvite(m) => m.respond(code, response, now, ctx),
+            Machine::ServerNonInvite(m) => m.respond(code, response, now, ctx),
+            _ => {}
+        });
+        Ok(())
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.schedule.first() {
+            if at > now {
+                break;
+            }
+            self.schedule.pop_first();
+            let Some(key) = self.ids.get(&id).cloned() else {
+                continue;
+            };
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.deadline = None;
+            }
+            self.with_entry(&key, |m, ctx| match m {
+                Machine::ClientInvite(m) => m.on_timeout(now, ctx),
+                Machine::ClientNonInvite(m) => m.on_timeout(now, ctx),
+                Machine::ServerInvite(m) => m.on_timeout(now, ctx),
+                Machine::ServerNonInvite(m) => m.on_timeout(now),
+            });
+        }
+    }
+
+    /// When [`Self::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.schedule.first().map(|&(at, _)| at)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The current state of a transaction, by name (`Calling`, `Completed`, …).
+    pub fn state(&self, key: &Key) -> Option<String> {
+        self.entries.get(key).map(|e| e.machine.state_name())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn insert(&mut self, key: Key, machine: Machine, peer: SocketAddr) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.created += 1;
+        self.ids.insert(id, key.clone());
+        self.entries.insert(
+            key.clone(),
+            Entry {
+                machine,
+                peer,
+                id,
+                deadline: None,
+            },
+        );
+        self.reschedule(&key);
+    }
+
+    /// Runs `f` on the machine of `key`, then reschedules it, or removes it if it ended.
+    fn with_entry(&mut self, key: &Key, f: impl FnOnce(&mut Machine, &mut Ctx<'_>)) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let events_before = self.events.len();
+        let mut ctx = Ctx {
+            timers: &self.timers,
+            key,
+            peer: entry.peer,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        f(&mut entry.machine, &mut ctx);
+        self.stats.timeouts += self
+            .events
+            .iter()
+            .skip(events_before)
+            .filter(|e| matches!(e, Event::Timeout { .. }))
+            .count() as u64;
+        self.reschedule(key);
+    }
+
+    fn reschedule(&mut self, key: &Key) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if let Some(old) = entry.deadline.take() {
+            self.schedule.remove(&(old, entry.id));
+        }
+        if entry.machine.terminated() {
+            let id = entry.id;
+            self.entries.remove(key);
+            self.ids.remove(&id);
+            self.events
+                .push_back(Event::Terminated { key: key.clone() });
+            return;
+        }
+        entry.deadline = entry.machine.deadline();
+        if let Some(at) = entry.deadline {
+            self.schedule.insert((at, entry.id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
