@@ -13,6 +13,7 @@
 
 pub mod address;
 pub mod build;
+pub mod dialog;
 pub mod error;
 pub mod exercise;
 pub mod fields;

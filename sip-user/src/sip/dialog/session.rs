@@ -1,0 +1,182 @@
+//! One call's dialog and session state, as a proxy on the path sees it (RFC 3261 §12, §16;
+//! RFC 4028 session timers). Pure transitions; the table in [`super`] owns time and capacity.
+
+use std::time::{Duration, Instant};
+
+/// The session lifecycle of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing seen yet (a dialog is created by its INVITE, so a stored one is never Idle).
+    Idle,
+    /// INVITE forwarded, no provisional response with a To tag yet.
+    Calling,
+    /// A 1xx with a To tag: an early dialog (§12.1).
+    Ringing,
+    /// A 2xx: the dialog is confirmed (§12.1).
+    Connected,
+    /// A BYE is on its way.
+    Disconnecting,
+    /// Over; see [`End`].
+    Terminated,
+}
+
+/// RFC 3261 §12 dialog state, derived from the phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogState {
+    Early,
+    Confirmed,
+    Terminated,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// BYE answered (or its transaction timed out).
+    Bye,
+    /// The INVITE got a 3xx–6xx final response (other than 487 after CANCEL).
+    Rejected(u16),
+    /// CANCEL, confirmed by the 487 to the INVITE.
+    Cancelled,
+    /// No final response, no BYE answer, or no activity within the phase's limit.
+    Timeout,
+    /// RFC 4028: no refresh before Session-Expires.
+    SessionExpired,
+    /// Pushed out of a full table.
+    Evicted,
+}
+
+/// How long each phase may last before the dialog is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Calling without any response: the INVITE transaction's timeout (64·T1).
+    pub calling: Duration,
+    /// Ringing without a final response: Timer C (RFC 3261 §16.6 step 11, > 3 min).
+    pub ringing: Duration,
+    /// Connected without a session timer: the longest call kept (a lost BYE must not leak).
+    pub connected: Duration,
+    /// Disconnecting: the BYE transaction's timeout (64·T1).
+    pub disconnecting: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            calling: Duration::from_secs(32),
+            ringing: Duration::from_secs(181),
+            connected: Duration::from_secs(12 * 3600),
+            disconnecting: Duration::from_secs(32),
+        }
+    }
+}
+
+/// One dialog.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub phase: Phase,
+    pub end: Option<End>,
+    pub created: Instant,
+    /// When the table drops the dialog unless something happens first.
+    pub deadline: Instant,
+    /// RFC 4028 Session-Expires interval, once a 2xx (or refresh) negotiated one.
+    pub session_expires: Option<Duration>,
+    /// Which backend the call went to (dialog affinity); set by the proxy.
+    pub backend: u32,
+    /// CSeq of the INVITE, to tell its responses from a re-INVITE's.
+    pub invite_cseq: u32,
+    /// A CANCEL was seen for the INVITE.
+    pub cancelling: bool,
+}
+
+impl Session {
+    pub fn new(now: Instant, invite_cseq: u32, limits: &Limits) -> Self {
+        Session {
+            phase: Phase::Calling,
+            end: None,
+            created: now,
+            deadline: now + limits.calling,
+            session_expires: None,
+            backend: 0,
+            invite_cseq,
+            cancelling: false,
+        }
+    }
+
+    pub fn dialog_state(&self) -> DialogState {
+        match self.phase {
+            Phase::Idle | Phase::Calling | Phase::Ringing => DialogState::Early,
+            Phase::Connected | Phase::Disconnecting => DialogState::Confirmed,
+            Phase::Terminated => DialogState::Terminated,
+        }
+    }
+
+    /// A response to the dialog's INVITE (or a re-INVITE/UPDATE when connected).
+    pub fn on_invite_response(
+        &mut self,
+        code: u16,
+        session_expires: Option<u32>,
+        now: Instant,
+        limits: &Limits,
+    ) {
+        match (self.phase, code) {
+            (Phase::Calling | Phase::Ringing, 101..=199) => {
+                self.phase = Phase::Ringing;
+                self.deadline = now + limits.ringing;
+            }
+            (Phase::Calling | Phase::Ringing, 200..=299) | (Phase::Connected, 200..=299) => {
+                self.phase = Phase::Connected;
+                self.refresh(session_expires, now, limits);
+            }
+            (Phase::Calling | Phase::Ringing, 300..=699) => {
+                self.terminate(if code == 487 && self.cancelling {
+                    End::Cancelled
+                } else {
+                    End::Rejected(code)
+                });
+            }
+            _ => {} // 100 Trying is hop-by-hop; a failed re-INVITE leaves the session as it was
+        }
+    }
+
+    /// A session refresh (2xx to re-INVITE or UPDATE) or the 2xx that set the session up.
+    fn refresh(&mut self, session_expires: Option<u32>, now: Instant, limits: &Limits) {
+        self.session_expires = session_expires
+            .map(|s| Duration::from_secs(s.into()))
+            .or(self.session_expires);
+        self.deadline = now + self.session_expires.unwrap_or(limits.connected);
+    }
+
+    pub fn on_bye(&mut self, now: Instant, limits: &Limits) {
+        if self.phase != Phase::Terminated {
+            self.phase = Phase::Disconnecting;
+            self.deadline = now + limits.disconnecting;
+        }
+    }
+
+    pub fn on_bye_response(&mut self, code: u16) {
+        // Any final response ends the dialog (RFC 3261 §15.1.1: even a non-2xx to BYE).
+        if self.phase == Phase::Disconnecting && code >= 200 {
+            self.terminate(End::Bye);
+        }
+    }
+
+    pub fn on_cancel(&mut self) {
+        if matches!(self.phase, Phase::Calling | Phase::Ringing) {
+            self.cancelling = true;
+        }
+    }
+
+    /// The deadline passed.
+    pub fn expire(&mut self) {
+        let end = match self.phase {
+            Phase::Connected if self.session_expires.is_some() => End::SessionExpired,
+            Phase::Disconnecting => End::Bye,
+            _ => End::Timeout,
+        };
+        self.terminate(end);
+    }
+
+    pub fn terminate(&mut self, end: End) {
+        self.phase = Phase::Terminated;
+        self.end.get_or_insert(end);
+    }
+}

@@ -1,0 +1,218 @@
+//! Call flows through the dialog table with a fake clock.
+
+use std::time::Duration;
+
+use super::*;
+use crate::sip::{Header, Parsed, parse};
+
+struct Call {
+    id: &'static str,
+}
+
+impl Call {
+    /// A request from the caller (`from_callee` swaps the direction, as a BYE from the callee).
+    fn request(&self, method: &str, cseq: u32, to_tag: &str, from_callee: bool) -> Vec<u8> {
+        let (from, to) = if from_callee {
+            (
+                format!("<sip:bob@b>;tag={to_tag}"),
+                "<sip:alice@a>;tag=caller".to_string(),
+            )
+        } else if to_tag.is_empty() {
+            (
+                "<sip:alice@a>;tag=caller".to_string(),
+                "<sip:bob@b>".to_string(),
+            )
+        } else {
+            (
+                "<sip:alice@a>;tag=caller".to_string(),
+                format!("<sip:bob@b>;tag={to_tag}"),
+            )
+        };
+        format!(
+            "{method} sip:bob@b SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK{cseq}{method}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\r\n",
+            self.id
+        )
+        .into_bytes()
+    }
+
+    fn response(&self, code: u16, method: &str, cseq: u32, to_tag: &str, extra: &str) -> Vec<u8> {
+        let to = if to_tag.is_empty() {
+            "<sip:bob@b>".to_string()
+        } else {
+            format!("<sip:bob@b>;tag={to_tag}")
+        };
+        format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK{cseq}{method}\r\nFrom: <sip:alice@a>;tag=caller\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{extra}\r\n",
+            self.id
+        )
+        .into_bytes()
+    }
+}
+
+fn feed(t: &mut DialogTable, msg: &[u8], now: Instant) -> Option<DialogId> {
+    let mut h = [Header::EMPTY; 32];
+    let Ok(Parsed::Message(m)) = parse(msg, &mut h) else {
+        panic!("{}", String::from_utf8_lossy(msg))
+    };
+    t.handle(&m, now)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn a_whole_call_through_every_phase() {
+    let mut t = DialogTable::new(100, Limits::default());
+    let t0 = Instant::now();
+    let c = Call { id: "call-a@h" };
+    let id = feed(&mut t, &c.request("INVITE", 1, "", false), t0).unwrap();
+    assert_eq!(
+        (id.call_id(), id.local_tag(), id.remote_tag()),
+        (&b"call-a@h"[..], &b"caller"[..], &b""[..])
+    );
+    assert_eq!(t.get(&id).unwrap().phase, Phase::Calling);
+    assert_eq!(
+        feed(&mut t, &c.request("INVITE", 1, "", false), t0),
+        Some(id.clone()),
+        "retransmission"
+    );
+    feed(&mut t, &c.response(100, "INVITE", 1, "", ""), t0);
+    assert_eq!(t.get(&id).unwrap().phase, Phase::Calling);
+    let early = feed(&mut t, &c.response(180, "INVITE", 1, "callee", ""), t0).unwrap();
+    assert_eq!(early.remote_tag(), b"callee");
+    assert!(t.get(&id).is_none(), "re-keyed with the To tag");
+    let s = t.get(&early).unwrap();
+    assert_eq!(
+        (s.phase, s.dialog_state()),
+        (Phase::Ringing, DialogState::Early)
+    );
+    feed(
+        &mut t,
+        &c.response(
+            200,
+            "INVITE",
+            1,
+            "callee",
+            "Session-Expires: 1800;refresher=uac\r\n",
+        ),
+        t0 + secs(5),
+    );
+    let s = t.get(&early).unwrap();
+    assert_eq!(
+        (s.phase, s.dialog_state()),
+        (Phase::Connected, DialogState::Confirmed)
+    );
+    assert_eq!(s.deadline, t0 + secs(5 + 1800));
+    assert_eq!(
+        feed(&mut t, &c.request("ACK", 1, "callee", false), t0 + secs(5)),
+        Some(early.clone())
+    );
+    // The callee hangs up: From and To swapped.
+    feed(&mut t, &c.request("BYE", 7, "callee", true), t0 + secs(60));
+    assert_eq!(t.get(&early).unwrap().phase, Phase::Disconnecting);
+    feed(
+        &mut t,
+        &c.response(200, "BYE", 7, "callee", ""),
+        t0 + secs(60),
+    );
+    assert!(t.is_empty());
+    let ended = t.poll_event().unwrap();
+    assert_eq!(
+        (ended.id, ended.end, ended.last_phase),
+        (early, End::Bye, Phase::Disconnecting)
+    );
+    assert_eq!(t.stats().created, 1);
+    assert!(t.early.is_empty());
+}
+
+#[test]
+fn failures_rejection_cancel_and_timeouts() {
+    let mut t = DialogTable::new(100, Limits::default());
+    let t0 = Instant::now();
+    let busy = Call { id: "busy" };
+    feed(&mut t, &busy.request("INVITE", 1, "", false), t0);
+    feed(&mut t, &busy.response(486, "INVITE", 1, "x", ""), t0);
+    assert_eq!(t.poll_event().unwrap().end, End::Rejected(486));
+
+    let cancelled = Call { id: "cancelled" };
+    feed(&mut t, &cancelled.request("INVITE", 1, "", false), t0);
+    feed(&mut t, &cancelled.response(180, "INVITE", 1, "y", ""), t0);
+    feed(&mut t, &cancelled.request("CANCEL", 1, "", false), t0);
+    feed(&mut t, &cancelled.response(487, "INVITE", 1, "y", ""), t0);
+    let e = t.poll_event().unwrap();
+    assert_eq!((e.end, e.last_phase), (End::Cancelled, Phase::Ringing));
+    assert!(t.early.is_empty(), "the early alias goes with the dialog");
+
+    let silent = Call { id: "silent" };
+    feed(&mut t, &silent.request("INVITE", 1, "", false), t0);
+    t.handle_timeout(t0 + secs(31));
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.poll_timeout(), Some(t0 + secs(32)));
+    t.handle_timeout(t0 + secs(32));
+    let e = t.poll_event().unwrap();
+    assert_eq!((e.end, e.last_phase), (End::Timeout, Phase::Calling));
+    assert_eq!(t.stats().expired, 1);
+}
+
+#[test]
+fn session_timer_expires_unless_refreshed() {
+    let mut t = DialogTable::new(100, Limits::default());
+    let t0 = Instant::now();
+    let c = Call { id: "timer" };
+    feed(&mut t, &c.request("INVITE", 1, "", false), t0);
+    let id = feed(
+        &mut t,
+        &c.response(200, "INVITE", 1, "z", "Session-Expires: 90\r\n"),
+        t0,
+    )
+    .unwrap();
+    // A refresh by re-INVITE at 60 s moves the expiry to 150 s.
+    feed(&mut t, &c.request("INVITE", 2, "z", false), t0 + secs(60));
+    feed(
+        &mut t,
+        &c.response(200, "INVITE", 2, "z", "Session-Expires: 90\r\n"),
+        t0 + secs(60),
+    );
+    t.handle_timeout(t0 + secs(100));
+    assert_eq!(t.get(&id).unwrap().phase, Phase::Connected);
+    t.handle_timeout(t0 + secs(150));
+    let e = t.poll_event().unwrap();
+    assert_eq!(
+        (e.end, e.last_phase),
+        (End::SessionExpired, Phase::Connected)
+    );
+    // Without Session-Expires, a connected call lasts up to the `connected` limit.
+    let limits = Limits {
+        connected: secs(600),
+        ..Limits::default()
+    };
+    let mut t = DialogTable::new(100, limits);
+    feed(&mut t, &c.request("INVITE", 1, "", false), t0);
+    feed(&mut t, &c.response(200, "INVITE", 1, "z", ""), t0);
+    t.handle_timeout(t0 + secs(600));
+    assert_eq!(t.poll_event().unwrap().end, End::Timeout);
+}
+
+#[test]
+fn a_full_table_evicts_and_counts() {
+    let mut t = DialogTable::new(3, Limits::default());
+    let t0 = Instant::now();
+    let ids = ["e1", "e2", "e3", "e4"];
+    for (i, id) in ids.iter().enumerate() {
+        let c = Call { id };
+        feed(
+            &mut t,
+            &c.request("INVITE", 1, "", false),
+            t0 + secs(i as u64),
+        );
+    }
+    assert_eq!(t.len(), 3);
+    assert_eq!(t.stats().evicted, 1);
+    let e = t.poll_event().unwrap();
+    assert_eq!(
+        (e.id.call_id(), e.end),
+        (&b"e1"[..], End::Evicted),
+        "the oldest deadline goes"
+    );
+}
