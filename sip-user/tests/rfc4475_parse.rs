@@ -163,9 +163,9 @@ fn manifest_is_covered() {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
     {
         let name = line.split('.').next().unwrap();
-        let tested = [",", ")", " =>"]
+        let tested = [",", ")", " =>", "\n"]
             .iter()
-            .any(|end| me.contains(&format!("{name}{end}")));
+            .any(|end| me.contains(&format!(" {name}{end}")));
         assert!(tested, "{name} has no test");
         n += 1;
     }

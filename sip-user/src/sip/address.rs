@@ -1,11 +1,9 @@
 //! `name-addr` / `addr-spec` values with header parameters: From, To, Contact, Route,
 //! Record-Route (RFC 3261 §20.10, §20.20, §20.39, §25.1).
 
-use memchr::memchr;
-
 use super::{
     params::HeaderParams,
-    scan::{is_token, skip_lws, skip_quoted, trim_lws},
+    scan::{find, is_token, skip_lws, skip_quoted, trim_lws},
     uri::Uri,
 };
 
@@ -42,7 +40,7 @@ impl<'b> Address<'b> {
                 return Err(BadAddress::Syntax);
             }
             (Some(&s[..end]), &s[after..])
-        } else if let Some(lt) = memchr(b'<', s) {
+        } else if let Some(lt) = find(s, b'<') {
             let display = trim_lws(&s[..lt]);
             // *(token LWS): tokens separated by whitespace.
             let ok = display
@@ -57,7 +55,7 @@ impl<'b> Address<'b> {
         };
 
         if let Some(inner) = rest.strip_prefix(b"<") {
-            let gt = memchr(b'>', inner).ok_or(BadAddress::Syntax)?;
+            let gt = find(inner, b'>').ok_or(BadAddress::Syntax)?;
             let uri_raw = &inner[..gt];
             let uri = Uri::parse(uri_raw).map_err(|_| BadAddress::Syntax)?;
             let params = HeaderParams::new(&inner[gt + 1..]);

@@ -8,7 +8,7 @@ use super::{
     error::Error,
     method::Method,
     name::HeaderName,
-    scan::{eq_ic, has_space, is_token_str, is_wsp, parse_u64, trim_lws},
+    scan::{eq_ic, has_space, is_token, is_token_str, is_wsp, parse_u64, trim_lws},
 };
 
 /// One header line (with its continuation lines): the name as written and recognised, and the
@@ -103,11 +103,19 @@ pub fn parse<'h, 'b>(
             if count == headers.len() {
                 return Err(Error::TooManyHeaders);
             }
-            let colon = memchr(b':', line).ok_or(Error::HeaderName)?;
-            let raw_name = trim_lws(&line[..colon]);
-            if !is_token_str(raw_name) {
+            // name, optional whitespace, colon (RFC 3261 §7.3.1).
+            let name_end = line
+                .iter()
+                .position(|&b| !is_token(b))
+                .unwrap_or(line.len());
+            let mut colon = name_end;
+            while colon < line.len() && is_wsp(line[colon]) {
+                colon += 1;
+            }
+            if name_end == 0 || line.get(colon) != Some(&b':') {
                 return Err(Error::HeaderName);
             }
+            let raw_name = &line[..name_end];
             value_start = pos + colon + 1;
             let name = HeaderName::from_bytes(raw_name);
             headers[count] = Header {

@@ -14,10 +14,24 @@ macro_rules! header_names {
 
         impl HeaderName {
             /// Recognises a header name (long or compact form, any case).
+            #[inline]
             pub fn from_bytes(name: &[u8]) -> Self {
+                if name.len() == 1 {
+                    // Compact forms (RFC 3261 §7.3.3): one byte, one comparison each.
+                    let c = name[0].to_ascii_lowercase();
+                    $($(
+                        if c == $compact.as_bytes()[0] {
+                            return HeaderName::$variant;
+                        }
+                    )?)*
+                    return HeaderName::Other;
+                }
+                // First byte and length reject almost every candidate before comparing.
+                let first = name.first().map_or(0, u8::to_ascii_lowercase);
                 $(
-                    if name.eq_ignore_ascii_case($long.as_bytes())
-                        $(|| name.eq_ignore_ascii_case($compact.as_bytes()))?
+                    if name.len() == $long.len()
+                        && first == $long.as_bytes()[0].to_ascii_lowercase()
+                        && name.eq_ignore_ascii_case($long.as_bytes())
                     {
                         return HeaderName::$variant;
                     }

@@ -2,40 +2,63 @@
 //! (RFC 3261 §25.1 core rules). Everything works on byte slices and returns offsets or
 //! sub-slices of its input: nothing here allocates.
 
+/// Character class bits, one table lookup per byte instead of a chain of comparisons.
+const TOKEN: u8 = 1;
+const WORD: u8 = 2;
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let token = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        let word = token
+            || matches!(
+                c,
+                b'(' | b')'
+                    | b'<'
+                    | b'>'
+                    | b':'
+                    | b'\\'
+                    | b'"'
+                    | b'/'
+                    | b'['
+                    | b']'
+                    | b'?'
+                    | b'{'
+                    | b'}'
+            );
+        t[b] = if token { TOKEN } else { 0 } | if word { WORD } else { 0 };
+        b += 1;
+    }
+    t
+}
+
+static CLASS: [u8; 256] = class_table();
+
 /// `token` characters (RFC 3261 §25.1): alphanumerics and `-.!%*_+`'~`.
-pub const fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+#[inline]
+pub fn is_token(b: u8) -> bool {
+    CLASS[b as usize] & TOKEN != 0
 }
 
 /// `word` characters (RFC 3261 §25.1, used by Call-ID): token plus `()<>:\"/[]?{}`.
-pub const fn is_word(b: u8) -> bool {
-    is_token(b)
-        || matches!(
-            b,
-            b'(' | b')'
-                | b'<'
-                | b'>'
-                | b':'
-                | b'\\'
-                | b'"'
-                | b'/'
-                | b'['
-                | b']'
-                | b'?'
-                | b'{'
-                | b'}'
-        )
+#[inline]
+pub fn is_word(b: u8) -> bool {
+    CLASS[b as usize] & WORD != 0
 }
 
+#[inline]
 pub const fn is_wsp(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
 /// True if every byte is a token character and there is at least one.
+#[inline]
 pub fn is_token_str(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_token(b))
 }
@@ -57,6 +80,7 @@ pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
 }
 
 /// `s` without leading and trailing linear whitespace.
+#[inline]
 pub fn trim_lws(s: &[u8]) -> &[u8] {
     let start = skip_lws(s, 0);
     let mut end = s.len();
@@ -154,6 +178,19 @@ pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
         v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     (v <= max).then_some(v)
+}
+
+/// The first `b` in `s`. A plain loop: the fields searched here are a few dozen bytes, where a
+/// SIMD `memchr`'s call and set-up cost more than the search.
+#[inline]
+pub fn find(s: &[u8], b: u8) -> Option<usize> {
+    s.iter().position(|&c| c == b)
+}
+
+/// The last `b` in `s`.
+#[inline]
+pub fn rfind(s: &[u8], b: u8) -> Option<usize> {
+    s.iter().rposition(|&c| c == b)
 }
 
 /// Case-insensitive ASCII comparison.

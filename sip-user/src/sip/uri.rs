@@ -1,9 +1,10 @@
 //! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), as views into the message. Other schemes
 //! are kept opaque: a proxy may route on them or answer 416 (RFC 4475 §3.3.2).
 
-use memchr::{memchr, memrchr};
-
-use super::{params::UriParams, scan::has_space};
+use super::{
+    params::UriParams,
+    scan::{find, has_space, rfind},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme<'b> {
@@ -49,7 +50,7 @@ impl<'b> Uri<'b> {
         if s.is_empty() || has_space(s) {
             return Err(BadUri);
         }
-        let colon = memchr(b':', s).ok_or(BadUri)?;
+        let colon = find(s, b':').ok_or(BadUri)?;
         let scheme = &s[..colon];
         if !scheme.first().is_some_and(u8::is_ascii_alphabetic)
             || !scheme
@@ -79,7 +80,7 @@ impl<'b> Uri<'b> {
             });
         };
         if scheme == Scheme::Tel {
-            let end = memchr(b';', rest).unwrap_or(rest.len());
+            let end = find(rest, b';').unwrap_or(rest.len());
             if end == 0 {
                 return Err(BadUri);
             }
@@ -94,18 +95,18 @@ impl<'b> Uri<'b> {
         }
         // userinfo ends at the last '@': '@' cannot appear unescaped in parameters or headers,
         // while the user part may hold ';', '?' and ',' (RFC 4475 §3.1.1.2, §3.1.1.9).
-        let (user, hostpart) = match memrchr(b'@', rest) {
+        let (user, hostpart) = match rfind(rest, b'@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
         if user.is_some_and(<[u8]>::is_empty) {
             return Err(BadUri);
         }
-        let (hostpart, headers) = match memchr(b'?', hostpart) {
+        let (hostpart, headers) = match find(hostpart, b'?') {
             Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
             None => (hostpart, None),
         };
-        let params_at = memchr(b';', hostpart).unwrap_or(hostpart.len());
+        let params_at = find(hostpart, b';').unwrap_or(hostpart.len());
         let (host, port) = split_hostport(&hostpart[..params_at]).ok_or(BadUri)?;
         Ok(Uri {
             scheme,
@@ -126,7 +127,7 @@ impl<'b> Uri<'b> {
 /// optional port up to 65535.
 pub fn split_hostport(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let (host, port) = if s.first() == Some(&b'[') {
-        let close = memchr(b']', s)?;
+        let close = find(s, b']')?;
         let host = &s[..=close];
         if !host[1..close]
             .iter()
@@ -136,7 +137,7 @@ pub fn split_hostport(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
         }
         (host, &s[close + 1..])
     } else {
-        let end = memchr(b':', s).unwrap_or(s.len());
+        let end = find(s, b':').unwrap_or(s.len());
         let host = &s[..end];
         if host.is_empty()
             || !host
