@@ -150,11 +150,7 @@ fn setup() -> anyhow::Result<()> {
             .args(["component", "add", "rust-src", "--toolchain", "nightly"])
             .status_ok("rustup component add rust-src")?;
     }
-    let has_linker = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_linker {
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
         // Its default feature wants LLVM 23, absent here; Debian's LLVM 22 lives under
         // /usr/lib/llvm-22, which bpf-linker's build script finds through LLVM_PREFIX.
         println!("xtask setup: building bpf-linker against LLVM 22 (a few minutes)");
@@ -175,12 +171,11 @@ fn setup() -> anyhow::Result<()> {
 
 fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
     setup()?;
-    let has_cargo_fuzz = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_cargo_fuzz {
+    if !succeeds(
+        Command::new("cargo")
+            .args(["fuzz", "--version"])
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    ) {
         println!("xtask fuzz: installing cargo-fuzz");
         Command::new("cargo")
             .args(["install", "cargo-fuzz", "--locked"])
@@ -200,6 +195,11 @@ fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
         .current_dir(root.join("sip-user"))
         .env_remove("RUSTUP_TOOLCHAIN")
         .status_ok("cargo fuzz run parse")
+}
+
+/// True if the command runs and exits 0 (output discarded): "is this tool installed?".
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.output().is_ok_and(|o| o.status.success())
 }
 
 fn debian_package_installed(name: &str) -> bool {
