@@ -11,8 +11,10 @@
 //! - [`daemon`]: `run(config, shutdown)`: attach, steer, receive, detach.
 //! - [`workers`]: the per-CPU receive sockets (an `SO_REUSEPORT` group steered by CPU).
 //! - [`sip`]: the SIP stack without I/O: zero-copy parser, checks, transactions, dialogs.
+//! - [`backend`]: the backend pool: weighted rendezvous choice per Call-ID, health, draining.
 //! - [`bench`]: `sip-fastpath bench-xdp`, the kernel path's cost next to an empty program.
 
+pub mod backend;
 pub mod bench;
 pub mod callid;
 pub mod cidr;
