@@ -12,6 +12,7 @@
 //! - [`workers`]: the per-CPU receive sockets (an `SO_REUSEPORT` group steered by CPU).
 //! - [`sip`]: the SIP stack without I/O: zero-copy parser, checks, transactions, dialogs.
 //! - [`backend`]: the backend pool: weighted rendezvous choice per Call-ID, health, draining.
+//! - [`proxy`]: the proxy core (RFC 3261 §16), sans-IO: one per worker.
 //! - [`bench`]: `sip-fastpath bench-xdp`, the kernel path's cost next to an empty program.
 
 pub mod backend;
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod filter;
 pub mod frame;
+pub mod proxy;
 pub mod samples;
 pub mod sip;
 pub mod stats;

@@ -170,10 +170,11 @@ impl DialogTable {
         self.dialogs.get(&id.0).map(|e| &e.session)
     }
 
-    /// Sets the backend a dialog was sent to (dialog affinity).
-    pub fn set_backend(&mut self, id: &DialogId, backend: u32) {
+    /// Sets the backend a dialog was sent to (dialog affinity) and where its caller is.
+    pub fn set_route(&mut self, id: &DialogId, backend: u32, caller: std::net::SocketAddr) {
         if let Some(e) = self.dialogs.get_mut(&id.0) {
             e.session.backend = backend;
+            e.session.caller = Some(caller);
         }
     }
 

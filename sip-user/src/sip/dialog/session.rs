@@ -81,6 +81,8 @@ pub struct Session {
     pub session_expires: Option<Duration>,
     /// Which backend the call went to (dialog affinity); set by the proxy.
     pub backend: u32,
+    /// Where the dialog-creating INVITE came from: requests from the callee go back there.
+    pub caller: Option<std::net::SocketAddr>,
     /// CSeq of the INVITE, to tell its responses from a re-INVITE's.
     pub invite_cseq: u32,
     /// A CANCEL was seen for the INVITE.
@@ -96,6 +98,7 @@ impl Session {
             deadline: now + limits.calling,
             session_expires: None,
             backend: 0,
+            caller: None,
             invite_cseq,
             cancelling: false,
         }

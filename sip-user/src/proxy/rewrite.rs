@@ -1,0 +1,168 @@
+//! How the proxy rewrites messages it forwards (RFC 3261 §16.6, §16.7): requests get our Via
+//! on top, Max-Forwards minus one, our Record-Route on dialog-creating requests, and lose the
+//! Route entry that named us (loose routing, §16.4); responses lose our Via (§16.7 step 3).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::sip::{
+    HeaderName, Message, StartLine, address::Address, fields::CSeq, scan::CommaList, via::Via,
+};
+
+/// Who we are on the wire: the host and port written in our Via and Record-Route.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub host: String,
+    pub port: u16,
+    /// `host:port`, as written.
+    pub host_port: String,
+}
+
+impl Identity {
+    pub fn new(host: &str, port: u16) -> Self {
+        Identity {
+            host: host.to_string(),
+            port,
+            host_port: format!("{host}:{port}"),
+        }
+    }
+
+    /// True if a URI's host and port name us (port 5060 when absent).
+    pub fn is_me(&self, host: &[u8], port: Option<u16>) -> bool {
+        host.eq_ignore_ascii_case(self.host.as_bytes()) && port.unwrap_or(5060) == self.port
+    }
+
+    /// True if the top Via of a response is ours.
+    pub fn is_my_via(&self, via: &Via<'_>) -> bool {
+        self.is_me(via.host, via.port)
+    }
+}
+
+/// The request `msg` as forwarded by us: `branch` in our new top Via, Max-Forwards decremented
+/// (70 if absent, §16.6 step 3), our Route entry removed, and a Record-Route if `record_route`.
+pub fn forward_request(
+    msg: &Message<'_, '_>,
+    me: &Identity,
+    branch: &str,
+    record_route: bool,
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.raw.len() + 128);
+    if let StartLine::Request { method, uri } = msg.start {
+        out.put_slice(method.as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(uri);
+        out.put_slice(b" SIP/2.0\r\n");
+    }
+    put(
+        &mut out,
+        b"Via",
+        format!("SIP/2.0/UDP {};branch={branch}", me.host_port).as_bytes(),
+    );
+    if record_route {
+        put(
+            &mut out,
+            b"Record-Route",
+            format!("<sip:{};lr>", me.host_port).as_bytes(),
+        );
+    }
+    let mut saw_max_forwards = false;
+    let mut route_checked = false;
+    for h in msg.headers {
+        match h.name {
+            HeaderName::MaxForwards => {
+                saw_max_forwards = true;
+                let n = crate::sip::fields::max_forwards(h.value).unwrap_or(70);
+                put(
+                    &mut out,
+                    b"Max-Forwards",
+                    n.saturating_sub(1).to_string().as_bytes(),
+                );
+            }
+            HeaderName::Route if !route_checked => {
+                route_checked = true;
+                // Drop the first Route value if it is us (§16.4); keep the rest of the line.
+                let mut values = CommaList::new(h.value);
+                let first = values.next().unwrap_or(b"");
+                let ours = Address::parse(first).is_ok_and(|a| me.is_me(a.uri.host, a.uri.port));
+                if !ours {
+                    put(&mut out, h.raw_name, h.value);
+                } else {
+                    let rest: Vec<&[u8]> = values.collect();
+                    if !rest.is_empty() {
+                        put(&mut out, b"Route", &rest.join(&b", "[..]));
+                    }
+                }
+            }
+            _ => put(&mut out, h.raw_name, h.value),
+        }
+    }
+    if !saw_max_forwards {
+        put(&mut out, b"Max-Forwards", b"69");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(msg.body);
+    out.freeze()
+}
+
+/// The response `msg` without its top Via value (ours), to relay upstream.
+pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.raw.len());
+    if let StartLine::Response { code, reason } = msg.start {
+        out.put_slice(format!("SIP/2.0 {code} ").as_bytes());
+        out.put_slice(reason);
+        out.put_slice(b"\r\n");
+    }
+    let mut stripped = false;
+    for h in msg.headers {
+        if h.name == HeaderName::Via && !stripped {
+            stripped = true;
+            let rest: Vec<&[u8]> = CommaList::new(h.value).skip(1).collect();
+            if !rest.is_empty() {
+                put(&mut out, h.raw_name, &rest.join(&b", "[..]));
+            }
+            continue;
+        }
+        put(&mut out, h.raw_name, h.value);
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(msg.body);
+    out.freeze()
+}
+
+/// The CANCEL for a forwarded INVITE (RFC 3261 §9.1): its Request-URI, top Via (ours, same
+/// branch), Call-ID, From, To, CSeq number and Route.
+pub fn cancel_for(forwarded_invite: &Message<'_, '_>) -> Bytes {
+    let mut out = BytesMut::with_capacity(512);
+    if let StartLine::Request { uri, .. } = forwarded_invite.start {
+        out.put_slice(b"CANCEL ");
+        out.put_slice(uri);
+        out.put_slice(b" SIP/2.0\r\n");
+    }
+    if let Some(h) = forwarded_invite.header(HeaderName::Via) {
+        put(
+            &mut out,
+            b"Via",
+            CommaList::new(h.value).next().unwrap_or(h.value),
+        );
+    }
+    out.put_slice(b"Max-Forwards: 70\r\n");
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        if let Some(h) = forwarded_invite.header(name) {
+            put(&mut out, name.as_str().as_bytes(), h.value);
+        }
+    }
+    if let Some(Ok(CSeq { seq, .. })) = forwarded_invite.cseq() {
+        put(&mut out, b"CSeq", format!("{seq} CANCEL").as_bytes());
+    }
+    for h in forwarded_invite.headers_named(HeaderName::Route) {
+        put(&mut out, b"Route", h.value);
+    }
+    out.put_slice(b"Content-Length: 0\r\n\r\n");
+    out.freeze()
+}
+
+fn put(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
