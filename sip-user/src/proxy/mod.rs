@@ -23,7 +23,7 @@ use std::{
 
 use bytes::Bytes;
 
-use self::rewrite::{Identity, cancel_for, forward_request, strip_top_via};
+use self::rewrite::{Identity, forward_request, strip_top_via};
 use crate::{
     backend::Pool,
     sip::{
@@ -253,7 +253,14 @@ impl Proxy {
                 Some((backend, Some(caller))) if source == backend => caller,
                 Some((backend, _)) => backend,
                 None => {
-                    return self.reply(&key, &msg, 481, "Call/Transaction Does Not Exist", &[], now);
+                    return self.reply(
+                        &key,
+                        &msg,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        &[],
+                        now,
+                    );
                 }
             }
         } else {
@@ -312,7 +319,7 @@ impl Proxy {
         self.dialogs.handle(msg, now);
         let ok = build::response(msg, 200, "OK", None, &[]);
         let _ = self.txs.respond(key, ok, now);
-        if let Some(cancel) = with_message(&forwarded, cancel_for) {
+        if let Some(cancel) = with_message(&forwarded, build::cancel_for) {
             let _ = self.txs.send_request(cancel, dest, now);
         }
     }

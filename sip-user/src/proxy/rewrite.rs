@@ -5,7 +5,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::sip::{
-    HeaderName, Message, StartLine, address::Address, fields::CSeq, scan::CommaList, via::Via,
+    HeaderName, Message, StartLine, address::Address, build::header as put, scan::CommaList,
+    via::Via,
 };
 
 /// Who we are on the wire: the host and port written in our Via and Record-Route.
@@ -126,43 +127,4 @@ pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
     out.put_slice(b"\r\n");
     out.put_slice(msg.body);
     out.freeze()
-}
-
-/// The CANCEL for a forwarded INVITE (RFC 3261 §9.1): its Request-URI, top Via (ours, same
-/// branch), Call-ID, From, To, CSeq number and Route.
-pub fn cancel_for(forwarded_invite: &Message<'_, '_>) -> Bytes {
-    let mut out = BytesMut::with_capacity(512);
-    if let StartLine::Request { uri, .. } = forwarded_invite.start {
-        out.put_slice(b"CANCEL ");
-        out.put_slice(uri);
-        out.put_slice(b" SIP/2.0\r\n");
-    }
-    if let Some(h) = forwarded_invite.header(HeaderName::Via) {
-        put(
-            &mut out,
-            b"Via",
-            CommaList::new(h.value).next().unwrap_or(h.value),
-        );
-    }
-    out.put_slice(b"Max-Forwards: 70\r\n");
-    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
-        if let Some(h) = forwarded_invite.header(name) {
-            put(&mut out, name.as_str().as_bytes(), h.value);
-        }
-    }
-    if let Some(Ok(CSeq { seq, .. })) = forwarded_invite.cseq() {
-        put(&mut out, b"CSeq", format!("{seq} CANCEL").as_bytes());
-    }
-    for h in forwarded_invite.headers_named(HeaderName::Route) {
-        put(&mut out, b"Route", h.value);
-    }
-    out.put_slice(b"Content-Length: 0\r\n\r\n");
-    out.freeze()
-}
-
-fn put(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }

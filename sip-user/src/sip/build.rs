@@ -54,8 +54,21 @@ pub fn response(
 /// The ACK for a non-2xx final `response` to `invite` (RFC 3261 §17.1.1.3): the INVITE's
 /// Request-URI, top Via, From, Call-ID, CSeq number and Route set, and the response's To.
 pub fn ack_for_non_2xx(invite: &Message<'_, '_>, response: &Message<'_, '_>) -> Bytes {
+    same_transaction(invite, "ACK", response)
+}
+
+/// The CANCEL for an INVITE we sent (RFC 3261 §9.1): the INVITE's Request-URI, top Via (so
+/// the same branch), From, To, Call-ID, CSeq number and Route set.
+pub fn cancel_for(invite: &Message<'_, '_>) -> Bytes {
+    same_transaction(invite, "CANCEL", invite)
+}
+
+/// A request that belongs with `invite`'s transaction: its start line with `method`, its top
+/// Via, From, Call-ID, CSeq number and Route set, and the To of `to_from`.
+fn same_transaction(invite: &Message<'_, '_>, method: &str, to_from: &Message<'_, '_>) -> Bytes {
     let mut out = BytesMut::with_capacity(512);
-    out.put_slice(b"ACK ");
+    out.put_slice(method.as_bytes());
+    out.put_u8(b' ');
     if let super::StartLine::Request { uri, .. } = invite.start {
         out.put_slice(uri);
     }
@@ -70,7 +83,7 @@ pub fn ack_for_non_2xx(invite: &Message<'_, '_>, response: &Message<'_, '_>) -> 
     out.put_slice(b"Max-Forwards: 70\r\n");
     for (name, from) in [
         (HeaderName::From, invite),
-        (HeaderName::To, response),
+        (HeaderName::To, to_from),
         (HeaderName::CallId, invite),
     ] {
         if let Some(h) = from.header(name) {
@@ -78,9 +91,11 @@ pub fn ack_for_non_2xx(invite: &Message<'_, '_>, response: &Message<'_, '_>) -> 
         }
     }
     if let Some(Ok(cseq)) = invite.cseq() {
-        out.put_slice(b"CSeq: ");
-        out.put_slice(cseq.seq.to_string().as_bytes());
-        out.put_slice(b" ACK\r\n");
+        header(
+            &mut out,
+            b"CSeq",
+            format!("{} {method}", cseq.seq).as_bytes(),
+        );
     }
     for h in invite.headers_named(HeaderName::Route) {
         header(&mut out, b"Route", h.value);
@@ -89,7 +104,8 @@ pub fn ack_for_non_2xx(invite: &Message<'_, '_>, response: &Message<'_, '_>) -> 
     out.freeze()
 }
 
-fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// Appends `name: value CRLF`.
+pub(crate) fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(name);
     out.put_slice(b": ");
     out.put_slice(value);
