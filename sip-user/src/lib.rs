@@ -17,7 +17,6 @@
 
 pub mod backend;
 pub mod bench;
-pub mod callid;
 pub mod cidr;
 pub mod classify;
 pub mod config;

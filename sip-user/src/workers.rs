@@ -8,7 +8,7 @@
 //! without the cBPF the group's own hash splits one Call-ID over sockets.
 //!
 //! In this version the workers receive and count, and check the steering: each hashes the
-//! Call-ID it finds and counts a message as misrouted when the hash names another CPU.
+//! Call-ID it finds (with the SIP parser's header lines) and counts a message as misrouted when the hash names another CPU.
 
 use std::{
     net::SocketAddr,
@@ -24,7 +24,7 @@ use sip_common::{WorkerStats, hash_call_id, slot_for_hash};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use crate::callid::find_call_id;
+use crate::sip::{Header, call_id_in, parse_headers_only};
 
 /// Largest datagram a worker receives.
 const MAX_DATAGRAM: usize = 65_535;
@@ -218,7 +218,13 @@ fn worker_thread(
 
 fn count(cpu: u32, msg: &[u8], counters: &WorkerCounters, steer: &[u32]) {
     counters.received.fetch_add(1, Ordering::Relaxed);
-    match find_call_id(msg) {
+    // The parser's header lines only: a malformed start line is the proxy's business, the
+    // steering check only needs the Call-ID.
+    let mut headers = [Header::EMPTY; 64];
+    match parse_headers_only(msg, &mut headers)
+        .ok()
+        .and_then(call_id_in)
+    {
         None => {
             counters.no_call_id.fetch_add(1, Ordering::Relaxed);
         }

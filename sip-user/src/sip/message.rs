@@ -75,22 +75,84 @@ pub fn parse<'h, 'b>(
     let Some(start) = start else {
         return Ok(Parsed::KeepAlive);
     };
-    let (first, mut pos) = line_at(buf, start).ok_or(Error::Incomplete)?;
+    let (first, pos) = line_at(buf, start).ok_or(Error::Incomplete)?;
     let start_line = parse_start_line(first)?;
+    let (count, body_start) = parse_header_section(buf, pos, headers)?;
+    let headers = &headers[..count];
 
+    // Content-Length frames the body (RFC 3261 §18.3); more than one is answered 400 by
+    // `proxy_check`, so the body is then the rest of the datagram.
+    let mut content_length = None;
+    let mut content_length_count = 0u8;
+    for h in headers
+        .iter()
+        .filter(|h| h.name == HeaderName::ContentLength)
+    {
+        let v = parse_u64(h.value, u32::MAX as u64)
+            .ok_or(Error::HeaderValue(HeaderName::ContentLength))?;
+        content_length.get_or_insert(v);
+        content_length_count = content_length_count.saturating_add(1);
+    }
+    let rest = &buf[body_start..];
+    let body = match content_length {
+        Some(len) if content_length_count == 1 => {
+            let len = usize::try_from(len).map_err(|_| Error::BodyTooShort)?;
+            rest.get(..len).ok_or(Error::BodyTooShort)?
+        }
+        _ => rest,
+    };
+    Ok(Parsed::Message(Message {
+        start: start_line,
+        headers,
+        body,
+        raw: &buf[start..body_start + body.len()],
+        content_length_count,
+    }))
+}
+
+/// The header lines of a datagram whose first line is skipped unread: for callers that need a
+/// header even when the start line is malformed (the workers' steering check, the kernel-hash
+/// tests). The same header-line parser as [`parse`].
+pub fn parse_headers_only<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [Header<'b>],
+) -> Result<&'h [Header<'b>], Error> {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .ok_or(Error::Incomplete)?;
+    let (_, pos) = line_at(buf, start).ok_or(Error::Incomplete)?;
+    let (count, _) = parse_header_section(buf, pos, headers)?;
+    Ok(&headers[..count])
+}
+
+/// The first non-empty Call-ID value among `headers` (see [`Message::call_id`]).
+pub fn call_id_in<'b>(headers: &[Header<'b>]) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name == HeaderName::CallId)
+        .map(|h| h.value)
+        .filter(|v| !v.is_empty())
+}
+
+/// Header lines from `pos` to the blank line (RFC 3261 §7.3): the number stored in `headers`
+/// and the offset of the body.
+fn parse_header_section<'b>(
+    buf: &'b [u8],
+    mut pos: usize,
+    headers: &mut [Header<'b>],
+) -> Result<(usize, usize), Error> {
     let mut count = 0usize;
     let mut value_start = 0usize; // where the current header's value begins in `buf`
-    let mut content_length: Option<u64> = None;
-    let mut content_length_count = 0u8;
-    let body_start = loop {
+    loop {
         if pos == buf.len() && count > 0 {
             // The datagram ends after a complete header line but without the blank line: on
             // UDP the datagram frames the message, so take it as headers without a body.
-            break pos;
+            return Ok((count, pos));
         }
         let (line, next) = line_at(buf, pos).ok_or(Error::Incomplete)?;
         if line.is_empty() {
-            break next;
+            return Ok((count, next));
         }
         if is_wsp(line[0]) {
             // A continuation line (RFC 3261 §7.3.1): the value runs on to this line's end.
@@ -117,47 +179,15 @@ pub fn parse<'h, 'b>(
             }
             let raw_name = &line[..name_end];
             value_start = pos + colon + 1;
-            let name = HeaderName::from_bytes(raw_name);
             headers[count] = Header {
-                name,
+                name: HeaderName::from_bytes(raw_name),
                 raw_name,
                 value: trim_lws(&line[colon + 1..]),
             };
             count += 1;
         }
-        // Content-Length is needed for framing; check it when its line (and any fold) is done.
-        if count > 0
-            && headers[count - 1].name == HeaderName::ContentLength
-            && !continues(buf, next)
-        {
-            let v = parse_u64(headers[count - 1].value, u32::MAX as u64)
-                .ok_or(Error::HeaderValue(HeaderName::ContentLength))?;
-            content_length.get_or_insert(v);
-            content_length_count = content_length_count.saturating_add(1);
-        }
         pos = next;
-    };
-
-    let rest = &buf[body_start..];
-    let body = match content_length {
-        Some(len) if content_length_count == 1 => {
-            let len = usize::try_from(len).map_err(|_| Error::BodyTooShort)?;
-            rest.get(..len).ok_or(Error::BodyTooShort)?
-        }
-        _ => rest,
-    };
-    Ok(Parsed::Message(Message {
-        start: start_line,
-        headers: &headers[..count],
-        body,
-        raw: &buf[start..body_start + body.len()],
-        content_length_count,
-    }))
-}
-
-/// True if the line starting at `pos` is a continuation line.
-fn continues(buf: &[u8], pos: usize) -> bool {
-    buf.get(pos).is_some_and(|&b| is_wsp(b))
+    }
 }
 
 /// The line starting at `pos` without its CRLF (or bare LF), and the offset of the next line.
@@ -279,9 +309,7 @@ impl<'h, 'b> Message<'h, 'b> {
 
     /// The Call-ID value (RFC 3261 §20.8): what the kernel hashes, so the same bytes.
     pub fn call_id(&self) -> Option<&'b [u8]> {
-        self.header(HeaderName::CallId)
-            .map(|h| h.value)
-            .filter(|v| !v.is_empty())
+        call_id_in(self.headers)
     }
 }
 
@@ -294,6 +322,36 @@ mod tests {
             Ok(Parsed::Message(m)) => m,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn call_id_long_compact_case_lws_and_fold() {
+        let mut h = [Header::EMPTY; 8];
+        for (m, want) in [
+            (
+                &b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\ncall-id  :  abc@h \r\n\r\n"[..],
+                &b"abc@h"[..],
+            ),
+            (b"BYE sip:a@b SIP/2.0\r\nI:xyz\r\n\r\n", b"xyz"),
+            (b"BYE sip:a@b SIP/2.0\r\ni:\r\n  folded\r\n\r\n", b"folded"),
+            // A broken start line still has readable headers.
+            (
+                b"INVITE  sip:a@b  SIP/2.0\r\ni: broken-start\r\n\r\n",
+                b"broken-start",
+            ),
+        ] {
+            assert_eq!(
+                parse_headers_only(m, &mut h).ok().and_then(call_id_in),
+                Some(want)
+            );
+        }
+        let in_body = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nCall-ID: body\r\n";
+        assert_eq!(
+            parse_headers_only(in_body, &mut h)
+                .ok()
+                .and_then(call_id_in),
+            None
+        );
     }
 
     #[test]

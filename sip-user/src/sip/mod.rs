@@ -30,6 +30,6 @@ pub mod validate;
 pub mod via;
 
 pub use error::Error;
-pub use message::{Header, Message, Parsed, StartLine, parse};
+pub use message::{Header, Message, Parsed, StartLine, call_id_in, parse, parse_headers_only};
 pub use method::Method;
 pub use name::HeaderName;
