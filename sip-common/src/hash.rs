@@ -51,8 +51,10 @@ impl CallIdHasher {
     }
 }
 
+/// MurmurHash3's 64-bit finalizer: every input bit affects every output bit. Also what
+/// userspace mixes a Call-ID hash with a backend's id for rendezvous hashing.
 #[inline(always)]
-const fn fmix64(mut h: u64) -> u64 {
+pub const fn fmix64(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -5,18 +5,11 @@
 //! sip-fastpath node with the same backend list picks the same backend without sharing state.
 //! (Schindelhauer and Schomaker, "Weighted distributed hash tables", SPAA 2005.)
 
+use sip_common::fmix64;
+
 /// A stable identity for a backend, from its configured name or address.
 pub fn backend_id(name: &str) -> u64 {
     sip_common::hash_call_id(name.as_bytes())
-}
-
-/// MurmurHash3's 64-bit finalizer: mixes the call and backend hashes into uniform bits.
-fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
 }
 
 /// The score of one backend for one call.
