@@ -246,7 +246,7 @@ impl Proxy {
             let route = self
                 .dialogs
                 .handle(&msg, now)
-                .and_then(|id| self.dialogs.get(&id).map(|s| (s.backend, s.caller)));
+                .and_then(|r| self.dialogs.get(r).map(|s| (s.backend, s.caller)));
             match route
                 .and_then(|(b, caller)| Some((self.pool.backends.get(b as usize)?.address, caller)))
             {
@@ -278,9 +278,9 @@ impl Proxy {
                 );
             };
             if method == Method::Invite
-                && let Some(id) = self.dialogs.handle(&msg, now)
+                && let Some(r) = self.dialogs.handle(&msg, now)
             {
-                self.dialogs.set_route(&id, index as u32, source);
+                self.dialogs.set_route(r, index as u32, source);
             }
             self.pool.backends[index].address
         };
@@ -373,8 +373,8 @@ impl Proxy {
     fn forward_ack(&mut self, datagram: &Bytes, source: SocketAddr, now: Instant) {
         let branch = self.branch();
         let routed = with_message(datagram, |m| {
-            let id = self.dialogs.handle(m, now)?;
-            let s = self.dialogs.get(&id)?;
+            let r = self.dialogs.handle(m, now)?;
+            let s = self.dialogs.get(r)?;
             let backend = self.pool.backends.get(s.backend as usize)?.address;
             let dest = match s.caller {
                 Some(caller) if source == backend => caller,

@@ -2,6 +2,13 @@
 //! backend; RFC 4028 session-timer expiry; a bounded table with counted evictions. Sans-IO like
 //! the transaction layer: [`DialogTable::handle`] per message, [`DialogTable::handle_timeout`]
 //! with the clock, [`DialogTable::poll_event`] for sessions that ended.
+//!
+//! Dialogs are found by Call-ID and the caller's tag, both known from the INVITE on, so a
+//! dialog keeps one key for its whole life (no re-keying when the callee's tag arrives, and a
+//! CANCEL, whose To has no tag, finds it). A request from the callee carries the caller's tag in
+//! To, so a message is looked up by its From tag, then by its To tag. The callee's tag is stored
+//! and checked: the table tracks the first callee that answers (no forking). Lookups encode the
+//! key on the stack and hand out a `Copy` [`DialogRef`]: no allocation per message.
 
 pub mod id;
 pub mod session;
@@ -17,6 +24,10 @@ pub use self::{
     session::{DialogState, End, Limits, Phase, Session},
 };
 use crate::sip::{Message, Method};
+
+/// A handle to a dialog in the table, valid until the dialog ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DialogRef(u64);
 
 /// A session that ended, with how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +49,11 @@ pub struct DialogStats {
 
 #[derive(Debug)]
 struct Entry {
+    /// Call-ID and caller tag, encoded as in [`DialogId`] with an empty remote tag.
+    key: Box<[u8]>,
+    /// The callee's tag, once a response carried one.
+    remote: Box<[u8]>,
     session: Session,
-    seq: u64,
 }
 
 /// All dialogs of one worker, at most `max` of them.
@@ -47,13 +61,10 @@ struct Entry {
 pub struct DialogTable {
     limits: Limits,
     max: usize,
-    dialogs: HashMap<Box<[u8]>, Entry>,
-    /// Deadlines in order; the sequence number breaks ties and finds the key in `keys`.
+    index: HashMap<Box<[u8]>, u64>,
+    entries: HashMap<u64, Entry>,
+    /// Deadlines in order, with the entry they belong to.
     schedule: BTreeSet<(Instant, u64)>,
-    keys: HashMap<u64, Box<[u8]>>,
-    /// Early dialogs by their id without the remote tag, for a CANCEL (whose To has no tag)
-    /// after a 1xx re-keyed the dialog.
-    early: HashMap<Box<[u8]>, Box<[u8]>>,
     next_seq: u64,
     events: VecDeque<Ended>,
     stats: DialogStats,
@@ -65,82 +76,63 @@ impl DialogTable {
         DialogTable {
             limits,
             max: max.max(1),
-            dialogs: HashMap::new(),
+            index: HashMap::new(),
+            entries: HashMap::new(),
             schedule: BTreeSet::new(),
-            keys: HashMap::new(),
-            early: HashMap::new(),
             next_seq: 0,
             events: VecDeque::new(),
             stats: DialogStats::default(),
         }
     }
 
-    /// Updates the dialog `msg` belongs to (creating it for an initial INVITE) and returns its
-    /// id, or `None` if the message belongs to no tracked dialog.
-    pub fn handle(&mut self, msg: &Message<'_, '_>, now: Instant) -> Option<DialogId> {
+    /// Updates the dialog `msg` belongs to (creating it for an initial INVITE) and returns it,
+    /// or `None` if the message belongs to no tracked dialog.
+    pub fn handle(&mut self, msg: &Message<'_, '_>, now: Instant) -> Option<DialogRef> {
         let call_id = msg.call_id()?;
         let from_tag = msg.from()?.ok()?.tag().unwrap_or(b"");
         let to_tag = msg.to()?.ok()?.tag().unwrap_or(b"");
         let cseq = msg.cseq()?.ok()?;
         let limits = self.limits;
-        let key = match msg.method() {
-            Some(Method::Invite) if to_tag.is_empty() => {
-                let key = self
-                    .find(call_id, from_tag, b"")
-                    .unwrap_or_else(|| self.create(call_id, from_tag, cseq.seq, now));
-                Some(key)
+        // From the caller (From = caller's tag), or from the callee (To = caller's tag).
+        let (seq, from_caller) =
+            match (self.lookup(call_id, from_tag), self.lookup(call_id, to_tag)) {
+                (Some(seq), _) => (seq, true),
+                (None, Some(seq)) if !to_tag.is_empty() => (seq, false),
+                _ if msg.method() == Some(Method::Invite) && to_tag.is_empty() => {
+                    (self.create(call_id, from_tag, cseq.seq, now), true)
+                }
+                _ => return None,
+            };
+        let callee_tag = if from_caller { to_tag } else { from_tag };
+        let entry = self.entries.get_mut(&seq)?;
+        if !callee_tag.is_empty() {
+            if entry.remote.is_empty() && msg.status().is_some() && from_caller {
+                entry.remote = callee_tag.into(); // the first answering callee (§12.1.2)
+            } else if *entry.remote != *callee_tag {
+                return None; // another branch of a forked call: not tracked
             }
-            Some(Method::Cancel) => {
-                let key = self.find_either(call_id, from_tag, to_tag).or_else(|| {
-                    with_encoded(call_id, from_tag, b"", |k| self.early.get(k).cloned())
-                })?;
-                self.update(&key, |s| s.on_cancel());
-                Some(key)
-            }
-            Some(Method::Bye) => {
-                let key = self.find_either(call_id, from_tag, to_tag)?;
-                self.update(&key, |s| s.on_bye(now, &limits));
-                Some(key)
-            }
-            Some(_) => self.find_either(call_id, from_tag, to_tag),
-            None => {
-                let code = msg.status()?;
+        }
+        match (msg.method(), msg.status()) {
+            (Some(Method::Cancel), _) => self.update(seq, Session::on_cancel),
+            (Some(Method::Bye), _) => self.update(seq, |s| s.on_bye(now, &limits)),
+            (None, Some(code)) => {
                 let session_expires = msg
                     .session_expires()
                     .and_then(Result::ok)
                     .map(|s| s.seconds);
                 match cseq.method {
-                    Method::Invite | Method::Update => {
-                        let key = match self.find_either(call_id, from_tag, to_tag) {
-                            Some(k) => k,
-                            // The first response with a To tag turns the pending entry into the
-                            // early (or confirmed) dialog.
-                            None => {
-                                let pending = self.find(call_id, from_tag, b"")?;
-                                if to_tag.is_empty() {
-                                    pending
-                                } else {
-                                    self.rekey(&pending, call_id, from_tag, to_tag)?
-                                }
-                            }
-                        };
-                        self.update(&key, |s| {
-                            if cseq.method == Method::Invite || s.phase == Phase::Connected {
-                                s.on_invite_response(code, session_expires, now, &limits)
-                            }
-                        });
-                        Some(key)
-                    }
-                    Method::Bye => {
-                        let key = self.find_either(call_id, from_tag, to_tag)?;
-                        self.update(&key, |s| s.on_bye_response(code));
-                        Some(key)
-                    }
-                    _ => self.find_either(call_id, from_tag, to_tag),
+                    Method::Invite | Method::Update => self.update(seq, |s| {
+                        if cseq.method == Method::Invite || s.phase == Phase::Connected {
+                            s.on_invite_response(code, session_expires, now, &limits)
+                        }
+                    }),
+                    Method::Bye => self.update(seq, |s| s.on_bye_response(code)),
+                    _ => {}
                 }
             }
-        };
-        key.map(DialogId)
+            _ => {}
+        }
+        Some(DialogRef(seq))
     }
 
     /// Ends every dialog whose deadline is at or before `now`.
@@ -149,12 +141,8 @@ impl DialogTable {
             if at > now {
                 break;
             }
-            let Some(key) = self.keys.get(&seq).cloned() else {
-                self.schedule.pop_first();
-                continue;
-            };
             self.stats.expired += 1;
-            self.update(&key, Session::expire);
+            self.update(seq, Session::expire);
         }
     }
 
@@ -166,50 +154,60 @@ impl DialogTable {
         self.events.pop_front()
     }
 
-    pub fn get(&self, id: &DialogId) -> Option<&Session> {
-        self.dialogs.get(&id.0).map(|e| &e.session)
+    /// The session, while the dialog lasts.
+    pub fn get(&self, r: DialogRef) -> Option<&Session> {
+        self.entries.get(&r.0).map(|e| &e.session)
+    }
+
+    /// The dialog's id (allocates: for logs and tests, not the message path).
+    pub fn id(&self, r: DialogRef) -> Option<DialogId> {
+        self.entries.get(&r.0).map(|e| e.id())
     }
 
     /// Sets the backend a dialog was sent to (dialog affinity) and where its caller is.
-    pub fn set_route(&mut self, id: &DialogId, backend: u32, caller: std::net::SocketAddr) {
-        if let Some(e) = self.dialogs.get_mut(&id.0) {
+    pub fn set_route(&mut self, r: DialogRef, backend: u32, caller: std::net::SocketAddr) {
+        if let Some(e) = self.entries.get_mut(&r.0) {
             e.session.backend = backend;
             e.session.caller = Some(caller);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.dialogs.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dialogs.is_empty()
+        self.entries.is_empty()
     }
 
     pub fn stats(&self) -> DialogStats {
         self.stats
     }
 
-    fn find(&self, call_id: &[u8], local: &[u8], remote: &[u8]) -> Option<Box<[u8]>> {
-        with_encoded(call_id, local, remote, |k| {
-            self.dialogs.get_key_value(k).map(|(k, _)| k.clone())
-        })
+    fn lookup(&self, call_id: &[u8], caller_tag: &[u8]) -> Option<u64> {
+        with_encoded(call_id, caller_tag, b"", |k| self.index.get(k).copied())
     }
 
-    /// Both directions: a request from the callee has the tags swapped.
-    fn find_either(&self, call_id: &[u8], from_tag: &[u8], to_tag: &[u8]) -> Option<Box<[u8]>> {
-        self.find(call_id, from_tag, to_tag)
-            .or_else(|| self.find(call_id, to_tag, from_tag))
-    }
-
-    fn create(&mut self, call_id: &[u8], from_tag: &[u8], cseq: u32, now: Instant) -> Box<[u8]> {
-        if self.dialogs.len() >= self.max {
+    fn create(&mut self, call_id: &[u8], caller_tag: &[u8], cseq: u32, now: Instant) -> u64 {
+        if self.entries.len() >= self.max {
             self.evict_one();
         }
-        let key = DialogId::new(call_id, from_tag, b"").0;
+        let key = DialogId::new(call_id, caller_tag, b"").0;
+        let session = Session::new(now, cseq, &self.limits);
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.stats.created += 1;
-        self.insert(key.clone(), Session::new(now, cseq, &self.limits));
-        key
+        self.schedule.insert((session.deadline, seq));
+        self.index.insert(key.clone(), seq);
+        self.entries.insert(
+            seq,
+            Entry {
+                key,
+                remote: Box::default(),
+                session,
+            },
+        );
+        seq
     }
 
     /// Evicts the dialog closest to its own deadline: the one the table would drop first anyway.
@@ -217,50 +215,16 @@ impl DialogTable {
         let Some(&(_, seq)) = self.schedule.first() else {
             return;
         };
-        let Some(key) = self.keys.get(&seq).cloned() else {
-            return;
-        };
         self.stats.evicted += 1;
-        self.update(&key, |s| s.terminate(End::Evicted));
-    }
-
-    fn insert(&mut self, key: Box<[u8]>, session: Session) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.schedule.insert((session.deadline, seq));
-        self.keys.insert(seq, key.clone());
-        self.dialogs.insert(key, Entry { session, seq });
-    }
-
-    fn remove(&mut self, key: &[u8]) -> Option<Session> {
-        let entry = self.dialogs.remove(key)?;
-        self.schedule.remove(&(entry.session.deadline, entry.seq));
-        self.keys.remove(&entry.seq);
-        Some(entry.session)
-    }
-
-    fn rekey(
-        &mut self,
-        old: &[u8],
-        call_id: &[u8],
-        local: &[u8],
-        remote: &[u8],
-    ) -> Option<Box<[u8]>> {
-        let session = self.remove(old)?;
-        let key = DialogId::new(call_id, local, remote).0;
-        if matches!(session.phase, Phase::Calling | Phase::Ringing) {
-            self.early.insert(old.into(), key.clone());
-        }
-        self.insert(key.clone(), session);
-        Some(key)
+        self.update(seq, |s| s.terminate(End::Evicted));
     }
 
     /// Applies `f`, then reschedules the dialog or removes it if it ended.
-    fn update(&mut self, key: &[u8], f: impl FnOnce(&mut Session)) {
-        let Some(entry) = self.dialogs.get_mut(key) else {
+    fn update(&mut self, seq: u64, f: impl FnOnce(&mut Session)) {
+        let Some(entry) = self.entries.get_mut(&seq) else {
             return;
         };
-        let (before, phase_before, seq) = (entry.session.deadline, entry.session.phase, entry.seq);
+        let (before, phase_before) = (entry.session.deadline, entry.session.phase);
         f(&mut entry.session);
         let (after, phase, end) = (
             entry.session.deadline,
@@ -268,25 +232,25 @@ impl DialogTable {
             entry.session.end,
         );
         self.schedule.remove(&(before, seq));
-        if phase_before != phase
-            && matches!(phase, Phase::Connected | Phase::Terminated)
-            && !self.early.is_empty()
-        {
-            let id = DialogId(key.into());
-            with_encoded(id.call_id(), id.local_tag(), b"", |k| self.early.remove(k));
-        }
-        if phase == Phase::Terminated {
-            let (key, _) = self.dialogs.remove_entry(key).expect("present above");
-            self.keys.remove(&seq);
-            self.stats.ended += 1;
-            self.events.push_back(Ended {
-                id: DialogId(key),
-                end: end.unwrap_or(End::Timeout),
-                last_phase: phase_before,
-            });
-        } else {
+        if phase != Phase::Terminated {
             self.schedule.insert((after, seq));
+            return;
         }
+        let entry = self.entries.remove(&seq).expect("present above");
+        self.index.remove(&entry.key);
+        self.stats.ended += 1;
+        self.events.push_back(Ended {
+            id: entry.id(),
+            end: end.unwrap_or(End::Timeout),
+            last_phase: phase_before,
+        });
+    }
+}
+
+impl Entry {
+    fn id(&self) -> DialogId {
+        let key = DialogId(self.key.clone());
+        DialogId::new(key.call_id(), key.local_tag(), &self.remote)
     }
 }
 
