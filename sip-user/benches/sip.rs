@@ -121,7 +121,7 @@ fn one_call(
                 build::response(m, code, reason, Some(b"a6c85cf"), &[])
             });
             with_message(&resp, |r| dialogs.handle(r, now));
-            layer.respond(&key, resp, now).unwrap();
+            layer.respond(&key, code, resp, now).unwrap();
         }
     };
     respond(

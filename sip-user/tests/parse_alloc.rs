@@ -67,7 +67,7 @@ fn use_everything(datagram: &Bytes) -> usize {
         .and_then(Result::ok)
         .map_or(0, |u| u.host.len());
     seen += matches!(
-        check(&m, &[]),
+        check(&m, &[] as &[&[u8]]),
         sip_user::sip::proxy_check::Decision::Forward(_)
     ) as usize;
     // Zero-copy hand-off: a field as `Bytes` sharing the datagram's buffer.

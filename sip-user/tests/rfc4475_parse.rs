@@ -32,7 +32,7 @@ fn with_message<R>(file: &str, f: impl FnOnce(Result<&Message<'_, '_>, Error>) -
 fn decision(file: &str) -> String {
     with_message(file, |m| {
         let m = m.unwrap_or_else(|e| panic!("{file} must parse: {e}"));
-        format!("{:?}", check(m, &[]))
+        format!("{:?}", check(m, &[] as &[&[u8]]))
     })
 }
 

@@ -23,7 +23,7 @@ use std::{
 
 use bytes::Bytes;
 
-use self::rewrite::{Identity, forward_request, strip_top_via};
+use self::rewrite::{Branch, Identity, forward_request, strip_top_via};
 use crate::{
     backend::Pool,
     sip::{
@@ -150,8 +150,7 @@ impl Proxy {
             }
             return;
         }
-        let supported: Vec<&[u8]> = self.cfg.supported.iter().map(Vec::as_slice).collect();
-        match check(&msg, &supported) {
+        match check(&msg, &self.cfg.supported) {
             Decision::Forward(_) => {}
             Decision::Reply {
                 code,
@@ -178,14 +177,14 @@ impl Proxy {
         if self.txs.handle(&msg, &datagram, source, now).is_err() {
             self.stats.dropped += 1;
         }
-        self.drain_events(now);
+        self.drain_events(now, Some(&msg));
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.txs.handle_timeout(now);
         self.dialogs.handle_timeout(now);
         while self.dialogs.poll_event().is_some() {}
-        self.drain_events(now);
+        self.drain_events(now, None);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -199,19 +198,35 @@ impl Proxy {
         self.txs.poll_transmit().or_else(|| self.out.pop_front())
     }
 
-    fn drain_events(&mut self, now: Instant) {
+    /// Acts on the transaction layer's events. `current` is the message just handed to it:
+    /// the events that carry a datagram (request, ACK, response) only ever come from that
+    /// message, so its parse is reused rather than repeated; timers raise only Timeout and
+    /// Terminated.
+    fn drain_events(&mut self, now: Instant, current: Option<&Message<'_, '_>>) {
         while let Some(event) = self.txs.poll_event() {
-            match event {
-                Event::Request {
-                    key,
-                    datagram,
-                    source,
-                } => self.on_request(key, datagram, source, now),
-                Event::Ack { datagram, source } => self.forward_ack(&datagram, source, now),
-                Event::Response { key, datagram } => self.relay_response(&key, &datagram, now),
-                Event::StrayResponse { datagram, .. } => self.relay_stray(&datagram),
-                Event::Timeout { key } => self.on_timeout(&key, now),
-                Event::Terminated { key } => {
+            match (event, current) {
+                (
+                    Event::Request {
+                        key,
+                        datagram,
+                        source,
+                    },
+                    Some(msg),
+                ) => self.on_request(key, msg, datagram, source, now),
+                (Event::Ack { source, .. }, Some(msg)) => self.forward_ack(msg, source, now),
+                (Event::Response { key, .. }, Some(msg)) => self.relay_response(&key, msg, now),
+                (Event::StrayResponse { .. }, Some(msg)) => self.relay_stray(msg),
+                (
+                    Event::Request { .. }
+                    | Event::Ack { .. }
+                    | Event::Response { .. }
+                    | Event::StrayResponse { .. },
+                    None,
+                ) => {
+                    debug_assert!(false, "a timer raised a message event");
+                }
+                (Event::Timeout { key }, _) => self.on_timeout(&key, now),
+                (Event::Terminated { key }, _) => {
                     self.links.remove(&key);
                     self.server_links.remove(&key);
                 }
@@ -219,24 +234,30 @@ impl Proxy {
         }
     }
 
-    fn branch(&mut self) -> String {
+    fn branch(&mut self) -> Branch {
         self.next_branch += 1;
-        format!("z9hG4bK-sfp{}-{:x}", self.cfg.worker, self.next_branch)
+        Branch {
+            worker: self.cfg.worker,
+            seq: self.next_branch,
+        }
     }
 
-    fn on_request(&mut self, key: Key, datagram: Bytes, source: SocketAddr, now: Instant) {
-        let mut headers = [Header::EMPTY; 64];
-        let Ok(Parsed::Message(msg)) = parse(&datagram, &mut headers) else {
-            return;
-        };
+    fn on_request(
+        &mut self,
+        key: Key,
+        msg: &Message<'_, '_>,
+        datagram: Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) {
         let Some(method) = msg.method() else { return };
         if method == Method::Cancel {
-            self.on_cancel(&key, &msg, now);
+            self.on_cancel(&key, msg, now);
             return;
         }
         if method == Method::Invite {
-            let trying = build::response(&msg, 100, "Trying", None, &[]);
-            let _ = self.txs.respond(&key, trying, now);
+            let trying = build::response(msg, 100, "Trying", None, &[]);
+            let _ = self.txs.respond(&key, 100, trying, now);
         }
         let in_dialog = msg
             .to()
@@ -245,7 +266,7 @@ impl Proxy {
         let dest = if in_dialog {
             let route = self
                 .dialogs
-                .handle(&msg, now)
+                .handle(msg, now)
                 .and_then(|r| self.dialogs.get(r).map(|s| (s.backend, s.caller)));
             match route
                 .and_then(|(b, caller)| Some((self.pool.backends.get(b as usize)?.address, caller)))
@@ -253,14 +274,7 @@ impl Proxy {
                 Some((backend, Some(caller))) if source == backend => caller,
                 Some((backend, _)) => backend,
                 None => {
-                    return self.reply(
-                        &key,
-                        &msg,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                        &[],
-                        now,
-                    );
+                    return self.reply(&key, msg, 481, "Call/Transaction Does Not Exist", &[], now);
                 }
             }
         } else {
@@ -270,7 +284,7 @@ impl Proxy {
                 let retry = format!("Retry-After: {}", self.cfg.retry_after);
                 return self.reply(
                     &key,
-                    &msg,
+                    msg,
                     503,
                     "Service Unavailable",
                     &[retry.as_bytes()],
@@ -278,7 +292,7 @@ impl Proxy {
                 );
             };
             if method == Method::Invite
-                && let Some(r) = self.dialogs.handle(&msg, now)
+                && let Some(r) = self.dialogs.handle(msg, now)
             {
                 self.dialogs.set_route(r, index as u32, source);
             }
@@ -286,7 +300,7 @@ impl Proxy {
         };
         let branch = self.branch();
         let record_route = self.cfg.record_route && method == Method::Invite && !in_dialog;
-        let forwarded = forward_request(&msg, &self.cfg.identity, &branch, record_route);
+        let forwarded = forward_request(msg, &self.cfg.identity, branch, record_route);
         match self.txs.send_request(forwarded.clone(), dest, now) {
             Ok(client) => {
                 self.stats.forwarded_requests += 1;
@@ -295,7 +309,7 @@ impl Proxy {
                     client,
                     Link {
                         server: key,
-                        original: datagram.clone(),
+                        original: datagram,
                         forwarded,
                         dest,
                         final_relayed: false,
@@ -318,22 +332,18 @@ impl Proxy {
         let (forwarded, dest) = (link.forwarded.clone(), link.dest);
         self.dialogs.handle(msg, now);
         let ok = build::response(msg, 200, "OK", None, &[]);
-        let _ = self.txs.respond(key, ok, now);
+        let _ = self.txs.respond(key, 200, ok, now);
         if let Some(cancel) = with_message(&forwarded, build::cancel_for) {
             let _ = self.txs.send_request(cancel, dest, now);
         }
     }
 
-    fn relay_response(&mut self, client: &Key, datagram: &Bytes, now: Instant) {
+    fn relay_response(&mut self, client: &Key, msg: &Message<'_, '_>, now: Instant) {
+        self.dialogs.handle(msg, now);
         let Some(link) = self.links.get_mut(client) else {
-            return;
-        }; // our CANCEL's answers
-        let Some((code, stripped)) = with_message(datagram, |m| {
-            self.dialogs.handle(m, now);
-            (m.status().unwrap_or(0), strip_top_via(m))
-        }) else {
-            return;
+            return; // the answers to our own CANCEL
         };
+        let code = msg.status().unwrap_or(0);
         if code == 100 {
             return; // hop by hop (§16.7 step 5)
         }
@@ -341,13 +351,14 @@ impl Proxy {
             link.final_relayed = true;
         }
         self.stats.relayed_responses += 1;
-        let _ = self.txs.respond(&link.server, stripped, now);
+        let server = link.server.clone();
+        let _ = self.txs.respond(&server, code, strip_top_via(msg), now);
     }
 
     /// A response without a client transaction (a 2xx retransmitted after ours ended): strip our
     /// Via and send it to the next one's address (received/rport first, RFC 3581).
-    fn relay_stray(&mut self, datagram: &Bytes) {
-        let relay = with_message(datagram, |m| {
+    fn relay_stray(&mut self, m: &Message<'_, '_>) {
+        let relay = (|| {
             let next = m.vias().nth(1)?.ok()?;
             let ip: IpAddr = std::str::from_utf8(next.received().unwrap_or(next.host))
                 .ok()?
@@ -359,8 +370,8 @@ impl Proxy {
                 dest: SocketAddr::new(ip, port),
                 payload: strip_top_via(m),
             })
-        });
-        match relay.flatten() {
+        })();
+        match relay {
             Some(t) => {
                 self.stats.relayed_responses += 1;
                 self.out.push_back(t);
@@ -370,9 +381,9 @@ impl Proxy {
     }
 
     /// ACK for a 2xx: stateless, along the dialog (§16.11 note; RFC 6026).
-    fn forward_ack(&mut self, datagram: &Bytes, source: SocketAddr, now: Instant) {
+    fn forward_ack(&mut self, m: &Message<'_, '_>, source: SocketAddr, now: Instant) {
         let branch = self.branch();
-        let routed = with_message(datagram, |m| {
+        let routed = (|| {
             let r = self.dialogs.handle(m, now)?;
             let s = self.dialogs.get(r)?;
             let backend = self.pool.backends.get(s.backend as usize)?.address;
@@ -382,10 +393,10 @@ impl Proxy {
             };
             Some(Transmit {
                 dest,
-                payload: forward_request(m, &self.cfg.identity, &branch, false),
+                payload: forward_request(m, &self.cfg.identity, branch, false),
             })
-        });
-        match routed.flatten() {
+        })();
+        match routed {
             Some(t) => {
                 self.stats.forwarded_requests += 1;
                 self.out.push_back(t);
@@ -407,7 +418,7 @@ impl Proxy {
             self.local_tag_response(m, 408, "Request Timeout", &[])
         }) {
             self.stats.local_replies += 1;
-            let _ = self.txs.respond(&server, resp, now);
+            let _ = self.txs.respond(&server, 408, resp, now);
         }
     }
 
@@ -434,7 +445,7 @@ impl Proxy {
     ) {
         self.stats.local_replies += 1;
         let resp = self.local_tag_response(msg, code, reason, extra);
-        let _ = self.txs.respond(key, resp, now);
+        let _ = self.txs.respond(key, code, resp, now);
     }
 
     /// A response without a transaction: for requests rejected before matching (400, 416…).

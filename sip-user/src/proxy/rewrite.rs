@@ -2,6 +2,8 @@
 //! on top, Max-Forwards minus one, our Record-Route on dialog-creating requests, and lose the
 //! Route entry that named us (loose routing, §16.4); responses lose our Via (§16.7 step 3).
 
+use std::fmt::{self, Write as _};
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::sip::{
@@ -38,12 +40,26 @@ impl Identity {
     }
 }
 
+/// A branch of ours (RFC 3261 §8.1.1.7: the magic cookie, then unique per request): the
+/// worker and a per-worker sequence number, written straight into the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Branch {
+    pub worker: u32,
+    pub seq: u64,
+}
+
+impl fmt::Display for Branch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "z9hG4bK-sfp{}-{:x}", self.worker, self.seq)
+    }
+}
+
 /// The request `msg` as forwarded by us: `branch` in our new top Via, Max-Forwards decremented
 /// (70 if absent, §16.6 step 3), our Route entry removed, and a Record-Route if `record_route`.
 pub fn forward_request(
     msg: &Message<'_, '_>,
     me: &Identity,
-    branch: &str,
+    branch: Branch,
     record_route: bool,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(msg.raw.len() + 128);
@@ -53,17 +69,10 @@ pub fn forward_request(
         out.put_slice(uri);
         out.put_slice(b" SIP/2.0\r\n");
     }
-    put(
-        &mut out,
-        b"Via",
-        format!("SIP/2.0/UDP {};branch={branch}", me.host_port).as_bytes(),
-    );
+    // Formatted straight into the buffer: no temporary strings per message.
+    let _ = write!(out, "Via: SIP/2.0/UDP {};branch={branch}\r\n", me.host_port);
     if record_route {
-        put(
-            &mut out,
-            b"Record-Route",
-            format!("<sip:{};lr>", me.host_port).as_bytes(),
-        );
+        let _ = write!(out, "Record-Route: <sip:{};lr>\r\n", me.host_port);
     }
     let mut saw_max_forwards = false;
     let mut route_checked = false;
@@ -72,11 +81,7 @@ pub fn forward_request(
             HeaderName::MaxForwards => {
                 saw_max_forwards = true;
                 let n = crate::sip::fields::max_forwards(h.value).unwrap_or(70);
-                put(
-                    &mut out,
-                    b"Max-Forwards",
-                    n.saturating_sub(1).to_string().as_bytes(),
-                );
+                let _ = write!(out, "Max-Forwards: {}\r\n", n.saturating_sub(1));
             }
             HeaderName::Route if !route_checked => {
                 route_checked = true;
@@ -86,11 +91,8 @@ pub fn forward_request(
                 let ours = Address::parse(first).is_ok_and(|a| me.is_me(a.uri.host, a.uri.port));
                 if !ours {
                     put(&mut out, h.raw_name, h.value);
-                } else {
-                    let rest: Vec<&[u8]> = values.collect();
-                    if !rest.is_empty() {
-                        put(&mut out, b"Route", &rest.join(&b", "[..]));
-                    }
+                } else if let Some(rest) = values.remainder() {
+                    put(&mut out, h.raw_name, rest);
                 }
             }
             _ => put(&mut out, h.raw_name, h.value),
@@ -108,7 +110,7 @@ pub fn forward_request(
 pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
     let mut out = BytesMut::with_capacity(msg.raw.len());
     if let StartLine::Response { code, reason } = msg.start {
-        out.put_slice(format!("SIP/2.0 {code} ").as_bytes());
+        let _ = write!(out, "SIP/2.0 {code} ");
         out.put_slice(reason);
         out.put_slice(b"\r\n");
     }
@@ -116,9 +118,10 @@ pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
     for h in msg.headers {
         if h.name == HeaderName::Via && !stripped {
             stripped = true;
-            let rest: Vec<&[u8]> = CommaList::new(h.value).skip(1).collect();
-            if !rest.is_empty() {
-                put(&mut out, h.raw_name, &rest.join(&b", "[..]));
+            let mut values = CommaList::new(h.value);
+            values.next();
+            if let Some(rest) = values.remainder() {
+                put(&mut out, h.raw_name, rest);
             }
             continue;
         }

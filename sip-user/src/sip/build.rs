@@ -2,6 +2,8 @@
 //! client INVITE transaction sends for a non-2xx final response. The rules are RFC 3261 §8.2.6
 //! (responses copy Via, From, To, Call-ID and CSeq) and §17.1.1.3 (the ACK's headers).
 
+use std::fmt::Write as _;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{HeaderName, Message};
@@ -17,9 +19,8 @@ pub fn response(
     extra: &[&[u8]],
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(request.raw.len().min(1024) + 64);
-    out.put_slice(b"SIP/2.0 ");
-    out.put_slice(code.to_string().as_bytes());
-    out.put_u8(b' ');
+    // Formatting into the buffer: no temporary string per response.
+    let _ = write!(out, "SIP/2.0 {code} ");
     out.put_slice(reason.as_bytes());
     out.put_slice(b"\r\n");
     for h in request.headers {
@@ -91,11 +92,7 @@ fn same_transaction(invite: &Message<'_, '_>, method: &str, to_from: &Message<'_
         }
     }
     if let Some(Ok(cseq)) = invite.cseq() {
-        header(
-            &mut out,
-            b"CSeq",
-            format!("{} {method}", cseq.seq).as_bytes(),
-        );
+        let _ = write!(out, "CSeq: {} {method}\r\n", cseq.seq);
     }
     for h in invite.headers_named(HeaderName::Route) {
         header(&mut out, b"Route", h.value);

@@ -19,7 +19,7 @@ pub fn exercise(data: &[u8]) {
             assert!(inside(h.value) && inside(h.raw_name));
         }
         let _ = m.validate();
-        let _ = check(&m, &[]);
+        let _ = check(&m, &[] as &[&[u8]]);
         for via in m.vias().flatten() {
             let _ = (
                 via.branch(),

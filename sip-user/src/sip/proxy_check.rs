@@ -44,7 +44,7 @@ const SINGLE: [HeaderName; 6] = [
 
 /// Decides what a proxy supporting the option tags in `supported` does with `msg`.
 /// The message must have passed [`Message::validate`].
-pub fn check<'b>(msg: &Message<'_, 'b>, supported: &[&[u8]]) -> Decision<'b> {
+pub fn check<'b, S: AsRef<[u8]>>(msg: &Message<'_, 'b>, supported: &[S]) -> Decision<'b> {
     let method = msg.method();
     let reply_or_drop = |code, reason| match method {
         Some(Method::Ack) | None => Decision::Drop(reason),
@@ -89,9 +89,11 @@ pub fn check<'b>(msg: &Message<'_, 'b>, supported: &[&[u8]]) -> Decision<'b> {
     // Require is for the UAS and is not looked at.
     if method != Method::Ack && method != Method::Cancel {
         for h in msg.headers_named(HeaderName::ProxyRequire) {
-            if CommaList::new(h.value)
-                .any(|tag| !supported.iter().any(|s| s.eq_ignore_ascii_case(tag)))
-            {
+            if CommaList::new(h.value).any(|tag| {
+                !supported
+                    .iter()
+                    .any(|s| s.as_ref().eq_ignore_ascii_case(tag))
+            }) {
                 return Decision::Reply {
                     code: 420,
                     reason: "Bad Extension",

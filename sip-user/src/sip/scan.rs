@@ -144,6 +144,12 @@ impl<'a> CommaList<'a> {
     pub fn new(value: &'a [u8]) -> Self {
         Self { rest: Some(value) }
     }
+
+    /// The elements not yet returned, as one slice of the value (trimmed; `None` if none are
+    /// left): what remains of a list after taking its first element off, without copying.
+    pub fn remainder(&self) -> Option<&'a [u8]> {
+        self.rest.map(trim_lws).filter(|r| !r.is_empty())
+    }
 }
 
 impl<'a> Iterator for CommaList<'a> {
@@ -218,6 +224,12 @@ mod tests {
         let v: Vec<&[u8]> = CommaList::new(br#""a, b" <sip:x@y;p=1,2>, <sip:z>"#).collect();
         assert_eq!(v, vec![&br#""a, b" <sip:x@y;p=1,2>"#[..], &b"<sip:z>"[..]]);
         assert_eq!(find_unquoted(br#""open"#, b','), Err(Unterminated));
+        let mut l = CommaList::new(b"a, b ,c ");
+        l.next();
+        assert_eq!(l.remainder(), Some(&b"b ,c"[..]));
+        let mut l = CommaList::new(b"only");
+        l.next();
+        assert_eq!(l.remainder(), None);
     }
 
     #[test]

@@ -306,23 +306,30 @@ impl TransactionLayer {
         Ok(key)
     }
 
-    /// Sends `response` through the server transaction `key`.
+    /// Sends `response`, whose status is `code`, through the server transaction `key`. The
+    /// caller built or relayed the response and knows its code, so the layer does not parse it
+    /// again (debug builds check that they agree).
     pub fn respond(
         &mut self,
         key: &Key,
+        code: u16,
         response: Bytes,
         now: Instant,
     ) -> Result<(), TransactionError> {
         if !self.entries.contains_key(key) {
             return Err(TransactionError::UnknownTransaction);
         }
-        let code = {
-            let mut headers = [Header::EMPTY; 64];
-            match parse(&response, &mut headers) {
-                Ok(Parsed::Message(m)) => m.status().ok_or(TransactionError::NotSip)?,
-                _ => return Err(TransactionError::NotSip),
-            }
-        };
+        debug_assert_eq!(
+            {
+                let mut headers = [Header::EMPTY; 64];
+                match parse(&response, &mut headers) {
+                    Ok(Parsed::Message(m)) => m.status(),
+                    _ => None,
+                }
+            },
+            Some(code),
+            "respond(): code and response disagree"
+        );
         self.with_entry(key, |m, ctx| match m {
             Machine::ServerInvite(m) => m.respond(code, response, now, ctx),
             Machine::ServerNonInvite(m) => m.respond(code, response, now, ctx),

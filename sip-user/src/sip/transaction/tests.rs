@@ -253,7 +253,7 @@ fn server_invite_non_2xx_retransmits_until_ack_then_confirmed() {
     let key = request_event_key(&events(&mut l));
     feed(&mut l, &invite, UAC, t0 + ms(10));
     assert!(transmits(&mut l).is_empty(), "nothing to repeat yet");
-    l.respond(&key, response(100, "z9hG4bKs1", "INVITE"), t0 + ms(20))
+    l.respond(&key, 100, response(100, "z9hG4bKs1", "INVITE"), t0 + ms(20))
         .unwrap();
     feed(&mut l, &invite, UAC, t0 + ms(500));
     let sent = transmits(&mut l);
@@ -266,8 +266,13 @@ fn server_invite_non_2xx_retransmits_until_ack_then_confirmed() {
         sent.iter()
             .all(|t| t.dest == addr(UAC) && t.payload.starts_with(b"SIP/2.0 100"))
     );
-    l.respond(&key, response(486, "z9hG4bKs1", "INVITE"), t0 + ms(1000))
-        .unwrap();
+    l.respond(
+        &key,
+        486,
+        response(486, "z9hG4bKs1", "INVITE"),
+        t0 + ms(1000),
+    )
+    .unwrap();
     transmits(&mut l);
     // Timer G: T1, 2T1, 4T1, then capped at T2.
     let offsets: Vec<Duration> = run_until(&mut l, t0, ms(16000))
@@ -309,7 +314,7 @@ fn server_invite_without_ack_times_out_on_timer_h() {
         t0,
     );
     let key = request_event_key(&events(&mut l));
-    l.respond(&key, response(503, "z9hG4bKs2", "INVITE"), t0)
+    l.respond(&key, 503, response(503, "z9hG4bKs2", "INVITE"), t0)
         .unwrap();
     run_until(&mut l, t0, Duration::from_secs(33));
     let evs = events(&mut l);
@@ -326,7 +331,7 @@ fn server_invite_2xx_passes_the_ack_on_and_absorbs_retransmitted_invites() {
     let invite = request("INVITE", "z9hG4bKs3", "INVITE", "");
     feed(&mut l, &invite, UAC, t0);
     let key = request_event_key(&events(&mut l));
-    l.respond(&key, response(200, "z9hG4bKs3", "INVITE"), t0)
+    l.respond(&key, 200, response(200, "z9hG4bKs3", "INVITE"), t0)
         .unwrap();
     assert_eq!(l.state(&key).as_deref(), Some("Accepted"));
     transmits(&mut l);
@@ -376,7 +381,7 @@ fn server_non_invite_answers_retransmissions_from_the_last_response() {
         "Trying: retransmissions discarded"
     );
     assert!(events(&mut l).is_empty(), "and not passed up again");
-    l.respond(&key, response(200, "z9hG4bKs4", "BYE"), t0 + ms(600))
+    l.respond(&key, 200, response(200, "z9hG4bKs4", "BYE"), t0 + ms(600))
         .unwrap();
     feed(&mut l, &bye, UAC, t0 + ms(1500));
     let sent = transmits(&mut l);
@@ -395,7 +400,8 @@ fn rfc2543_matching_without_a_branch() {
     feed(&mut l, &invite, UAC, t0);
     let key = request_event_key(&events(&mut l));
     assert!(matches!(key, Key::Rfc2543 { .. }));
-    l.respond(&key, response(486, "", "INVITE"), t0).unwrap();
+    l.respond(&key, 486, response(486, "", "INVITE"), t0)
+        .unwrap();
     feed(&mut l, &invite, UAC, t0 + ms(100));
     assert_eq!(
         transmits(&mut l).len(),
