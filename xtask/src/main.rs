@@ -33,7 +33,7 @@ enum Cmd {
         repeat: u32,
     },
     /// Fuzz the SIP parser with libFuzzer (cargo-fuzz, installed if missing), seeded from the
-    /// RFC 4475 messages and the typical messages in sip-user/fuzz/seeds. A crash is saved in
+    /// RFC 4475 messages and the typical messages in tests/data/messages. A crash is saved in
     /// sip-user/fuzz/artifacts/parse/; copy it to sip-user/tests/data/fuzz/ as a regression test.
     Fuzz {
         /// How long to run.
@@ -188,7 +188,7 @@ fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
         .args(["+nightly", "fuzz", "run", "parse"])
         .arg(&corpus)
         .arg(root.join("tests/data/rfc4475"))
-        .arg(root.join("sip-user/fuzz/seeds"))
+        .arg(root.join("tests/data/messages"))
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg("-print_final_stats=1")
