@@ -6,13 +6,8 @@ use bytes::Bytes;
 
 use super::{Ctx, Event, earliest, fired};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Trying,
-    Proceeding,
-    Completed,
-    Terminated,
-}
+/// The states of Figure 6 (the same four as the server's Figure 8).
+pub use super::NonInviteState as State;
 
 #[derive(Debug)]
 pub struct ClientNonInvite {

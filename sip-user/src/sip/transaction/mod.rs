@@ -102,6 +102,15 @@ impl Ctx<'_> {
     }
 }
 
+/// The states both non-INVITE machines share (RFC 3261 Figures 6 and 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonInviteState {
+    Trying,
+    Proceeding,
+    Completed,
+    Terminated,
+}
+
 pub(crate) fn fired(timer: Option<Instant>, now: Instant) -> bool {
     timer.is_some_and(|t| t <= now)
 }

@@ -6,13 +6,8 @@ use bytes::Bytes;
 
 use super::{Ctx, fired};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Trying,
-    Proceeding,
-    Completed,
-    Terminated,
-}
+/// The states of Figure 8 (the same four as the client's Figure 6).
+pub use super::NonInviteState as State;
 
 #[derive(Debug)]
 pub struct ServerNonInvite {
