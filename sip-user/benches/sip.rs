@@ -90,12 +90,9 @@ fn call_messages() -> CallMessages {
     }
 }
 
+/// The library's parse-and-use helper; every message of the call parses.
 fn with_message<R>(datagram: &Bytes, f: impl FnOnce(&sip_user::sip::Message<'_, '_>) -> R) -> R {
-    let mut headers = [Header::EMPTY; 64];
-    let Ok(Parsed::Message(m)) = parse(datagram, &mut headers) else {
-        panic!("parse")
-    };
-    f(&m)
+    sip_user::sip::with_message(datagram, f).expect("parse")
 }
 
 fn one_call(

@@ -24,7 +24,7 @@ use sip_common::{WorkerStats, hash_call_id, slot_for_hash};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use crate::sip::{Header, call_id_in, parse_headers_only};
+use crate::sip::{Header, MAX_HEADERS, call_id_in, parse_headers_only};
 
 /// Largest datagram a worker receives.
 const MAX_DATAGRAM: usize = 65_535;
@@ -220,7 +220,7 @@ fn count(cpu: u32, msg: &[u8], counters: &WorkerCounters, steer: &[u32]) {
     counters.received.fetch_add(1, Ordering::Relaxed);
     // The parser's header lines only: a malformed start line is the proxy's business, the
     // steering check only needs the Call-ID.
-    let mut headers = [Header::EMPTY; 64];
+    let mut headers = [Header::EMPTY; MAX_HEADERS];
     match parse_headers_only(msg, &mut headers)
         .ok()
         .and_then(call_id_in)

@@ -27,11 +27,12 @@ use self::rewrite::{Branch, Identity, forward_request, strip_top_via};
 use crate::{
     backend::Pool,
     sip::{
-        Header, Message, Method, Parsed, build,
+        Header, MAX_HEADERS, Message, Method, Parsed, build,
         dialog::{DialogTable, Limits},
         parse,
         proxy_check::{Decision, check},
         transaction::{Event, Timers, TransactionLayer, Transmit, key::Key},
+        with_message,
     },
 };
 
@@ -95,14 +96,6 @@ pub struct Proxy {
     stats: ProxyStats,
 }
 
-fn with_message<R>(datagram: &Bytes, f: impl FnOnce(&Message<'_, '_>) -> R) -> Option<R> {
-    let mut headers = [Header::EMPTY; 64];
-    match parse(datagram, &mut headers) {
-        Ok(Parsed::Message(m)) => Some(f(&m)),
-        _ => None,
-    }
-}
-
 impl Proxy {
     pub fn new(cfg: ProxyConfig, pool: Pool) -> Self {
         Proxy {
@@ -133,7 +126,7 @@ impl Proxy {
     /// One received datagram.
     pub fn handle(&mut self, datagram: Bytes, source: SocketAddr, now: Instant) {
         self.stats.received += 1;
-        let mut headers = [Header::EMPTY; 64];
+        let mut headers = [Header::EMPTY; MAX_HEADERS];
         let msg = match parse(&datagram, &mut headers) {
             Ok(Parsed::KeepAlive) => return,
             Ok(Parsed::Message(m)) => m,

@@ -1,7 +1,9 @@
 //! Runs every part of the parser over one datagram and checks the invariants that must hold
 //! for any input: what the fuzz target (`sip-user/fuzz`) and its regression tests call.
 
-use super::{Header, HeaderName, Parsed, parse, proxy_check::check, summary::summarize};
+use super::{
+    Header, HeaderName, MAX_HEADERS, Parsed, parse, proxy_check::check, summary::summarize,
+};
 
 /// Parses `data` and reads every typed view. Panics only if an invariant is broken: parsed
 /// slices lie inside `data`, and the body is inside the message.
@@ -11,7 +13,7 @@ pub fn exercise(data: &[u8]) {
         let p = s.as_ptr() as usize;
         s.is_empty() || (p >= start && p + s.len() <= end)
     };
-    let mut headers = [Header::EMPTY; 64];
+    let mut headers = [Header::EMPTY; MAX_HEADERS];
     if let Ok(Parsed::Message(m)) = parse(data, &mut headers) {
         assert!(inside(m.raw) && inside(m.body));
         assert!(m.raw.ends_with(m.body));

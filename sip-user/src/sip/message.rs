@@ -63,6 +63,22 @@ pub enum Parsed<'h, 'b> {
     Message(Message<'h, 'b>),
 }
 
+/// Header lines a message may have on the daemon's paths (proxy, transactions, workers, the
+/// `parse` command): header storage lives on the stack, and a message with more lines fails
+/// with [`Error::TooManyHeaders`] (answered 400).
+pub const MAX_HEADERS: usize = 64;
+
+/// Parses `buf` with stack header storage and hands the message to `f`; `None` for a
+/// keep-alive or a datagram that does not parse. For code that already knows the bytes are a
+/// message it built or accepted before.
+pub fn with_message<R>(buf: &[u8], f: impl FnOnce(&Message<'_, '_>) -> R) -> Option<R> {
+    let mut headers = [Header::EMPTY; MAX_HEADERS];
+    match parse(buf, &mut headers) {
+        Ok(Parsed::Message(m)) => Some(f(&m)),
+        _ => None,
+    }
+}
+
 /// Parses one datagram. Leading CRLFs are skipped (RFC 3261 §7.5). Fails on a malformed start
 /// line or header line, on more header lines than `headers` holds, and on a Content-Length
 /// larger than what follows; it does not look inside header values (see

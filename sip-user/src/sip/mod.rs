@@ -30,6 +30,9 @@ pub mod validate;
 pub mod via;
 
 pub use error::Error;
-pub use message::{Header, Message, Parsed, StartLine, call_id_in, parse, parse_headers_only};
+pub use message::{
+    Header, MAX_HEADERS, Message, Parsed, StartLine, call_id_in, parse, parse_headers_only,
+    with_message,
+};
 pub use method::Method;
 pub use name::HeaderName;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Header, Parsed, parse};
+use super::{Header, MAX_HEADERS, Parsed, parse};
 
 /// The parse result of one datagram. Strings are the message's bytes, lossily decoded as UTF-8.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -26,7 +26,7 @@ fn text(b: &[u8]) -> String {
 /// Parses and validates `datagram`. Fields are filled in as far as the message parsed, so a
 /// message that fails validation still shows its method, Call-ID and so on.
 pub fn summarize(datagram: &[u8]) -> Summary {
-    let mut headers = [Header::EMPTY; 128];
+    let mut headers = [Header::EMPTY; MAX_HEADERS];
     let mut s = Summary {
         ok: false,
         error: None,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Ctx, Event, earliest, fired};
-use crate::sip::{Header, Message, Parsed, build, parse};
+use crate::sip::{Message, build, with_message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -89,11 +89,10 @@ impl ClientInvite {
     }
 
     fn build_ack(&self, response: &Message<'_, '_>) -> Bytes {
-        let mut headers = [Header::EMPTY; 64];
-        match parse(&self.request, &mut headers) {
-            Ok(Parsed::Message(invite)) => build::ack_for_non_2xx(&invite, response),
-            _ => Bytes::new(),
-        }
+        with_message(&self.request, |invite| {
+            build::ack_for_non_2xx(invite, response)
+        })
+        .unwrap_or_default()
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {

@@ -28,7 +28,7 @@ use self::{
     server_invite::ServerInvite, server_non_invite::ServerNonInvite,
 };
 pub use self::{key::MethodClass, timers::Timers};
-use crate::sip::{Header, Message, Method, Parsed, parse};
+use crate::sip::{Header, MAX_HEADERS, Message, Method, Parsed, parse};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,7 +290,7 @@ impl TransactionLayer {
         dest: SocketAddr,
         now: Instant,
     ) -> Result<Key, TransactionError> {
-        let mut headers = [Header::EMPTY; 64];
+        let mut headers = [Header::EMPTY; MAX_HEADERS];
         let Ok(Parsed::Message(msg)) = parse(&request, &mut headers) else {
             return Err(TransactionError::NotSip);
         };
@@ -330,7 +330,7 @@ impl TransactionLayer {
         }
         debug_assert_eq!(
             {
-                let mut headers = [Header::EMPTY; 64];
+                let mut headers = [Header::EMPTY; MAX_HEADERS];
                 match parse(&response, &mut headers) {
                     Ok(Parsed::Message(m)) => m.status(),
                     _ => None,
