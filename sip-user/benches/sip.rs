@@ -7,55 +7,18 @@
 
 use std::{
     hint::black_box,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+#[path = "common/workloads.rs"]
+mod workloads;
+
 use criterion::{Criterion, criterion_group, criterion_main};
-use sip_user::{
-    samples,
-    sip::{
-        Header, Parsed, build,
-        dialog::{DialogTable, Limits},
-        parse,
-        transaction::{Event, Timers, TransactionLayer},
-    },
+use sip_user::sip::{
+    dialog::{DialogTable, Limits},
+    transaction::{Timers, TransactionLayer},
 };
-
-fn messages() -> Vec<(&'static str, Vec<u8>)> {
-    let id = "a84b4c76e66710@pc33.atlanta.example.com";
-    let wsinv = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/data/rfc4475/wsinv.dat"
-    ))
-    .expect("wsinv.dat");
-    vec![
-        ("invite_sdp", samples::invite(id)),
-        ("ok_200", samples::ok_200(id)),
-        ("ack", samples::ack(id)),
-        ("bye", samples::bye(id)),
-        ("register", samples::register(id)),
-        ("options", samples::options(id)),
-        ("wsinv", wsinv),
-    ]
-}
-
-fn parse_only(buf: &[u8]) -> usize {
-    let mut headers = [Header::EMPTY; 64];
-    match parse(buf, &mut headers) {
-        Ok(Parsed::Message(m)) => m.headers.len() + m.body.len(),
-        _ => 0,
-    }
-}
-
-fn parse_validated(buf: &[u8]) -> usize {
-    let mut headers = [Header::EMPTY; 64];
-    match parse(buf, &mut headers) {
-        Ok(Parsed::Message(m)) => m.validate().map_or(0, |()| m.headers.len()),
-        _ => 0,
-    }
-}
+use workloads::{CallMessages, messages, one_call, parse_only, parse_validated};
 
 fn bench_parse(c: &mut Criterion) {
     for (name, msg) in messages() {
@@ -74,76 +37,8 @@ fn bench_parse(c: &mut Criterion) {
     }
 }
 
-/// The messages of one call as the proxy's server side sees them, with the responses it sends.
-struct CallMessages {
-    invite: Bytes,
-    ack: Bytes,
-    bye: Bytes,
-}
-
-fn call_messages() -> CallMessages {
-    let id = "a84b4c76e66710@pc33.atlanta.example.com";
-    CallMessages {
-        invite: Bytes::from(samples::invite(id)),
-        ack: Bytes::from(samples::ack(id)),
-        bye: Bytes::from(samples::bye(id)),
-    }
-}
-
-/// The library's parse-and-use helper; every message of the call parses.
-fn with_message<R>(datagram: &Bytes, f: impl FnOnce(&sip_user::sip::Message<'_, '_>) -> R) -> R {
-    sip_user::sip::with_message(datagram, f).expect("parse")
-}
-
-fn one_call(
-    layer: &mut TransactionLayer,
-    dialogs: &mut DialogTable,
-    call: &CallMessages,
-    now: Instant,
-) {
-    let peer: SocketAddr = "192.0.2.10:5060".parse().unwrap();
-    let respond = |layer: &mut TransactionLayer,
-                   dialogs: &mut DialogTable,
-                   req: &Bytes,
-                   codes: &[(u16, &str)]| {
-        with_message(req, |m| {
-            layer.handle(m, req, peer, now).unwrap();
-            dialogs.handle(m, now);
-        });
-        let Some(Event::Request { key, .. }) = layer.poll_event() else {
-            panic!("request event")
-        };
-        for &(code, reason) in codes {
-            let resp = with_message(req, |m| {
-                build::response(m, code, reason, Some(b"a6c85cf"), &[])
-            });
-            with_message(&resp, |r| dialogs.handle(r, now));
-            layer.respond(&key, code, resp, now).unwrap();
-        }
-    };
-    respond(
-        layer,
-        dialogs,
-        &call.invite,
-        &[(100, "Trying"), (180, "Ringing"), (200, "OK")],
-    );
-    with_message(&call.ack, |m| {
-        layer.handle(m, &call.ack, peer, now).unwrap();
-        dialogs.handle(m, now);
-    });
-    while layer.poll_event().is_some() {}
-    respond(layer, dialogs, &call.bye, &[(200, "OK")]);
-    while layer.poll_transmit().is_some() {}
-    // Let every timer run out so the next call starts from an empty layer.
-    let later = now + Duration::from_secs(40);
-    layer.handle_timeout(later);
-    dialogs.handle_timeout(later);
-    while layer.poll_event().is_some() {}
-    while dialogs.poll_event().is_some() {}
-}
-
 fn bench_call(c: &mut Criterion) {
-    let call = call_messages();
+    let call = CallMessages::new();
     let mut layer = TransactionLayer::new(Timers::default());
     let mut dialogs = DialogTable::new(1000, Limits::default());
     let mut now = Instant::now();

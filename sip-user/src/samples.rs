@@ -34,6 +34,19 @@ message_file! {
     register = "register.sip";
 }
 
+/// The six typical messages by name, with this Call-ID: what the benchmarks and the
+/// allocation test run over.
+pub fn typical(call_id: &str) -> [(&'static str, Vec<u8>); 6] {
+    [
+        ("invite_sdp", invite(call_id)),
+        ("ok_200", ok_200(call_id)),
+        ("ack", ack(call_id)),
+        ("bye", bye(call_id)),
+        ("register", register(call_id)),
+        ("options", options(call_id)),
+    ]
+}
+
 /// 200 bytes that are not SIP (a deterministic pseudo-random fill).
 pub fn junk() -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;

@@ -102,15 +102,7 @@ fn parsing_does_not_allocate() {
             )
         })
         .collect();
-    let id = "a84b4c76e66710@pc33.atlanta.example.com";
-    for (name, m) in [
-        ("invite", samples::invite(id)),
-        ("ok_200", samples::ok_200(id)),
-        ("ack", samples::ack(id)),
-        ("bye", samples::bye(id)),
-        ("register", samples::register(id)),
-        ("options", samples::options(id)),
-    ] {
+    for (name, m) in samples::typical(samples::FILE_CALL_ID) {
         messages.push((name.to_string(), Bytes::from(m)));
     }
     // Datagrams as a worker receives them: read into one shared receive buffer and split off

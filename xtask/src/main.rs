@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install the eBPF toolchain and test tools (idempotent): nightly rust-src, llvm-22-dev,
-    /// bpf-linker (LLVM 22), and Debian's iproute2, ethtool, bpftool, sip-tester.
+    /// bpf-linker (LLVM 22), and Debian's iproute2, ethtool, bpftool, sip-tester, valgrind.
     Setup,
     /// Build the XDP program and the release binary at target/release/sip-fastpath.
     Build,
@@ -31,6 +31,14 @@ enum Cmd {
     BenchXdp {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+    },
+    /// Count CPU instructions per message (parse, parse+validate, the rsip crate) and per call
+    /// (transactions + dialogs) with valgrind's callgrind: unlike time on a shared machine, the
+    /// counts repeat exactly, so the ratios against rsip are stable.
+    BenchInstructions {
+        /// Iterations per measurement (a second run with none subtracts the start-up).
+        #[arg(long, default_value_t = 2000)]
+        iterations: u64,
     },
     /// Fuzz the SIP parser with libFuzzer (cargo-fuzz, installed if missing), seeded from the
     /// RFC 4475 messages and the typical messages in tests/data/messages. A crash is saved in
@@ -52,6 +60,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "bpftool",
     "sip-tester",
+    "valgrind",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +89,7 @@ fn main() -> anyhow::Result<()> {
                 .status_ok("sip-fastpath bench-xdp")
         }
         Cmd::Fuzz { seconds } => fuzz(&root, seconds),
+        Cmd::BenchInstructions { iterations } => bench_instructions(&root, iterations),
         Cmd::Demo => {
             setup()?;
             build(&root, true)?;
@@ -166,6 +176,80 @@ fn setup() -> anyhow::Result<()> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .status_ok("cargo install bpf-linker")?;
     }
+    Ok(())
+}
+
+/// Instructions one run of the `workload` example executes, as callgrind counts them.
+fn instructions(bin: &Path, what: &str, message: &str, iterations: u64) -> anyhow::Result<u64> {
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(bin)
+        .args([what, message, &iterations.to_string()])
+        .output()
+        .context("running valgrind")?;
+    if !out.status.success() {
+        bail!(
+            "workload {what} {message} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .context("callgrind printed no instruction count")
+}
+
+/// Instructions per iteration: the difference between `iterations` and none, divided.
+fn per_iteration(bin: &Path, what: &str, message: &str, iterations: u64) -> anyhow::Result<f64> {
+    let base = instructions(bin, what, message, 0)?;
+    let full = instructions(bin, what, message, iterations)?;
+    Ok(full.saturating_sub(base) as f64 / iterations as f64)
+}
+
+fn bench_instructions(root: &Path, iterations: u64) -> anyhow::Result<()> {
+    setup()?;
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "sip-user",
+            "--example",
+            "workload",
+        ],
+    )
+    .status_ok("building the workload")?;
+    let bin = root.join("target/release/examples/workload");
+    println!("| message | parse | parse+validate | rsip | rsip / parse | rsip / parse+validate |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for message in [
+        "invite_sdp",
+        "ok_200",
+        "ack",
+        "bye",
+        "register",
+        "options",
+        "wsinv",
+    ] {
+        let parse = per_iteration(&bin, "parse", message, iterations)?;
+        let validate = per_iteration(&bin, "validate", message, iterations)?;
+        let rsip = per_iteration(&bin, "rsip", message, iterations)?;
+        println!(
+            "| {message} | {parse:.0} | {validate:.0} | {rsip:.0} | {:.1}x | {:.1}x |",
+            rsip / parse,
+            rsip / validate
+        );
+    }
+    let call = per_iteration(&bin, "call", "-", (iterations / 10).max(1))?;
+    println!(
+        "\ninstructions per call (INVITE/100/180/200/ACK/BYE/200, transactions + dialogs): {call:.0}"
+    );
     Ok(())
 }
 
