@@ -4,6 +4,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use crate::{
     cidr::Cidr,
     filter::{DEFAULT_SCANNERS, FilterSettings},
+    sip::transaction::Timers,
 };
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -25,7 +27,90 @@ pub struct Config {
     /// Redirect each Call-ID to its worker's CPU in XDP (off: every message passes on the
     /// receiving CPU, and workers count misrouted messages).
     pub steering: bool,
+    /// Where Prometheus scrapes `/metrics`; `""` turns the endpoint off.
+    pub metrics: String,
+    /// The address written in our Via and Record-Route; defaults to the listen address, or the
+    /// interface's first IPv4 address when listening on 0.0.0.0.
+    pub advertise: Option<IpAddr>,
+    /// Add Record-Route to dialog-creating INVITEs, so in-dialog requests come through us.
+    pub record_route: bool,
+    /// The backend SIP servers new calls are spread over (by Call-ID hash and weight).
+    pub backends: Vec<BackendSection>,
+    pub health: HealthSection,
+    pub timers: TimersSection,
     pub filter: FilterSection,
+}
+
+/// One `[[backends]]` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// `ip:port` of the backend.
+    pub address: SocketAddr,
+    /// Share of new calls relative to the other backends (0 takes none).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// No new calls; calls already on it finish there (set it and send SIGHUP to drain).
+    #[serde(default)]
+    pub draining: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `[health]`: OPTIONS probes to every backend.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Milliseconds between probe rounds; 0 turns probing off (backends stay up).
+    pub interval_ms: u64,
+    /// Milliseconds a probe waits for any response before it counts as failed.
+    pub timeout_ms: u64,
+    /// Failed probes in a row that mark a backend down.
+    pub fall: u32,
+    /// Answered probes in a row that mark a down backend up again.
+    pub rise: u32,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval_ms: 1000,
+            timeout_ms: 500,
+            fall: 3,
+            rise: 2,
+        }
+    }
+}
+
+/// `[timers]`: RFC 3261 §17 T1, T2, T4 in milliseconds.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersSection {
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+}
+
+impl Default for TimersSection {
+    fn default() -> Self {
+        TimersSection {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+        }
+    }
+}
+
+impl TimersSection {
+    pub fn timers(&self) -> Timers {
+        Timers {
+            t1: Duration::from_millis(self.t1_ms),
+            t2: Duration::from_millis(self.t2_ms),
+            t4: Duration::from_millis(self.t4_ms),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -50,6 +135,12 @@ impl Default for Config {
             listen: None,
             workers: 0,
             steering: true,
+            metrics: "127.0.0.1:9464".to_string(),
+            advertise: None,
+            record_route: true,
+            backends: Vec::new(),
+            health: HealthSection::default(),
+            timers: TimersSection::default(),
             filter: FilterSection::default(),
         }
     }
@@ -117,7 +208,58 @@ impl Config {
                 self.workers
             ));
         }
+        self.metrics_addr()?;
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.address.ip().is_unspecified() || b.address.port() == 0 {
+                return Err(format!(
+                    "backends[{i}].address: {} is not a reachable ip:port",
+                    b.address
+                ));
+            }
+            if let Some(j) = self.backends[..i]
+                .iter()
+                .position(|o| o.address == b.address)
+            {
+                return Err(format!(
+                    "backends[{i}].address: {} is already backends[{j}]",
+                    b.address
+                ));
+            }
+        }
+        let h = &self.health;
+        if h.interval_ms > 0 && (h.timeout_ms == 0 || h.timeout_ms > h.interval_ms) {
+            return Err(format!(
+                "health.timeout_ms: must be between 1 and interval_ms ({}), got {}",
+                h.interval_ms, h.timeout_ms
+            ));
+        }
+        if h.fall == 0 || h.rise == 0 {
+            return Err("health.fall and health.rise: must be at least 1".to_string());
+        }
+        let t = &self.timers;
+        if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
+            return Err(format!(
+                "timers: need 0 < t1_ms <= t2_ms and t4_ms > 0, got t1_ms={} t2_ms={} t4_ms={}",
+                t.t1_ms, t.t2_ms, t.t4_ms
+            ));
+        }
+        if let Some(a) = self.advertise
+            && a.is_unspecified()
+        {
+            return Err(format!("advertise: {a} is not an address peers can reach"));
+        }
         Ok(())
+    }
+
+    /// The metrics endpoint, `None` when turned off.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        if self.metrics.is_empty() {
+            return Ok(None);
+        }
+        self.metrics
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("metrics: `{}` is not ip:port ({e})", self.metrics))
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -202,5 +344,49 @@ mod tests {
         assert!(e.starts_with("listen:"), "{e}");
         let e = parse("[filter]\nrate_limit_pps = \"fast\"").unwrap_err();
         assert!(e.contains("rate_limit_pps"), "{e}");
+        let e = parse("[[backends]]\naddress = \"10.0.1.2\"").unwrap_err();
+        assert!(e.contains("backends") && e.contains("address"), "{e}");
+        let e = parse("[[backends]]\naddress = \"10.0.1.2:5060\"\nweigth = 2").unwrap_err();
+        assert!(e.contains("unknown field `weigth`"), "{e}");
+        let two = "[[backends]]\naddress = \"10.0.1.2:5060\"\n";
+        let e = parse(&two.repeat(2)).unwrap_err();
+        assert!(e.starts_with("backends[1].address"), "{e}");
+        let e = parse("[health]\ninterval_ms = 100\ntimeout_ms = 500").unwrap_err();
+        assert!(e.starts_with("health.timeout_ms"), "{e}");
+        let e = parse("metrics = \"localhost\"").unwrap_err();
+        assert!(e.starts_with("metrics:"), "{e}");
+        let e = parse("[timers]\nt1_ms = 0").unwrap_err();
+        assert!(e.starts_with("timers:"), "{e}");
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(
+            r#"
+            sip_ports = [5060]
+            listen = "0.0.0.0:5060"
+            workers = 0
+            metrics = "127.0.0.1:9464"
+            [[backends]]
+            address = "10.0.1.2:5060"
+            weight = 1
+            [health]
+            interval_ms = 1000
+            [filter]
+            rate_limit_pps = 200
+            rate_limit_burst = 400
+            allowlist = []
+            blocklist = ["198.51.100.0/24"]
+            scanner_user_agents = ["friendly-scanner", "sipvicious", "sipcli"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.backends[0].weight, 1);
+        assert_eq!(
+            c.metrics_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(c.record_route);
     }
 }

@@ -29,6 +29,12 @@ impl Health {
         }
     }
 
+    /// New thresholds from a reloaded config; the counts so far stay.
+    pub fn set_thresholds(&mut self, fall: u32, rise: u32) {
+        self.fall = fall.max(1);
+        self.rise = rise.max(1);
+    }
+
     /// Records one probe (a response to OPTIONS before the timeout counts as a success, any
     /// status: the server is alive). Returns the new state if it changed.
     pub fn on_probe(&mut self, ok: bool) -> Option<State> {

@@ -18,12 +18,12 @@ pub mod rewrite;
 use std::{
     collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 
-use self::rewrite::{Branch, Identity, forward_request, strip_top_via};
+use self::rewrite::{Branch, Identity, forward_request, is_loop, loop_hash, strip_top_via};
 use crate::{
     backend::Pool,
     sip::{
@@ -69,6 +69,21 @@ pub struct ProxyStats {
     pub dropped: u64,
 }
 
+/// What happened to requests sent to backends, for metrics (drained with
+/// [`Proxy::poll_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// A request went to backend `backend` (an index into [`Pool::backends`]).
+    Forwarded { backend: u32 },
+    /// A request to `backend` got its final response `status` (408 when the backend was
+    /// silent) `elapsed` after we received it.
+    Completed {
+        backend: u32,
+        status: u16,
+        elapsed: Duration,
+    },
+}
+
 /// One forwarded request: its server transaction, the original and forwarded bytes, where it
 /// went.
 #[derive(Debug)]
@@ -77,6 +92,9 @@ struct Link {
     original: Bytes,
     forwarded: Bytes,
     dest: SocketAddr,
+    /// The backend `dest` is, or `None` when the request went back to the caller.
+    backend: Option<u32>,
+    received: Instant,
     final_relayed: bool,
 }
 
@@ -93,6 +111,7 @@ pub struct Proxy {
     server_links: HashMap<Key, Key>,
     next_branch: u64,
     out: VecDeque<Transmit>,
+    events: VecDeque<ProxyEvent>,
     stats: ProxyStats,
 }
 
@@ -107,6 +126,7 @@ impl Proxy {
             server_links: HashMap::new(),
             next_branch: 0,
             out: VecDeque::new(),
+            events: VecDeque::new(),
             stats: ProxyStats::default(),
         }
     }
@@ -160,6 +180,14 @@ impl Proxy {
                 return;
             }
         }
+        if msg.is_request() && is_loop(&msg, &self.cfg.identity) {
+            if msg.method() == Some(Method::Ack) {
+                self.stats.dropped += 1;
+            } else {
+                self.reply_stateless(&msg, source, 482, "Loop Detected", &[]);
+            }
+            return;
+        }
         if !msg.is_request() {
             let ours = matches!(msg.top_via(), Some(Ok(v)) if self.cfg.identity.is_my_via(&v));
             if !ours {
@@ -189,6 +217,10 @@ impl Proxy {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.txs.poll_transmit().or_else(|| self.out.pop_front())
+    }
+
+    pub fn poll_event(&mut self) -> Option<ProxyEvent> {
+        self.events.pop_front()
     }
 
     /// Acts on the transaction layer's events. `current` is the message just handed to it:
@@ -227,11 +259,12 @@ impl Proxy {
         }
     }
 
-    fn branch(&mut self) -> Branch {
+    fn branch(&mut self, msg: &Message<'_, '_>) -> Branch {
         self.next_branch += 1;
         Branch {
             worker: self.cfg.worker,
             seq: self.next_branch,
+            loop_hash: loop_hash(msg),
         }
     }
 
@@ -261,11 +294,11 @@ impl Proxy {
                 .dialogs
                 .handle(msg, now)
                 .and_then(|r| self.dialogs.get(r).map(|s| (s.backend, s.caller)));
-            match route
-                .and_then(|(b, caller)| Some((self.pool.backends.get(b as usize)?.address, caller)))
-            {
-                Some((backend, Some(caller))) if source == backend => caller,
-                Some((backend, _)) => backend,
+            match route.and_then(|(b, caller)| {
+                Some((b, self.pool.backends.get(b as usize)?.address, caller))
+            }) {
+                Some((_, backend, Some(caller))) if source == backend => (caller, None),
+                Some((b, backend, _)) => (backend, Some(b)),
                 None => {
                     return self.reply(&key, msg, 481, "Call/Transaction Does Not Exist", &[], now);
                 }
@@ -289,14 +322,18 @@ impl Proxy {
             {
                 self.dialogs.set_route(r, index as u32, source);
             }
-            self.pool.backends[index].address
+            (self.pool.backends[index].address, Some(index as u32))
         };
-        let branch = self.branch();
+        let (dest, backend) = dest;
+        let branch = self.branch(msg);
         let record_route = self.cfg.record_route && method == Method::Invite && !in_dialog;
-        let forwarded = forward_request(msg, &self.cfg.identity, branch, record_route);
+        let forwarded = forward_request(msg, source, &self.cfg.identity, branch, record_route);
         match self.txs.send_request(forwarded.clone(), dest, now) {
             Ok(client) => {
                 self.stats.forwarded_requests += 1;
+                if let Some(backend) = backend {
+                    self.events.push_back(ProxyEvent::Forwarded { backend });
+                }
                 self.server_links.insert(key.clone(), client.clone());
                 self.links.insert(
                     client,
@@ -305,6 +342,8 @@ impl Proxy {
                         original: datagram,
                         forwarded,
                         dest,
+                        backend,
+                        received: now,
                         final_relayed: false,
                     },
                 );
@@ -340,8 +379,15 @@ impl Proxy {
         if code == 100 {
             return; // hop by hop (§16.7 step 5)
         }
-        if code >= 200 {
+        if code >= 200 && !link.final_relayed {
             link.final_relayed = true;
+            if let Some(backend) = link.backend {
+                self.events.push_back(ProxyEvent::Completed {
+                    backend,
+                    status: code,
+                    elapsed: now.saturating_duration_since(link.received),
+                });
+            }
         }
         self.stats.relayed_responses += 1;
         let server = link.server.clone();
@@ -375,7 +421,7 @@ impl Proxy {
 
     /// ACK for a 2xx: stateless, along the dialog (§16.11 note; RFC 6026).
     fn forward_ack(&mut self, m: &Message<'_, '_>, source: SocketAddr, now: Instant) {
-        let branch = self.branch();
+        let branch = self.branch(m);
         let routed = (|| {
             let r = self.dialogs.handle(m, now)?;
             let s = self.dialogs.get(r)?;
@@ -386,7 +432,7 @@ impl Proxy {
             };
             Some(Transmit {
                 dest,
-                payload: forward_request(m, &self.cfg.identity, branch, false),
+                payload: forward_request(m, source, &self.cfg.identity, branch, false),
             })
         })();
         match routed {
@@ -407,6 +453,13 @@ impl Proxy {
             return;
         }
         let (server, original) = (link.server.clone(), link.original.clone());
+        if let Some(backend) = link.backend {
+            self.events.push_back(ProxyEvent::Completed {
+                backend,
+                status: 408,
+                elapsed: now.saturating_duration_since(link.received),
+            });
+        }
         if let Some(resp) = with_message(&original, |m| {
             self.local_tag_response(m, 408, "Request Timeout", &[])
         }) {

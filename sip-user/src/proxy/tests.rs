@@ -280,3 +280,70 @@ fn responses_not_for_us_and_unknown_dialogs() {
     let out = send(&mut p, bye.to_string(), UAC, t0);
     assert!(text(&out[0]).starts_with("SIP/2.0 481"));
 }
+
+#[test]
+fn the_senders_via_gets_received_and_rport() {
+    let mut p = proxy(&[B1]);
+    let t0 = Instant::now();
+    // Behind a NAT: the Via says 10.0.0.5, the datagram came from 192.0.2.10:40123.
+    let inv = invite("nat-1", 70).replace(
+        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-uac-nat-1",
+        "Via: SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bK-uac-nat-1",
+    );
+    let out = send(&mut p, inv, "192.0.2.10:40123", t0);
+    let fwd = text(out.iter().find(|t| t.dest == addr(B1)).unwrap());
+    assert_eq!(
+        header(&fwd, "Via:")[1],
+        "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-uac-nat-1;received=192.0.2.10;rport=40123",
+        "{fwd}"
+    );
+    let trying = out.iter().find(|t| t.dest != addr(B1)).unwrap();
+    assert_eq!(
+        trying.dest,
+        addr("192.0.2.10:40123"),
+        "answered where it came from"
+    );
+
+    // A sender whose Via is its source address and who did not ask for rport: untouched.
+    let out = send(&mut p, invite("plain-1", 70), UAC, t0);
+    let fwd = text(out.iter().find(|t| t.dest == addr(B1)).unwrap());
+    assert_eq!(
+        header(&fwd, "Via:")[1],
+        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-uac-plain-1"
+    );
+}
+
+#[test]
+fn a_request_that_comes_back_unchanged_is_a_loop_and_a_changed_one_a_spiral() {
+    let mut p = proxy(&[B1]);
+    let t0 = Instant::now();
+    let out = send(&mut p, invite("loop-1", 70), UAC, t0);
+    let fwd = text(out.iter().find(|t| t.dest == addr(B1)).unwrap());
+    // The backend sends it straight back to us (with its own Via on top).
+    let back = fwd.replacen(
+        "Via: ",
+        "Via: SIP/2.0/UDP 192.0.2.21:5060;branch=z9hG4bK-b1-loop\r\nVia: ",
+        1,
+    );
+    let out = send(&mut p, back.clone(), B1, t0);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        text(&out[0]).starts_with("SIP/2.0 482 Loop Detected"),
+        "{}",
+        text(&out[0])
+    );
+    assert_eq!(out[0].dest, addr(B1));
+
+    // Same request with a new Request-URI (the backend retargeted it): a spiral, forwarded.
+    let spiral = back.replacen(
+        "INVITE sip:bob@example.com",
+        "INVITE sip:carol@example.com",
+        1,
+    );
+    let out = send(&mut p, spiral, B1, t0);
+    assert!(
+        out.iter()
+            .any(|t| text(t).starts_with("INVITE sip:carol@example.com")),
+        "{out:?}"
+    );
+}
