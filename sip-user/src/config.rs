@@ -345,7 +345,10 @@ mod tests {
         let e = parse("[filter]\nrate_limit_pps = \"fast\"").unwrap_err();
         assert!(e.contains("rate_limit_pps"), "{e}");
         let e = parse("[[backends]]\naddress = \"10.0.1.2\"").unwrap_err();
-        assert!(e.contains("address = \"10.0.1.2\"") && e.contains("socket address"), "{e}");
+        assert!(
+            e.contains("address = \"10.0.1.2\"") && e.contains("socket address"),
+            "{e}"
+        );
         let e = parse("[[backends]]\naddress = \"10.0.1.2:5060\"\nweigth = 2").unwrap_err();
         assert!(e.contains("unknown field `weigth`"), "{e}");
         let two = "[[backends]]\naddress = \"10.0.1.2:5060\"\n";

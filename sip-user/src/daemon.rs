@@ -1,9 +1,12 @@
-//! `run(options, shutdown)`: load and configure the XDP program, start the workers, attach,
-//! publish stats, and undo it all when `shutdown` completes.
+//! `run(options, shutdown)`: load and configure the XDP program, start the backend pool
+//! keeper, the workers and the metrics endpoint, attach, publish stats, reload on SIGHUP, and
+//! undo it all when `shutdown` completes.
 
 use std::{
     future::Future,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -16,15 +19,24 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backend::Pool,
     config::Config,
     ebpf::{FastPath, LoadError},
+    metrics::Metrics,
+    pool_keeper::{PoolKeeper, Reload},
+    proxy::{ProxyConfig, rewrite::Identity},
+    sip::dialog::Limits,
     stats::DEFAULT_PIN_ROOT,
-    workers::{WorkerError, Workers},
+    workers::{WorkerError, WorkerSetup, Workers},
 };
 
 /// How often the workers' counters are published to the pinned `WORKERS` map.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Dialogs one worker keeps at most (452 bytes each: 100k is ~45 MB per worker).
+const MAX_DIALOGS_PER_WORKER: usize = 100_000;
+/// Retry-After of the 503 sent when no backend is up.
+const RETRY_AFTER_SECS: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpModeChoice {
@@ -43,6 +55,8 @@ pub struct RunOptions {
     pub config: Config,
     /// Maps are pinned under `<pin_root>/<iface>/`.
     pub pin_root: PathBuf,
+    /// The file `config` came from: SIGHUP reads it again.
+    pub config_path: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -52,6 +66,7 @@ impl RunOptions {
             mode,
             config,
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+            config_path: None,
         }
     }
 }
@@ -73,6 +88,17 @@ pub enum DaemonError {
     },
     #[error("interface `{0}` does not exist (in this network namespace)")]
     NoInterface(String),
+    #[error(
+        "interface `{0}` has no IPv4 address to write in Via and Record-Route: set `advertise` \
+         or a `listen` address"
+    )]
+    NoAddress(String),
+    #[error("binding {what} to {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the fast path on `options.iface` until `shutdown` completes.
@@ -85,6 +111,7 @@ pub async fn run(
         mode,
         config,
         pin_root,
+        config_path,
     } = options;
     config.validate().map_err(DaemonError::Config)?;
     if !Path::new("/sys/class/net").join(&iface).exists() && if_index(&iface).is_none() {
@@ -107,47 +134,80 @@ pub async fn run(
     }
     let pin_dir = pin_root.join(&iface);
     prepare_pin_dir(&pin_root, &pin_dir)?;
-    let result = run_attached(
-        &mut fast_path,
-        &iface,
+    let attached = Attached {
+        iface: &iface,
         mode,
-        &config,
-        &cpus,
-        &pin_dir,
-        shutdown,
-    )
-    .await;
+        config: &config,
+        config_path: config_path.as_deref(),
+        cpus: &cpus,
+        pin_root: &pin_root,
+        pin_dir: &pin_dir,
+    };
+    let result = run_attached(&mut fast_path, attached, shutdown).await;
     if let Err(e) = std::fs::remove_dir_all(&pin_dir) {
         log::warn!("removing {}: {e}", pin_dir.display());
     }
     result
 }
 
+/// What `run_attached` works with.
+struct Attached<'a> {
+    iface: &'a str,
+    mode: XdpModeChoice,
+    config: &'a Config,
+    config_path: Option<&'a Path>,
+    cpus: &'a [u32],
+    pin_root: &'a Path,
+    pin_dir: &'a Path,
+}
+
 async fn run_attached(
     fast_path: &mut FastPath,
-    iface: &str,
-    mode: XdpModeChoice,
-    config: &Config,
-    cpus: &[u32],
-    pin_dir: &Path,
+    a: Attached<'_>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    fast_path.pin_state(pin_dir)?;
-    let workers_map = pin_workers_map(fast_path, pin_dir)?;
+    let config = a.config;
+    fast_path.pin_state(a.pin_dir)?;
+    let workers_map = pin_workers_map(fast_path, a.pin_dir)?;
     let log_drain = start_log_drain(fast_path);
 
+    let listen = config.listen_addr();
+    let advertise = advertise_address(config, a.iface)?;
+    let metrics = Arc::new(Metrics::new());
     let cancel = CancellationToken::new();
-    let workers = Workers::start(config.listen_addr(), cpus, cancel.clone())?;
+
+    let pool = Pool::from_config(&config.backends, &config.health);
+    let probe_from = SocketAddr::new(advertise, 0);
+    let (keeper, pool_rx) =
+        PoolKeeper::new(pool, config.health.clone(), probe_from, metrics.clone())
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: "the health-check socket",
+                addr: probe_from,
+                source,
+            })?;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let keeper = tokio::spawn(keeper.run(reload_rx, cancel.clone()));
+    let metrics_server =
+        start_metrics(config, metrics.clone(), a.pin_root, a.iface, &cancel).await?;
+
+    let setup = WorkerSetup {
+        addr: listen,
+        cpus: a.cpus.to_vec(),
+        proxy: proxy_config(config, advertise, listen.port()),
+        pool: pool_rx,
+        metrics,
+    };
+    let workers = Workers::start(setup, cancel.clone())?;
     log::info!(
-        "{} workers on CPUs {:?}, listening on {}, steering {}",
-        cpus.len(),
-        cpus,
-        config.listen_addr(),
-        if config.steering { "on" } else { "off" }
+        "{} workers on CPUs {:?}, listening on {listen} as {advertise}, steering {}, {} backends",
+        a.cpus.len(),
+        a.cpus,
+        if config.steering { "on" } else { "off" },
+        config.backends.len(),
     );
 
-    let attached = attach(fast_path, iface, mode);
-    let link = match attached {
+    let link = match attach(fast_path, a.iface, a.mode) {
         Ok(link) => link,
         Err(e) => {
             cancel.cancel();
@@ -158,25 +218,206 @@ async fn run_attached(
 
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
     let mut workers_map = workers_map;
+    let mut hangup = hangup_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = publish.tick() => publish_workers(&mut workers_map, &workers.snapshot(true)),
+            Some(()) = next_hangup(&mut hangup) => {
+                reload(fast_path, config, a.config_path, a.cpus, &reload_tx).await;
+            }
         }
     }
-    log::info!("shutting down: detaching XDP from {iface}");
+    log::info!("shutting down: detaching XDP from {}", a.iface);
     if let Err(e) = fast_path.detach(link) {
-        log::error!("detaching XDP from {iface}: {e}");
+        log::error!("detaching XDP from {}: {e}", a.iface);
     }
     cancel.cancel();
     let final_stats = workers.snapshot(false);
     workers.join();
     publish_workers(&mut workers_map, &final_stats);
+    let _ = keeper.await;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     if let Some(drain) = log_drain {
         drain.abort();
     }
     Ok(())
+}
+
+fn proxy_config(config: &Config, advertise: IpAddr, port: u16) -> ProxyConfig {
+    let timers = config.timers.timers();
+    let host = match advertise {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    ProxyConfig {
+        identity: Identity::new(&host, port),
+        record_route: config.record_route,
+        supported: Vec::new(),
+        timers,
+        max_dialogs: MAX_DIALOGS_PER_WORKER,
+        dialog_limits: Limits {
+            calling: timers.timeout(),
+            disconnecting: timers.timeout(),
+            ..Limits::default()
+        },
+        retry_after: RETRY_AFTER_SECS,
+        worker: 0,
+    }
+}
+
+/// The address peers reach us at: `advertise`, else the listen address, else the interface's
+/// first IPv4 address.
+fn advertise_address(config: &Config, iface: &str) -> Result<IpAddr, DaemonError> {
+    if let Some(a) = config.advertise {
+        return Ok(a);
+    }
+    let listen = config.listen_addr().ip();
+    if !listen.is_unspecified() {
+        return Ok(listen);
+    }
+    first_ipv4(iface).ok_or_else(|| DaemonError::NoAddress(iface.to_string()))
+}
+
+fn first_ipv4(iface: &str) -> Option<IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a NUL-terminated name owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        // SAFETY: ifa_addr is non-null; its family says which sockaddr it is.
+        let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+        if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET {
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            found = Some(IpAddr::from(
+                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+            ));
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+async fn start_metrics(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    pin_root: &Path,
+    iface: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let Some(addr) = config.metrics_addr().map_err(DaemonError::Config)? else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "the metrics endpoint",
+            addr,
+            source,
+        })?;
+    log::info!("metrics on http://{addr}/metrics");
+    let (pin_root, iface) = (pin_root.to_path_buf(), iface.to_string());
+    let refresh = move |m: &Metrics| match crate::stats::read(&pin_root, &iface) {
+        Ok(s) => m.set_kernel(&s),
+        Err(e) => log::debug!("metrics: kernel counters: {e}"),
+    };
+    Ok(Some(tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics,
+        refresh,
+        cancel.clone(),
+    ))))
+}
+
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("cannot listen for SIGHUP, reloads are off: {e}");
+            None
+        }
+    }
+}
+
+async fn next_hangup(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGHUP: read the config file again; apply the backends, health checks and filter, and say
+/// which other changes need a restart. A bad file changes nothing.
+async fn reload(
+    fast_path: &mut FastPath,
+    running: &Config,
+    path: Option<&Path>,
+    cpus: &[u32],
+    keeper: &tokio::sync::mpsc::Sender<Reload>,
+) {
+    let Some(path) = path else {
+        log::warn!("SIGHUP: started without --config, nothing to reload");
+        return;
+    };
+    let new = match Config::from_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: keeping the running config: {e}");
+            return;
+        }
+    };
+    let steer: Vec<u32> = if running.steering {
+        cpus.to_vec()
+    } else {
+        Vec::new()
+    };
+    match new.filter_settings(&steer) {
+        Ok(settings) => {
+            if let Err(e) = fast_path.apply(&settings) {
+                log::error!("SIGHUP: applying the filter: {e}");
+            }
+        }
+        Err(e) => log::error!("SIGHUP: filter: {e}"),
+    }
+    let restart_only = [
+        ("sip_ports", new.sip_ports != running.sip_ports),
+        ("listen", new.listen != running.listen),
+        ("workers", new.workers != running.workers),
+        ("steering", new.steering != running.steering),
+        ("metrics", new.metrics != running.metrics),
+        ("advertise", new.advertise != running.advertise),
+        ("record_route", new.record_route != running.record_route),
+        ("timers", new.timers != running.timers),
+    ];
+    for (field, changed) in restart_only {
+        if changed {
+            log::warn!("SIGHUP: `{field}` changed; it takes effect at the next restart");
+        }
+    }
+    let _ = keeper
+        .send(Reload {
+            backends: new.backends,
+            health: new.health,
+        })
+        .await;
+    log::info!("SIGHUP: reloaded {}", path.display());
 }
 
 fn attach(

@@ -9,7 +9,10 @@
 //! - [`classify`]: "what would the fast path do with this packet?" (`sip-fastpath classify`).
 //! - [`stats`]: reads the kernel counters (`sip-fastpath stats`).
 //! - [`daemon`]: `run(config, shutdown)`: attach, steer, receive, detach.
-//! - [`workers`]: the per-CPU receive sockets (an `SO_REUSEPORT` group steered by CPU).
+//! - [`workers`]: the per-CPU sockets (an `SO_REUSEPORT` group steered by CPU) and threads;
+//!   [`worker`]: one worker's loop around its [`proxy::Proxy`].
+//! - [`pool_keeper`]: probes the backends, applies reloads, publishes the pool to the workers.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`sip`]: the SIP stack without I/O: zero-copy parser, checks, transactions, dialogs.
 //! - [`backend`]: the backend pool: weighted rendezvous choice per Call-ID, health, draining.
 //! - [`proxy`]: the proxy core (RFC 3261 §16), sans-IO: one per worker.
@@ -24,9 +27,12 @@ pub mod daemon;
 pub mod ebpf;
 pub mod filter;
 pub mod frame;
+pub mod metrics;
+pub mod pool_keeper;
 pub mod proxy;
 pub mod samples;
 pub mod sip;
 pub mod stats;
 pub mod testrun;
+pub mod worker;
 pub mod workers;

@@ -91,10 +91,11 @@ fn main() -> anyhow::Result<()> {
             config,
             pin_root,
         } => {
-            let config = load_config(config.as_deref())?;
+            let loaded = load_config(config.as_deref())?;
             let options = RunOptions {
                 pin_root,
-                ..RunOptions::new(&iface, xdp_mode, config)
+                config_path: config,
+                ..RunOptions::new(&iface, xdp_mode, loaded)
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

@@ -7,8 +7,7 @@
 //! this kernel (DESIGN.md): without the redirect everything lands on the receiving CPU's socket;
 //! without the cBPF the group's own hash splits one Call-ID over sockets.
 //!
-//! In this version the workers receive and count, and check the steering: each hashes the
-//! Call-ID it finds (with the SIP parser's header lines) and counts a message as misrouted when the hash names another CPU.
+//! Each worker runs the proxy for the Call-IDs the hash gives its CPU ([`crate::worker`]).
 
 use std::{
     net::SocketAddr,
@@ -20,14 +19,28 @@ use std::{
     thread::JoinHandle,
 };
 
-use sip_common::{WorkerStats, hash_call_id, slot_for_hash};
+use sip_common::WorkerStats;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::sip::{Header, MAX_HEADERS, call_id_in, parse_headers_only};
+use crate::{
+    backend::Pool,
+    metrics::Metrics,
+    proxy::{Proxy, ProxyConfig},
+    worker::{HANDOFF_QUEUE, Worker},
+};
 
-/// Largest datagram a worker receives.
-const MAX_DATAGRAM: usize = 65_535;
+/// What every worker starts from.
+pub struct WorkerSetup {
+    pub addr: SocketAddr,
+    /// Worker `k` runs on `cpus[k]`.
+    pub cpus: Vec<u32>,
+    /// The proxy settings; `worker` is set per worker.
+    pub proxy: ProxyConfig,
+    pub pool: watch::Receiver<Arc<Pool>>,
+    pub metrics: Arc<Metrics>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -66,11 +79,14 @@ impl Workers {
     /// Binds one socket per CPU in `cpus` (in that order) to `addr`, attaches the CPU selector,
     /// and starts the threads. `cpus[k]` must equal `k` for the selector's index to match (the
     /// daemon uses the first N online CPUs).
-    pub fn start(
-        addr: SocketAddr,
-        cpus: &[u32],
-        cancel: CancellationToken,
-    ) -> Result<Self, WorkerError> {
+    pub fn start(setup: WorkerSetup, cancel: CancellationToken) -> Result<Self, WorkerError> {
+        let WorkerSetup {
+            addr,
+            cpus,
+            proxy,
+            pool,
+            metrics,
+        } = setup;
         let mut sockets = Vec::with_capacity(cpus.len());
         for index in 0..cpus.len() {
             sockets.push(bind_member(addr).map_err(|source| WorkerError::Bind {
@@ -83,19 +99,36 @@ impl Workers {
             attach_cpu_selector(first)
                 .map_err(|source| WorkerError::ReuseportProgram { addr, source })?;
         }
-        let steer: Arc<[u32]> = cpus.into();
+        let (peers, inboxes): (Vec<_>, Vec<_>) =
+            cpus.iter().map(|_| mpsc::channel(HANDOFF_QUEUE)).unzip();
+        let peers: Arc<[mpsc::Sender<_>]> = peers.into();
         let mut workers = Workers {
             handles: Vec::new(),
             counters: Vec::new(),
-            cpus: cpus.to_vec(),
+            cpus: cpus.clone(),
         };
-        for (socket, &cpu) in sockets.into_iter().zip(cpus) {
+        for (index, ((socket, inbox), &cpu)) in
+            sockets.into_iter().zip(inboxes).zip(&cpus).enumerate()
+        {
             let counters = Arc::new(WorkerCounters::default());
             workers.counters.push(counters.clone());
-            let (steer, cancel) = (steer.clone(), cancel.clone());
+            let mut cfg = proxy.clone();
+            cfg.worker = index as u32;
+            let pool_now = (**pool.borrow()).clone();
+            let worker = Worker {
+                index,
+                cpu,
+                proxy: Proxy::new(cfg, pool_now),
+                counters,
+                metrics: metrics.clone(),
+                pool: pool.clone(),
+                inbox,
+                peers: peers.clone(),
+                cancel: cancel.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("sip-worker-{cpu}"))
-                .spawn(move || worker_thread(cpu, socket, counters, steer, cancel))
+                .spawn(move || worker_thread(worker, socket))
                 .map_err(|source| WorkerError::Spawn { cpu, source })?;
             workers.handles.push(handle);
         }
@@ -175,18 +208,14 @@ fn attach_cpu_selector(socket: &Socket) -> std::io::Result<()> {
     Ok(())
 }
 
-fn worker_thread(
-    cpu: u32,
-    socket: Socket,
-    counters: Arc<WorkerCounters>,
-    steer: Arc<[u32]>,
-    cancel: CancellationToken,
-) {
+fn worker_thread(worker: Worker, socket: Socket) {
+    let cpu = worker.cpu;
     if let Err(e) = crate::testrun::pin_current_thread(cpu as usize) {
         log::warn!("worker for CPU {cpu}: could not pin the thread: {e}");
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
     {
         Ok(rt) => rt,
@@ -196,43 +225,9 @@ fn worker_thread(
         }
     };
     rt.block_on(async move {
-        let socket = match tokio::net::UdpSocket::from_std(socket.into()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("worker for CPU {cpu}: {e}");
-                return;
-            }
-        };
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = socket.recv_from(&mut buf) => match r {
-                    Ok((n, _peer)) => count(cpu, &buf[..n], &counters, &steer),
-                    Err(e) => log::debug!("worker for CPU {cpu}: recv: {e}"),
-                },
-            }
+        match tokio::net::UdpSocket::from_std(socket.into()) {
+            Ok(socket) => worker.run(socket).await,
+            Err(e) => log::error!("worker for CPU {cpu}: {e}"),
         }
     });
-}
-
-fn count(cpu: u32, msg: &[u8], counters: &WorkerCounters, steer: &[u32]) {
-    counters.received.fetch_add(1, Ordering::Relaxed);
-    // The parser's header lines only: a malformed start line is the proxy's business, the
-    // steering check only needs the Call-ID.
-    let mut headers = [Header::EMPTY; MAX_HEADERS];
-    match parse_headers_only(msg, &mut headers)
-        .ok()
-        .and_then(call_id_in)
-    {
-        None => {
-            counters.no_call_id.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(call_id) => {
-            let want = steer[slot_for_hash(hash_call_id(call_id), steer.len() as u32) as usize];
-            if want != cpu {
-                counters.misrouted.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
 }

@@ -14,6 +14,9 @@ use std::{
 
 use anyhow::{Context, bail};
 
+pub mod lan;
+pub mod sipp;
+
 /// Runs a command, failing with its stderr.
 pub fn run(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0])

@@ -61,6 +61,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "sip-tester",
     "valgrind",
+    "curl",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -1,0 +1,409 @@
+//! Prometheus metrics and the `/metrics` endpoint.
+//!
+//! Workers hold their own label children ([`WorkerMetrics`]), resolved once at start and on a
+//! backend reload, so counting a message is an atomic add and never a label lookup. The kernel
+//! counters are read from the pinned per-CPU map at scrape time.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{backend::Pool, proxy::ProxyStats, stats::Stats};
+
+const NS: &str = "sip_fastpath";
+
+/// Request → final response, from 1 ms to 32 s (a ringing phone takes seconds).
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 32.0,
+];
+/// OPTIONS round trips, 100 µs to 1 s.
+const PROBE_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0];
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    pub registry: Registry,
+    kernel_packets: IntCounterVec,
+    kernel_methods: IntCounterVec,
+    messages: IntCounterVec,
+    misrouted: IntCounterVec,
+    handoff_dropped: IntCounterVec,
+    send_errors: IntCounterVec,
+    proxy: IntCounterVec,
+    transactions: IntGaugeVec,
+    dialogs: IntGaugeVec,
+    backend_requests: IntCounterVec,
+    backend_responses: IntCounterVec,
+    request_duration: HistogramVec,
+    backend_up: IntGaugeVec,
+    backend_draining: IntGaugeVec,
+    health_check: HistogramVec,
+    health_failures: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace(NS), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help).namespace(NS), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help)
+        .namespace(NS)
+        .buckets(buckets.to_vec());
+    let h = HistogramVec::new(opts, labels).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        Metrics {
+            kernel_packets: counter(
+                &r,
+                "kernel_packets_total",
+                "Packets the XDP program handled, by verdict and reason.",
+                &["verdict", "reason"],
+            ),
+            kernel_methods: counter(
+                &r,
+                "kernel_sip_messages_total",
+                "SIP messages the XDP program recognised, by method.",
+                &["method"],
+            ),
+            messages: counter(
+                &r,
+                "worker_messages_total",
+                "Datagrams received by each worker's socket.",
+                &["worker"],
+            ),
+            misrouted: counter(
+                &r,
+                "worker_misrouted_total",
+                "Datagrams that arrived at a worker other than their Call-ID's, handed over.",
+                &["worker"],
+            ),
+            handoff_dropped: counter(
+                &r,
+                "worker_handoff_dropped_total",
+                "Misrouted datagrams dropped because the owning worker's queue was full.",
+                &["worker"],
+            ),
+            send_errors: counter(
+                &r,
+                "worker_send_errors_total",
+                "Datagrams the socket refused to send.",
+                &["worker"],
+            ),
+            proxy: counter(
+                &r,
+                "proxy_messages_total",
+                "What each worker's proxy did with messages, by outcome.",
+                &["worker", "outcome"],
+            ),
+            transactions: gauge(
+                &r,
+                "transactions",
+                "Live SIP transactions per worker.",
+                &["worker"],
+            ),
+            dialogs: gauge(&r, "dialogs", "Active dialogs per worker.", &["worker"]),
+            backend_requests: counter(
+                &r,
+                "backend_requests_total",
+                "Requests forwarded to each backend.",
+                &["backend"],
+            ),
+            backend_responses: counter(
+                &r,
+                "backend_final_responses_total",
+                "Final responses to requests forwarded to each backend, by class (408 counts \
+                 a silent backend).",
+                &["backend", "class"],
+            ),
+            request_duration: histogram(
+                &r,
+                "request_duration_seconds",
+                "From receiving a request to relaying its final response, per backend.",
+                &["backend"],
+                DURATION_BUCKETS,
+            ),
+            backend_up: gauge(
+                &r,
+                "backend_up",
+                "1 when the backend's health checks say up.",
+                &["backend"],
+            ),
+            backend_draining: gauge(
+                &r,
+                "backend_draining",
+                "1 when the backend takes no new calls (draining or removed by a reload).",
+                &["backend"],
+            ),
+            health_check: histogram(
+                &r,
+                "health_check_seconds",
+                "Round trip of answered OPTIONS probes.",
+                &["backend"],
+                PROBE_BUCKETS,
+            ),
+            health_failures: counter(
+                &r,
+                "health_check_failures_total",
+                "OPTIONS probes that got no answer in time.",
+                &["backend"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The children one worker updates.
+    pub fn worker(&self, worker: usize) -> WorkerMetrics {
+        let w = worker.to_string();
+        let outcome = |o: &str| self.proxy.with_label_values(&[w.as_str(), o]);
+        WorkerMetrics {
+            messages: self.messages.with_label_values(&[&w]),
+            misrouted: self.misrouted.with_label_values(&[&w]),
+            handoff_dropped: self.handoff_dropped.with_label_values(&[&w]),
+            send_errors: self.send_errors.with_label_values(&[&w]),
+            malformed: outcome("malformed"),
+            local_replies: outcome("local_reply"),
+            forwarded: outcome("forwarded_request"),
+            relayed: outcome("relayed_response"),
+            no_backend: outcome("no_backend"),
+            dropped: outcome("dropped"),
+            transactions: self.transactions.with_label_values(&[&w]),
+            dialogs: self.dialogs.with_label_values(&[&w]),
+            last: ProxyStats::default(),
+            backends: Vec::new(),
+        }
+    }
+
+    /// Per-backend children for the pool's backends, in pool order.
+    pub fn backends(&self, pool: &Pool) -> Vec<BackendMetrics> {
+        pool.backends
+            .iter()
+            .map(|b| {
+                let a = b.address.to_string();
+                let class = |c: &str| self.backend_responses.with_label_values(&[a.as_str(), c]);
+                BackendMetrics {
+                    requests: self.backend_requests.with_label_values(&[&a]),
+                    classes: [
+                        class("2xx"),
+                        class("3xx"),
+                        class("4xx"),
+                        class("5xx"),
+                        class("6xx"),
+                    ],
+                    duration: self.request_duration.with_label_values(&[&a]),
+                }
+            })
+            .collect()
+    }
+
+    /// Backend state after a probe round or reload.
+    pub fn set_backend_state(&self, pool: &Pool) {
+        for b in &pool.backends {
+            let a = b.address.to_string();
+            self.backend_up
+                .with_label_values(&[&a])
+                .set(b.health.is_up() as i64);
+            self.backend_draining
+                .with_label_values(&[&a])
+                .set(b.draining as i64);
+        }
+    }
+
+    pub fn observe_probe(&self, backend: SocketAddr, latency: Option<Duration>) {
+        let a = backend.to_string();
+        match latency {
+            Some(l) => self
+                .health_check
+                .with_label_values(&[&a])
+                .observe(l.as_secs_f64()),
+            None => self.health_failures.with_label_values(&[&a]).inc(),
+        }
+    }
+
+    /// Brings the kernel counters up to the values just read from the maps.
+    pub fn set_kernel(&self, stats: &Stats) {
+        for (key, &value) in &stats.reasons {
+            let (verdict, reason) = key.split_once('/').unwrap_or((key, ""));
+            raise(
+                &self.kernel_packets.with_label_values(&[verdict, reason]),
+                value,
+            );
+        }
+        for (method, &value) in &stats.methods {
+            raise(&self.kernel_methods.with_label_values(&[method]), value);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Counters only go up: a map read lower than what was exported (a restarted program) is
+/// ignored rather than turned into a negative step.
+fn raise(c: &IntCounter, value: u64) {
+    let now = c.get();
+    if value > now {
+        c.inc_by(value - now);
+    }
+}
+
+/// One backend's children, held by each worker.
+#[derive(Clone)]
+pub struct BackendMetrics {
+    pub requests: IntCounter,
+    classes: [IntCounter; 5],
+    duration: Histogram,
+}
+
+impl BackendMetrics {
+    pub fn completed(&self, status: u16, elapsed: Duration) {
+        if let Some(c) = self.classes.get((status / 100).saturating_sub(2) as usize) {
+            c.inc();
+        }
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// One worker's children.
+pub struct WorkerMetrics {
+    pub messages: IntCounter,
+    pub misrouted: IntCounter,
+    pub handoff_dropped: IntCounter,
+    pub send_errors: IntCounter,
+    malformed: IntCounter,
+    local_replies: IntCounter,
+    forwarded: IntCounter,
+    relayed: IntCounter,
+    no_backend: IntCounter,
+    dropped: IntCounter,
+    transactions: IntGauge,
+    dialogs: IntGauge,
+    last: ProxyStats,
+    /// Indexed like the worker's pool.
+    pub backends: Vec<BackendMetrics>,
+}
+
+impl WorkerMetrics {
+    /// Exports what changed in the proxy's own counters since the last call.
+    pub fn proxy_stats(&mut self, s: ProxyStats, transactions: usize, dialogs: usize) {
+        if s != self.last {
+            let l = self.last;
+            self.malformed.inc_by(s.malformed - l.malformed);
+            self.local_replies.inc_by(s.local_replies - l.local_replies);
+            self.forwarded
+                .inc_by(s.forwarded_requests - l.forwarded_requests);
+            self.relayed
+                .inc_by(s.relayed_responses - l.relayed_responses);
+            self.no_backend.inc_by(s.no_backend - l.no_backend);
+            self.dropped.inc_by(s.dropped - l.dropped);
+            self.last = s;
+        }
+        self.transactions.set(transactions as i64);
+        self.dialogs.set(dialogs as i64);
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `cancel` fires. `refresh` runs before each
+/// scrape (it reads the kernel counters).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    refresh: impl Fn(&Metrics) + Send + Sync + 'static,
+    cancel: CancellationToken,
+) {
+    let refresh = Arc::new(refresh);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("metrics: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, refresh) = (metrics.clone(), refresh.clone());
+        tokio::spawn(async move {
+            let answered =
+                tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics, &*refresh))
+                    .await;
+            if let Ok(Err(e)) = answered {
+                log::debug!("metrics: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    refresh: &(impl Fn(&Metrics) + ?Sized),
+) -> std::io::Result<()> {
+    let mut req = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || req.len() > 8192 {
+            return Ok(());
+        }
+        req.extend_from_slice(&chunk[..n]);
+    }
+    let (status, kind, body) = if req.starts_with(b"GET /metrics ") {
+        refresh(metrics);
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain",
+            b"sip-fastpath serves GET /metrics\n".to_vec(),
+        )
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&body).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,167 @@
+//! One worker: a single-threaded tokio runtime on its CPU that owns a socket of the reuseport
+//! group and a [`Proxy`] (its transactions and dialogs). The loop waits for the first of: a
+//! datagram, a datagram handed over by another worker, the proxy's next timer, a new backend
+//! pool, or shutdown; then it sends what the proxy queued.
+//!
+//! A datagram whose Call-ID belongs to another worker (no XDP steering, or a Call-ID the kernel
+//! could not hash) is handed to that worker's queue: every message of a call meets the same
+//! transactions and dialog, and the message path takes no lock.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use bytes::{Bytes, BytesMut};
+use sip_common::{hash_call_id, slot_for_hash};
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, watch},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backend::Pool,
+    metrics::{Metrics, WorkerMetrics},
+    proxy::{Proxy, ProxyEvent},
+    sip::{Header, MAX_HEADERS, call_id_in, parse_headers_only},
+    workers::WorkerCounters,
+};
+
+/// Largest datagram a worker receives.
+const MAX_DATAGRAM: usize = 65_535;
+/// Receive buffer block: datagrams are split off it as `Bytes`, so one allocation serves many.
+const RECV_BLOCK: usize = 1 << 20;
+/// Misrouted datagrams waiting for their worker; beyond this they are dropped and counted.
+pub const HANDOFF_QUEUE: usize = 8192;
+
+/// A datagram handed from the worker that received it to the worker that owns its Call-ID.
+#[derive(Debug)]
+pub struct Handoff {
+    pub datagram: Bytes,
+    pub source: SocketAddr,
+}
+
+/// Everything a worker thread owns.
+pub struct Worker {
+    pub index: usize,
+    pub cpu: u32,
+    pub proxy: Proxy,
+    pub counters: Arc<WorkerCounters>,
+    pub metrics: Arc<Metrics>,
+    pub pool: watch::Receiver<Arc<Pool>>,
+    pub inbox: mpsc::Receiver<Handoff>,
+    /// Every worker's queue, by worker index (this one's included, unused).
+    pub peers: Arc<[mpsc::Sender<Handoff>]>,
+    pub cancel: CancellationToken,
+}
+
+impl Worker {
+    /// Runs until cancelled.
+    pub async fn run(mut self, socket: UdpSocket) {
+        let mut m = self.metrics.worker(self.index);
+        self.take_pool(&mut m);
+        let mut buf = BytesMut::with_capacity(RECV_BLOCK);
+        loop {
+            if buf.capacity() < MAX_DATAGRAM {
+                buf.reserve(RECV_BLOCK);
+            }
+            let deadline = self.proxy.poll_timeout();
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                Ok(()) = self.pool.changed() => self.take_pool(&mut m),
+                _ = timer => self.proxy.handle_timeout(Instant::now()),
+                Some(h) = self.inbox.recv() => {
+                    self.proxy.handle(h.datagram, h.source, Instant::now());
+                }
+                r = socket.recv_buf_from(&mut buf) => match r {
+                    Ok((_, source)) => {
+                        let datagram = buf.split().freeze();
+                        self.on_datagram(datagram, source, &m);
+                    }
+                    Err(e) => log::debug!("worker {}: recv: {e}", self.index),
+                },
+            }
+            self.flush(&socket, &mut m).await;
+        }
+    }
+
+    /// The backend pool changed (health or reload): take it, and the metric children for it.
+    fn take_pool(&mut self, m: &mut WorkerMetrics) {
+        let pool = self.pool.borrow_and_update().clone();
+        m.backends = self.metrics.backends(&pool);
+        self.proxy.pool = (*pool).clone();
+    }
+
+    fn on_datagram(&mut self, datagram: Bytes, source: SocketAddr, m: &WorkerMetrics) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        m.messages.inc();
+        match self.owner(&datagram) {
+            Some(owner) if owner != self.index => {
+                self.counters.misrouted.fetch_add(1, Ordering::Relaxed);
+                m.misrouted.inc();
+                if self.peers[owner]
+                    .try_send(Handoff { datagram, source })
+                    .is_err()
+                {
+                    m.handoff_dropped.inc();
+                }
+            }
+            Some(_) => self.proxy.handle(datagram, source, Instant::now()),
+            None => {
+                // Keep-alives and messages without a Call-ID: the proxy answers or drops them.
+                self.counters.no_call_id.fetch_add(1, Ordering::Relaxed);
+                self.proxy.handle(datagram, source, Instant::now());
+            }
+        }
+    }
+
+    /// The worker that owns this datagram's Call-ID (the kernel's choice when steering works).
+    fn owner(&self, datagram: &[u8]) -> Option<usize> {
+        let mut headers = [Header::EMPTY; MAX_HEADERS];
+        let call_id = parse_headers_only(datagram, &mut headers)
+            .ok()
+            .and_then(call_id_in)?;
+        Some(slot_for_hash(hash_call_id(call_id), self.peers.len() as u32) as usize)
+    }
+
+    async fn flush(&mut self, socket: &UdpSocket, m: &mut WorkerMetrics) {
+        while let Some(t) = self.proxy.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.payload, t.dest).await {
+                m.send_errors.inc();
+                log::debug!("worker {}: send to {}: {e}", self.index, t.dest);
+            }
+        }
+        while let Some(event) = self.proxy.poll_event() {
+            match event {
+                ProxyEvent::Forwarded { backend } => {
+                    if let Some(b) = m.backends.get(backend as usize) {
+                        b.requests.inc();
+                    }
+                }
+                ProxyEvent::Completed {
+                    backend,
+                    status,
+                    elapsed,
+                } => {
+                    if let Some(b) = m.backends.get(backend as usize) {
+                        b.completed(status, elapsed);
+                    }
+                }
+            }
+        }
+        m.proxy_stats(
+            self.proxy.stats(),
+            self.proxy.active_transactions(),
+            self.proxy.active_dialogs(),
+        );
+    }
+}
