@@ -34,6 +34,10 @@ impl LogDir {
 
 impl Drop for LogDir {
     fn drop(&mut self) {
+        if std::env::var_os("SFP_KEEP_LOGS").is_some() {
+            eprintln!("sipp logs kept in {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -179,7 +183,7 @@ impl Caller<'_> {
             .args(["-recv_timeout", "40000", "-max_retrans", "10"])
             .args(["-trace_stat", "-fd", "1", "-stf"])
             .arg(&stat)
-            .args(["-trace_rtt", "-rtt_freq", "1"])
+            .args(["-trace_rtt", "-rtt_freq", "1", "-trace_err"])
             .args(if self.trace {
                 vec![
                     "-trace_msg".into(),

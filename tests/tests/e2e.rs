@@ -2,12 +2,15 @@
 //! network namespace on one switched LAN. Needs root, sipp and the built binary
 //! (`cargo xtask test` does all three).
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use tests::{
     Daemon,
     lan::{LAN_EDGE_IFACE, Lan},
-    require_root,
+    reason, require_root,
     sipp::{Backend, Caller, CallerReport, LogDir},
 };
 
@@ -222,4 +225,158 @@ fn re_invite_inside_a_dialog() -> anyhow::Result<()> {
         20,
         &["INVITE", "ACK", "BYE"],
     )
+}
+
+#[test]
+fn calls_complete_through_five_percent_loss() -> anyhow::Result<()> {
+    let bed = Bed::new("e2e-loss", "uas_call", 1000)?;
+    bed.lan.set_loss(5)?;
+    let calls: u32 = std::env::var("SFP_LOSS_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let r = bed.call("uac_call", calls, 20)?;
+    let lost = bed.lan.lost();
+    eprintln!(
+        "5% loss: {} of {calls} calls succeeded, {lost} datagrams lost in the switch, \
+         {} retransmissions by the caller, p99 {} ms",
+        r.successful,
+        r.retransmissions,
+        r.percentile(99.0)
+    );
+    assert_all_succeeded(&r, calls as u64);
+    assert!(
+        lost > 0,
+        "5% loss and nothing lost: the loss rule did nothing"
+    );
+    Ok(())
+}
+
+/// The value of one Prometheus sample line `name{labels} value`, if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn a_killed_backend_is_marked_down_and_new_calls_go_to_the_other() -> anyhow::Result<()> {
+    let interval_ms = 500;
+    let mut bed = Bed::new("e2e-kill", "uas_call", interval_ms)?;
+    let r = bed.call("uac_call", 40, 40)?;
+    assert_all_succeeded(&r, 40);
+    let before = assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?;
+    assert!(
+        before.iter().all(|&n| n > 0),
+        "both backends took calls: {before:?}"
+    );
+
+    bed.backends[1].kill();
+    let killed = Instant::now();
+    // fall = 2 probes, one per interval, each failing after timeout = interval / 2.
+    let window = Duration::from_millis(2 * interval_ms + interval_ms / 2);
+    let up = format!("sip_fastpath_backend_up{{backend=\"{B2}:5060\"}}");
+    let deadline = killed + window + Duration::from_secs(2);
+    loop {
+        if sample(&bed.metrics()?, &up) == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{B2} still up {:?} after the kill",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let detected = killed.elapsed();
+    eprintln!("killed backend marked down after {detected:?} (window {window:?})");
+    assert!(
+        detected <= window + Duration::from_millis(500),
+        "took {detected:?}"
+    );
+
+    let r = bed.call("uac_call", 100, 50)?;
+    assert_all_succeeded(&r, 100);
+    let b1 = bed.backends[0].requests_by_call()?;
+    assert!(
+        r.call_ids.iter().all(|c| b1.contains_key(c)),
+        "every new call at {B1}"
+    );
+    let m = bed.metrics()?;
+    let failures = format!("sip_fastpath_health_check_failures_total{{backend=\"{B2}:5060\"}}");
+    assert!(sample(&m, &failures).unwrap_or(0.0) >= 2.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            &format!("sip_fastpath_backend_up{{backend=\"{B1}:5060\"}}")
+        ),
+        Some(1.0)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_flood_of_junk_and_scanners_is_dropped_in_xdp_while_calls_succeed() -> anyhow::Result<()> {
+    let bed = Bed::new("e2e-flood", "uas_call", 1000)?;
+    let flooder = bed
+        .lan
+        .host("flood")
+        .ns
+        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
+    let edge: std::net::SocketAddr = format!("{EDGE}:5060").parse()?;
+    let done = AtomicBool::new(false);
+    let calls = 200;
+    let (report, sent) = std::thread::scope(|s| {
+        let flood = s.spawn(|| -> anyhow::Result<u64> {
+            let mut sent = 0u64;
+            let until = Instant::now() + Duration::from_secs(60);
+            // Scanner probes first, while the source is still within its rate-limit burst.
+            for i in 0..100 {
+                let scan = format!(
+                    "OPTIONS sip:100@{EDGE} SIP/2.0\r\nVia: SIP/2.0/UDP {FLOOD}:5060;branch=z9hG4bKs{i}\r\n\
+                     From: <sip:100@x>;tag=1\r\nTo: <sip:100@x>\r\nCall-ID: scan{i}\r\nCSeq: 1 OPTIONS\r\n\
+                     User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+                );
+                flooder.send_to(scan.as_bytes(), edge)?;
+                sent += 1;
+            }
+            let register = tests::sip_message("REGISTER", "flood", 1);
+            let mut i = 0u64;
+            while !done.load(Ordering::Relaxed) && Instant::now() < until && i < 400_000 {
+                flooder.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk", edge)?;
+                flooder.send_to(&register, edge)?;
+                sent += 2;
+                i += 1;
+                if i % 64 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(sent)
+        });
+        let report = bed.call("uac_call", calls, 40);
+        done.store(true, Ordering::Relaxed);
+        let sent = flood.join().expect("flood thread");
+        (report, sent)
+    });
+    let (r, sent) = (report?, sent?);
+    let s = bed.daemon.stats()?;
+    let (junk, rate, scanner) = (
+        reason(&s, "drop/not_sip"),
+        reason(&s, "drop/rate_limit"),
+        reason(&s, "drop/scanner"),
+    );
+    eprintln!(
+        "flood of {sent} packets during {calls} calls: dropped in XDP not_sip {junk}, \
+         rate_limit {rate}, scanner {scanner}; calls {} ok, {} failed",
+        r.successful, r.failed
+    );
+    assert_all_succeeded(&r, calls as u64);
+    assert!(junk >= sent / 3, "junk dropped {junk} of ~{}", sent / 2);
+    assert!(
+        rate >= sent / 4,
+        "REGISTERs rate limited {rate} of ~{}",
+        sent / 2
+    );
+    assert!(scanner >= 50, "scanner OPTIONS dropped {scanner} of 100");
+    Ok(())
 }

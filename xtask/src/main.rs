@@ -62,6 +62,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "sip-tester",
     "valgrind",
     "curl",
+    "nftables",
 ];
 
 fn main() -> anyhow::Result<()> {
