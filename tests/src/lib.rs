@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
+pub mod bed;
 pub mod lan;
 pub mod sipp;
 

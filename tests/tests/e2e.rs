@@ -8,111 +8,10 @@ use std::{
 };
 
 use tests::{
-    Daemon,
-    lan::{LAN_EDGE_IFACE, Lan},
-    reason, require_root,
-    sipp::{Backend, Caller, CallerReport, LogDir},
+    bed::{B1, B2, Bed, EDGE, FLOOD, config},
+    reason,
+    sipp::{Backend, CallerReport},
 };
-
-const EDGE: &str = "192.0.2.1";
-const CALLER: &str = "192.0.2.2";
-const B1: &str = "192.0.2.11";
-const B2: &str = "192.0.2.12";
-const FLOOD: &str = "192.0.2.66";
-
-fn config(health_interval_ms: u64) -> String {
-    format!(
-        r#"
-sip_ports = [5060]
-metrics = "127.0.0.1:9464"
-[[backends]]
-address = "{B1}:5060"
-weight = 1
-[[backends]]
-address = "{B2}:5060"
-weight = 1
-[health]
-interval_ms = {health_interval_ms}
-timeout_ms = {timeout}
-fall = 2
-rise = 2
-[filter]
-rate_limit_pps = 100
-rate_limit_burst = 200
-allowlist = ["192.0.2.0/28"]
-"#,
-        timeout = health_interval_ms / 2
-    )
-}
-
-/// The LAN, the daemon and two backends running `uas`.
-/// Fields drop in order: the daemon and the backends stop before their namespaces go.
-struct Bed {
-    daemon: Daemon,
-    backends: Vec<Backend>,
-    logs: LogDir,
-    lan: Lan,
-}
-
-impl Bed {
-    fn new(tag: &str, uas: &str, health_interval_ms: u64) -> anyhow::Result<Self> {
-        require_root();
-        let lan = Lan::new(
-            tag,
-            &[
-                ("edge", EDGE),
-                ("caller", CALLER),
-                ("b1", B1),
-                ("b2", B2),
-                ("flood", FLOOD),
-            ],
-        )?;
-        let logs = LogDir::new(tag)?;
-        let backends = vec![
-            Backend::start(&lan.host("b1").ns, B1, uas, &logs.0)?,
-            Backend::start(&lan.host("b2").ns, B2, uas, &logs.0)?,
-        ];
-        let daemon = Daemon::start(
-            &lan.host("edge").ns,
-            LAN_EDGE_IFACE,
-            "auto",
-            &config(health_interval_ms),
-            tag,
-        )?;
-        Ok(Bed {
-            lan,
-            daemon,
-            backends,
-            logs,
-        })
-    }
-
-    fn call(&self, scenario: &str, calls: u32, rate: u32) -> anyhow::Result<CallerReport> {
-        Caller {
-            ns: &self.lan.host("caller").ns,
-            local: CALLER,
-            target: &format!("{EDGE}:5060"),
-            scenario,
-            calls,
-            rate,
-            limit: 100,
-            timeout: Duration::from_secs(120),
-            trace: true,
-        }
-        .run(&self.logs.0)
-    }
-
-    /// The daemon's `/metrics`, fetched from inside its namespace.
-    fn metrics(&self) -> anyhow::Result<String> {
-        self.lan.host("edge").ns.exec(&[
-            "curl",
-            "-sf",
-            "--max-time",
-            "5",
-            "http://127.0.0.1:9464/metrics",
-        ])
-    }
-}
 
 fn assert_all_succeeded(r: &CallerReport, calls: u64) {
     assert_eq!(
@@ -153,7 +52,7 @@ fn assert_affinity(bed: &Bed, r: &CallerReport, methods: &[&str]) -> anyhow::Res
 
 #[test]
 fn calls_split_between_backends_with_every_message_of_a_call_at_one() -> anyhow::Result<()> {
-    let bed = Bed::new("e2e-split", "uas_call", 1000)?;
+    let bed = Bed::new("e2e-split", "uas_call", &config(1000))?;
     // 400 calls: a fair split is 200 ± 10 (one standard deviation), the bound is 4 of them.
     let calls = 400;
     let r = bed.call("uac_call", calls, 100)?;
@@ -192,7 +91,7 @@ fn calls_split_between_backends_with_every_message_of_a_call_at_one() -> anyhow:
 /// One kind of call, `calls` times, through the proxy: all succeed at sipp, and each reached
 /// one backend with `methods`.
 fn flow(tag: &str, uac: &str, uas: &str, calls: u32, methods: &[&str]) -> anyhow::Result<()> {
-    let bed = Bed::new(tag, uas, 1000)?;
+    let bed = Bed::new(tag, uas, &config(1000))?;
     let r = bed.call(uac, calls, 20)?;
     assert_all_succeeded(&r, calls as u64);
     let counts = assert_affinity(&bed, &r, methods)?;
@@ -229,7 +128,7 @@ fn re_invite_inside_a_dialog() -> anyhow::Result<()> {
 
 #[test]
 fn calls_complete_through_five_percent_loss() -> anyhow::Result<()> {
-    let bed = Bed::new("e2e-loss", "uas_call", 1000)?;
+    let bed = Bed::new("e2e-loss", "uas_call", &config(1000))?;
     bed.lan.set_loss(5)?;
     let calls: u32 = std::env::var("SFP_LOSS_CALLS")
         .ok()
@@ -262,7 +161,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[test]
 fn a_killed_backend_is_marked_down_and_new_calls_go_to_the_other() -> anyhow::Result<()> {
     let interval_ms = 500;
-    let mut bed = Bed::new("e2e-kill", "uas_call", interval_ms)?;
+    let mut bed = Bed::new("e2e-kill", "uas_call", &config(interval_ms))?;
     let r = bed.call("uac_call", 40, 40)?;
     assert_all_succeeded(&r, 40);
     let before = assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?;
@@ -317,7 +216,7 @@ fn a_killed_backend_is_marked_down_and_new_calls_go_to_the_other() -> anyhow::Re
 
 #[test]
 fn a_flood_of_junk_and_scanners_is_dropped_in_xdp_while_calls_succeed() -> anyhow::Result<()> {
-    let bed = Bed::new("e2e-flood", "uas_call", 1000)?;
+    let bed = Bed::new("e2e-flood", "uas_call", &config(1000))?;
     let flooder = bed
         .lan
         .host("flood")

@@ -1,62 +1,105 @@
-//! `cargo xtask demo`: sip-fastpath on a veth in a network namespace, fed a mix of calls,
-//! junk, a scanner and a blocklisted source, then its counters. Cleans up after itself.
+//! `cargo xtask demo`: sip-fastpath as a SIP load balancer in network namespaces. A caller
+//! (sipp) places calls through sip-fastpath, XDP attached, to two backends (sipp), while a
+//! third host floods it with junk, scanner probes and REGISTERs. Prints the call results, the
+//! per-backend split, the kernel counters and a few metrics, then removes everything.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
-use tests::{Daemon, EDGE_ADDR, EDGE_IFACE, Topology, require_root, sip_message, workers_sum};
+use tests::{
+    bed::{B1, B2, Bed, EDGE, FLOOD, config},
+    lan::LAN_EDGE_IFACE,
+    require_root,
+};
 
-const CONFIG: &str = r#"
-sip_ports = [5060]
-[filter]
-rate_limit_pps = 200
-rate_limit_burst = 400
-blocklist = ["192.0.2.64/27"]
-"#;
+const CALLS: u32 = 300;
+const RATE: u32 = 50;
 
 fn main() -> anyhow::Result<()> {
     require_root();
-    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
     println!(
-        "creating namespaces sfp-demo-* with a veth pair; attaching sip-fastpath to {EDGE_IFACE}"
+        "creating namespaces sfp-demo-*: a switch, sip-fastpath ({EDGE}), a caller (192.0.2.2), \
+         backends {B1} and {B2}, a flood source ({FLOOD})"
     );
-    let topo = Topology::new("demo", &["192.0.2.66"])?;
-    let daemon = Daemon::start(&topo.edge, EDGE_IFACE, "auto", CONFIG, "demo")?;
-    let phone = topo.client.udp_socket("192.0.2.2:5060".parse()?)?;
-    let attacker = topo.client.udp_socket("192.0.2.66:5060".parse()?)?;
-    let mut sent = 0u64;
-    for call in 0..50 {
-        let cid = format!("demo-call-{call}@192.0.2.2");
-        for (seq, method) in [(1, "INVITE"), (1, "ACK"), (2, "BYE")] {
-            phone.send_to(&sip_message(method, &cid, seq), edge)?;
-            sent += 1;
-        }
-    }
-    println!("sent 150 in-dialog messages (50 calls: INVITE, ACK, BYE) from 192.0.2.2");
-    for i in 0..20 {
-        let scan = format!(
-            "OPTIONS sip:100@{EDGE_ADDR} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKs{i}\r\n\
-             From: <sip:100@x>;tag=1\r\nTo: <sip:100@x>\r\nCall-ID: scan{i}\r\nCSeq: 1 OPTIONS\r\n\
-             User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
-        );
-        phone.send_to(scan.as_bytes(), edge)?;
-        phone.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk", edge)?;
-        attacker.send_to(&sip_message("REGISTER", &format!("reg{i}"), 1), edge)?;
-    }
+    let bed = Bed::new("demo", "uas_call", &config(1000))?;
+    let flooder = bed
+        .lan
+        .host("flood")
+        .ns
+        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
+    let edge: SocketAddr = format!("{EDGE}:5060").parse()?;
     println!(
-        "sent 20 scanner OPTIONS, 20 TLS-looking junk packets, 20 REGISTERs from blocklisted 192.0.2.66"
+        "running {CALLS} calls at {RATE}/s (INVITE, 100, 180, 200, ACK, BYE, 200) through sip-fastpath; \
+         flooding from {FLOOD} meanwhile"
     );
-    daemon.wait_for("the demo traffic", Duration::from_secs(10), |s| {
-        workers_sum(s, "received") >= sent
-    })?;
+    let done = AtomicBool::new(false);
+    let (report, flood_sent) = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            let mut sent = 0u64;
+            let until = Instant::now() + Duration::from_secs(60);
+            for i in 0..50 {
+                let scan = format!(
+                    "OPTIONS sip:100@{EDGE} SIP/2.0\r\nVia: SIP/2.0/UDP {FLOOD}:5060;branch=z9hG4bKs{i}\r\n\
+                     From: <sip:100@x>;tag=1\r\nTo: <sip:100@x>\r\nCall-ID: scan{i}\r\nCSeq: 1 OPTIONS\r\n\
+                     User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+                );
+                sent += flooder.send_to(scan.as_bytes(), edge).is_ok() as u64;
+            }
+            let register = tests::sip_message("REGISTER", "flood", 1);
+            while !done.load(Ordering::Relaxed) && Instant::now() < until && sent < 200_000 {
+                sent += flooder.send_to(b"\x16\x03\x01\x00\xa5junk", edge).is_ok() as u64;
+                sent += flooder.send_to(&register, edge).is_ok() as u64;
+                if sent % 128 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            sent
+        });
+        let report = bed.call("uac_call", CALLS, RATE);
+        done.store(true, Ordering::Relaxed);
+        (report, flood.join().unwrap_or(0))
+    });
+    let r = report?;
+    println!(
+        "\ncalls: {} successful, {} failed of {CALLS}; INVITE→200 p50 {} ms, p99 {} ms",
+        r.successful,
+        r.failed,
+        r.percentile(50.0),
+        r.percentile(99.0)
+    );
+    for b in &bed.backends {
+        let calls = b.requests_by_call()?;
+        let ours = r.call_ids.iter().filter(|c| calls.contains_key(*c)).count();
+        println!("backend {}: {ours} calls", b.addr);
+    }
+    println!("flood: {flood_sent} packets sent from {FLOOD}");
+
     let out = std::process::Command::new(tests::binary())
-        .args(["stats", "--iface", EDGE_IFACE, "--pin-root"])
-        .arg(&daemon.pin_root)
+        .args(["stats", "--iface", LAN_EDGE_IFACE, "--pin-root"])
+        .arg(&bed.daemon.pin_root)
         .output()?;
     println!(
-        "\n$ sip-fastpath stats --iface {EDGE_IFACE}\n{}",
+        "\n$ sip-fastpath stats --iface {LAN_EDGE_IFACE}\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let status = daemon.stop()?;
-    println!("sip-fastpath stopped ({status}); removing the namespaces");
+    let metrics = bed.metrics()?;
+    println!("$ curl http://127.0.0.1:9464/metrics (excerpt)");
+    for line in metrics.lines().filter(|l| {
+        !l.starts_with('#')
+            && (l.starts_with("sip_fastpath_backend_")
+                || l.starts_with("sip_fastpath_request_duration_seconds_count")
+                || l.starts_with("sip_fastpath_dialogs"))
+    }) {
+        println!("{line}");
+    }
+    let ok = r.failed == 0 && r.successful == CALLS as u64;
+    drop(bed);
+    println!("\nsip-fastpath stopped; namespaces removed");
+    if !ok {
+        anyhow::bail!("{} of {CALLS} calls failed", r.failed);
+    }
     Ok(())
 }

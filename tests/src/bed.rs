@@ -1,0 +1,114 @@
+//! The end-to-end test bed: a switched LAN with a caller, sip-fastpath (XDP attached), two sipp
+//! backends and a flood source, each in its own namespace. Used by the e2e tests and the demo.
+
+use std::time::Duration;
+
+use crate::{
+    Daemon,
+    lan::{LAN_EDGE_IFACE, Lan},
+    require_root,
+    sipp::{Backend, Caller, CallerReport, LogDir},
+};
+
+pub const EDGE: &str = "192.0.2.1";
+pub const CALLER: &str = "192.0.2.2";
+pub const B1: &str = "192.0.2.11";
+pub const B2: &str = "192.0.2.12";
+pub const FLOOD: &str = "192.0.2.66";
+
+/// The daemon's config for the bed: both backends, probes every `health_interval_ms`, the
+/// LAN's hosts allowlisted (the flood source is not).
+pub fn config(health_interval_ms: u64) -> String {
+    format!(
+        r#"
+sip_ports = [5060]
+metrics = "127.0.0.1:9464"
+[[backends]]
+address = "{B1}:5060"
+weight = 1
+[[backends]]
+address = "{B2}:5060"
+weight = 1
+[health]
+interval_ms = {health_interval_ms}
+timeout_ms = {timeout}
+fall = 2
+rise = 2
+[filter]
+rate_limit_pps = 100
+rate_limit_burst = 200
+allowlist = ["192.0.2.0/28"]
+"#,
+        timeout = health_interval_ms / 2
+    )
+}
+
+/// The LAN, the daemon and two backends running `uas`.
+/// Fields drop in order: the daemon and the backends stop before their namespaces go.
+pub struct Bed {
+    pub daemon: Daemon,
+    pub backends: Vec<Backend>,
+    pub logs: LogDir,
+    pub lan: Lan,
+}
+
+impl Bed {
+    pub fn new(tag: &str, uas: &str, config: &str) -> anyhow::Result<Self> {
+        require_root();
+        let lan = Lan::new(
+            tag,
+            &[
+                ("edge", EDGE),
+                ("caller", CALLER),
+                ("b1", B1),
+                ("b2", B2),
+                ("flood", FLOOD),
+            ],
+        )?;
+        let logs = LogDir::new(tag)?;
+        let backends = vec![
+            Backend::start(&lan.host("b1").ns, B1, uas, &logs.0)?,
+            Backend::start(&lan.host("b2").ns, B2, uas, &logs.0)?,
+        ];
+        let daemon = Daemon::start(
+            &lan.host("edge").ns,
+            LAN_EDGE_IFACE,
+            "auto",
+            config,
+            tag,
+        )?;
+        Ok(Bed {
+            lan,
+            daemon,
+            backends,
+            logs,
+        })
+    }
+
+    pub fn call(&self, scenario: &str, calls: u32, rate: u32) -> anyhow::Result<CallerReport> {
+        Caller {
+            ns: &self.lan.host("caller").ns,
+            local: CALLER,
+            target: &format!("{EDGE}:5060"),
+            scenario,
+            calls,
+            rate,
+            limit: 100,
+            timeout: Duration::from_secs(120),
+            trace: true,
+        }
+        .run(&self.logs.0)
+    }
+
+    /// The daemon's `/metrics`, fetched from inside its namespace.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        self.lan.host("edge").ns.exec(&[
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9464/metrics",
+        ])
+    }
+}
+
