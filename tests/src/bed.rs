@@ -1,7 +1,11 @@
 //! The end-to-end test bed: a switched LAN with a caller, sip-fastpath (XDP attached), two sipp
 //! backends and a flood source, each in its own namespace. Used by the e2e tests and the demo.
 
-use std::time::Duration;
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use crate::{
     Daemon,
@@ -70,13 +74,7 @@ impl Bed {
             Backend::start(&lan.host("b1").ns, B1, uas, &logs.0)?,
             Backend::start(&lan.host("b2").ns, B2, uas, &logs.0)?,
         ];
-        let daemon = Daemon::start(
-            &lan.host("edge").ns,
-            LAN_EDGE_IFACE,
-            "auto",
-            config,
-            tag,
-        )?;
+        let daemon = Daemon::start(&lan.host("edge").ns, LAN_EDGE_IFACE, "auto", config, tag)?;
         Ok(Bed {
             lan,
             daemon,
@@ -112,3 +110,35 @@ impl Bed {
     }
 }
 
+/// Floods the edge from the flood host until `stop` (or 60 s, or `max` packets): `scanners`
+/// friendly-scanner OPTIONS first (while the source is within its rate-limit burst), then
+/// TLS-looking junk and REGISTERs in turn. Returns the packets sent.
+pub fn flood(bed: &Bed, stop: &AtomicBool, scanners: u32, max: u64) -> anyhow::Result<u64> {
+    let socket = bed
+        .lan
+        .host("flood")
+        .ns
+        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
+    let edge: SocketAddr = format!("{EDGE}:5060").parse()?;
+    let mut sent = 0u64;
+    for i in 0..scanners {
+        let scan = format!(
+            "OPTIONS sip:100@{EDGE} SIP/2.0\r\nVia: SIP/2.0/UDP {FLOOD}:5060;branch=z9hG4bKs{i}\r\n\
+             From: <sip:100@x>;tag=1\r\nTo: <sip:100@x>\r\nCall-ID: scan{i}\r\nCSeq: 1 OPTIONS\r\n\
+             User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+        );
+        socket.send_to(scan.as_bytes(), edge)?;
+        sent += 1;
+    }
+    let register = crate::sip_message("REGISTER", "flood", 1);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until && sent < max {
+        socket.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk", edge)?;
+        socket.send_to(&register, edge)?;
+        sent += 2;
+        if sent.is_multiple_of(128) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(sent)
+}

@@ -226,7 +226,7 @@ fn read_stat(path: &Path) -> anyhow::Result<CallerReport> {
         .split(';')
         .collect();
     let last: Vec<&str> = lines
-        .last()
+        .next_back()
         .context("no statistics row")?
         .split(';')
         .collect();

@@ -8,7 +8,7 @@ use std::{
 };
 
 use tests::{
-    bed::{B1, B2, Bed, EDGE, FLOOD, config},
+    bed::{B1, B2, Bed, config, flood},
     reason,
     sipp::{Backend, CallerReport},
 };
@@ -217,45 +217,13 @@ fn a_killed_backend_is_marked_down_and_new_calls_go_to_the_other() -> anyhow::Re
 #[test]
 fn a_flood_of_junk_and_scanners_is_dropped_in_xdp_while_calls_succeed() -> anyhow::Result<()> {
     let bed = Bed::new("e2e-flood", "uas_call", &config(1000))?;
-    let flooder = bed
-        .lan
-        .host("flood")
-        .ns
-        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
-    let edge: std::net::SocketAddr = format!("{EDGE}:5060").parse()?;
     let done = AtomicBool::new(false);
     let calls = 200;
     let (report, sent) = std::thread::scope(|s| {
-        let flood = s.spawn(|| -> anyhow::Result<u64> {
-            let mut sent = 0u64;
-            let until = Instant::now() + Duration::from_secs(60);
-            // Scanner probes first, while the source is still within its rate-limit burst.
-            for i in 0..100 {
-                let scan = format!(
-                    "OPTIONS sip:100@{EDGE} SIP/2.0\r\nVia: SIP/2.0/UDP {FLOOD}:5060;branch=z9hG4bKs{i}\r\n\
-                     From: <sip:100@x>;tag=1\r\nTo: <sip:100@x>\r\nCall-ID: scan{i}\r\nCSeq: 1 OPTIONS\r\n\
-                     User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
-                );
-                flooder.send_to(scan.as_bytes(), edge)?;
-                sent += 1;
-            }
-            let register = tests::sip_message("REGISTER", "flood", 1);
-            let mut i = 0u64;
-            while !done.load(Ordering::Relaxed) && Instant::now() < until && i < 400_000 {
-                flooder.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk", edge)?;
-                flooder.send_to(&register, edge)?;
-                sent += 2;
-                i += 1;
-                if i % 64 == 0 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            Ok(sent)
-        });
+        let flooding = s.spawn(|| flood(&bed, &done, 100, 800_000));
         let report = bed.call("uac_call", calls, 40);
         done.store(true, Ordering::Relaxed);
-        let sent = flood.join().expect("flood thread");
-        (report, sent)
+        (report, flooding.join().expect("flood thread"))
     });
     let (r, sent) = (report?, sent?);
     let s = bed.daemon.stats()?;

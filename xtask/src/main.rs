@@ -21,7 +21,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install the eBPF toolchain and test tools (idempotent): nightly rust-src, llvm-22-dev,
-    /// bpf-linker (LLVM 22), and Debian's iproute2, ethtool, bpftool, sip-tester, valgrind.
+    /// bpf-linker (LLVM 22), and Debian's iproute2, ethtool, bpftool, sip-tester, valgrind,
+    /// curl, nftables.
     Setup,
     /// Build the XDP program and the release binary at target/release/sip-fastpath.
     Build,
@@ -48,9 +49,12 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
-    /// Attach sip-fastpath to a veth in a network namespace, send it calls, junk, a scanner and
-    /// a blocklisted source, and print its counters.
+    /// sip-fastpath as a load balancer in network namespaces: sipp calls through it to two sipp
+    /// backends while a third host floods it; prints the results, the split and the counters.
     Demo,
+    /// Highest call rate at zero failed calls and sipp's response times, for sip-fastpath and
+    /// Kamailio 5.6 (dispatcher, Call-ID hash) in the same namespaces (installs kamailio).
+    BenchE2e,
 }
 
 /// Debian packages the build and the tests need.
@@ -92,6 +96,19 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Fuzz { seconds } => fuzz(&root, seconds),
         Cmd::BenchInstructions { iterations } => bench_instructions(&root, iterations),
+        Cmd::BenchE2e => {
+            setup()?;
+            install_debian(&["kamailio"])?;
+            build(&root, true)?;
+            cargo(
+                &root,
+                &["build", "--release", "-p", "tests", "--bin", "bench-e2e"],
+            )
+            .status_ok("building bench-e2e")?;
+            Command::new(root.join("target/release/bench-e2e"))
+                .env("SIP_FASTPATH_BIN", root.join("target/release/sip-fastpath"))
+                .status_ok("bench-e2e")
+        }
         Cmd::Demo => {
             setup()?;
             build(&root, true)?;
@@ -134,7 +151,13 @@ fn build(root: &Path, release: bool) -> anyhow::Result<()> {
 }
 
 fn setup() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    install_debian(DEBIAN_PACKAGES)?;
+    setup_toolchain()
+}
+
+/// Installs the Debian packages of `packages` that are missing (idempotent).
+fn install_debian(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !debian_package_installed(p))
@@ -150,6 +173,11 @@ fn setup() -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status_ok("apt-get install")?;
     }
+    Ok(())
+}
+
+/// Nightly rust-src and bpf-linker for the eBPF build.
+fn setup_toolchain() -> anyhow::Result<()> {
     let has_rust_src = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()

@@ -3,14 +3,10 @@
 //! third host floods it with junk, scanner probes and REGISTERs. Prints the call results, the
 //! per-backend split, the kernel counters and a few metrics, then removes everything.
 
-use std::{
-    net::SocketAddr,
-    sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant},
-};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tests::{
-    bed::{B1, B2, Bed, EDGE, FLOOD, config},
+    bed::{B1, B2, Bed, EDGE, FLOOD, config, flood},
     lan::LAN_EDGE_IFACE,
     require_root,
 };
@@ -25,42 +21,16 @@ fn main() -> anyhow::Result<()> {
          backends {B1} and {B2}, a flood source ({FLOOD})"
     );
     let bed = Bed::new("demo", "uas_call", &config(1000))?;
-    let flooder = bed
-        .lan
-        .host("flood")
-        .ns
-        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
-    let edge: SocketAddr = format!("{EDGE}:5060").parse()?;
     println!(
         "running {CALLS} calls at {RATE}/s (INVITE, 100, 180, 200, ACK, BYE, 200) through sip-fastpath; \
          flooding from {FLOOD} meanwhile"
     );
     let done = AtomicBool::new(false);
     let (report, flood_sent) = std::thread::scope(|s| {
-        let flood = s.spawn(|| {
-            let mut sent = 0u64;
-            let until = Instant::now() + Duration::from_secs(60);
-            for i in 0..50 {
-                let scan = format!(
-                    "OPTIONS sip:100@{EDGE} SIP/2.0\r\nVia: SIP/2.0/UDP {FLOOD}:5060;branch=z9hG4bKs{i}\r\n\
-                     From: <sip:100@x>;tag=1\r\nTo: <sip:100@x>\r\nCall-ID: scan{i}\r\nCSeq: 1 OPTIONS\r\n\
-                     User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
-                );
-                sent += flooder.send_to(scan.as_bytes(), edge).is_ok() as u64;
-            }
-            let register = tests::sip_message("REGISTER", "flood", 1);
-            while !done.load(Ordering::Relaxed) && Instant::now() < until && sent < 200_000 {
-                sent += flooder.send_to(b"\x16\x03\x01\x00\xa5junk", edge).is_ok() as u64;
-                sent += flooder.send_to(&register, edge).is_ok() as u64;
-                if sent % 128 == 0 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            sent
-        });
+        let flooding = s.spawn(|| flood(&bed, &done, 50, 200_000));
         let report = bed.call("uac_call", CALLS, RATE);
         done.store(true, Ordering::Relaxed);
-        (report, flood.join().unwrap_or(0))
+        (report, flooding.join().map_or(0, |r| r.unwrap_or(0)))
     });
     let r = report?;
     println!(

@@ -1,0 +1,216 @@
+//! `cargo xtask bench-e2e`: the highest call rate at zero failed calls, and sipp's response
+//! times, for sip-fastpath and for Kamailio 5.6 (dispatcher, algorithm 0 = Call-ID hash) in the
+//! same namespaces, with the same backends and scenario, one after the other. The proxy's CPU
+//! time is summed over every process in its namespace.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use tests::{
+    Daemon, Netns,
+    bed::{B1, B2, CALLER, EDGE, config},
+    lan::{LAN_EDGE_IFACE, Lan},
+    require_root,
+    sipp::{Backend, Caller, LogDir},
+};
+
+/// Offered call rates, per second; a run is 4 s of calls at that rate.
+const RATES: &[u32] = &[250, 500, 1000, 1500, 2000, 3000, 4000];
+const SECONDS_PER_STEP: u32 = 4;
+
+struct Step {
+    rate: u32,
+    calls: u64,
+    failed: u64,
+    p50: f64,
+    p99: f64,
+    achieved: f64,
+    cpu_ms_per_call: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    require_root();
+    let lan = Lan::new(
+        "bench",
+        &[("edge", EDGE), ("caller", CALLER), ("b1", B1), ("b2", B2)],
+    )?;
+    let logs = LogDir::new("bench")?;
+    let _backends = [
+        Backend::start(&lan.host("b1").ns, B1, "uas_bench", &logs.0)?,
+        Backend::start(&lan.host("b2").ns, B2, "uas_bench", &logs.0)?,
+    ];
+    let edge = &lan.host("edge").ns;
+    let caller = &lan.host("caller").ns;
+
+    println!("sip-fastpath (XDP attached, {} workers):", online_cpus());
+    let daemon = Daemon::start(edge, LAN_EDGE_IFACE, "auto", &bench_config(), "bench")?;
+    let ours = ladder(edge, caller, &logs.0)?;
+    drop(daemon);
+
+    println!("Kamailio 5.6 dispatcher (4 UDP children):");
+    let mut kamailio = start_kamailio(edge, &logs.0)?;
+    let theirs = ladder(edge, caller, &logs.0);
+    let _ = kamailio.kill();
+    let _ = kamailio.wait();
+    let theirs = theirs?;
+
+    // A step counts when no call failed and sipp really offered the rate (90 % of it): past
+    // that the caller, not the proxy, is the limit.
+    let best = |steps: &[Step]| -> Option<usize> {
+        steps
+            .iter()
+            .rposition(|s| s.failed == 0 && s.calls > 0 && s.achieved >= 0.9 * s.rate as f64)
+    };
+    println!(
+        "\n| proxy | offered calls/s | achieved calls/s, 0 failed | p50 ms | p99 ms | proxy CPU ms per call |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, steps) in [("sip-fastpath", &ours), ("Kamailio 5.6", &theirs)] {
+        match best(steps) {
+            Some(i) => {
+                let s = &steps[i];
+                println!(
+                    "| {name} | {} | {:.0} | {:.1} | {:.1} | {:.3} |",
+                    s.rate, s.achieved, s.p50, s.p99, s.cpu_ms_per_call
+                );
+            }
+            None => println!("| {name} | none | | | | |"),
+        }
+    }
+    if let (Some(a), Some(b)) = (best(&ours), best(&theirs)) {
+        println!(
+            "\nratio sip-fastpath / Kamailio: max rate {:.2}x, CPU per call {:.2}x",
+            ours[a].achieved / theirs[b].achieved,
+            ours[a].cpu_ms_per_call / theirs[b].cpu_ms_per_call
+        );
+    }
+    Ok(())
+}
+
+fn bench_config() -> String {
+    // The bed's config without the rate limiter's allowlist needs: the caller is allowlisted.
+    config(1000)
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs the rates in order until one has failed calls (and one more step is pointless).
+fn ladder(edge: &Netns, caller: &Netns, logs: &Path) -> anyhow::Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for &rate in RATES {
+        let calls = rate * SECONDS_PER_STEP;
+        let cpu0 = namespace_cpu(edge)?;
+        let r = Caller {
+            ns: caller,
+            local: CALLER,
+            target: &format!("{EDGE}:5060"),
+            scenario: "uac_call",
+            calls,
+            rate,
+            limit: rate * 4,
+            timeout: Duration::from_secs(60),
+            trace: false,
+        }
+        .run(logs)?;
+        let cpu = namespace_cpu(edge)? - cpu0;
+        let step = Step {
+            rate,
+            calls: r.successful + r.failed,
+            failed: r.failed + (calls as u64).saturating_sub(r.successful + r.failed),
+            p50: r.percentile(50.0),
+            p99: r.percentile(99.0),
+            achieved: r.successful as f64 / r.elapsed.as_secs_f64(),
+            cpu_ms_per_call: cpu.as_secs_f64() * 1000.0 / (r.successful.max(1) as f64),
+        };
+        println!(
+            "  {rate:>5}/s: {} ok, {} failed, p50 {:.1} ms, p99 {:.1} ms, {:.0} calls/s achieved, {:.3} ms CPU per call",
+            r.successful, step.failed, step.p50, step.p99, step.achieved, step.cpu_ms_per_call
+        );
+        let last = step.failed > 0 || step.achieved < 0.9 * rate as f64;
+        steps.push(step);
+        if last {
+            break;
+        }
+        // Let the backends' finished calls expire between steps.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    Ok(steps)
+}
+
+fn start_kamailio(edge: &Netns, logs: &Path) -> anyhow::Result<Child> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/kamailio");
+    let list = logs.join("dispatcher.list");
+    std::fs::write(&list, format!("1 sip:{B1}:5060\n1 sip:{B2}:5060\n"))?;
+    let cfg = std::fs::read_to_string(data.join("dispatcher.cfg"))?
+        .replace("LISTEN", EDGE)
+        .replace("LIST\"", &format!("{}\"", list.display()));
+    let cfg_path = logs.join("kamailio.cfg");
+    std::fs::write(&cfg_path, cfg)?;
+    let run_dir = logs.join("kamailio-run");
+    std::fs::create_dir_all(&run_dir)?;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &edge.name, "kamailio", "-f"])
+        .arg(&cfg_path)
+        .args(["-DD", "-E", "-m", "256", "-M", "16", "-Y"])
+        .arg(&run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting kamailio (install it: cargo xtask bench-e2e does)")?;
+    std::thread::sleep(Duration::from_secs(2));
+    if let Some(status) = child.try_wait()? {
+        bail!(
+            "kamailio exited at start ({status}); check {}",
+            cfg_path.display()
+        );
+    }
+    Ok(child)
+}
+
+/// User plus system CPU time of every process in the namespace.
+fn namespace_cpu(ns: &Netns) -> anyhow::Result<Duration> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(ns.path())?.ino();
+    let want = format!("net:[{inode}]");
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut total = 0.0;
+    let started = Instant::now();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let pid = entry.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let dir = entry.path();
+        if std::fs::read_link(dir.join("ns/net"))
+            .ok()
+            .and_then(|l| l.to_str().map(String::from))
+            != Some(want.clone())
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (u, s) = (
+            f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+            f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+        );
+        total += (u + s) / ticks;
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    Ok(Duration::from_secs_f64(total))
+}
