@@ -99,29 +99,23 @@ fn main() -> anyhow::Result<()> {
         Cmd::BenchE2e => {
             setup()?;
             install_debian(&["kamailio"])?;
-            build(&root, true)?;
-            cargo(
-                &root,
-                &["build", "--release", "-p", "tests", "--bin", "bench-e2e"],
-            )
-            .status_ok("building bench-e2e")?;
-            Command::new(root.join("target/release/bench-e2e"))
-                .env("SIP_FASTPATH_BIN", root.join("target/release/sip-fastpath"))
-                .status_ok("bench-e2e")
+            run_namespace_program(&root, "bench-e2e")
         }
         Cmd::Demo => {
             setup()?;
-            build(&root, true)?;
-            cargo(
-                &root,
-                &["build", "--release", "-p", "tests", "--bin", "demo"],
-            )
-            .status_ok("building the demo")?;
-            Command::new(root.join("target/release/demo"))
-                .env("SIP_FASTPATH_BIN", root.join("target/release/sip-fastpath"))
-                .status_ok("the demo")
+            run_namespace_program(&root, "demo")
         }
     }
+}
+
+/// Builds the release binary and the `tests` crate's program `bin`, and runs it against it.
+fn run_namespace_program(root: &Path, bin: &str) -> anyhow::Result<()> {
+    build(root, true)?;
+    cargo(root, &["build", "--release", "-p", "tests", "--bin", bin])
+        .status_ok(&format!("building {bin}"))?;
+    Command::new(root.join("target/release").join(bin))
+        .env("SIP_FASTPATH_BIN", root.join("target/release/sip-fastpath"))
+        .status_ok(bin)
 }
 
 fn workspace_root() -> PathBuf {
