@@ -27,7 +27,7 @@ use crate::{
     proxy::{ProxyConfig, rewrite::Identity},
     sip::dialog::Limits,
     stats::DEFAULT_PIN_ROOT,
-    workers::{WorkerError, WorkerSetup, Workers},
+    workers::{WorkerCounters, WorkerError, WorkerSetup, Workers},
 };
 
 /// How often the workers' counters are published to the pinned `WORKERS` map.
@@ -188,17 +188,28 @@ async fn run_attached(
             })?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let keeper = tokio::spawn(keeper.run(reload_rx, cancel.clone()));
-    let metrics_server =
-        start_metrics(config, metrics.clone(), a.pin_root, a.iface, &cancel).await?;
 
     let setup = WorkerSetup {
         addr: listen,
         cpus: a.cpus.to_vec(),
         proxy: proxy_config(config, advertise, listen.port()),
         pool: pool_rx,
-        metrics,
+        metrics: metrics.clone(),
     };
     let workers = Workers::start(setup, cancel.clone())?;
+    let scrape = Scrape {
+        pin_root: a.pin_root.to_path_buf(),
+        iface: a.iface.to_string(),
+        workers: workers.counters.clone(),
+    };
+    let metrics_server = match start_metrics(config, metrics, scrape, &cancel).await {
+        Ok(server) => server,
+        Err(e) => {
+            cancel.cancel();
+            workers.join();
+            return Err(e);
+        }
+    };
     log::info!(
         "{} workers on CPUs {:?}, listening on {listen} as {advertise}, steering {}, {} backends",
         a.cpus.len(),
@@ -314,11 +325,17 @@ fn first_ipv4(iface: &str) -> Option<IpAddr> {
     found
 }
 
+/// What a scrape reads besides the metrics the daemon updates itself.
+struct Scrape {
+    pin_root: PathBuf,
+    iface: String,
+    workers: Vec<Arc<WorkerCounters>>,
+}
+
 async fn start_metrics(
     config: &Config,
     metrics: Arc<Metrics>,
-    pin_root: &Path,
-    iface: &str,
+    scrape: Scrape,
     cancel: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
     let Some(addr) = config.metrics_addr().map_err(DaemonError::Config)? else {
@@ -332,10 +349,12 @@ async fn start_metrics(
             source,
         })?;
     log::info!("metrics on http://{addr}/metrics");
-    let (pin_root, iface) = (pin_root.to_path_buf(), iface.to_string());
-    let refresh = move |m: &Metrics| match crate::stats::read(&pin_root, &iface) {
-        Ok(s) => m.set_kernel(&s),
-        Err(e) => log::debug!("metrics: kernel counters: {e}"),
+    let refresh = move |m: &Metrics| {
+        m.set_workers(&scrape.workers);
+        match crate::stats::read(&scrape.pin_root, &scrape.iface) {
+            Ok(s) => m.set_kernel(&s),
+            Err(e) => log::debug!("metrics: kernel counters: {e}"),
+        }
     };
     Ok(Some(tokio::spawn(crate::metrics::serve(
         listener,

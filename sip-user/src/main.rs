@@ -159,8 +159,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { file } => {
             let c = Config::from_file(&file)?;
+            let backends: Vec<String> = c
+                .backends
+                .iter()
+                .map(|b| {
+                    let drain = if b.draining { ", draining" } else { "" };
+                    format!("{} (weight {}{drain})", b.address, b.weight)
+                })
+                .collect();
             println!(
-                "{}: ok (sip_ports {:?}, listen {}, workers {}, steering {})",
+                "{}: ok (sip_ports {:?}, listen {}, workers {}, steering {}, metrics {}, backends: {})",
                 file.display(),
                 c.sip_ports,
                 c.listen_addr(),
@@ -169,7 +177,17 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     c.workers.to_string()
                 },
-                if c.steering { "on" } else { "off" }
+                if c.steering { "on" } else { "off" },
+                if c.metrics.is_empty() {
+                    "off"
+                } else {
+                    &c.metrics
+                },
+                if backends.is_empty() {
+                    "none (every new call gets 503)".to_string()
+                } else {
+                    backends.join(", ")
+                }
             );
         }
         Command::BenchXdp { repeat, rounds } => {

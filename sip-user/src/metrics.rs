@@ -1,10 +1,15 @@
 //! Prometheus metrics and the `/metrics` endpoint.
 //!
 //! Workers hold their own label children ([`WorkerMetrics`]), resolved once at start and on a
-//! backend reload, so counting a message is an atomic add and never a label lookup. The kernel
-//! counters are read from the pinned per-CPU map at scrape time.
+//! backend reload, so an event is an atomic add and never a label lookup; their per-message
+//! counts and the proxy's counters are copied in off the message path (at scrape time, or once
+//! a second). The kernel counters are read from the pinned per-CPU map at scrape time.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -16,7 +21,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{backend::Pool, proxy::ProxyStats, stats::Stats};
+use crate::{backend::Pool, proxy::ProxyStats, stats::Stats, workers::WorkerCounters};
 
 const NS: &str = "sip_fastpath";
 
@@ -34,6 +39,7 @@ pub struct Metrics {
     kernel_methods: IntCounterVec,
     messages: IntCounterVec,
     misrouted: IntCounterVec,
+    no_call_id: IntCounterVec,
     handoff_dropped: IntCounterVec,
     send_errors: IntCounterVec,
     proxy: IntCounterVec,
@@ -107,6 +113,12 @@ impl Metrics {
                 &r,
                 "worker_misrouted_total",
                 "Datagrams that arrived at a worker other than their Call-ID's, handed over.",
+                &["worker"],
+            ),
+            no_call_id: counter(
+                &r,
+                "worker_no_call_id_total",
+                "Datagrams without a Call-ID (keep-alives, malformed), handled where they arrived.",
                 &["worker"],
             ),
             handoff_dropped: counter(
@@ -188,8 +200,6 @@ impl Metrics {
         let w = worker.to_string();
         let outcome = |o: &str| self.proxy.with_label_values(&[w.as_str(), o]);
         WorkerMetrics {
-            messages: self.messages.with_label_values(&[&w]),
-            misrouted: self.misrouted.with_label_values(&[&w]),
             handoff_dropped: self.handoff_dropped.with_label_values(&[&w]),
             send_errors: self.send_errors.with_label_values(&[&w]),
             malformed: outcome("malformed"),
@@ -251,6 +261,21 @@ impl Metrics {
         }
     }
 
+    /// Brings the workers' receive counters (kept by the workers for `sip-fastpath stats`
+    /// too, so a message is counted once) up to their current values.
+    pub fn set_workers(&self, workers: &[Arc<WorkerCounters>]) {
+        for (i, c) in workers.iter().enumerate() {
+            let w = i.to_string();
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            raise(&self.messages.with_label_values(&[&w]), get(&c.received));
+            raise(&self.misrouted.with_label_values(&[&w]), get(&c.misrouted));
+            raise(
+                &self.no_call_id.with_label_values(&[&w]),
+                get(&c.no_call_id),
+            );
+        }
+    }
+
     /// Brings the kernel counters up to the values just read from the maps.
     pub fn set_kernel(&self, stats: &Stats) {
         for (key, &value) in &stats.reasons {
@@ -301,8 +326,6 @@ impl BackendMetrics {
 
 /// One worker's children.
 pub struct WorkerMetrics {
-    pub messages: IntCounter,
-    pub misrouted: IntCounter,
     pub handoff_dropped: IntCounter,
     pub send_errors: IntCounter,
     malformed: IntCounter,

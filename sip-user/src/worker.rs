@@ -10,7 +10,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, atomic::Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +25,7 @@ use crate::{
     backend::Pool,
     metrics::{Metrics, WorkerMetrics},
     proxy::{Proxy, ProxyEvent},
-    sip::{Header, MAX_HEADERS, call_id_in, parse_headers_only},
+    sip::{Header, MAX_HEADERS, Parsed, parse},
     workers::WorkerCounters,
 };
 
@@ -35,6 +35,9 @@ const MAX_DATAGRAM: usize = 65_535;
 const RECV_BLOCK: usize = 1 << 20;
 /// Misrouted datagrams waiting for their worker; beyond this they are dropped and counted.
 pub const HANDOFF_QUEUE: usize = 8192;
+/// How often the proxy's own counters and gauges are copied to the metrics (off the message
+/// path; Prometheus scrapes far less often).
+const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// A datagram handed from the worker that received it to the worker that owns its Call-ID.
 #[derive(Debug)]
@@ -63,6 +66,7 @@ impl Worker {
         let mut m = self.metrics.worker(self.index);
         self.take_pool(&mut m);
         let mut buf = BytesMut::with_capacity(RECV_BLOCK);
+        let mut export = tokio::time::interval(EXPORT_EVERY);
         loop {
             if buf.capacity() < MAX_DATAGRAM {
                 buf.reserve(RECV_BLOCK);
@@ -78,6 +82,11 @@ impl Worker {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 Ok(()) = self.pool.changed() => self.take_pool(&mut m),
+                _ = export.tick() => m.proxy_stats(
+                    self.proxy.stats(),
+                    self.proxy.active_transactions(),
+                    self.proxy.active_dialogs(),
+                ),
                 _ = timer => self.proxy.handle_timeout(Instant::now()),
                 Some(h) = self.inbox.recv() => {
                     self.proxy.handle(h.datagram, h.source, Instant::now());
@@ -101,13 +110,21 @@ impl Worker {
         self.proxy.pool = (*pool).clone();
     }
 
+    /// Parses the datagram once: its Call-ID names the owning worker, and the same parse
+    /// goes to this worker's proxy when that is us.
     fn on_datagram(&mut self, datagram: Bytes, source: SocketAddr, m: &WorkerMetrics) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        m.messages.inc();
-        match self.owner(&datagram) {
+        let mut headers = [Header::EMPTY; MAX_HEADERS];
+        let parsed = parse(&datagram, &mut headers);
+        let call_id = match &parsed {
+            Ok(Parsed::Message(msg)) => msg.call_id(),
+            _ => None,
+        };
+        let workers = self.peers.len() as u32;
+        let owner = call_id.map(|c| slot_for_hash(hash_call_id(c), workers) as usize);
+        match owner {
             Some(owner) if owner != self.index => {
                 self.counters.misrouted.fetch_add(1, Ordering::Relaxed);
-                m.misrouted.inc();
                 if self.peers[owner]
                     .try_send(Handoff { datagram, source })
                     .is_err()
@@ -115,22 +132,16 @@ impl Worker {
                     m.handoff_dropped.inc();
                 }
             }
-            Some(_) => self.proxy.handle(datagram, source, Instant::now()),
+            Some(_) => self
+                .proxy
+                .handle_parsed(parsed, &datagram, source, Instant::now()),
             None => {
-                // Keep-alives and messages without a Call-ID: the proxy answers or drops them.
+                // Keep-alives and what has no Call-ID: the proxy answers or drops them.
                 self.counters.no_call_id.fetch_add(1, Ordering::Relaxed);
-                self.proxy.handle(datagram, source, Instant::now());
+                self.proxy
+                    .handle_parsed(parsed, &datagram, source, Instant::now());
             }
         }
-    }
-
-    /// The worker that owns this datagram's Call-ID (the kernel's choice when steering works).
-    fn owner(&self, datagram: &[u8]) -> Option<usize> {
-        let mut headers = [Header::EMPTY; MAX_HEADERS];
-        let call_id = parse_headers_only(datagram, &mut headers)
-            .ok()
-            .and_then(call_id_in)?;
-        Some(slot_for_hash(hash_call_id(call_id), self.peers.len() as u32) as usize)
     }
 
     async fn flush(&mut self, socket: &UdpSocket, m: &mut WorkerMetrics) {
@@ -158,10 +169,5 @@ impl Worker {
                 }
             }
         }
-        m.proxy_stats(
-            self.proxy.stats(),
-            self.proxy.active_transactions(),
-            self.proxy.active_dialogs(),
-        );
     }
 }

@@ -1,5 +1,6 @@
-//! The CLI as a user runs it: `parse`, `hash-call-id` and `classify` on the RFC 4475 files,
-//! through the built `sip-fastpath` binary. (`classify` needs root and the eBPF object.)
+//! The CLI as a user runs it: `parse`, `hash-call-id` and `classify` on the RFC 4475 files, and
+//! `check-config`, through the built `sip-fastpath` binary. (`classify` needs root and the
+//! eBPF object.)
 
 use std::process::Command;
 
@@ -139,4 +140,33 @@ fn classify_agrees_with_the_parser() {
             None => assert!(line["call_id_hash"].is_null(), "{file}: {line}"),
         }
     }
+}
+
+#[test]
+fn check_config_accepts_backends_and_names_the_bad_field() {
+    let dir = std::env::temp_dir().join(format!("sfp-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[backends]]\naddress = \"192.0.2.10:5060\"\nweight = 2\n[health]\ninterval_ms = 500\ntimeout_ms = 200\n",
+    )
+    .unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[health]\ninterval_ms = 100\ntimeout_ms = 500\n").unwrap();
+    let run = |file: &std::path::Path| {
+        Command::new(BIN)
+            .arg("check-config")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let (ok, err) = (run(&good), run(&bad));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.contains("192.0.2.10:5060 (weight 2)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(!err.status.success());
+    assert!(stderr.contains("health.timeout_ms"), "{stderr}");
 }

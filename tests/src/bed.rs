@@ -8,13 +8,13 @@ use std::{
 };
 
 use crate::{
-    Daemon,
-    lan::{LAN_EDGE_IFACE, Lan},
+    Daemon, EDGE_IFACE,
+    lan::Lan,
     require_root,
     sipp::{Backend, Caller, CallerReport, LogDir},
 };
 
-pub const EDGE: &str = "192.0.2.1";
+pub const EDGE: &str = crate::EDGE_ADDR;
 pub const CALLER: &str = "192.0.2.2";
 pub const B1: &str = "192.0.2.11";
 pub const B2: &str = "192.0.2.12";
@@ -74,7 +74,7 @@ impl Bed {
             Backend::start(&lan.host("b1").ns, B1, uas, &logs.0)?,
             Backend::start(&lan.host("b2").ns, B2, uas, &logs.0)?,
         ];
-        let daemon = Daemon::start(&lan.host("edge").ns, LAN_EDGE_IFACE, "auto", config, tag)?;
+        let daemon = Daemon::start(&lan.host("edge").ns, EDGE_IFACE, "auto", config, tag)?;
         Ok(Bed {
             lan,
             daemon,
@@ -133,7 +133,7 @@ pub fn flood(bed: &Bed, stop: &AtomicBool, scanners: u32, max: u64) -> anyhow::R
     let register = crate::sip_message("REGISTER", "flood", 1);
     let until = Instant::now() + Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) && Instant::now() < until && sent < max {
-        socket.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk", edge)?;
+        socket.send_to(crate::TLS_JUNK, edge)?;
         socket.send_to(&register, edge)?;
         sent += 2;
         if sent.is_multiple_of(128) {

@@ -4,10 +4,18 @@
 
 use anyhow::{Context, bail};
 
-use crate::{Netns, run};
+use crate::{EDGE_IFACE, Netns, run};
 
-/// The edge's interface inside its namespace (XDP attaches here).
-pub const LAN_EDGE_IFACE: &str = "ve";
+impl Host {
+    /// Its interface: [`EDGE_IFACE`] for the edge, `eth0` for the others.
+    pub fn iface(&self) -> &'static str {
+        if self.role == "edge" {
+            EDGE_IFACE
+        } else {
+            "eth0"
+        }
+    }
+}
 
 /// One host on the LAN.
 pub struct Host {
@@ -26,7 +34,7 @@ pub struct Lan {
 
 impl Lan {
     /// `hosts`: (role, IPv4 address in 192.0.2.0/24). The role `edge` gets the interface
-    /// [`LAN_EDGE_IFACE`], the others `eth0`.
+    /// [`EDGE_IFACE`], the others `eth0`.
     pub fn new(tag: &str, hosts: &[(&str, &str)]) -> anyhow::Result<Self> {
         let pid = std::process::id();
         let switch = Netns::new(&format!("sfp-{tag}-sw-{pid}"))?;
@@ -38,11 +46,7 @@ impl Lan {
         };
         for (i, (role, addr)) in hosts.iter().enumerate() {
             let ns = Netns::new(&format!("sfp-{tag}-{role}-{pid}"))?;
-            let iface = if *role == "edge" {
-                LAN_EDGE_IFACE
-            } else {
-                "eth0"
-            };
+            let iface = if *role == "edge" { EDGE_IFACE } else { "eth0" };
             let port = format!("p{i}");
             run(&[
                 "ip",
@@ -79,6 +83,14 @@ impl Lan {
             });
         }
         Ok(lan)
+    }
+
+    /// One more source address for the host `role` (inside the LAN's /24, so replies need
+    /// no routes).
+    pub fn add_address(&self, role: &str, addr: &str) -> anyhow::Result<()> {
+        let h = self.host(role);
+        h.ns.exec(&["ip", "addr", "add", &format!("{addr}/32"), "dev", h.iface()])
+            .map(drop)
     }
 
     pub fn host(&self, role: &str) -> &Host {

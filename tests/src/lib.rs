@@ -94,61 +94,10 @@ impl Drop for Netns {
     }
 }
 
-/// Two namespaces joined by a veth pair: `client` (`vc`, 192.0.2.2 plus extra sources) and
-/// `edge` (`ve`, 192.0.2.1) where sip-fastpath runs. RFC 5737 documentation addresses, which
-/// exist only inside these namespaces.
-pub struct Topology {
-    pub client: Netns,
-    pub edge: Netns,
-}
-
+/// The edge's (sip-fastpath's) address and interface on every test LAN ([`lan::Lan`]): RFC 5737
+/// documentation addresses, which exist only inside the namespaces made here.
 pub const EDGE_ADDR: &str = "192.0.2.1";
 pub const EDGE_IFACE: &str = "ve";
-
-impl Topology {
-    /// `tag` keeps concurrent tests apart; `client_addrs` are extra source addresses.
-    pub fn new(tag: &str, client_addrs: &[&str]) -> anyhow::Result<Self> {
-        let pid = std::process::id();
-        let client = Netns::new(&format!("sfp-{tag}-c-{pid}"))?;
-        let edge = Netns::new(&format!("sfp-{tag}-e-{pid}"))?;
-        run(&[
-            "ip",
-            "link",
-            "add",
-            "vc",
-            "netns",
-            &client.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            EDGE_IFACE,
-            "netns",
-            &edge.name,
-        ])?;
-        client.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "vc"])?;
-        // Extra sources, inside the edge's 192.0.2.0/24 so its replies need no routes.
-        for a in client_addrs {
-            client.exec(&["ip", "addr", "add", &format!("{a}/32"), "dev", "vc"])?;
-        }
-        edge.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{EDGE_ADDR}/24"),
-            "dev",
-            EDGE_IFACE,
-        ])?;
-        client.exec(&["ip", "link", "set", "vc", "up"])?;
-        edge.exec(&["ip", "link", "set", EDGE_IFACE, "up"])?;
-        // Native XDP + CPUMAP redirect loses CHECKSUM_PARTIAL from a local veth sender, and
-        // the stack then drops the datagram as a bad checksum: send full checksums, as NICs do.
-        client.exec(&["ethtool", "-K", "vc", "tx", "off"])?;
-        // Veth native XDP wants GRO on the receiving side (or an XDP program on the peer).
-        let _ = edge.exec(&["ethtool", "-K", EDGE_IFACE, "gro", "on"]);
-        Ok(Topology { client, edge })
-    }
-}
 
 /// The `sip-fastpath` binary under test: `$SIP_FASTPATH_BIN`, else the workspace's debug build.
 pub fn binary() -> PathBuf {
@@ -164,6 +113,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub pin_root: PathBuf,
     pub iface: String,
+    /// Holds the config file the daemon was started with (removed on drop).
+    dir: PathBuf,
 }
 
 impl Daemon {
@@ -206,6 +157,7 @@ impl Daemon {
             child: Some(child),
             pin_root,
             iface: iface.to_string(),
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -256,6 +208,17 @@ impl Daemon {
         }
     }
 
+    /// Rewrites the daemon's config file and sends SIGHUP, as an operator reloads.
+    pub fn reload(&self, config: &str) -> anyhow::Result<()> {
+        std::fs::write(self.dir.join("config.toml"), config)?;
+        let child = self.child.as_ref().context("not running")?;
+        // SAFETY: signalling our own child process.
+        if unsafe { libc::kill(child.id() as i32, libc::SIGHUP) } != 0 {
+            bail!("SIGHUP: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits (bounded) for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().expect("running");
@@ -285,8 +248,12 @@ impl Drop for Daemon {
             let _ = terminate(&mut child);
         }
         let _ = std::fs::remove_dir_all(&self.pin_root);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Not SIP: the start of a TLS ClientHello, as scanners send to port 5060.
+pub const TLS_JUNK: &[u8] = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk";
 
 /// A minimal SIP request with the given Call-ID.
 pub fn sip_message(method: &str, call_id: &str, seq: u32) -> Vec<u8> {

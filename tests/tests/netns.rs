@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use sip_common::{hash_call_id, slot_for_hash};
 use tests::{
-    Daemon, EDGE_ADDR, EDGE_IFACE, Topology, reason, require_root, sip_message, workers_sum,
+    Daemon, EDGE_ADDR, EDGE_IFACE, lan::Lan, reason, require_root, sip_message, workers_sum,
 };
 
 /// Sources on the client: 192.0.2.2 (allowlisted, used for the affinity checks), a plain one
@@ -30,15 +30,20 @@ fn edge() -> SocketAddr {
 
 fn scenario(mode: &str) -> anyhow::Result<()> {
     require_root();
-    let topo = Topology::new(mode, &[PLAIN_SOURCE, BLOCKED_SOURCE])?;
-    let daemon = Daemon::start(&topo.edge, EDGE_IFACE, mode, CONFIG, mode)?;
+    let lan = Lan::new(mode, &[("edge", EDGE_ADDR), ("client", "192.0.2.2")])?;
+    for source in [PLAIN_SOURCE, BLOCKED_SOURCE] {
+        lan.add_address("client", source)?;
+    }
+    let client = &lan.host("client").ns;
+    let edge_ns = &lan.host("edge").ns;
+    let daemon = Daemon::start(edge_ns, EDGE_IFACE, mode, CONFIG, mode)?;
     let s0 = daemon.stats()?;
     let workers = s0["workers"].as_array().unwrap().len();
     assert!(workers >= 1);
 
     // 1. Many Call-IDs from the allowlisted source: all delivered, none misrouted, spread over
     //    all workers (the Call-IDs are checked to hash to every worker first).
-    let sender = topo.client.udp_socket("192.0.2.2:5060".parse()?)?;
+    let sender = client.udp_socket("192.0.2.2:5060".parse()?)?;
     let call_ids: Vec<String> = (0..64)
         .map(|i| format!("{i}-affinity@{mode}.test"))
         .collect();
@@ -102,9 +107,7 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
     assert_eq!(moved.iter().sum::<u64>(), 50);
 
     // 3. The blocklisted source: dropped in XDP, never seen by a worker.
-    let blocked = topo
-        .client
-        .udp_socket(format!("{BLOCKED_SOURCE}:5060").parse()?)?;
+    let blocked = client.udp_socket(format!("{BLOCKED_SOURCE}:5060").parse()?)?;
     for seq in 1..=20 {
         blocked.send_to(&sip_message("OPTIONS", "blocked@test", seq), edge())?;
     }
@@ -120,9 +123,7 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
 
     // 4. A plain source over its rate (5/s, burst 10): a burst of 100 mostly dropped. The
     //    allowlisted source sent 370 above without a single rate-limit drop.
-    let plain = topo
-        .client
-        .udp_socket(format!("{PLAIN_SOURCE}:5060").parse()?)?;
+    let plain = client.udp_socket(format!("{PLAIN_SOURCE}:5060").parse()?)?;
     for seq in 1..=100 {
         plain.send_to(
             &sip_message("OPTIONS", &format!("rate-{seq}@test"), seq),
@@ -144,7 +145,7 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
 
     // 5. Junk on the SIP port: dropped as not SIP.
     for _ in 0..10 {
-        plain.send_to(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", edge())?;
+        plain.send_to(tests::TLS_JUNK, edge())?;
     }
     daemon.wait_for("not_sip drops", Duration::from_secs(10), |s| {
         reason(s, "drop/not_sip") >= 10
@@ -153,7 +154,7 @@ fn scenario(mode: &str) -> anyhow::Result<()> {
     // Clean exit on SIGTERM, XDP detached.
     let status = daemon.stop()?;
     assert!(status.success(), "sip-fastpath exited with {status}");
-    let link = topo.edge.exec(&["ip", "-d", "link", "show", EDGE_IFACE])?;
+    let link = edge_ns.exec(&["ip", "-d", "link", "show", EDGE_IFACE])?;
     assert!(
         !link.contains("prog/xdp"),
         "XDP still attached after exit:\n{link}"

@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 
 use super::Pool;
-use crate::sip::{Header, MAX_HEADERS, Parsed, parse, transaction::Transmit};
+use crate::sip::{transaction::Transmit, with_message};
 
 /// One probe's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,18 +99,12 @@ impl Prober {
         source: SocketAddr,
         now: Instant,
     ) -> Option<ProbeResult> {
-        let mut headers = [Header::EMPTY; MAX_HEADERS];
-        let Ok(Parsed::Message(msg)) = parse(datagram, &mut headers) else {
-            return None;
-        };
-        if msg.is_request() {
-            return None;
-        }
-        let call_id = std::str::from_utf8(msg.call_id()?).ok()?;
-        if self.pending.get(call_id)?.address != source {
-            return None;
-        }
-        let p = self.pending.remove(call_id)?;
+        let call_id = with_message(datagram, |msg| {
+            let id = msg.call_id().filter(|_| !msg.is_request())?;
+            let id = std::str::from_utf8(id).ok()?;
+            (self.pending.get(id)?.address == source).then(|| id.to_string())
+        })??;
+        let p = self.pending.remove(&call_id)?;
         Some(ProbeResult {
             backend: p.backend,
             latency: Some(now.saturating_duration_since(p.sent)),
@@ -138,10 +132,7 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        backend::Backend,
-        sip::{build, with_message},
-    };
+    use crate::{backend::Backend, sip::build};
 
     #[test]
     fn answered_probes_succeed_and_silent_ones_fail() {

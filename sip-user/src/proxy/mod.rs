@@ -27,7 +27,7 @@ use self::rewrite::{Branch, Identity, forward_request, is_loop, loop_hash, strip
 use crate::{
     backend::Pool,
     sip::{
-        Header, MAX_HEADERS, Message, Method, Parsed, build,
+        Error, Header, MAX_HEADERS, Message, Method, Parsed, build,
         dialog::{DialogTable, Limits},
         parse,
         proxy_check::{Decision, check},
@@ -113,10 +113,13 @@ pub struct Proxy {
     out: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
     stats: ProxyStats,
+    /// To-tag of the responses we make ourselves.
+    local_tag: String,
 }
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, pool: Pool) -> Self {
+        let local_tag = format!("sfp{}", cfg.worker);
         Proxy {
             txs: TransactionLayer::new(cfg.timers),
             dialogs: DialogTable::new(cfg.max_dialogs, cfg.dialog_limits),
@@ -128,6 +131,7 @@ impl Proxy {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: ProxyStats::default(),
+            local_tag,
         }
     }
 
@@ -145,9 +149,22 @@ impl Proxy {
 
     /// One received datagram.
     pub fn handle(&mut self, datagram: Bytes, source: SocketAddr, now: Instant) {
-        self.stats.received += 1;
         let mut headers = [Header::EMPTY; MAX_HEADERS];
-        let msg = match parse(&datagram, &mut headers) {
+        let parsed = parse(&datagram, &mut headers);
+        self.handle_parsed(parsed, &datagram, source, now);
+    }
+
+    /// One received datagram that the caller already parsed (a worker parses once, to find
+    /// the Call-ID's worker, and hands the result on).
+    pub fn handle_parsed(
+        &mut self,
+        parsed: Result<Parsed<'_, '_>, Error>,
+        datagram: &Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) {
+        self.stats.received += 1;
+        let msg = match parsed {
             Ok(Parsed::KeepAlive) => return,
             Ok(Parsed::Message(m)) => m,
             Err(_) => {
@@ -195,7 +212,7 @@ impl Proxy {
                 return;
             }
         }
-        if self.txs.handle(&msg, &datagram, source, now).is_err() {
+        if self.txs.handle(&msg, datagram, source, now).is_err() {
             self.stats.dropped += 1;
         }
         self.drain_events(now, Some(&msg));
@@ -475,8 +492,7 @@ impl Proxy {
         reason: &str,
         extra: &[&[u8]],
     ) -> Bytes {
-        let tag = format!("sfp{}", self.cfg.worker);
-        build::response(msg, code, reason, Some(tag.as_bytes()), extra)
+        build::response(msg, code, reason, Some(self.local_tag.as_bytes()), extra)
     }
 
     /// A final response through the server transaction `key`.

@@ -11,9 +11,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use tests::{
-    Daemon, Netns,
+    Daemon, EDGE_IFACE, Netns,
     bed::{B1, B2, CALLER, EDGE, config},
-    lan::{LAN_EDGE_IFACE, Lan},
+    lan::Lan,
     require_root,
     sipp::{Backend, Caller, LogDir},
 };
@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     let caller = &lan.host("caller").ns;
 
     println!("sip-fastpath (XDP attached, {} workers):", online_cpus());
-    let daemon = Daemon::start(edge, LAN_EDGE_IFACE, "auto", &bench_config(), "bench")?;
+    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &bench_config(), "bench")?;
     let ours = ladder(edge, caller, &logs.0)?;
     drop(daemon);
 

@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tests::{
+    EDGE_IFACE,
     bed::{B1, B2, Bed, EDGE, FLOOD, config, flood},
-    lan::LAN_EDGE_IFACE,
     require_root,
 };
 
@@ -48,11 +48,11 @@ fn main() -> anyhow::Result<()> {
     println!("flood: {flood_sent} packets sent from {FLOOD}");
 
     let out = std::process::Command::new(tests::binary())
-        .args(["stats", "--iface", LAN_EDGE_IFACE, "--pin-root"])
+        .args(["stats", "--iface", EDGE_IFACE, "--pin-root"])
         .arg(&bed.daemon.pin_root)
         .output()?;
     println!(
-        "\n$ sip-fastpath stats --iface {LAN_EDGE_IFACE}\n{}",
+        "\n$ sip-fastpath stats --iface {EDGE_IFACE}\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
     let metrics = bed.metrics()?;
