@@ -37,26 +37,169 @@ pub struct Config {
     /// The backend SIP servers new calls are spread over (by Call-ID hash and weight).
     pub backends: Vec<BackendSection>,
     pub health: HealthSection,
+    pub dns: DnsSection,
     pub timers: TimersSection,
     pub filter: FilterSection,
 }
 
-/// One `[[backends]]` entry.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// One `[[backends]]` entry: a static `address`, or an `srv` name whose records (RFC 2782) give
+/// the backends, their priorities and weights.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSection {
     /// `ip:port` of the backend.
-    pub address: SocketAddr,
-    /// Share of new calls relative to the other backends (0 takes none).
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-    /// No new calls; calls already on it finish there (set it and send SIGHUP to drain).
+    pub address: Option<SocketAddr>,
+    /// A domain whose `_sip._udp` SRV records list the backends (`example.com` is looked up as
+    /// `_sip._udp.example.com`; a name starting with `_` is looked up as written). Re-resolved
+    /// when the records' TTL runs out.
+    pub srv: Option<String>,
+    /// Share of new calls relative to the other backends of its priority (0 takes none; default
+    /// 1). Static backends only: SRV records carry their own.
+    pub weight: Option<u32>,
+    /// New calls go to the lowest priority that has a backend up (default 0). Static backends
+    /// only: SRV records carry their own.
+    pub priority: Option<u16>,
+    /// No new calls; calls already on it finish there (set it and send SIGHUP to drain). On an
+    /// `srv` entry it drains every backend the records list.
     #[serde(default)]
     pub draining: bool,
 }
 
-fn default_weight() -> u32 {
-    1
+/// The largest static weight (the SRV weight field's range, so the two compare).
+pub const MAX_WEIGHT: u32 = 65_535;
+
+/// `[dns]`: how `srv` backends are resolved.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// Name servers as `ip` or `ip:port`; empty means those of /etc/resolv.conf.
+    pub servers: Vec<String>,
+    /// Milliseconds one query waits for an answer (two attempts per server).
+    pub timeout_ms: u64,
+    /// Milliseconds before retrying a lookup that failed; the last good records stay in use.
+    pub retry_ms: u64,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            servers: Vec::new(),
+            timeout_ms: 2000,
+            retry_ms: 5000,
+        }
+    }
+}
+
+impl DnsSection {
+    /// The name servers, `None` for the system's.
+    pub fn server_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| format!("dns.servers[{i}]: `{s}` is not an ip or ip:port"))
+            })
+            .collect()
+    }
+}
+
+impl BackendSection {
+    /// Checks entry `i` against the entries before it.
+    fn validate(&self, i: usize, earlier: &[BackendSection]) -> Result<(), String> {
+        match (&self.address, &self.srv) {
+            (None, None) => Err(format!("backends[{i}]: needs `address` or `srv`")),
+            (Some(_), Some(_)) => Err(format!(
+                "backends[{i}]: `address` and `srv` exclude each other; use two entries"
+            )),
+            (Some(a), None) => {
+                if a.ip().is_unspecified() || a.port() == 0 {
+                    return Err(format!(
+                        "backends[{i}].address: {a} is not a reachable ip:port"
+                    ));
+                }
+                if let Some(j) = earlier.iter().position(|o| o.address == Some(*a)) {
+                    return Err(format!(
+                        "backends[{i}].address: {a} is already backends[{j}]"
+                    ));
+                }
+                if let Some(w) = self.weight
+                    && w > MAX_WEIGHT
+                {
+                    return Err(format!(
+                        "backends[{i}].weight: at most {MAX_WEIGHT}, got {w}"
+                    ));
+                }
+                Ok(())
+            }
+            (None, Some(name)) => {
+                for (field, set) in [
+                    ("weight", self.weight.is_some()),
+                    ("priority", self.priority.is_some()),
+                ] {
+                    if set {
+                        return Err(format!(
+                            "backends[{i}].{field}: not with `srv`; the SRV records carry it"
+                        ));
+                    }
+                }
+                check_domain(name).map_err(|e| format!("backends[{i}].srv: `{name}` {e}"))?;
+                if let Some(j) = earlier.iter().position(|o| o.srv.as_ref() == Some(name)) {
+                    return Err(format!(
+                        "backends[{i}].srv: {name} is already backends[{j}]"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The static backend's weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.unwrap_or(1)
+    }
+
+    /// How `check-config` shows the entry.
+    pub fn describe(&self) -> String {
+        let drain = if self.draining { ", draining" } else { "" };
+        match (&self.address, &self.srv) {
+            (Some(a), _) => format!(
+                "{a} (weight {}, priority {}{drain})",
+                self.weight(),
+                self.priority.unwrap_or(0)
+            ),
+            (None, Some(name)) => format!(
+                "SRV {} (priorities and weights from DNS{drain})",
+                crate::backend::srv::query_name(name)
+            ),
+            (None, None) => "nothing".to_string(),
+        }
+    }
+}
+
+/// A domain name as DNS carries it (RFC 1035 §2.3.4: labels of 1 to 63 bytes, 253 in all), of
+/// the characters host names and service labels use.
+fn check_domain(name: &str) -> Result<(), &'static str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return Err("is not a domain name (1 to 253 characters)");
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err("is an address; use `address = \"ip:port\"`");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("has an empty label or one longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("has a character other than letters, digits, `-` and `_`");
+        }
+    }
+    Ok(())
 }
 
 /// `[health]`: OPTIONS probes to every backend.
@@ -140,6 +283,7 @@ impl Default for Config {
             record_route: true,
             backends: Vec::new(),
             health: HealthSection::default(),
+            dns: DnsSection::default(),
             timers: TimersSection::default(),
             filter: FilterSection::default(),
         }
@@ -210,21 +354,15 @@ impl Config {
         }
         self.metrics_addr()?;
         for (i, b) in self.backends.iter().enumerate() {
-            if b.address.ip().is_unspecified() || b.address.port() == 0 {
-                return Err(format!(
-                    "backends[{i}].address: {} is not a reachable ip:port",
-                    b.address
-                ));
-            }
-            if let Some(j) = self.backends[..i]
-                .iter()
-                .position(|o| o.address == b.address)
-            {
-                return Err(format!(
-                    "backends[{i}].address: {} is already backends[{j}]",
-                    b.address
-                ));
-            }
+            b.validate(i, &self.backends[..i])?;
+        }
+        let d = &self.dns;
+        d.server_addrs()?;
+        if d.timeout_ms == 0 || d.retry_ms == 0 {
+            return Err(format!(
+                "dns: timeout_ms and retry_ms must be above 0, got {} and {}",
+                d.timeout_ms, d.retry_ms
+            ));
         }
         let h = &self.health;
         if h.interval_ms > 0 && (h.timeout_ms == 0 || h.timeout_ms > h.interval_ms) {
@@ -363,6 +501,73 @@ mod tests {
     }
 
     #[test]
+    fn srv_backends_and_their_errors() {
+        let c = parse(
+            r#"
+            [[backends]]
+            srv = "example.com"
+            [[backends]]
+            address = "192.0.2.9:5060"
+            priority = 100
+            [dns]
+            servers = ["192.0.2.53", "192.0.2.54:5353"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].srv.as_deref(), Some("example.com"));
+        assert_eq!(
+            c.dns.server_addrs().unwrap(),
+            [
+                "192.0.2.53:53".parse().unwrap(),
+                "192.0.2.54:5353".parse().unwrap()
+            ]
+        );
+        for (text, start) in [
+            (
+                "[[backends]]\nweight = 2",
+                "backends[0]: needs `address` or `srv`",
+            ),
+            (
+                "[[backends]]\nsrv = \"a.example\"\naddress = \"192.0.2.1:5060\"",
+                "backends[0]: `address` and `srv` exclude",
+            ),
+            (
+                "[[backends]]\nsrv = \"a.example\"\nweight = 2",
+                "backends[0].weight: not with `srv`",
+            ),
+            (
+                "[[backends]]\nsrv = \"a.example\"\npriority = 2",
+                "backends[0].priority: not with `srv`",
+            ),
+            (
+                "[[backends]]\nsrv = \"a..example\"",
+                "backends[0].srv: `a..example` has",
+            ),
+            (
+                "[[backends]]\nsrv = \"a example\"",
+                "backends[0].srv: `a example` has",
+            ),
+            (
+                "[[backends]]\nsrv = \"192.0.2.1\"",
+                "backends[0].srv: `192.0.2.1` is an",
+            ),
+            (
+                "[[backends]]\nsrv = \"a.example\"\n[[backends]]\nsrv = \"a.example\"",
+                "backends[1].srv: a.example is already backends[0]",
+            ),
+            (
+                "[[backends]]\naddress = \"192.0.2.1:5060\"\nweight = 70000",
+                "backends[0].weight: at most 65535",
+            ),
+            ("[dns]\nservers = [\"ns1\"]", "dns.servers[0]: `ns1`"),
+            ("[dns]\nretry_ms = 0", "dns: timeout_ms and retry_ms"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.starts_with(start), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn the_issue_example_parses() {
         let c = parse(
             r#"
@@ -385,7 +590,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.backends.len(), 1);
-        assert_eq!(c.backends[0].weight, 1);
+        assert_eq!(c.backends[0].weight(), 1);
         assert_eq!(
             c.metrics_addr().unwrap(),
             Some("127.0.0.1:9464".parse().unwrap())

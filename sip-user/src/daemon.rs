@@ -19,11 +19,10 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::Pool,
     config::Config,
     ebpf::{FastPath, LoadError},
     metrics::Metrics,
-    pool_keeper::{PoolKeeper, Reload},
+    pool_keeper::{KeeperError, KeeperSetup, PoolKeeper, Reload},
     proxy::{ProxyConfig, rewrite::Identity},
     sip::dialog::Limits,
     stats::DEFAULT_PIN_ROOT,
@@ -93,6 +92,8 @@ pub enum DaemonError {
          or a `listen` address"
     )]
     NoAddress(String),
+    #[error(transparent)]
+    Backends(#[from] KeeperError),
     #[error("binding {what} to {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -176,16 +177,15 @@ async fn run_attached(
     let metrics = Arc::new(Metrics::new());
     let cancel = CancellationToken::new();
 
-    let pool = Pool::from_config(&config.backends, &config.health);
-    let probe_from = SocketAddr::new(advertise, 0);
-    let (keeper, pool_rx) =
-        PoolKeeper::new(pool, config.health.clone(), probe_from, metrics.clone())
-            .await
-            .map_err(|source| DaemonError::Bind {
-                what: "the health-check socket",
-                addr: probe_from,
-                source,
-            })?;
+    let keeper_setup = KeeperSetup {
+        backends: config.backends.clone(),
+        health: config.health.clone(),
+        dns: config.dns.clone(),
+        sip_ports: config.sip_ports.clone(),
+        ipv6: listen.is_ipv6(),
+        probe_from: SocketAddr::new(advertise, 0),
+    };
+    let (keeper, pool_rx) = PoolKeeper::new(keeper_setup, metrics.clone()).await?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let keeper = tokio::spawn(keeper.run(reload_rx, cancel.clone()));
 
@@ -211,11 +211,10 @@ async fn run_attached(
         }
     };
     log::info!(
-        "{} workers on CPUs {:?}, listening on {listen} as {advertise}, steering {}, {} backends",
+        "{} workers on CPUs {:?}, listening on {listen} as {advertise}, steering {}",
         a.cpus.len(),
         a.cpus,
         if config.steering { "on" } else { "off" },
-        config.backends.len(),
     );
 
     let link = match attach(fast_path, a.iface, a.mode) {
@@ -434,6 +433,7 @@ async fn reload(
         .send(Reload {
             backends: new.backends,
             health: new.health,
+            dns: new.dns,
         })
         .await;
     log::info!("SIGHUP: reloaded {}", path.display());

@@ -159,14 +159,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { file } => {
             let c = Config::from_file(&file)?;
-            let backends: Vec<String> = c
-                .backends
-                .iter()
-                .map(|b| {
-                    let drain = if b.draining { ", draining" } else { "" };
-                    format!("{} (weight {}{drain})", b.address, b.weight)
-                })
-                .collect();
+            let backends: Vec<String> = c.backends.iter().map(|b| b.describe()).collect();
             println!(
                 "{}: ok (sip_ports {:?}, listen {}, workers {}, steering {}, metrics {}, backends: {})",
                 file.display(),

@@ -12,7 +12,7 @@ use std::{
 };
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::{
@@ -50,6 +50,9 @@ pub struct Metrics {
     request_duration: HistogramVec,
     backend_up: IntGaugeVec,
     backend_draining: IntGaugeVec,
+    backend_priority: IntGaugeVec,
+    backend_weight: GaugeVec,
+    dns_lookups: IntCounterVec,
     health_check: HistogramVec,
     health_failures: IntCounterVec,
 }
@@ -62,6 +65,12 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help).namespace(NS), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help).namespace(NS), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
@@ -178,6 +187,24 @@ impl Metrics {
                 "1 when the backend takes no new calls (draining or removed by a reload).",
                 &["backend"],
             ),
+            backend_priority: gauge(
+                &r,
+                "backend_priority",
+                "The backend's priority: new calls go to the lowest one with a backend up.",
+                &["backend"],
+            ),
+            backend_weight: float_gauge(
+                &r,
+                "backend_weight",
+                "The backend's share of new calls relative to others of its priority.",
+                &["backend"],
+            ),
+            dns_lookups: counter(
+                &r,
+                "dns_lookups_total",
+                "SRV lookups for `srv` backends, by name and result (ok or error).",
+                &["srv", "result"],
+            ),
             health_check: histogram(
                 &r,
                 "health_check_seconds",
@@ -247,7 +274,16 @@ impl Metrics {
             self.backend_draining
                 .with_label_values(&[&a])
                 .set(b.draining as i64);
+            self.backend_priority
+                .with_label_values(&[&a])
+                .set(i64::from(b.priority));
+            self.backend_weight.with_label_values(&[&a]).set(b.weight);
         }
+    }
+
+    pub fn observe_dns(&self, srv: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.dns_lookups.with_label_values(&[srv, result]).inc();
     }
 
     pub fn observe_probe(&self, backend: SocketAddr, latency: Option<Duration>) {

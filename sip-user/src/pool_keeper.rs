@@ -1,9 +1,11 @@
 //! Keeps the authoritative backend pool: sends the OPTIONS probes ([`crate::backend::probe`])
-//! from its own socket, applies their results and config reloads, and publishes every change
-//! to the workers through a `watch` channel (each worker keeps its own copy, so picking a
-//! backend takes no lock).
+//! from its own socket, looks up `srv` backends again when their TTL runs out
+//! ([`crate::backend::dns`]), applies probe results, lookups and config reloads, and publishes
+//! every change to the workers through a `watch` channel (each worker keeps its own copy, so
+//! picking a backend takes no lock).
 
 use std::{
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -12,58 +14,130 @@ use std::{
 use tokio::{
     net::UdpSocket,
     sync::{mpsc, watch},
+    task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{
-        Pool,
+        Member, Pool,
+        dns::{DnsError, Resolved, SrvResolver},
         health::State,
         probe::{ProbeResult, Prober},
+        srv,
     },
-    config::{BackendSection, HealthSection},
+    config::{BackendSection, DnsSection, HealthSection},
     metrics::Metrics,
 };
 
-/// A reloaded `[[backends]]` and `[health]`.
+/// A reloaded `[[backends]]`, `[health]` and `[dns]`.
 #[derive(Debug, Clone)]
 pub struct Reload {
     pub backends: Vec<BackendSection>,
     pub health: HealthSection,
+    pub dns: DnsSection,
 }
+
+/// What the keeper starts from.
+pub struct KeeperSetup {
+    pub backends: Vec<BackendSection>,
+    pub health: HealthSection,
+    pub dns: DnsSection,
+    /// The resolver never queries from these local ports (XDP treats them as SIP).
+    pub sip_ports: Vec<u16>,
+    /// Whether the proxy can reach IPv6 backends (it listens on IPv6).
+    pub ipv6: bool,
+    /// Where the probes come from (port 0: any).
+    pub probe_from: SocketAddr,
+}
+
+type Lookup = (String, Result<Resolved, DnsError>);
 
 pub struct PoolKeeper {
     pool: Pool,
+    sections: Vec<BackendSection>,
     health: HealthSection,
+    dns: DnsSection,
+    sip_ports: Vec<u16>,
+    ipv6: bool,
+    /// Built when the config has an `srv` backend.
+    resolver: Option<Arc<SrvResolver>>,
+    /// The last good answer per `srv` name.
+    resolved: HashMap<String, Vec<Member>>,
+    /// When to look each `srv` name up again.
+    refresh: HashMap<String, Instant>,
+    in_flight: HashSet<String>,
+    lookups: JoinSet<Lookup>,
     prober: Prober,
     socket: UdpSocket,
     publish: watch::Sender<Arc<Pool>>,
     metrics: Arc<Metrics>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    #[error("binding the health-check socket to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("DNS for the srv backends: {0}")]
+    Dns(#[from] DnsError),
+}
+
 impl PoolKeeper {
-    /// Binds the probing socket to `probe_from` (port 0: any) and publishes the first pool.
+    /// Binds the probing socket, looks up the `srv` backends (waiting up to two query timeouts
+    /// for them, so the first calls already spread over them) and publishes the first pool.
     pub async fn new(
-        pool: Pool,
-        health: HealthSection,
-        probe_from: SocketAddr,
+        setup: KeeperSetup,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Self, watch::Receiver<Arc<Pool>>)> {
-        let socket = UdpSocket::bind(probe_from).await?;
-        let prober = Prober::new(socket.local_addr()?);
-        let (publish, workers) = watch::channel(Arc::new(pool.clone()));
-        metrics.set_backend_state(&pool);
-        Ok((
-            PoolKeeper {
-                pool,
-                health,
-                prober,
-                socket,
-                publish,
-                metrics,
-            },
-            workers,
-        ))
+    ) -> Result<(Self, watch::Receiver<Arc<Pool>>), KeeperError> {
+        let bind_error = |source| KeeperError::Bind {
+            addr: setup.probe_from,
+            source,
+        };
+        let socket = UdpSocket::bind(setup.probe_from)
+            .await
+            .map_err(bind_error)?;
+        let prober = Prober::new(socket.local_addr().map_err(bind_error)?);
+        let (publish, workers) = watch::channel(Arc::new(Pool::default()));
+        let mut keeper = PoolKeeper {
+            pool: Pool::default(),
+            sections: setup.backends,
+            health: setup.health,
+            dns: setup.dns,
+            sip_ports: setup.sip_ports,
+            ipv6: setup.ipv6,
+            resolver: None,
+            resolved: HashMap::new(),
+            refresh: HashMap::new(),
+            in_flight: HashSet::new(),
+            lookups: JoinSet::new(),
+            prober,
+            socket,
+            publish,
+            metrics,
+        };
+        keeper.resolver = keeper.build_resolver()?;
+        keeper.schedule_all();
+        keeper.start_due_lookups(Instant::now());
+        let first_wait = 2 * Duration::from_millis(keeper.dns.timeout_ms);
+        let _ = tokio::time::timeout(first_wait, async {
+            while let Some(joined) = keeper.lookups.join_next().await {
+                if let Ok((name, result)) = joined {
+                    keeper.on_lookup(name, result, false);
+                }
+            }
+        })
+        .await;
+        keeper.rebuild();
+        keeper.publish();
+        if keeper.pool.backends.is_empty() {
+            log::warn!("no backends: every new call gets 503 until one is configured or resolved");
+        } else {
+            log::info!("backends: {}", keeper.pool.describe());
+        }
+        Ok((keeper, workers))
     }
 
     /// Probes and applies reloads until `cancel` fires.
@@ -86,8 +160,21 @@ impl PoolKeeper {
                     None => std::future::pending().await,
                 }
             };
+            let next_lookup = self.next_lookup();
+            let lookup_due = async {
+                match next_lookup {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
+                _ = lookup_due => self.start_due_lookups(Instant::now()),
+                Some(joined) = self.lookups.join_next(), if !self.lookups.is_empty() => {
+                    if let Ok((name, result)) = joined {
+                        self.on_lookup(name, result, true);
+                    }
+                }
                 _ = round => {
                     let now = Instant::now();
                     for t in self.prober.round(&self.pool, now) {
@@ -144,25 +231,122 @@ impl PoolKeeper {
     }
 
     fn reload(&mut self, reload: Reload) {
-        for gone in self.pool.reconcile(&reload.backends, &reload.health) {
-            log::info!("backend {gone} removed from the config: draining (no new calls)");
-        }
+        let dns_changed = reload.dns != self.dns;
+        self.sections = reload.backends;
         self.health = reload.health;
+        self.dns = reload.dns;
+        if dns_changed || self.resolver.is_none() {
+            match self.build_resolver() {
+                Ok(resolver) => self.resolver = resolver,
+                Err(e) => log::error!("SIGHUP: keeping the previous resolver: {e}"),
+            }
+        }
+        let names = self.srv_names();
+        self.resolved.retain(|name, _| names.contains(name));
+        self.refresh.retain(|name, _| names.contains(name));
+        if dns_changed {
+            self.refresh.clear();
+        }
+        self.schedule_all();
+        self.start_due_lookups(Instant::now());
+        self.rebuild();
         self.publish();
-        log::info!(
-            "backends reloaded: {}",
-            self.pool
-                .backends
-                .iter()
-                .map(|b| format!(
-                    "{} weight {}{}",
-                    b.address,
-                    b.weight,
-                    if b.draining { " draining" } else { "" }
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        log::info!("backends reloaded: {}", self.pool.describe());
+    }
+
+    /// The `srv` names the config lists.
+    fn srv_names(&self) -> HashSet<String> {
+        self.sections.iter().filter_map(|s| s.srv.clone()).collect()
+    }
+
+    fn build_resolver(&self) -> Result<Option<Arc<SrvResolver>>, DnsError> {
+        if self.srv_names().is_empty() {
+            return Ok(None);
+        }
+        SrvResolver::new(&self.dns, &self.sip_ports, self.ipv6).map(|r| Some(Arc::new(r)))
+    }
+
+    /// Names never looked up are due now.
+    fn schedule_all(&mut self) {
+        let now = Instant::now();
+        for name in self.srv_names() {
+            self.refresh.entry(name).or_insert(now);
+        }
+    }
+
+    /// The earliest time a name not being looked up is due.
+    fn next_lookup(&self) -> Option<Instant> {
+        self.resolver.as_ref()?;
+        self.refresh
+            .iter()
+            .filter(|(name, _)| !self.in_flight.contains(*name))
+            .map(|(_, &t)| t)
+            .min()
+    }
+
+    fn start_due_lookups(&mut self, now: Instant) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        for (name, &due) in &self.refresh {
+            if due <= now && self.in_flight.insert(name.clone()) {
+                let (resolver, name) = (resolver.clone(), name.clone());
+                self.lookups
+                    .spawn(async move { (name.clone(), resolver.resolve(&name).await) });
+            }
+        }
+    }
+
+    /// Takes one lookup's answer: new records replace the old; a failure keeps them and tries
+    /// again after `dns.retry_ms`.
+    fn on_lookup(&mut self, name: String, result: Result<Resolved, DnsError>, apply: bool) {
+        self.in_flight.remove(&name);
+        if !self.srv_names().contains(&name) {
+            return;
+        }
+        let now = Instant::now();
+        self.metrics.observe_dns(&name, result.is_ok());
+        match result {
+            Ok(resolved) => {
+                self.refresh
+                    .insert(name.clone(), srv::refresh_at(resolved.valid_until, now));
+                if self.resolved.get(&name) != Some(&resolved.members) {
+                    log::info!(
+                        "{name}: the SRV records list {}",
+                        resolved
+                            .members
+                            .iter()
+                            .map(|m| format!(
+                                "{} priority {} weight {}",
+                                m.address, m.priority, m.weight
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.resolved.insert(name, resolved.members);
+                    if apply {
+                        self.rebuild();
+                        self.publish();
+                    }
+                }
+            }
+            Err(e) => {
+                let retry = Duration::from_millis(self.dns.retry_ms);
+                log::warn!(
+                    "{e}; keeping the last records, retrying in {} ms",
+                    retry.as_millis()
+                );
+                self.refresh.insert(name, now + retry);
+            }
+        }
+    }
+
+    /// The pool from the config and the last good lookups.
+    fn rebuild(&mut self) {
+        let members = Member::from_config(&self.sections, &self.resolved);
+        for gone in self.pool.reconcile(&members, &self.health) {
+            log::info!("backend {gone} is no longer listed: draining (no new calls)");
+        }
     }
 
     fn publish(&self) {

@@ -149,7 +149,8 @@ fn check_config_accepts_backends_and_names_the_bad_field() {
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
-        "[[backends]]\naddress = \"192.0.2.10:5060\"\nweight = 2\n[health]\ninterval_ms = 500\ntimeout_ms = 200\n",
+        "[[backends]]\naddress = \"192.0.2.10:5060\"\nweight = 2\n[[backends]]\nsrv = \"example.com\"\n\
+         [health]\ninterval_ms = 500\ntimeout_ms = 200\n",
     )
     .unwrap();
     let bad = dir.join("bad.toml");
@@ -165,7 +166,11 @@ fn check_config_accepts_backends_and_names_the_bad_field() {
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{stdout}");
-    assert!(stdout.contains("192.0.2.10:5060 (weight 2)"), "{stdout}");
+    assert!(
+        stdout.contains("192.0.2.10:5060 (weight 2, priority 0)")
+            && stdout.contains("SRV _sip._udp.example.com. (priorities and weights from DNS)"),
+        "{stdout}"
+    );
     let stderr = String::from_utf8_lossy(&err.stderr);
     assert!(!err.status.success());
     assert!(stderr.contains("health.timeout_ms"), "{stderr}");

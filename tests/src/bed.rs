@@ -9,6 +9,7 @@ use std::{
 
 use crate::{
     Daemon, EDGE_IFACE,
+    dns::{Dnsmasq, Zone},
     lan::Lan,
     require_root,
     sipp::{Backend, Caller, CallerReport, LogDir},
@@ -19,20 +20,28 @@ pub const CALLER: &str = "192.0.2.2";
 pub const B1: &str = "192.0.2.11";
 pub const B2: &str = "192.0.2.12";
 pub const FLOOD: &str = "192.0.2.66";
+/// The DNS server of [`Bed::with_dns`], on the edge's loopback.
+pub const DNS_SERVER: &str = "127.0.0.1:5353";
 
 /// The daemon's config for the bed: both backends, probes every `health_interval_ms`, the
 /// LAN's hosts allowlisted (the flood source is not).
 pub fn config(health_interval_ms: u64) -> String {
+    config_with(
+        health_interval_ms,
+        &format!(
+            "[[backends]]\naddress = \"{B1}:5060\"\nweight = 1\n\
+             [[backends]]\naddress = \"{B2}:5060\"\nweight = 1\n"
+        ),
+    )
+}
+
+/// The bed's config with other `backends` (TOML tables: `[[backends]]`, `[dns]`).
+pub fn config_with(health_interval_ms: u64, backends: &str) -> String {
     format!(
         r#"
 sip_ports = [5060]
 metrics = "127.0.0.1:9464"
-[[backends]]
-address = "{B1}:5060"
-weight = 1
-[[backends]]
-address = "{B2}:5060"
-weight = 1
+{backends}
 [health]
 interval_ms = {health_interval_ms}
 timeout_ms = {timeout}
@@ -51,6 +60,7 @@ allowlist = ["192.0.2.0/28"]
 /// Fields drop in order: the daemon and the backends stop before their namespaces go.
 pub struct Bed {
     pub daemon: Daemon,
+    pub dns: Option<Dnsmasq>,
     pub backends: Vec<Backend>,
     pub logs: LogDir,
     pub lan: Lan,
@@ -58,6 +68,15 @@ pub struct Bed {
 
 impl Bed {
     pub fn new(tag: &str, uas: &str, config: &str) -> anyhow::Result<Self> {
+        Self::build(tag, uas, config, None)
+    }
+
+    /// The bed with a DNS server serving `zone` at [`DNS_SERVER`], started before the daemon.
+    pub fn with_dns(tag: &str, uas: &str, config: &str, zone: &Zone) -> anyhow::Result<Self> {
+        Self::build(tag, uas, config, Some(zone))
+    }
+
+    fn build(tag: &str, uas: &str, config: &str, zone: Option<&Zone>) -> anyhow::Result<Self> {
         require_root();
         let lan = Lan::new(
             tag,
@@ -74,10 +93,20 @@ impl Bed {
             Backend::start(&lan.host("b1").ns, B1, uas, &logs.0)?,
             Backend::start(&lan.host("b2").ns, B2, uas, &logs.0)?,
         ];
+        let dns = match zone {
+            Some(zone) => Some(Dnsmasq::start(
+                &lan.host("edge").ns,
+                DNS_SERVER.parse()?,
+                zone,
+                &logs.0,
+            )?),
+            None => None,
+        };
         let daemon = Daemon::start(&lan.host("edge").ns, EDGE_IFACE, "auto", config, tag)?;
         Ok(Bed {
             lan,
             daemon,
+            dns,
             backends,
             logs,
         })

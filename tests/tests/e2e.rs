@@ -8,7 +8,8 @@ use std::{
 };
 
 use tests::{
-    bed::{B1, B2, Bed, config, flood},
+    bed::{B1, B2, Bed, DNS_SERVER, config, config_with, flood},
+    dns::{Srv, Zone},
     reason,
     sipp::{Backend, CallerReport},
 };
@@ -167,6 +168,26 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// Scrapes the daemon until `series` reads `value`; fails after `limit`. Returns the wait.
+fn wait_for_sample(
+    bed: &Bed,
+    series: &str,
+    value: f64,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if sample(&bed.metrics()?, series) == Some(value) {
+            return Ok(start.elapsed());
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{series} is not {value} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_killed_backend_is_marked_down_and_new_calls_go_to_the_other() -> anyhow::Result<()> {
     let interval_ms = 500;
@@ -184,18 +205,7 @@ fn a_killed_backend_is_marked_down_and_new_calls_go_to_the_other() -> anyhow::Re
     // fall = 2 probes, one per interval, each failing after timeout = interval / 2.
     let window = Duration::from_millis(2 * interval_ms + interval_ms / 2);
     let up = format!("sip_fastpath_backend_up{{backend=\"{B2}:5060\"}}");
-    let deadline = killed + window + Duration::from_secs(2);
-    loop {
-        if sample(&bed.metrics()?, &up) == Some(0.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{B2} still up {:?} after the kill",
-            killed.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_sample(&bed, &up, 0.0, window + Duration::from_secs(2))?;
     let detected = killed.elapsed();
     eprintln!("killed backend marked down after {detected:?} (window {window:?})");
     assert!(
@@ -276,19 +286,112 @@ fn a_backend_drained_by_reload_takes_no_new_calls() -> anyhow::Result<()> {
     assert_ne!(drained, config(1000), "the config edit did not apply");
     bed.daemon.reload(&drained)?;
     let series = format!("sip_fastpath_backend_draining{{backend=\"{B2}:5060\"}}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while sample(&bed.metrics()?, &series) != Some(1.0) {
-        assert!(
-            Instant::now() < deadline,
-            "{B2} not draining 5 s after SIGHUP"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_sample(&bed, &series, 1.0, Duration::from_secs(5))?;
     let r = bed.call("uac_call", 60, 30)?;
     assert_all_succeeded(&r, 60);
     assert_eq!(
         assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?,
         [60, 0]
+    );
+    Ok(())
+}
+
+/// The zone of the SRV test: `_sip._udp.sip.test` lists B1 and B2 (when given) at these
+/// (priority, weight), with a 2 s TTL.
+fn sip_test_zone(b1: Option<(u16, u16)>, b2: Option<(u16, u16)>) -> Zone<'static> {
+    let record = |target, (priority, weight)| Srv {
+        target,
+        port: 5060,
+        priority,
+        weight,
+    };
+    Zone {
+        service: "_sip._udp.sip.test",
+        records: [
+            b1.map(|pw| record("b1.sip.test", pw)),
+            b2.map(|pw| record("b2.sip.test", pw)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        hosts: vec![("b1.sip.test", B1), ("b2.sip.test", B2)],
+        ttl: 2,
+    }
+}
+
+#[test]
+fn srv_backends_follow_priority_weight_and_ttl() -> anyhow::Result<()> {
+    let config = config_with(
+        1000,
+        &format!(
+            "[[backends]]\nsrv = \"sip.test\"\n\
+             [dns]\nservers = [\"{DNS_SERVER}\"]\ntimeout_ms = 300\nretry_ms = 1000\n"
+        ),
+    );
+    let zone = sip_test_zone(Some((10, 1)), Some((20, 1)));
+    let mut bed = Bed::with_dns("e2e-srv", "uas_call", &config, &zone)?;
+    let series = |name: &str, b: &str| format!("sip_fastpath_{name}{{backend=\"{b}:5060\"}}");
+    let ttl = Duration::from_secs(10);
+
+    // Priority 10 (B1) takes every call while it is up; B2 (priority 20) waits.
+    wait_for_sample(&bed, &series("backend_priority", B2), 20.0, ttl)?;
+    let r = bed.call("uac_call", 20, 20)?;
+    assert_all_succeeded(&r, 20);
+    assert_eq!(
+        assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?,
+        [20, 0]
+    );
+
+    // The records change: both at priority 10. Once the 2 s TTL runs out the daemon asks
+    // again, and new calls split.
+    let edge = &bed.lan.host("edge").ns;
+    let dns = bed.dns.as_mut().expect("the bed has DNS");
+    dns.serve(edge, &sip_test_zone(Some((10, 1)), Some((10, 1))))?;
+    let waited = wait_for_sample(&bed, &series("backend_priority", B2), 10.0, ttl)?;
+    eprintln!("new SRV records in use after {waited:?} (TTL 2 s)");
+    let r = bed.call("uac_call", 100, 50)?;
+    assert_all_succeeded(&r, 100);
+    let split = assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?;
+    assert!(
+        split.iter().all(|&n| n >= 25),
+        "equal weights split {split:?}"
+    );
+
+    // B1 leaves the records: it drains, and every new call goes to B2.
+    let edge = &bed.lan.host("edge").ns;
+    let dns = bed.dns.as_mut().expect("the bed has DNS");
+    dns.serve(edge, &sip_test_zone(None, Some((10, 1))))?;
+    wait_for_sample(&bed, &series("backend_draining", B1), 1.0, ttl)?;
+    let r = bed.call("uac_call", 20, 20)?;
+    assert_all_succeeded(&r, 20);
+    assert_eq!(
+        assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?,
+        [0, 20]
+    );
+    let lookups = |bed: &Bed, result: &str| -> anyhow::Result<f64> {
+        let series =
+            format!("sip_fastpath_dns_lookups_total{{result=\"{result}\",srv=\"sip.test\"}}");
+        Ok(sample(&bed.metrics()?, &series).unwrap_or(0.0))
+    };
+    let ok = lookups(&bed, "ok")?;
+    assert!(ok >= 3.0, "SRV lookups: {ok}");
+
+    // The DNS server dies: lookups fail, and the last records stay in use.
+    bed.dns.as_mut().expect("the bed has DNS").stop();
+    let deadline = Instant::now() + ttl;
+    while lookups(&bed, "error")? < 1.0 {
+        assert!(Instant::now() < deadline, "no failed lookup counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = bed.call("uac_call", 20, 20)?;
+    assert_all_succeeded(&r, 20);
+    assert_eq!(
+        assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?,
+        [0, 20]
+    );
+    assert_eq!(
+        sample(&bed.metrics()?, &series("backend_draining", B2)),
+        Some(0.0)
     );
     Ok(())
 }

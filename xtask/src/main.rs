@@ -67,6 +67,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "valgrind",
     "curl",
     "nftables",
+    // The e2e test's DNS server for SRV backends (the binary only, no system service).
+    "dnsmasq-base",
 ];
 
 fn main() -> anyhow::Result<()> {

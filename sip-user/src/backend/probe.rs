@@ -137,8 +137,8 @@ mod tests {
     #[test]
     fn answered_probes_succeed_and_silent_ones_fail() {
         let pool = Pool::new(vec![
-            Backend::new("192.0.2.10:5060".parse().unwrap(), 1, 2, 1),
-            Backend::new("192.0.2.11:5060".parse().unwrap(), 1, 2, 1),
+            Backend::new("192.0.2.10:5060".parse().unwrap(), 1.0, 2, 1),
+            Backend::new("192.0.2.11:5060".parse().unwrap(), 1.0, 2, 1),
         ]);
         let mut prober = Prober::new("192.0.2.1:40000".parse().unwrap());
         let t0 = Instant::now();

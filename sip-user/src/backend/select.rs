@@ -13,21 +13,21 @@ pub fn backend_id(name: &str) -> u64 {
 }
 
 /// The score of one backend for one call.
-pub fn score(call_hash: u64, backend: u64, weight: u32) -> f64 {
+pub fn score(call_hash: u64, backend: u64, weight: f64) -> f64 {
     let h = fmix64(call_hash ^ fmix64(backend));
     // 53 bits into (0, 1), never 0 or 1, so ln(u) is finite and negative.
     let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    -f64::from(weight) / u.ln()
+    -weight / u.ln()
 }
 
 /// The index of the winning candidate, among `(id, weight)` pairs with a weight above zero.
 pub fn pick(
     call_hash: u64,
-    candidates: impl IntoIterator<Item = (usize, u64, u32)>,
+    candidates: impl IntoIterator<Item = (usize, u64, f64)>,
 ) -> Option<usize> {
     candidates
         .into_iter()
-        .filter(|&(_, _, w)| w > 0)
+        .filter(|&(_, _, w)| w > 0.0)
         .map(|(i, id, w)| (i, score(call_hash, id, w)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(i, _)| i)
@@ -41,7 +41,7 @@ mod tests {
         (0..n).map(|i| sip_common::hash_call_id(format!("call-{i}@example.com").as_bytes()))
     }
 
-    fn assign<'a>(backends: &[(&'a str, u32)], call: u64) -> Option<&'a str> {
+    fn assign<'a>(backends: &[(&'a str, f64)], call: u64) -> Option<&'a str> {
         let c = backends
             .iter()
             .enumerate()
@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn split_follows_weights() {
-        let backends = [("a:5060", 1), ("b:5060", 1), ("c:5060", 2)];
+        let backends = [("a:5060", 1.0), ("b:5060", 1.0), ("c:5060", 2.0)];
         let mut counts = [0u32; 3];
         for call in calls(40_000) {
             let i = pick(
@@ -72,8 +72,13 @@ mod tests {
 
     #[test]
     fn adding_or_removing_one_backend_moves_about_one_nth() {
-        let three = [("a:5060", 1), ("b:5060", 1), ("c:5060", 1)];
-        let four = [("a:5060", 1), ("b:5060", 1), ("c:5060", 1), ("d:5060", 1)];
+        let three = [("a:5060", 1.0), ("b:5060", 1.0), ("c:5060", 1.0)];
+        let four = [
+            ("a:5060", 1.0),
+            ("b:5060", 1.0),
+            ("c:5060", 1.0),
+            ("d:5060", 1.0),
+        ];
         let (mut moved, mut moved_elsewhere, n) = (0, 0, 20_000);
         for call in calls(n) {
             let before = assign(&three, call);
@@ -95,7 +100,7 @@ mod tests {
 
     #[test]
     fn zero_weight_and_empty_pick_nothing() {
-        assert_eq!(pick(42, [(0, 1, 0)]), None);
+        assert_eq!(pick(42, [(0, 1, 0.0)]), None);
         assert_eq!(pick(42, []), None);
     }
 }

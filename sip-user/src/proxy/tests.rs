@@ -29,7 +29,7 @@ fn proxy(backends: &[&str]) -> Proxy {
     let pool = Pool::new(
         backends
             .iter()
-            .map(|b| Backend::new(addr(b), 1, 3, 2))
+            .map(|b| Backend::new(addr(b), 1.0, 3, 2))
             .collect(),
     );
     Proxy::new(cfg, pool)
