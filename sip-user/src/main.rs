@@ -70,7 +70,17 @@ enum Command {
     /// Print the Call-ID hash of VALUE (the one the kernel steers by) as a decimal integer.
     HashCallId { value: String },
     /// Validate a config file and exit.
-    CheckConfig { file: PathBuf },
+    ///
+    /// Prints what the file sets up, or the first problem with the field it is in. Top-level
+    /// keys: sip_ports, listen, workers, steering, metrics, advertise, record_route; tables:
+    /// [[backends]] (address, weight, priority, draining; or srv, draining), [dns] (servers,
+    /// timeout_ms, retry_ms), [health] (interval_ms, timeout_ms, fall, rise), [timers] (t1_ms,
+    /// t2_ms, t4_ms), [filter] (rate_limit_pps, rate_limit_burst, allowlist, blocklist,
+    /// scanner_user_agents). SRV names are not looked up here.
+    CheckConfig {
+        /// The TOML file, as given to `run --config`.
+        file: PathBuf,
+    },
     /// Measure the XDP program per packet next to an empty XDP program (needs root).
     BenchXdp {
         /// Test runs per measurement.

@@ -308,21 +308,32 @@ impl PoolKeeper {
         self.metrics.observe_dns(&name, result.is_ok());
         match result {
             Ok(resolved) => {
-                self.refresh
-                    .insert(name.clone(), srv::refresh_at(resolved.valid_until, now));
+                // Nothing found: ask again after `retry_ms`, not every second.
+                let mut due = srv::refresh_at(resolved.valid_until, now);
+                if resolved.members.is_empty() {
+                    due = due.max(now + Duration::from_millis(self.dns.retry_ms));
+                }
+                self.refresh.insert(name.clone(), due);
                 if self.resolved.get(&name) != Some(&resolved.members) {
-                    log::info!(
-                        "{name}: the SRV records list {}",
-                        resolved
-                            .members
-                            .iter()
-                            .map(|m| format!(
-                                "{} priority {} weight {}",
-                                m.address, m.priority, m.weight
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
+                    if resolved.members.is_empty() {
+                        log::warn!(
+                            "{name}: no SRV records, or no target with an address: no backends \
+                             from it"
+                        );
+                    } else {
+                        log::info!(
+                            "{name}: the SRV records list {}",
+                            resolved
+                                .members
+                                .iter()
+                                .map(|m| format!(
+                                    "{} priority {} weight {}",
+                                    m.address, m.priority, m.weight
+                                ))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
                     self.resolved.insert(name, resolved.members);
                     if apply {
                         self.rebuild();

@@ -86,7 +86,7 @@ impl SrvResolver {
         let answer = match self.resolver.srv_lookup(name.as_str()).await {
             Ok(answer) => answer,
             Err(e) if e.is_no_records_found() => {
-                log::warn!("{name}: no SRV records ({e}); no backends from it");
+                log::debug!("{name}: {e}");
                 return Ok(Resolved {
                     members: Vec::new(),
                     valid_until: Instant::now(),
@@ -109,7 +109,7 @@ impl SrvResolver {
                         addresses = ips.iter().collect();
                     }
                     Err(e) if e.is_no_records_found() => {
-                        log::warn!("{name}: target {target} has no address ({e})");
+                        log::debug!("{name}: target {target}: {e}");
                     }
                     Err(e) => return Err(lookup_error(&target, e)),
                 }

@@ -54,7 +54,7 @@ pub fn members(records: &[Record]) -> Vec<Member> {
     sorted.sort_by_key(|r| r.priority);
     let mut out: Vec<Member> = Vec::new();
     for r in sorted {
-        if r.target == "." || r.addresses.is_empty() {
+        if r.target == "." || r.addresses.is_empty() || r.port == 0 {
             continue;
         }
         let weight = if r.weight == 0 {
@@ -119,6 +119,10 @@ mod tests {
             record(10, 60, "big.example.com.", &["192.0.2.20", "192.0.2.21"]),
             record(10, 1, ".", &[]),
             record(30, 1, "again.example.com.", &["192.0.2.30"]),
+            Record {
+                port: 0,
+                ..record(10, 1, "portless.example.com.", &["192.0.2.40"])
+            },
         ]);
         let got: Vec<(String, u16, f64)> = m
             .iter()
