@@ -123,6 +123,7 @@ impl Bed {
             limit: 100,
             timeout: Duration::from_secs(120),
             trace: true,
+            lenient: false,
         }
         .run(&self.logs.0)
     }

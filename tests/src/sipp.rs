@@ -133,6 +133,8 @@ pub struct CallerReport {
     pub response_ms: Vec<f64>,
     pub call_ids: BTreeSet<String>,
     pub elapsed: Duration,
+    /// Messages sipp did not expect where they came (with `lenient`, the call went on).
+    pub unexpected: u64,
 }
 
 impl CallerReport {
@@ -163,6 +165,10 @@ pub struct Caller<'a> {
     pub timeout: Duration,
     /// Log every message (the Call-IDs in the report need it; benchmarks turn it off).
     pub trace: bool,
+    /// Ignore unexpected messages instead of aborting the call (sipp's `abortunexp` off): a
+    /// provisional response that arrives after the 200, which RFC 3261 lets a UA ignore, then
+    /// does not fail the call. Benchmarks only; the tests want order kept.
+    pub lenient: bool,
 }
 
 impl Caller<'_> {
@@ -172,6 +178,8 @@ impl Caller<'_> {
             "caller-{}-{}-messages.log",
             self.scenario, self.rate
         ));
+        let errors = logs.join(format!("caller-{}-{}-errors.log", self.scenario, self.rate));
+        let _ = std::fs::remove_file(&errors);
         let started = Instant::now();
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns.name, "sipp", self.target, "-sf"])
@@ -183,7 +191,13 @@ impl Caller<'_> {
             .args(["-recv_timeout", "40000", "-max_retrans", "10"])
             .args(["-trace_stat", "-fd", "1", "-stf"])
             .arg(&stat)
-            .args(["-trace_rtt", "-rtt_freq", "1", "-trace_err"])
+            .args(["-trace_rtt", "-rtt_freq", "1", "-trace_err", "-error_file"])
+            .arg(&errors)
+            .args(if self.lenient {
+                &["-default_behaviors", "all,-abortunexp"][..]
+            } else {
+                &[]
+            })
             .args(if self.trace {
                 vec![
                     "-trace_msg".into(),
@@ -211,6 +225,9 @@ impl Caller<'_> {
         report.elapsed = elapsed;
         report.response_ms = read_rtt(logs, self.scenario)?;
         report.call_ids = sent_call_ids(&messages);
+        report.unexpected = std::fs::read_to_string(&errors)
+            .map(|text| text.matches("on unexpected message").count() as u64)
+            .unwrap_or(0);
         Ok(report)
     }
 }
