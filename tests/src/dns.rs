@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -82,8 +82,8 @@ impl Dnsmasq {
         for (host, ip) in &zone.hosts {
             args.push(format!("--host-record={host},{ip}"));
         }
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "dnsmasq"])
+        let child = ns
+            .command("dnsmasq")
             .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -66,6 +66,14 @@ impl Netns {
         run(&full)
     }
 
+    /// `program` to be started inside the namespace (`ip netns exec` execs it, so the child is
+    /// the program itself and killing the child kills it).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
     pub fn path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.name)
     }

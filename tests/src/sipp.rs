@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -53,8 +53,9 @@ impl Backend {
     /// Starts `scenario` in `ns`; `-aa` answers the proxy's OPTIONS probes.
     pub fn start(ns: &Netns, addr: &str, scenario_name: &str, logs: &Path) -> anyhow::Result<Self> {
         let log = logs.join(format!("backend-{addr}-messages.log"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "sipp", "-sf"])
+        let child = ns
+            .command("sipp")
+            .arg("-sf")
             .arg(scenario(scenario_name))
             .args([
                 "-i",
@@ -181,8 +182,10 @@ impl Caller<'_> {
         let errors = logs.join(format!("caller-{}-{}-errors.log", self.scenario, self.rate));
         let _ = std::fs::remove_file(&errors);
         let started = Instant::now();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name, "sipp", self.target, "-sf"])
+        let out = self
+            .ns
+            .command("sipp")
+            .args([self.target, "-sf"])
             .arg(scenario(self.scenario))
             .args(["-i", self.local, "-p", "5060", "-nostdin"])
             .args(["-m", &self.calls.to_string(), "-r", &self.rate.to_string()])

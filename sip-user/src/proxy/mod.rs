@@ -115,11 +115,14 @@ pub struct Proxy {
     stats: ProxyStats,
     /// To-tag of the responses we make ourselves.
     local_tag: String,
+    /// The header of our 503s, made once (a flood with every backend down asks for it often).
+    retry_after: Bytes,
 }
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, pool: Pool) -> Self {
         let local_tag = format!("sfp{}", cfg.worker);
+        let retry_after = Bytes::from(format!("Retry-After: {}", cfg.retry_after));
         Proxy {
             txs: TransactionLayer::new(cfg.timers),
             dialogs: DialogTable::new(cfg.max_dialogs, cfg.dialog_limits),
@@ -132,6 +135,7 @@ impl Proxy {
             events: VecDeque::new(),
             stats: ProxyStats::default(),
             local_tag,
+            retry_after,
         }
     }
 
@@ -324,15 +328,8 @@ impl Proxy {
             let hash = sip_common::hash_call_id(msg.call_id().unwrap_or(b""));
             let Some(index) = self.pool.pick(hash) else {
                 self.stats.no_backend += 1;
-                let retry = format!("Retry-After: {}", self.cfg.retry_after);
-                return self.reply(
-                    &key,
-                    msg,
-                    503,
-                    "Service Unavailable",
-                    &[retry.as_bytes()],
-                    now,
-                );
+                let retry = self.retry_after.clone(); // a reference count, not a copy
+                return self.reply(&key, msg, 503, "Service Unavailable", &[&retry[..]], now);
             };
             if method == Method::Invite
                 && let Some(r) = self.dialogs.handle(msg, now)

@@ -10,7 +10,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -199,8 +199,9 @@ fn start_kamailio(edge: &Netns, logs: &Path) -> anyhow::Result<Child> {
     std::fs::write(&cfg_path, cfg)?;
     let run_dir = logs.join("kamailio-run");
     std::fs::create_dir_all(&run_dir)?;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &edge.name, "kamailio", "-f"])
+    let mut child = edge
+        .command("kamailio")
+        .arg("-f")
         .arg(&cfg_path)
         .args(["-DD", "-E", "-m", "256", "-M", "16", "-Y"])
         .arg(&run_dir)
@@ -220,6 +221,12 @@ fn start_kamailio(edge: &Netns, logs: &Path) -> anyhow::Result<Child> {
 }
 
 /// User plus system CPU time of every process in the namespace.
+/// Clock ticks per second, the unit of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// Busy time of every CPU since boot (`/proc/stat`: all but idle and iowait).
 fn machine_cpu() -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string("/proc/stat")?;
@@ -235,17 +242,14 @@ fn machine_cpu() -> anyhow::Result<Duration> {
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     let busy: f64 =
         f.iter().take(8).sum::<f64>() - f.get(3).unwrap_or(&0.0) - f.get(4).unwrap_or(&0.0);
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok(Duration::from_secs_f64(busy / ticks))
+    Ok(Duration::from_secs_f64(busy / clock_ticks()))
 }
 
 fn namespace_cpu(ns: &Netns) -> anyhow::Result<Duration> {
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(ns.path())?.ino();
     let want = format!("net:[{inode}]");
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = clock_ticks();
     let mut total = 0.0;
     let started = Instant::now();
     for entry in std::fs::read_dir("/proc")? {
