@@ -63,6 +63,22 @@ impl Cidr {
             IpAddr::V6(a) => (self.len as u32, a.octets()),
         }
     }
+
+    /// True if `ip` is in this CIDR; IPv4 and IPv4-mapped IPv6 compare alike, as in the tries.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (len, net) = self.trie_key();
+        let addr = match ip {
+            IpAddr::V4(a) => mapped_v4(a.octets()),
+            IpAddr::V6(a) => a.octets(),
+        };
+        let (net, addr) = (u128::from_be_bytes(net), u128::from_be_bytes(addr));
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
+        net & mask == addr & mask
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +93,23 @@ mod tests {
         let h: Cidr = "2001:db8::1".parse().unwrap();
         assert_eq!(h.len, 128);
         assert_eq!("10.0.0.1".parse::<Cidr>().unwrap().trie_key().0, 128);
+    }
+
+    #[test]
+    fn contains_v4_v6_and_mapped() {
+        let c: Cidr = "198.51.100.0/24".parse().unwrap();
+        assert!(c.contains("198.51.100.200".parse().unwrap()));
+        assert!(c.contains("::ffff:198.51.100.1".parse().unwrap()));
+        assert!(!c.contains("198.51.101.1".parse().unwrap()));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]

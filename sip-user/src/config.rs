@@ -12,6 +12,11 @@ use serde::Deserialize;
 use crate::{
     cidr::Cidr,
     filter::{DEFAULT_SCANNERS, FilterSettings},
+    proxy::{
+        PathPolicy,
+        flow::{FlowKey, MIN_SECRET},
+        target::{Policy, StaticRoute},
+    },
     sip::transaction::Timers,
 };
 
@@ -32,8 +37,27 @@ pub struct Config {
     /// The address written in our Via and Record-Route; defaults to the listen address, or the
     /// interface's first IPv4 address when listening on 0.0.0.0.
     pub advertise: Option<IpAddr>,
-    /// Add Record-Route to dialog-creating INVITEs, so in-dialog requests come through us.
+    /// Add Record-Route to dialog-creating requests (INVITE, SUBSCRIBE, REFER, NOTIFY), so
+    /// in-dialog requests come through us.
     pub record_route: bool,
+    /// Sources that are inside besides the backends (CIDRs). Requests from the inside are routed
+    /// by their Route set and Request-URI; from anywhere else (the outside), new requests go
+    /// to the backends and nowhere else.
+    pub trusted: Vec<String>,
+    /// When not empty: the only Request-URI domains outside requests may ask for (others 403).
+    pub domains: Vec<String>,
+    /// The secret that signs flow tokens (16 characters at least). Nodes of a cluster share it;
+    /// unset, a random one is made at each start, so tokens do not survive a restart.
+    pub flow_secret: Option<String>,
+    /// The address in our Record-Route and Path entries, where in-dialog requests and calls to
+    /// registered phones come back to: a cluster's shared (anycast, ECMP) address; default:
+    /// `advertise`.
+    pub route_address: Option<IpAddr>,
+    /// When to add our Path (with the phone's flow token) to REGISTERs from outside:
+    /// `always`, `if-supported` (the UA sent `Supported: path`), or `off`.
+    pub path: PathPolicy,
+    /// Static routes for requests from the inside (carrier trunks), checked before DNS.
+    pub routes: Vec<RouteSection>,
     /// The backend SIP servers new calls are spread over (by Call-ID hash and weight).
     pub backends: Vec<BackendSection>,
     pub health: HealthSection,
@@ -63,6 +87,52 @@ pub struct BackendSection {
     /// `srv` entry it drains every backend the records list.
     #[serde(default)]
     pub draining: bool,
+}
+
+/// One `[[routes]]` entry: requests from the inside whose Request-URI has this `domain`, or whose
+/// user part (a `tel:` number) starts with `prefix`, go to `destination`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub domain: Option<String>,
+    pub prefix: Option<String>,
+    /// `ip`, `ip:port`, `host` or `host:port`; a host is resolved per RFC 3263 (SRV when no
+    /// port is given, then A/AAAA).
+    pub destination: String,
+}
+
+impl RouteSection {
+    fn to_route(&self, i: usize) -> Result<StaticRoute, String> {
+        match (&self.domain, &self.prefix) {
+            (None, None) | (Some(_), Some(_)) => {
+                return Err(format!(
+                    "routes[{i}]: needs `domain` or `prefix`, one of them"
+                ));
+            }
+            (Some(d), None) => {
+                check_domain(d).map_err(|e| format!("routes[{i}].domain: `{d}` {e}"))?;
+            }
+            (None, Some(p)) => {
+                if p.is_empty() || p.bytes().any(|b| b.is_ascii_whitespace() || b == b'@') {
+                    return Err(format!(
+                        "routes[{i}].prefix: `{p}` is not a user-part prefix"
+                    ));
+                }
+            }
+        }
+        let destination = self
+            .destination
+            .parse()
+            .map_err(|e| format!("routes[{i}].destination: {e}"))?;
+        Ok(StaticRoute {
+            domain: self
+                .domain
+                .as_ref()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+            prefix: self.prefix.clone(),
+            destination,
+        })
+    }
 }
 
 /// The largest static weight (the SRV weight field's range, so the two compare).
@@ -281,6 +351,12 @@ impl Default for Config {
             metrics: "127.0.0.1:9464".to_string(),
             advertise: None,
             record_route: true,
+            trusted: Vec::new(),
+            domains: Vec::new(),
+            flow_secret: None,
+            route_address: None,
+            path: PathPolicy::Always,
+            routes: Vec::new(),
             backends: Vec::new(),
             health: HealthSection::default(),
             dns: DnsSection::default(),
@@ -381,12 +457,65 @@ impl Config {
                 t.t1_ms, t.t2_ms, t.t4_ms
             ));
         }
-        if let Some(a) = self.advertise
-            && a.is_unspecified()
+        for (field, addr) in [
+            ("advertise", self.advertise),
+            ("route_address", self.route_address),
+        ] {
+            if let Some(a) = addr
+                && a.is_unspecified()
+            {
+                return Err(format!("{field}: {a} is not an address peers can reach"));
+            }
+        }
+        self.policy()?;
+        if let Some(secret) = &self.flow_secret
+            && secret.len() < MIN_SECRET
         {
-            return Err(format!("advertise: {a} is not an address peers can reach"));
+            return Err(format!(
+                "flow_secret: at least {MIN_SECRET} characters (it signs the flow tokens), got {}",
+                secret.len()
+            ));
         }
         Ok(())
+    }
+
+    /// Who is inside, `domains` and `[[routes]]`, as the proxy takes them.
+    pub fn policy(&self) -> Result<Policy, String> {
+        let trusted = self
+            .trusted
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.parse::<Cidr>().map_err(|e| format!("trusted[{i}]: {e}")))
+            .collect::<Result<_, _>>()?;
+        let domains = self
+            .domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                check_domain(d)
+                    .map(|()| d.trim_end_matches('.').to_ascii_lowercase())
+                    .map_err(|e| format!("domains[{i}]: `{d}` {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.to_route(i))
+            .collect::<Result<_, _>>()?;
+        Ok(Policy {
+            trusted,
+            domains,
+            routes,
+        })
+    }
+
+    /// The flow-token key: from `flow_secret`, else random (logged by the caller).
+    pub fn flow_key(&self) -> std::io::Result<FlowKey> {
+        match &self.flow_secret {
+            Some(s) => Ok(FlowKey::new(s.as_bytes())),
+            None => FlowKey::random(),
+        }
     }
 
     /// The metrics endpoint, `None` when turned off.
@@ -564,6 +693,52 @@ mod tests {
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.starts_with(start), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn edge_routing_settings_and_their_errors() {
+        let c = parse(
+            r#"
+            trusted = ["10.0.0.0/8", "2001:db8::/32"]
+            domains = ["example.com"]
+            flow_secret = "0123456789abcdef-cluster"
+            route_address = "198.51.100.1"
+            path = "if-supported"
+            [[routes]]
+            domain = "Carrier.Example."
+            destination = "192.0.2.50:5060"
+            [[routes]]
+            prefix = "+44"
+            destination = "uk.trunk.example"
+            "#,
+        )
+        .unwrap();
+        let p = c.policy().unwrap();
+        assert_eq!(p.trusted.len(), 2);
+        assert_eq!(p.routes[0].domain.as_deref(), Some("carrier.example"));
+        assert_eq!(c.path, PathPolicy::IfSupported);
+        for (text, start) in [
+            ("trusted = [\"10.0.0.0/33\"]", "trusted[0]:"),
+            ("domains = [\"a b\"]", "domains[0]: `a b`"),
+            ("flow_secret = \"short\"", "flow_secret: at least 16"),
+            ("route_address = \"0.0.0.0\"", "route_address: 0.0.0.0"),
+            ("path = \"sometimes\"", "unknown variant `sometimes`"),
+            (
+                "[[routes]]\ndestination = \"192.0.2.1\"",
+                "routes[0]: needs `domain` or `prefix`",
+            ),
+            (
+                "[[routes]]\ndomain = \"a.example\"\nprefix = \"1\"\ndestination = \"192.0.2.1\"",
+                "routes[0]: needs `domain` or `prefix`",
+            ),
+            (
+                "[[routes]]\nprefix = \"+1\"\ndestination = \"not a host\"",
+                "routes[0].destination: `not a host`",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(start), "{text}: {e}");
         }
     }
 

@@ -23,7 +23,7 @@ use crate::{
     ebpf::{FastPath, LoadError},
     metrics::Metrics,
     pool_keeper::{KeeperError, KeeperSetup, PoolKeeper, Reload},
-    proxy::{ProxyConfig, rewrite::Identity},
+    proxy::{ProxyConfig, flow::FlowKey, rewrite::Identity},
     sip::dialog::Limits,
     stats::DEFAULT_PIN_ROOT,
     workers::{WorkerCounters, WorkerError, WorkerSetup, Workers},
@@ -94,6 +94,8 @@ pub enum DaemonError {
     NoAddress(String),
     #[error(transparent)]
     Backends(#[from] KeeperError),
+    #[error("making a random flow_secret from /dev/urandom: {0}")]
+    Random(std::io::Error),
     #[error("binding {what} to {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -189,12 +191,22 @@ async fn run_attached(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let keeper = tokio::spawn(keeper.run(reload_rx, cancel.clone()));
 
+    if config.flow_secret.is_none() {
+        log::warn!(
+            "flow_secret is not set: flow tokens are signed with a random secret, so calls and \
+             registrations through this node do not survive its restart, and other nodes \
+             refuse its tokens"
+        );
+    }
+    let flow_key = config.flow_key().map_err(DaemonError::Random)?;
     let setup = WorkerSetup {
         addr: listen,
         cpus: a.cpus.to_vec(),
-        proxy: proxy_config(config, advertise, listen.port()),
+        proxy: proxy_config(config, advertise, listen.port(), flow_key)?,
         pool: pool_rx,
         metrics: metrics.clone(),
+        dns: config.dns.clone(),
+        sip_ports: config.sip_ports.clone(),
     };
     let workers = Workers::start(setup, cancel.clone())?;
     let scrape = Scrape {
@@ -257,14 +269,20 @@ async fn run_attached(
     Ok(())
 }
 
-fn proxy_config(config: &Config, advertise: IpAddr, port: u16) -> ProxyConfig {
+fn proxy_config(
+    config: &Config,
+    advertise: IpAddr,
+    port: u16,
+    flow_key: FlowKey,
+) -> Result<ProxyConfig, DaemonError> {
     let timers = config.timers.timers();
-    let host = match advertise {
+    let host = |ip: IpAddr| match ip {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     };
-    ProxyConfig {
-        identity: Identity::new(&host, port),
+    let route_host = host(config.route_address.unwrap_or(advertise));
+    Ok(ProxyConfig {
+        identity: Identity::with_route_host(&host(advertise), port, &route_host),
         record_route: config.record_route,
         supported: Vec::new(),
         timers,
@@ -276,7 +294,10 @@ fn proxy_config(config: &Config, advertise: IpAddr, port: u16) -> ProxyConfig {
         },
         retry_after: RETRY_AFTER_SECS,
         worker: 0,
-    }
+        policy: config.policy().map_err(DaemonError::Config)?,
+        flow_key,
+        path: config.path,
+    })
 }
 
 /// The address peers reach us at: `advertise`, else the listen address, else the interface's
@@ -423,6 +444,12 @@ async fn reload(
         ("advertise", new.advertise != running.advertise),
         ("record_route", new.record_route != running.record_route),
         ("timers", new.timers != running.timers),
+        ("trusted", new.trusted != running.trusted),
+        ("domains", new.domains != running.domains),
+        ("flow_secret", new.flow_secret != running.flow_secret),
+        ("route_address", new.route_address != running.route_address),
+        ("path", new.path != running.path),
+        ("routes", new.routes != running.routes),
     ];
     for (field, changed) in restart_only {
         if changed {

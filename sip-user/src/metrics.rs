@@ -21,7 +21,15 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{backend::Pool, proxy::ProxyStats, stats::Stats, workers::WorkerCounters};
+use crate::{
+    backend::Pool,
+    proxy::{
+        ProxyStats,
+        target::{Refusal, RoutedBy},
+    },
+    stats::Stats,
+    workers::WorkerCounters,
+};
 
 const NS: &str = "sip_fastpath";
 
@@ -45,7 +53,13 @@ pub struct Metrics {
     proxy: IntCounterVec,
     transactions: IntGaugeVec,
     dialogs: IntGaugeVec,
+    requests_by_side: IntCounterVec,
+    routed: IntCounterVec,
+    refused: IntCounterVec,
+    keepalives: IntCounterVec,
+    dns_failures: IntCounterVec,
     backend_requests: IntCounterVec,
+    backend_registrations: IntCounterVec,
     backend_responses: IntCounterVec,
     request_duration: HistogramVec,
     backend_up: IntGaugeVec,
@@ -155,10 +169,50 @@ impl Metrics {
                 &["worker"],
             ),
             dialogs: gauge(&r, "dialogs", "Active dialogs per worker.", &["worker"]),
+            requests_by_side: counter(
+                &r,
+                "requests_total",
+                "New requests (not retransmissions) by the side they came from: outside, or \
+                 inside (the backends and `trusted`).",
+                &["worker", "side"],
+            ),
+            routed: counter(
+                &r,
+                "routed_total",
+                "Requests forwarded, by how the destination was found: pool (backends), route \
+                 (an address in the Route set or Request-URI), flow (a flow token), dns (a name, \
+                 RFC 3263), static (`[[routes]]`), dialog (the dialog table).",
+                &["worker", "by"],
+            ),
+            refused: counter(
+                &r,
+                "refused_total",
+                "Requests the routing rules refused: bad_flow_token and relay_denied and \
+                 domain_not_served (403), no_route and unknown_domain (404).",
+                &["worker", "reason"],
+            ),
+            keepalives: counter(
+                &r,
+                "keepalives_total",
+                "STUN Binding requests and double-CRLF pings answered (RFC 5626 §4.4).",
+                &["worker"],
+            ),
+            dns_failures: counter(
+                &r,
+                "dns_failures_total",
+                "Requests answered 503 because their next hop's name did not resolve in time.",
+                &["worker"],
+            ),
             backend_requests: counter(
                 &r,
                 "backend_requests_total",
                 "Requests forwarded to each backend.",
+                &["backend"],
+            ),
+            backend_registrations: counter(
+                &r,
+                "backend_registrations_total",
+                "REGISTERs forwarded to each backend (registrar), chosen by address-of-record.",
                 &["backend"],
             ),
             backend_responses: counter(
@@ -235,6 +289,12 @@ impl Metrics {
             relayed: outcome("relayed_response"),
             no_backend: outcome("no_backend"),
             dropped: outcome("dropped"),
+            sides: ["outside", "inside"]
+                .map(|side| self.requests_by_side.with_label_values(&[&w, side])),
+            routed: RoutedBy::ALL.map(|b| self.routed.with_label_values(&[&w, b.name()])),
+            refused: Refusal::ALL.map(|r| self.refused.with_label_values(&[&w, r.name()])),
+            keepalives: self.keepalives.with_label_values(&[&w]),
+            dns_failures: self.dns_failures.with_label_values(&[&w]),
             transactions: self.transactions.with_label_values(&[&w]),
             dialogs: self.dialogs.with_label_values(&[&w]),
             last: ProxyStats::default(),
@@ -251,6 +311,7 @@ impl Metrics {
                 let class = |c: &str| self.backend_responses.with_label_values(&[a.as_str(), c]);
                 BackendMetrics {
                     requests: self.backend_requests.with_label_values(&[&a]),
+                    registrations: self.backend_registrations.with_label_values(&[&a]),
                     classes: [
                         class("2xx"),
                         class("3xx"),
@@ -347,6 +408,7 @@ fn raise(c: &IntCounter, value: u64) {
 #[derive(Clone)]
 pub struct BackendMetrics {
     pub requests: IntCounter,
+    pub registrations: IntCounter,
     classes: [IntCounter; 5],
     duration: Histogram,
 }
@@ -370,6 +432,11 @@ pub struct WorkerMetrics {
     relayed: IntCounter,
     no_backend: IntCounter,
     dropped: IntCounter,
+    sides: [IntCounter; 2],
+    routed: [IntCounter; RoutedBy::ALL.len()],
+    refused: [IntCounter; Refusal::ALL.len()],
+    keepalives: IntCounter,
+    dns_failures: IntCounter,
     transactions: IntGauge,
     dialogs: IntGauge,
     last: ProxyStats,
@@ -390,6 +457,16 @@ impl WorkerMetrics {
                 .inc_by(s.relayed_responses - l.relayed_responses);
             self.no_backend.inc_by(s.no_backend - l.no_backend);
             self.dropped.inc_by(s.dropped - l.dropped);
+            self.sides[0].inc_by(s.from_outside - l.from_outside);
+            self.sides[1].inc_by(s.from_inside - l.from_inside);
+            for (c, (now, before)) in self.routed.iter().zip(s.routed.iter().zip(l.routed)) {
+                c.inc_by(now - before);
+            }
+            for (c, (now, before)) in self.refused.iter().zip(s.refused.iter().zip(l.refused)) {
+                c.inc_by(now - before);
+            }
+            self.keepalives.inc_by(s.keepalives - l.keepalives);
+            self.dns_failures.inc_by(s.dns_failures - l.dns_failures);
             self.last = s;
         }
         self.transactions.set(transactions as i64);

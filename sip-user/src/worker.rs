@@ -22,10 +22,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::Pool,
+    backend::{Pool, dns::SrvResolver},
+    config::DnsSection,
     metrics::{Metrics, WorkerMetrics},
-    proxy::{Proxy, ProxyEvent},
-    sip::{Header, MAX_HEADERS, Parsed, parse},
+    proxy::{Proxy, ProxyEvent, resolve::Answer, target::Name},
+    sip::{Parsed, parse_any},
     workers::WorkerCounters,
 };
 
@@ -57,7 +58,18 @@ pub struct Worker {
     pub inbox: mpsc::Receiver<Handoff>,
     /// Every worker's queue, by worker index (this one's included, unused).
     pub peers: Arc<[mpsc::Sender<Handoff>]>,
+    /// How to make the resolver for the proxy's next-hop names.
+    pub resolver: ResolverSetup,
     pub cancel: CancellationToken,
+}
+
+/// What a worker's resolver is made from. Each worker makes its own, on its own runtime, where
+/// the resolver's connections then live.
+#[derive(Debug, Clone)]
+pub struct ResolverSetup {
+    pub dns: DnsSection,
+    pub sip_ports: Vec<u16>,
+    pub ipv6: bool,
 }
 
 impl Worker {
@@ -67,6 +79,19 @@ impl Worker {
         self.take_pool(&mut m);
         let mut buf = BytesMut::with_capacity(RECV_BLOCK);
         let mut export = tokio::time::interval(EXPORT_EVERY);
+        // Answers of the lookups this worker started (bounded by the proxy's parked requests).
+        let (answers_tx, mut answers) = mpsc::unbounded_channel::<(Name, Answer)>();
+        let r = &self.resolver;
+        let resolver = match SrvResolver::new(&r.dns, &r.sip_ports, r.ipv6) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                log::error!(
+                    "worker {}: no resolver for next-hop names (answered 503): {e}",
+                    self.index
+                );
+                None
+            }
+        };
         loop {
             if buf.capacity() < MAX_DATAGRAM {
                 buf.reserve(RECV_BLOCK);
@@ -91,6 +116,9 @@ impl Worker {
                 Some(h) = self.inbox.recv() => {
                     self.proxy.handle(h.datagram, h.source, Instant::now());
                 }
+                Some((name, answer)) = answers.recv() => {
+                    self.proxy.handle_answer(name, answer, Instant::now());
+                }
                 r = socket.recv_buf_from(&mut buf) => match r {
                     Ok((_, source)) => {
                         let datagram = buf.split().freeze();
@@ -100,6 +128,25 @@ impl Worker {
                 },
             }
             self.flush(&socket, &mut m).await;
+            self.start_lookups(resolver.as_ref(), &answers_tx);
+        }
+    }
+
+    /// Starts a task per name the proxy asked for; each sends its answer back to this loop.
+    fn start_lookups(
+        &mut self,
+        resolver: Option<&Arc<SrvResolver>>,
+        answers: &mpsc::UnboundedSender<(Name, Answer)>,
+    ) {
+        while let Some(name) = self.proxy.poll_query() {
+            let (resolver, answers) = (resolver.cloned(), answers.clone());
+            tokio::spawn(async move {
+                let answer = match resolver {
+                    Some(r) => r.resolve_next_hop(&name).await,
+                    None => Answer::Failed,
+                };
+                let _ = answers.send((name, answer));
+            });
         }
     }
 
@@ -114,34 +161,35 @@ impl Worker {
     /// goes to this worker's proxy when that is us.
     fn on_datagram(&mut self, datagram: Bytes, source: SocketAddr, m: &WorkerMetrics) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        let mut headers = [Header::EMPTY; MAX_HEADERS];
-        let parsed = parse(&datagram, &mut headers);
-        let call_id = match &parsed {
-            Ok(Parsed::Message(msg)) => msg.call_id(),
-            _ => None,
-        };
-        let workers = self.peers.len() as u32;
-        let owner = call_id.map(|c| slot_for_hash(hash_call_id(c), workers) as usize);
-        match owner {
-            Some(owner) if owner != self.index => {
-                self.counters.misrouted.fetch_add(1, Ordering::Relaxed);
-                if self.peers[owner]
-                    .try_send(Handoff { datagram, source })
-                    .is_err()
-                {
-                    m.handoff_dropped.inc();
+        parse_any(&datagram, |parsed| {
+            let call_id = match &parsed {
+                Ok(Parsed::Message(msg)) => msg.call_id(),
+                _ => None,
+            };
+            let workers = self.peers.len() as u32;
+            let owner = call_id.map(|c| slot_for_hash(hash_call_id(c), workers) as usize);
+            match owner {
+                Some(owner) if owner != self.index => {
+                    self.counters.misrouted.fetch_add(1, Ordering::Relaxed);
+                    let handoff = Handoff {
+                        datagram: datagram.clone(), // a reference count
+                        source,
+                    };
+                    if self.peers[owner].try_send(handoff).is_err() {
+                        m.handoff_dropped.inc();
+                    }
+                }
+                Some(_) => self
+                    .proxy
+                    .handle_parsed(parsed, &datagram, source, Instant::now()),
+                None => {
+                    // Keep-alives and what has no Call-ID: the proxy answers or drops them.
+                    self.counters.no_call_id.fetch_add(1, Ordering::Relaxed);
+                    self.proxy
+                        .handle_parsed(parsed, &datagram, source, Instant::now());
                 }
             }
-            Some(_) => self
-                .proxy
-                .handle_parsed(parsed, &datagram, source, Instant::now()),
-            None => {
-                // Keep-alives and what has no Call-ID: the proxy answers or drops them.
-                self.counters.no_call_id.fetch_add(1, Ordering::Relaxed);
-                self.proxy
-                    .handle_parsed(parsed, &datagram, source, Instant::now());
-            }
-        }
+        });
     }
 
     async fn flush(&mut self, socket: &UdpSocket, m: &mut WorkerMetrics) {
@@ -153,9 +201,12 @@ impl Worker {
         }
         while let Some(event) = self.proxy.poll_event() {
             match event {
-                ProxyEvent::Forwarded { backend } => {
+                ProxyEvent::Forwarded { backend, register } => {
                     if let Some(b) = m.backends.get(backend as usize) {
                         b.requests.inc();
+                        if register {
+                            b.registrations.inc();
+                        }
                     }
                 }
                 ProxyEvent::Completed {

@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::Pool,
+    config::DnsSection,
     metrics::Metrics,
     proxy::{Proxy, ProxyConfig},
-    worker::{HANDOFF_QUEUE, Worker},
+    worker::{HANDOFF_QUEUE, ResolverSetup, Worker},
 };
 
 /// What every worker starts from.
@@ -40,6 +41,9 @@ pub struct WorkerSetup {
     pub proxy: ProxyConfig,
     pub pool: watch::Receiver<Arc<Pool>>,
     pub metrics: Arc<Metrics>,
+    /// For the resolver each worker makes for its next-hop names (RFC 3263).
+    pub dns: DnsSection,
+    pub sip_ports: Vec<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,8 @@ impl Workers {
             proxy,
             pool,
             metrics,
+            dns,
+            sip_ports,
         } = setup;
         let mut sockets = Vec::with_capacity(cpus.len());
         for index in 0..cpus.len() {
@@ -124,6 +130,11 @@ impl Workers {
                 pool: pool.clone(),
                 inbox,
                 peers: peers.clone(),
+                resolver: ResolverSetup {
+                    dns: dns.clone(),
+                    sip_ports: sip_ports.clone(),
+                    ipv6: addr.is_ipv6(),
+                },
                 cancel: cancel.clone(),
             };
             let handle = std::thread::Builder::new()

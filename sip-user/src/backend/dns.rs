@@ -20,7 +20,13 @@ use super::{
     Member,
     srv::{self, Record},
 };
-use crate::config::DnsSection;
+use crate::{
+    config::DnsSection,
+    proxy::{
+        resolve::{Answer, Candidate},
+        target::Name,
+    },
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -126,6 +132,58 @@ impl SrvResolver {
             members: srv::members(&records),
             valid_until,
         })
+    }
+}
+
+impl SrvResolver {
+    /// A next hop's name as RFC 3263 §4 resolves it for UDP: with a port, its A/AAAA records
+    /// on that port; without, its `_sip._udp` SRV records, and when there are none, its A/AAAA
+    /// records on 5060. NAPTR (§4.1) is skipped: it chooses a transport, and we speak UDP.
+    pub async fn resolve_next_hop(&self, name: &Name) -> Answer {
+        let srv = match name.port {
+            Some(_) => None,
+            None => match self.resolve(&name.host).await {
+                Ok(r) if !r.members.is_empty() => Some(r),
+                Ok(_) => None,
+                Err(e) => {
+                    log::debug!("{e}");
+                    return Answer::Failed;
+                }
+            },
+        };
+        if let Some(r) = srv {
+            return Answer::Found {
+                candidates: r
+                    .members
+                    .iter()
+                    .map(|m| Candidate {
+                        addr: m.address,
+                        priority: m.priority,
+                        weight: m.weight,
+                    })
+                    .collect(),
+                valid_until: r.valid_until,
+            };
+        }
+        let port = name.port.unwrap_or(5060);
+        match self.resolver.lookup_ip(name.host.as_str()).await {
+            Ok(ips) => Answer::Found {
+                candidates: ips
+                    .iter()
+                    .map(|ip| Candidate {
+                        addr: SocketAddr::new(ip, port),
+                        priority: 0,
+                        weight: 1.0,
+                    })
+                    .collect(),
+                valid_until: ips.valid_until(),
+            },
+            Err(e) if e.is_no_records_found() => Answer::NoSuchName,
+            Err(e) => {
+                log::debug!("looking up {}: {e}", name.host);
+                Answer::Failed
+            }
+        }
     }
 }
 

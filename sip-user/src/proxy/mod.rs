@@ -1,19 +1,33 @@
 //! The proxy core (RFC 3261 §16), sans-IO: datagrams in ([`Proxy::handle`]), datagrams out
-//! ([`Proxy::poll_transmit`]), a clock ([`Proxy::handle_timeout`], [`Proxy::poll_timeout`]).
-//! One `Proxy` per worker owns that worker's transactions, dialogs and backend view, so the
-//! message path takes no locks.
+//! ([`Proxy::poll_transmit`]), a clock ([`Proxy::handle_timeout`], [`Proxy::poll_timeout`]),
+//! and names to resolve ([`Proxy::poll_query`], [`Proxy::handle_answer`]). One `Proxy` per
+//! worker owns that worker's transactions, dialogs and backend view, so the message path takes
+//! no locks.
 //!
-//! Routing, as an edge load balancer in front of backends: a new call goes to the backend the
-//! Call-ID hash picks ([`crate::backend::Pool::pick`]); every later request of the dialog goes
-//! to the same backend, or, when it comes from that backend (a BYE from the callee), back to
-//! the address the INVITE came from. Requests are forwarded statefully through client
-//! transactions; responses lose our Via and go back through the server transaction. ACK for a
-//! 2xx is forwarded statelessly along the dialog; CANCEL is answered here and sent on along the
-//! INVITE's branch. Local answers: 100 Trying for INVITE, 400 for malformed requests, 416/420/
-//! 483 from [`crate::sip::proxy_check`], 481 for unknown dialogs, 503 with Retry-After when no
-//! backend is up, 408 when a backend does not answer.
+//! The edge routes both ways ([`target`] has the rules): what comes from the **outside** goes
+//! to the backend pool (a new call by its Call-ID hash, a REGISTER by its address-of-record),
+//! or, inside a dialog, along its Route set to the inside; what comes from the **inside** (the
+//! backends, `trusted`) goes along its Route set, a static route, or its Request-URI (RFC 3263
+//! for names). Requests toward an outside UA name its flow in a token of ours ([`flow`]): in
+//! the Path we add to its REGISTER (RFC 3327) and in our Record-Route entry facing it, so the
+//! registrar's calls and every in-dialog request reach its NAT binding with no state here. A
+//! restarted node, or another node with the same secret, routes them alike.
+//!
+//! Requests are forwarded statefully through client transactions; responses lose our Via and go
+//! back through the server transaction. ACK for a 2xx is routed statelessly like any in-dialog
+//! request; CANCEL is answered here and sent along the INVITE's branch while the INVITE is
+//! pending. Local answers: 100 Trying for INVITE, 400/513 for malformed requests, 416/420/483
+//! from [`crate::sip::proxy_check`], 482 for loops, 403 for what the edge will not relay or a
+//! token that does not verify, 404 when nothing routes a request, 481 for an unknown CANCEL or
+//! dialog, 503 with Retry-After when no backend is up or DNS fails, 408 when a hop does not
+//! answer. STUN Binding requests and double-CRLF pings are answered ([`keepalive`]).
 
+pub mod flow;
+pub mod keepalive;
+pub mod resolve;
 pub mod rewrite;
+pub mod route;
+pub mod target;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -23,24 +37,43 @@ use std::{
 
 use bytes::Bytes;
 
-use self::rewrite::{Branch, Identity, forward_request, is_loop, loop_hash, strip_top_via};
+use self::{
+    flow::{Flow, FlowKey, Transport},
+    resolve::{Answer, Lookup, Resolver},
+    rewrite::{Branch, Edits, Entry, Identity, forward_request, is_loop, loop_hash, strip_top_via},
+    target::{Name, Policy, Refusal, RoutedBy, Side, Target},
+};
 use crate::{
     backend::Pool,
     sip::{
-        Error, Header, MAX_HEADERS, Message, Method, Parsed, build,
-        dialog::{DialogTable, Limits},
-        parse,
+        Error, HeaderName, MAX_HEADERS_LARGE, Message, Method, Parsed, build,
+        dialog::{DialogRef, DialogTable, Limits},
+        parse_any, parse_for_reply,
         proxy_check::{Decision, check},
+        scan::CommaList,
         transaction::{Event, Timers, TransactionLayer, Transmit, key::Key},
         with_message,
     },
 };
 
+/// When the edge adds its Path to a REGISTER from outside (RFC 3327).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathPolicy {
+    /// Always: the registrar must accept Path without the UA's `Supported: path` (Kamailio
+    /// `path_mode` 0 or 1; strict registrars answer 420 to such REGISTERs).
+    Always,
+    /// Only when the UA sent `Supported: path` (RFC 3327 §5: what strict registrars require).
+    IfSupported,
+    /// Never: the registrar reaches phones some other way.
+    Off,
+}
+
 /// The proxy's settings.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub identity: Identity,
-    /// Add Record-Route to dialog-creating INVITEs so in-dialog requests come through us.
+    /// Add Record-Route to dialog-creating requests so in-dialog requests come through us.
     pub record_route: bool,
     /// Option tags we accept in Proxy-Require (none by default: answer 420).
     pub supported: Vec<Vec<u8>>,
@@ -51,15 +84,20 @@ pub struct ProxyConfig {
     pub retry_after: u32,
     /// Distinguishes this worker's branches from other workers'.
     pub worker: u32,
+    /// Who is inside, `domains`, static routes.
+    pub policy: Policy,
+    /// Signs and checks flow tokens.
+    pub flow_key: FlowKey,
+    pub path: PathPolicy,
 }
 
 /// What the proxy did, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyStats {
     pub received: u64,
-    /// Did not parse or validate (requests among them answered 400).
+    /// Did not parse or validate (requests among them answered 400 or 513).
     pub malformed: u64,
-    /// Answered here with a final response (400/416/420/481/483/503/408).
+    /// Answered here with a final response (400/403/404/416/420/481/483/503/408…).
     pub local_replies: u64,
     pub forwarded_requests: u64,
     pub relayed_responses: u64,
@@ -67,14 +105,26 @@ pub struct ProxyStats {
     pub no_backend: u64,
     /// Dropped: responses not for us, ACKs outside any dialog, unanswerable messages.
     pub dropped: u64,
+    /// New requests (not retransmissions) by the side they came from.
+    pub from_outside: u64,
+    pub from_inside: u64,
+    /// Requests forwarded, by how their destination was found ([`RoutedBy::ALL`] order).
+    pub routed: [u64; 6],
+    /// Requests refused by the routing rules ([`Refusal::ALL`] order).
+    pub refused: [u64; 5],
+    /// STUN Binding requests and CRLF pings answered.
+    pub keepalives: u64,
+    /// Requests answered 503 because a name did not resolve in time.
+    pub dns_failures: u64,
 }
 
 /// What happened to requests sent to backends, for metrics (drained with
 /// [`Proxy::poll_event`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyEvent {
-    /// A request went to backend `backend` (an index into [`Pool::backends`]).
-    Forwarded { backend: u32 },
+    /// A request went to backend `backend` (an index into [`Pool::backends`]); `register` when
+    /// it was a REGISTER.
+    Forwarded { backend: u32, register: bool },
     /// A request to `backend` got its final response `status` (408 when the backend was
     /// silent) `elapsed` after we received it.
     Completed {
@@ -92,10 +142,43 @@ struct Link {
     original: Bytes,
     forwarded: Bytes,
     dest: SocketAddr,
-    /// The backend `dest` is, or `None` when the request went back to the caller.
+    /// The backend `dest` is, if it is one.
     backend: Option<u32>,
     received: Instant,
     final_relayed: bool,
+}
+
+/// A request waiting for a name to resolve.
+#[derive(Debug)]
+struct Parked {
+    /// Its server transaction; `None` for an ACK (forwarded statelessly).
+    server: Option<Key>,
+    datagram: Bytes,
+    source: SocketAddr,
+    side: Side,
+}
+
+/// Requests one worker keeps waiting for DNS at most; beyond, they are answered 503.
+const MAX_PARKED: usize = 1024;
+
+/// Where a request goes, once its target is an address.
+#[derive(Debug, Clone, Copy)]
+struct Dest {
+    addr: SocketAddr,
+    backend: Option<u32>,
+    by: RoutedBy,
+    side: Side,
+}
+
+/// What became of routing a request.
+enum Routed {
+    To(Dest),
+    /// Waiting for DNS.
+    Parked,
+    /// Answer with this status, reason and extra header line.
+    Answer(u16, &'static str, Option<Bytes>),
+    /// Refused by the routing rules: answer with [`Refusal::response`].
+    Refused(Refusal),
 }
 
 /// A worker's proxy.
@@ -113,6 +196,9 @@ pub struct Proxy {
     out: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
     stats: ProxyStats,
+    resolver: Resolver,
+    parked: HashMap<Name, Vec<Parked>>,
+    parked_count: usize,
     /// To-tag of the responses we make ourselves.
     local_tag: String,
     /// The header of our 503s, made once (a flood with every backend down asks for it often).
@@ -134,6 +220,9 @@ impl Proxy {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: ProxyStats::default(),
+            resolver: Resolver::default(),
+            parked: HashMap::new(),
+            parked_count: 0,
             local_tag,
             retry_after,
         }
@@ -153,9 +242,9 @@ impl Proxy {
 
     /// One received datagram.
     pub fn handle(&mut self, datagram: Bytes, source: SocketAddr, now: Instant) {
-        let mut headers = [Header::EMPTY; MAX_HEADERS];
-        let parsed = parse(&datagram, &mut headers);
-        self.handle_parsed(parsed, &datagram, source, now);
+        parse_any(&datagram, |parsed| {
+            self.handle_parsed(parsed, &datagram, source, now)
+        });
     }
 
     /// One received datagram that the caller already parsed (a worker parses once, to find
@@ -169,12 +258,19 @@ impl Proxy {
     ) {
         self.stats.received += 1;
         let msg = match parsed {
-            Ok(Parsed::KeepAlive) => return,
-            Ok(Parsed::Message(m)) => m,
-            Err(_) => {
-                // Without headers there is nothing to address a response to (RFC 3261 §16.3).
-                self.stats.malformed += 1;
+            Ok(Parsed::KeepAlive) => {
+                if let Some(pong) = keepalive::crlf_pong(datagram) {
+                    self.keepalive(source, pong);
+                }
                 return;
+            }
+            Ok(Parsed::Message(m)) => m,
+            Err(e) => {
+                if let Some(resp) = keepalive::stun_binding_response(datagram, source) {
+                    return self.keepalive(source, resp);
+                }
+                self.stats.malformed += 1;
+                return self.answer_unparsable(datagram, e, source);
             }
         };
         if let Err(e) = msg.validate() {
@@ -244,6 +340,62 @@ impl Proxy {
         self.events.pop_front()
     }
 
+    /// A name the worker must resolve (RFC 3263) and answer with [`Self::handle_answer`].
+    pub fn poll_query(&mut self) -> Option<Name> {
+        self.resolver.poll_query()
+    }
+
+    /// The answer for a name from [`Self::poll_query`]: routes the requests that waited for it.
+    pub fn handle_answer(&mut self, name: Name, answer: Answer, now: Instant) {
+        let waiting = self.parked.remove(&name).unwrap_or_default();
+        self.parked_count -= waiting.len();
+        self.resolver.answer(name, answer, now);
+        for p in waiting {
+            let Parked {
+                server,
+                datagram,
+                source,
+                side,
+            } = p;
+            parse_any(&datagram, |parsed| {
+                let Ok(Parsed::Message(msg)) = parsed else {
+                    return;
+                };
+                match server {
+                    Some(key) => {
+                        self.route_and_forward(key, &msg, datagram.clone(), source, side, None, now)
+                    }
+                    None => self.forward_ack(&msg, source, now),
+                }
+            });
+        }
+        self.drain_events(now, None);
+    }
+
+    /// Names cached by this worker's resolver.
+    pub fn cached_names(&self) -> usize {
+        self.resolver.cached()
+    }
+
+    fn keepalive(&mut self, dest: SocketAddr, payload: Bytes) {
+        self.stats.keepalives += 1;
+        self.out.push_back(Transmit { dest, payload });
+    }
+
+    /// A request that did not parse: answered when its start line and a Via can be read —
+    /// 513 for more header lines than we take, 400 naming the problem otherwise.
+    fn answer_unparsable(&mut self, datagram: &[u8], error: Error, source: SocketAddr) {
+        let mut headers = vec![crate::sip::Header::EMPTY; MAX_HEADERS_LARGE];
+        let Some(msg) = parse_for_reply(datagram, &mut headers) else {
+            return;
+        };
+        let (code, reason) = match error {
+            Error::TooManyHeaders => (513, "Message Too Large".to_string()),
+            e => (400, format!("Bad Request ({e})")),
+        };
+        self.reply_stateless(&msg, source, code, &reason, &[]);
+    }
+
     /// Acts on the transaction layer's events. `current` is the message just handed to it:
     /// the events that carry a datagram (request, ACK, response) only ever come from that
     /// message, so its parse is reused rather than repeated; timers raise only Timeout and
@@ -259,7 +411,10 @@ impl Proxy {
                     },
                     Some(msg),
                 ) => self.on_request(key, msg, datagram, source, now),
-                (Event::Ack { source, .. }, Some(msg)) => self.forward_ack(msg, source, now),
+                (Event::Ack { source, .. }, Some(msg)) => {
+                    self.dialogs.handle(msg, now);
+                    self.forward_ack(msg, source, now)
+                }
                 (Event::Response { key, .. }, Some(msg)) => self.relay_response(&key, msg, now),
                 (Event::StrayResponse { .. }, Some(msg)) => self.relay_stray(msg),
                 (
@@ -289,6 +444,29 @@ impl Proxy {
         }
     }
 
+    /// Inside: a backend's address or a `trusted` source.
+    fn is_inside(&self, ip: IpAddr) -> bool {
+        self.cfg
+            .policy
+            .is_inside(ip, self.pool.backends.iter().map(|b| b.address.ip()))
+    }
+
+    fn side_of(&self, ip: IpAddr) -> Side {
+        if self.is_inside(ip) {
+            Side::Inside
+        } else {
+            Side::Outside
+        }
+    }
+
+    fn backend_at(&self, addr: SocketAddr) -> Option<u32> {
+        self.pool
+            .backends
+            .iter()
+            .position(|b| b.address == addr)
+            .map(|i| i as u32)
+    }
+
     fn on_request(
         &mut self,
         key: Key,
@@ -306,47 +484,93 @@ impl Proxy {
             let trying = build::response(msg, 100, "Trying", None, &[]);
             let _ = self.txs.respond(&key, 100, trying, now);
         }
-        let in_dialog = msg
-            .to()
-            .and_then(Result::ok)
-            .is_some_and(|a| a.tag().is_some());
-        let dest = if in_dialog {
-            let route = self
-                .dialogs
-                .handle(msg, now)
-                .and_then(|r| self.dialogs.get(r).map(|s| (s.backend, s.caller)));
-            match route.and_then(|(b, caller)| {
-                Some((b, self.pool.backends.get(b as usize)?.address, caller))
-            }) {
-                Some((_, backend, Some(caller))) if source == backend => (caller, None),
-                Some((b, backend, _)) => (backend, Some(b)),
-                None => {
-                    return self.reply(&key, msg, 481, "Call/Transaction Does Not Exist", &[], now);
-                }
+        let side = self.side_of(source.ip());
+        match side {
+            Side::Outside => self.stats.from_outside += 1,
+            Side::Inside => self.stats.from_inside += 1,
+        }
+        let dialog = self.dialogs.handle(msg, now);
+        self.route_and_forward(key, msg, datagram, source, side, dialog, now);
+    }
+
+    /// Routes a request (§16.4–§16.6) and forwards it through a client transaction, or
+    /// answers it. `dialog`: its dialog, as the table just updated it (`None` when re-routed
+    /// after DNS: the table saw it the first time).
+    #[allow(clippy::too_many_arguments)]
+    fn route_and_forward(
+        &mut self,
+        key: Key,
+        msg: &Message<'_, '_>,
+        datagram: Bytes,
+        source: SocketAddr,
+        side: Side,
+        dialog: Option<DialogRef>,
+        now: Instant,
+    ) {
+        let Some(method) = msg.method() else { return };
+        let route = match route::read(msg, &self.cfg.identity, &self.cfg.flow_key) {
+            Ok(r) => r,
+            Err(e) => return self.reply(&key, msg, 400, &format!("Bad Request ({e})"), &[], now),
+        };
+        let target = target::decide(msg, &route, side, &self.cfg.policy, &self.cfg.identity);
+        let parked = || Parked {
+            server: Some(key.clone()),
+            datagram: datagram.clone(),
+            source,
+            side,
+        };
+        let dest = match self.destination(msg, target, source, dialog, parked, now) {
+            Routed::To(d) => d,
+            Routed::Parked => return,
+            Routed::Answer(code, reason, extra) => {
+                let extra: Vec<&[u8]> = extra.iter().map(|b| &b[..]).collect();
+                return self.reply(&key, msg, code, reason, &extra, now);
+            }
+            Routed::Refused(r) => {
+                self.stats.refused[r as usize] += 1;
+                let (code, reason) = r.response();
+                return self.reply(&key, msg, code, reason, &[], now);
+            }
+        };
+        let in_dialog = to_tag(msg).is_some();
+        let creates_dialog = match method {
+            Method::Invite | Method::Subscribe | Method::Refer => !in_dialog,
+            // A NOTIFY may create the subscription's dialog (RFC 6665 §4.1.2.4): its
+            // Record-Route is how the subscriber learns the route set.
+            Method::Notify => true,
+            _ => false,
+        };
+        let mut rr = [Entry::Plain, Entry::Plain];
+        let rr_len = if self.cfg.record_route && creates_dialog {
+            // One entry facing each side (RFC 5658); an outside side's carries its flow.
+            rr[0] = self.entry_for(dest.side, dest.addr);
+            rr[1] = self.entry_for(side, source);
+            if matches!(rr, [Entry::Plain, Entry::Plain]) {
+                1
+            } else {
+                2
             }
         } else {
-            let hash = sip_common::hash_call_id(msg.call_id().unwrap_or(b""));
-            let Some(index) = self.pool.pick(hash) else {
-                self.stats.no_backend += 1;
-                let retry = self.retry_after.clone(); // a reference count, not a copy
-                return self.reply(&key, msg, 503, "Service Unavailable", &[&retry[..]], now);
-            };
-            if method == Method::Invite
-                && let Some(r) = self.dialogs.handle(msg, now)
-            {
-                self.dialogs.set_route(r, index as u32, source);
-            }
-            (self.pool.backends[index].address, Some(index as u32))
+            0
         };
-        let (dest, backend) = dest;
+        let register = method == Method::Register;
+        let path = (register && side == Side::Outside && self.wants_path(msg))
+            .then(|| self.entry_for(Side::Outside, source));
+        let edits = Edits {
+            pop_routes: route.pop_front,
+            new_uri: route.new_uri,
+            record_route: &rr[..rr_len],
+            path,
+        };
         let branch = self.branch(msg);
-        let record_route = self.cfg.record_route && method == Method::Invite && !in_dialog;
-        let forwarded = forward_request(msg, source, &self.cfg.identity, branch, record_route);
-        match self.txs.send_request(forwarded.clone(), dest, now) {
+        let forwarded = forward_request(msg, source, &self.cfg.identity, branch, &edits);
+        match self.txs.send_request(forwarded.clone(), dest.addr, now) {
             Ok(client) => {
                 self.stats.forwarded_requests += 1;
-                if let Some(backend) = backend {
-                    self.events.push_back(ProxyEvent::Forwarded { backend });
+                self.stats.routed[dest.by as usize] += 1;
+                if let Some(backend) = dest.backend {
+                    self.events
+                        .push_back(ProxyEvent::Forwarded { backend, register });
                 }
                 self.server_links.insert(key.clone(), client.clone());
                 self.links.insert(
@@ -355,8 +579,8 @@ impl Proxy {
                         server: key,
                         original: datagram,
                         forwarded,
-                        dest,
-                        backend,
+                        dest: dest.addr,
+                        backend: dest.backend,
                         received: now,
                         final_relayed: false,
                     },
@@ -366,7 +590,142 @@ impl Proxy {
         }
     }
 
-    /// §16.10: answer the CANCEL, and send one along the INVITE's branch if it was forwarded.
+    /// The address a [`Target`] names, or why there is none (yet).
+    fn destination(
+        &mut self,
+        msg: &Message<'_, '_>,
+        target: Target,
+        source: SocketAddr,
+        dialog: Option<DialogRef>,
+        parked: impl FnOnce() -> Parked,
+        now: Instant,
+    ) -> Routed {
+        let address = |this: &Self, addr: SocketAddr, by: RoutedBy, inside_only: bool| {
+            let side = this.side_of(addr.ip());
+            if inside_only && side == Side::Outside {
+                return Routed::Refused(Refusal::Relay);
+            }
+            Routed::To(Dest {
+                addr,
+                backend: this.backend_at(addr),
+                by,
+                side,
+            })
+        };
+        match target {
+            Target::Flow(f) => Routed::To(Dest {
+                addr: f.peer,
+                backend: None,
+                by: RoutedBy::Flow,
+                side: Side::Outside,
+            }),
+            Target::Pool { hash, .. } => match self.pool.pick(hash) {
+                Some(i) => {
+                    if msg.method() == Some(Method::Invite)
+                        && let Some(r) = dialog
+                    {
+                        self.dialogs.set_route(r, i as u32, source);
+                    }
+                    Routed::To(Dest {
+                        addr: self.pool.backends[i].address,
+                        backend: Some(i as u32),
+                        by: RoutedBy::Pool,
+                        side: Side::Inside,
+                    })
+                }
+                None => {
+                    self.stats.no_backend += 1;
+                    let retry = self.retry_after.clone(); // a reference count, not a copy
+                    Routed::Answer(503, "Service Unavailable", Some(retry))
+                }
+            },
+            Target::Addr {
+                addr,
+                by,
+                inside_only,
+            } => address(self, addr, by, inside_only),
+            Target::Resolve {
+                name,
+                by,
+                inside_only,
+            } => {
+                let hash = sip_common::hash_call_id(msg.call_id().unwrap_or(b""));
+                match self.resolver.lookup(&name, hash, now) {
+                    Lookup::Addr(a) => address(self, a, by, inside_only),
+                    Lookup::NoSuchName => Routed::Refused(Refusal::UnknownDomain),
+                    Lookup::Failed => {
+                        self.stats.dns_failures += 1;
+                        let retry = self.retry_after.clone();
+                        Routed::Answer(503, "Service Unavailable (DNS)", Some(retry))
+                    }
+                    Lookup::Pending if self.parked_count < MAX_PARKED => {
+                        self.parked.entry(name).or_default().push(parked());
+                        self.parked_count += 1;
+                        Routed::Parked
+                    }
+                    Lookup::Pending => {
+                        self.stats.dns_failures += 1;
+                        let retry = self.retry_after.clone();
+                        Routed::Answer(503, "Service Unavailable (DNS busy)", Some(retry))
+                    }
+                }
+            }
+            Target::Dialog => {
+                let known = dialog
+                    .or_else(|| self.dialogs.handle(msg, now))
+                    .and_then(|r| self.dialogs.get(r))
+                    .and_then(|s| {
+                        let backend = self.pool.backends.get(s.backend as usize)?.address;
+                        Some((s.backend, backend, s.caller))
+                    });
+                match known {
+                    Some((_, backend, Some(caller))) if source == backend => Routed::To(Dest {
+                        addr: caller,
+                        backend: None,
+                        by: RoutedBy::Dialog,
+                        side: self.side_of(caller.ip()),
+                    }),
+                    Some((b, backend, _)) => Routed::To(Dest {
+                        addr: backend,
+                        backend: Some(b),
+                        by: RoutedBy::Dialog,
+                        side: Side::Inside,
+                    }),
+                    None => Routed::Answer(481, "Call/Transaction Does Not Exist", None),
+                }
+            }
+            Target::Local => Routed::Answer(200, "OK", None),
+            Target::Refuse(r) => Routed::Refused(r),
+        }
+    }
+
+    /// Our Record-Route or Path entry facing `side` at `addr`: an outside side gets its flow.
+    fn entry_for(&self, side: Side, addr: SocketAddr) -> Entry {
+        match side {
+            Side::Inside => Entry::Plain,
+            Side::Outside => Entry::Flow(self.cfg.flow_key.encode(&Flow {
+                transport: Transport::Udp,
+                peer: addr,
+                local_port: self.cfg.identity.port,
+            })),
+        }
+    }
+
+    /// RFC 3327 §5: add Path per the policy.
+    fn wants_path(&self, msg: &Message<'_, '_>) -> bool {
+        match self.cfg.path {
+            PathPolicy::Always => true,
+            PathPolicy::Off => false,
+            PathPolicy::IfSupported => msg
+                .headers_named(HeaderName::Supported)
+                .flat_map(|h| CommaList::new(h.value))
+                .any(|t| t.eq_ignore_ascii_case(b"path")),
+        }
+    }
+
+    /// §16.10: answer the CANCEL, and send one along the INVITE's branch while the INVITE is
+    /// pending. After its final response there is nothing left to cancel (§9.1): the CANCEL is
+    /// answered and goes no further.
     fn on_cancel(&mut self, key: &Key, msg: &Message<'_, '_>, now: Instant) {
         let invite = key
             .cancelled_invite()
@@ -375,11 +734,11 @@ impl Proxy {
         let Some(link) = invite else {
             return self.reply(key, msg, 481, "Call/Transaction Does Not Exist", &[], now);
         };
-        let (forwarded, dest) = (link.forwarded.clone(), link.dest);
+        let (forwarded, dest, pending) = (link.forwarded.clone(), link.dest, !link.final_relayed);
         self.dialogs.handle(msg, now);
         let ok = build::response(msg, 200, "OK", None, &[]);
         let _ = self.txs.respond(key, 200, ok, now);
-        if let Some(cancel) = with_message(&forwarded, build::cancel_for) {
+        if pending && let Some(cancel) = with_message(&forwarded, build::cancel_for) {
             let _ = self.txs.send_request(cancel, dest, now);
         }
     }
@@ -433,32 +792,50 @@ impl Proxy {
         }
     }
 
-    /// ACK for a 2xx: stateless, along the dialog (§16.11 note; RFC 6026).
+    /// ACK for a 2xx: stateless, routed like any in-dialog request (§16.11 note; RFC 6026).
+    /// It cannot be answered: what would be refused is dropped.
     fn forward_ack(&mut self, m: &Message<'_, '_>, source: SocketAddr, now: Instant) {
-        let branch = self.branch(m);
-        let routed = (|| {
-            let r = self.dialogs.handle(m, now)?;
-            let s = self.dialogs.get(r)?;
-            let backend = self.pool.backends.get(s.backend as usize)?.address;
-            let dest = match s.caller {
-                Some(caller) if source == backend => caller,
-                _ => backend,
-            };
-            Some(Transmit {
-                dest,
-                payload: forward_request(m, source, &self.cfg.identity, branch, false),
-            })
-        })();
-        match routed {
-            Some(t) => {
-                self.stats.forwarded_requests += 1;
-                self.out.push_back(t);
+        let side = self.side_of(source.ip());
+        let Ok(route) = route::read(m, &self.cfg.identity, &self.cfg.flow_key) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let target = target::decide(m, &route, side, &self.cfg.policy, &self.cfg.identity);
+        let datagram = Bytes::copy_from_slice(m.raw);
+        let parked = || Parked {
+            server: None,
+            datagram,
+            source,
+            side,
+        };
+        let dest = match self.destination(m, target, source, None, parked, now) {
+            Routed::To(d) => d,
+            Routed::Parked => return,
+            Routed::Answer(..) => {
+                self.stats.dropped += 1;
+                return;
             }
-            None => self.stats.dropped += 1,
-        }
+            Routed::Refused(r) => {
+                self.stats.refused[r as usize] += 1;
+                self.stats.dropped += 1;
+                return;
+            }
+        };
+        let branch = self.branch(m);
+        let edits = Edits {
+            pop_routes: route.pop_front,
+            new_uri: route.new_uri,
+            ..Edits::default()
+        };
+        self.stats.forwarded_requests += 1;
+        self.stats.routed[dest.by as usize] += 1;
+        self.out.push_back(Transmit {
+            dest: dest.addr,
+            payload: forward_request(m, source, &self.cfg.identity, branch, &edits),
+        });
     }
 
-    /// The backend never answered (timer B or F): 408 upstream unless a final went up already.
+    /// The hop never answered (timer B or F): 408 upstream unless a final went up already.
     fn on_timeout(&mut self, client: &Key, now: Instant) {
         let Some(link) = self.links.get(client) else {
             return;
@@ -522,5 +899,12 @@ impl Proxy {
     }
 }
 
+/// The To tag, present in a dialog's requests (RFC 3261 §12.2).
+fn to_tag<'b>(msg: &Message<'_, 'b>) -> Option<&'b [u8]> {
+    msg.to().and_then(Result::ok).and_then(|a| a.tag())
+}
+
+#[cfg(test)]
+mod edge_tests;
 #[cfg(test)]
 mod tests;

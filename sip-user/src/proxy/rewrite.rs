@@ -1,7 +1,8 @@
 //! How the proxy rewrites messages it forwards (RFC 3261 §16.6, §16.7): requests get our Via
-//! on top, Max-Forwards minus one, our Record-Route on dialog-creating requests, and lose the
-//! Route entry that named us (loose routing, §16.4); the sender's Via gets `received` and
-//! `rport` (RFC 3581 §4); responses lose our Via (§16.7 step 3).
+//! on top, Max-Forwards minus one, our Record-Route entries on dialog-creating requests and our
+//! Path on REGISTERs, and lose the Route entries that named us (loose routing, §16.4, with the
+//! strict-router fix-up); the sender's Via gets `received` and `rport` (RFC 3581 §4); responses
+//! lose our Via (§16.7 step 3).
 
 use std::{
     fmt::{self, Write as _},
@@ -12,38 +13,88 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use sip_common::{fmix64, hash_call_id};
 
+use super::flow::TokenText;
 use crate::sip::{
     HeaderName, Message, StartLine, address::Address, build::header as put, scan::CommaList,
     via::Via,
 };
 
-/// Who we are on the wire: the host and port written in our Via and Record-Route.
+/// Who we are on the wire: the host and port in our Via (this node), and the route address in
+/// our Record-Route and Path entries. The route address may be shared by a cluster (an anycast or
+/// ECMP service address), so that any node takes a dialog's later requests, while responses come
+/// back to the node whose Via they carry.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub host: String,
     pub port: u16,
-    /// `host:port`, as written.
+    /// `host:port`, as written in our Via.
     pub host_port: String,
+    /// The route address's host.
+    pub route_host: String,
+    /// `route_host:port`, as written in our Record-Route and Path entries.
+    pub route_host_port: String,
 }
 
 impl Identity {
     pub fn new(host: &str, port: u16) -> Self {
+        Self::with_route_host(host, port, host)
+    }
+
+    /// Via `host:port`, Record-Route and Path `route_host:port`.
+    pub fn with_route_host(host: &str, port: u16, route_host: &str) -> Self {
         Identity {
             host: host.to_string(),
             port,
             host_port: format!("{host}:{port}"),
+            route_host: route_host.to_string(),
+            route_host_port: format!("{route_host}:{port}"),
         }
     }
 
-    /// True if a URI's host and port name us (port 5060 when absent).
+    /// True if a URI's host and port name us, by either address (port 5060 when absent).
     pub fn is_me(&self, host: &[u8], port: Option<u16>) -> bool {
-        host.eq_ignore_ascii_case(self.host.as_bytes()) && port.unwrap_or(5060) == self.port
+        port.unwrap_or(5060) == self.port
+            && (host.eq_ignore_ascii_case(self.host.as_bytes())
+                || host.eq_ignore_ascii_case(self.route_host.as_bytes()))
     }
 
-    /// True if the top Via of a response is ours.
+    /// True if a Via (a response's top one, or one in a looping request) is this node's.
     pub fn is_my_via(&self, via: &Via<'_>) -> bool {
-        self.is_me(via.host, via.port)
+        via.port.unwrap_or(5060) == self.port && via.host.eq_ignore_ascii_case(self.host.as_bytes())
     }
+}
+
+/// One URI of ours in a Record-Route or Path header: plain, or carrying a flow token.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry {
+    Plain,
+    Flow(TokenText),
+}
+
+impl Entry {
+    fn write(&self, out: &mut BytesMut, me: &Identity) {
+        out.put_slice(b"<sip:");
+        if let Entry::Flow(t) = self {
+            out.put_slice(t.as_bytes());
+            out.put_u8(b'@');
+        }
+        out.put_slice(me.route_host_port.as_bytes());
+        out.put_slice(b";lr>");
+    }
+}
+
+/// What forwarding changes in a request besides Via and Max-Forwards (RFC 3261 §16.6).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Edits<'a> {
+    /// Route values of ours to remove from the front (§16.4, loose routing).
+    pub pop_routes: usize,
+    /// Strict-router compatibility (§16.4): the new Request-URI; the last Route value, which it
+    /// came from, is removed.
+    pub new_uri: Option<&'a [u8]>,
+    /// Record-Route entries to add, top first (§16.6 step 4; two when the sides differ).
+    pub record_route: &'a [Entry],
+    /// A Path entry to add on top (RFC 3327 §5.2), for a REGISTER.
+    pub path: Option<Entry>,
 }
 
 /// What every branch of ours starts with.
@@ -120,29 +171,43 @@ pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
 }
 
 /// The request `msg`, received from `source`, as forwarded by us: `branch` in our new top Via,
-/// the sender's Via with `received`/`rport` (RFC 3581), Max-Forwards decremented (70 if
-/// absent, §16.6 step 3), our Route entry removed, and a Record-Route if `record_route`.
+/// the sender's Via with `received`/`rport` (RFC 3581), Max-Forwards decremented (70 if absent,
+/// §16.6 step 3), and the route `edits`.
 pub fn forward_request(
     msg: &Message<'_, '_>,
     source: SocketAddr,
     me: &Identity,
     branch: Branch,
-    record_route: bool,
+    edits: &Edits<'_>,
 ) -> Bytes {
-    let mut out = BytesMut::with_capacity(msg.raw.len() + 128);
+    let mut out = BytesMut::with_capacity(msg.raw.len() + 256);
     if let StartLine::Request { method, uri } = msg.start {
         out.put_slice(method.as_bytes());
         out.put_u8(b' ');
-        out.put_slice(uri);
+        out.put_slice(edits.new_uri.unwrap_or(uri));
         out.put_slice(b" SIP/2.0\r\n");
     }
     // Formatted straight into the buffer: no temporary strings per message.
     let _ = write!(out, "Via: SIP/2.0/UDP {};branch={branch}\r\n", me.host_port);
-    if record_route {
-        let _ = write!(out, "Record-Route: <sip:{};lr>\r\n", me.host_port);
+    for e in edits.record_route {
+        out.put_slice(b"Record-Route: ");
+        e.write(&mut out, me);
+        out.put_slice(b"\r\n");
     }
+    if let Some(e) = &edits.path {
+        out.put_slice(b"Path: ");
+        e.write(&mut out, me);
+        out.put_slice(b"\r\n");
+    }
+    let routes = if edits.pop_routes > 0 || edits.new_uri.is_some() {
+        msg.headers_named(HeaderName::Route)
+            .map(|h| CommaList::new(h.value).count())
+            .sum()
+    } else {
+        0
+    };
+    let mut route_index = 0usize;
     let mut saw_max_forwards = false;
-    let mut route_checked = false;
     let mut via_done = false;
     for h in msg.headers {
         match h.name {
@@ -155,16 +220,28 @@ pub fn forward_request(
                 let n = crate::sip::fields::max_forwards(h.value).unwrap_or(70);
                 let _ = write!(out, "Max-Forwards: {}\r\n", n.saturating_sub(1));
             }
-            HeaderName::Route if !route_checked => {
-                route_checked = true;
-                // Drop the first Route value if it is us (§16.4); keep the rest of the line.
-                let mut values = CommaList::new(h.value);
-                let first = values.next().unwrap_or(b"");
-                let ours = Address::parse(first).is_ok_and(|a| me.is_me(a.uri.host, a.uri.port));
-                if !ours {
-                    put(&mut out, h.raw_name, h.value);
-                } else if let Some(rest) = values.remainder() {
-                    put(&mut out, h.raw_name, rest);
+            HeaderName::Route if routes > 0 => {
+                // Keep the values that are neither ours at the front nor the one a strict
+                // router's fix-up moved into the Request-URI; the rest of the line as written.
+                let mut started = false;
+                for v in CommaList::new(h.value) {
+                    let i = route_index;
+                    route_index += 1;
+                    let moved = edits.new_uri.is_some() && i + 1 == routes;
+                    if i < edits.pop_routes || moved {
+                        continue;
+                    }
+                    if started {
+                        out.put_slice(b", ");
+                    } else {
+                        out.put_slice(h.raw_name);
+                        out.put_slice(b": ");
+                        started = true;
+                    }
+                    out.put_slice(v);
+                }
+                if started {
+                    out.put_slice(b"\r\n");
                 }
             }
             _ => put(&mut out, h.raw_name, h.value),

@@ -3,20 +3,22 @@
 
 use std::time::Duration;
 
-use super::*;
-use crate::backend::Backend;
+pub(super) use super::*;
+pub(super) use crate::backend::Backend;
 
-const UAC: &str = "192.0.2.10:5060";
-const B1: &str = "192.0.2.21:5060";
-const B2: &str = "192.0.2.22:5060";
-const ME: &str = "192.0.2.1";
+pub(super) const UAC: &str = "192.0.2.10:5060";
+pub(super) const B1: &str = "192.0.2.21:5060";
+pub(super) const B2: &str = "192.0.2.22:5060";
+pub(super) const ME: &str = "192.0.2.1";
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn proxy(backends: &[&str]) -> Proxy {
-    let cfg = ProxyConfig {
+pub(super) const SECRET: &[u8] = b"proxy tests flow secret";
+
+pub(super) fn config() -> ProxyConfig {
+    ProxyConfig {
         identity: Identity::new(ME, 5060),
         record_route: true,
         supported: vec![],
@@ -25,7 +27,17 @@ fn proxy(backends: &[&str]) -> Proxy {
         dialog_limits: Limits::default(),
         retry_after: 30,
         worker: 0,
-    };
+        policy: Policy::default(),
+        flow_key: FlowKey::new(SECRET),
+        path: PathPolicy::Always,
+    }
+}
+
+pub(super) fn proxy(backends: &[&str]) -> Proxy {
+    proxy_with(config(), backends)
+}
+
+pub(super) fn proxy_with(cfg: ProxyConfig, backends: &[&str]) -> Proxy {
     let pool = Pool::new(
         backends
             .iter()
@@ -35,23 +47,23 @@ fn proxy(backends: &[&str]) -> Proxy {
     Proxy::new(cfg, pool)
 }
 
-fn send(p: &mut Proxy, datagram: String, from: &str, now: Instant) -> Vec<Transmit> {
+pub(super) fn send(p: &mut Proxy, datagram: String, from: &str, now: Instant) -> Vec<Transmit> {
     p.handle(Bytes::from(datagram), addr(from), now);
     std::iter::from_fn(|| p.poll_transmit()).collect()
 }
 
-fn text(t: &Transmit) -> String {
+pub(super) fn text(t: &Transmit) -> String {
     String::from_utf8_lossy(&t.payload).into_owned()
 }
 
-fn invite(call_id: &str, max_forwards: u8) -> String {
+pub(super) fn invite(call_id: &str, max_forwards: u8) -> String {
     format!(
         "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-uac-{call_id}\r\nMax-Forwards: {max_forwards}\r\nFrom: <sip:alice@example.com>;tag=caller\r\nTo: <sip:bob@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.10:5060>\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
 /// A backend's response to the forwarded request `fwd` (echoing its Vias).
-fn answer(fwd: &str, code: u16, to_tag: &str) -> String {
+pub(super) fn answer(fwd: &str, code: u16, to_tag: &str) -> String {
     let mut out = format!("SIP/2.0 {code} Reason\r\n");
     for line in fwd.lines() {
         let keep = ["Via:", "From:", "Call-ID:", "CSeq:"]
@@ -73,7 +85,7 @@ fn answer(fwd: &str, code: u16, to_tag: &str) -> String {
     out
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+pub(super) fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
     msg.lines().filter(|l| l.starts_with(name)).collect()
 }
 
@@ -95,9 +107,19 @@ fn a_call_end_to_end_with_the_callee_hanging_up() {
     );
     assert!(vias[1].contains("z9hG4bK-uac-call-1"));
     assert_eq!(header(&fwd, "Max-Forwards:"), ["Max-Forwards: 69"]);
+    // Two entries: the one facing the backend (inside, plain) on top, the one facing the
+    // caller (outside) with the caller's flow token.
+    let token = FlowKey::new(SECRET).encode(&Flow {
+        transport: Transport::Udp,
+        peer: addr(UAC),
+        local_port: 5060,
+    });
     assert_eq!(
         header(&fwd, "Record-Route:"),
-        ["Record-Route: <sip:192.0.2.1:5060;lr>"]
+        [
+            "Record-Route: <sip:192.0.2.1:5060;lr>".to_string(),
+            format!("Record-Route: <sip:{}@192.0.2.1:5060;lr>", token.as_str())
+        ]
     );
 
     // 100 from the backend stays here; 180 and 200 go up without our Via.
@@ -118,9 +140,13 @@ fn a_call_end_to_end_with_the_callee_hanging_up() {
     }
     assert_eq!(p.active_dialogs(), 1);
 
-    // ACK for the 2xx: stateless, to the same backend, our Route entry gone.
-    let ack = "ACK sip:bob@192.0.2.21:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-uac-ack\r\nRoute: <sip:192.0.2.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=caller\r\nTo: <sip:bob@example.com>;tag=callee\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
-    let out = send(&mut p, ack.to_string(), UAC, t0);
+    // ACK for the 2xx: stateless, along the caller's route set (the Record-Route reversed) to
+    // the backend's Contact, our Route entries gone.
+    let ack = format!(
+        "ACK sip:bob@{backend} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-uac-ack\r\nRoute: <sip:{}@192.0.2.1:5060;lr>, <sip:192.0.2.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=caller\r\nTo: <sip:bob@example.com>;tag=callee\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        token.as_str()
+    );
+    let out = send(&mut p, ack, UAC, t0);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].dest, backend);
     assert!(header(&text(&out[0]), "Route:").is_empty());
@@ -337,13 +363,13 @@ fn a_request_that_comes_back_unchanged_is_a_loop_and_a_changed_one_a_spiral() {
     // Same request with a new Request-URI (the backend retargeted it): a spiral, forwarded.
     let spiral = back.replacen(
         "INVITE sip:bob@example.com",
-        "INVITE sip:carol@example.com",
+        "INVITE sip:carol@192.0.2.30",
         1,
     );
     let out = send(&mut p, spiral, B1, t0);
     assert!(
-        out.iter()
-            .any(|t| text(t).starts_with("INVITE sip:carol@example.com")),
+        out.iter().any(|t| t.dest == addr("192.0.2.30:5060")
+            && text(t).starts_with("INVITE sip:carol@192.0.2.30")),
         "{out:?}"
     );
 }

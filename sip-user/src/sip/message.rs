@@ -63,20 +63,75 @@ pub enum Parsed<'h, 'b> {
     Message(Message<'h, 'b>),
 }
 
-/// Header lines a message may have on the daemon's paths (proxy, transactions, workers, the
-/// `parse` command): header storage lives on the stack, and a message with more lines fails
-/// with [`Error::TooManyHeaders`] (answered 400).
+/// Header lines parsed with stack storage on the daemon's paths (proxy, transactions, workers,
+/// the `parse` command): enough for nearly every message, so the common case allocates nothing.
 pub const MAX_HEADERS: usize = 64;
 
-/// Parses `buf` with stack header storage and hands the message to `f`; `None` for a
-/// keep-alive or a datagram that does not parse. For code that already knows the bytes are a
-/// message it built or accepted before.
-pub fn with_message<R>(buf: &[u8], f: impl FnOnce(&Message<'_, '_>) -> R) -> Option<R> {
+/// Header lines a message may have at all: carrier INVITEs carry 100 and more (P-headers,
+/// Diversion, History-Info…). [`parse_any`] parses those again with heap storage; a message
+/// with more fails with [`Error::TooManyHeaders`] (answered 513).
+pub const MAX_HEADERS_LARGE: usize = 512;
+
+/// Parses `buf` and hands the result to `f`: with [`MAX_HEADERS`] lines of stack storage, and
+/// when that is too few, once more with [`MAX_HEADERS_LARGE`] on the heap (the only allocation,
+/// and only for such messages).
+pub fn parse_any<R>(buf: &[u8], f: impl FnOnce(Result<Parsed<'_, '_>, Error>) -> R) -> R {
     let mut headers = [Header::EMPTY; MAX_HEADERS];
     match parse(buf, &mut headers) {
+        Err(Error::TooManyHeaders) => {
+            let mut large = vec![Header::EMPTY; MAX_HEADERS_LARGE];
+            f(parse(buf, &mut large))
+        }
+        parsed => f(parsed),
+    }
+}
+
+/// Parses `buf` and hands the message to `f`; `None` for a keep-alive or a datagram that does
+/// not parse. For code that already knows the bytes are a message it built or accepted before.
+pub fn with_message<R>(buf: &[u8], f: impl FnOnce(&Message<'_, '_>) -> R) -> Option<R> {
+    parse_any(buf, |parsed| match parsed {
         Ok(Parsed::Message(m)) => Some(f(&m)),
         _ => None,
+    })
+}
+
+/// What can be read of a request that failed to parse, so it can be answered (400 or 513)
+/// rather than left to retransmit for 32 s: its start line and the header lines before the
+/// problem, with no body. `None` unless the start line is a request other than ACK and a Via
+/// was read (a response needs somewhere to go, RFC 3261 §18.2.2).
+pub fn parse_for_reply<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [Header<'b>],
+) -> Option<Message<'h, 'b>> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let (first, pos) = line_at(buf, start)?;
+    let start_line = parse_start_line(first).ok()?;
+    if !matches!(start_line, StartLine::Request { method, .. } if method != Method::Ack) {
+        return None;
     }
+    // Only what a response copies (RFC 3261 §8.2.6), from wherever it is in the header section.
+    let needed = |n: HeaderName| {
+        matches!(
+            n,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+        )
+    };
+    let (count, _) = header_lines(buf, pos, headers, needed);
+    let headers = &headers[..count];
+    headers
+        .iter()
+        .any(|h| h.name == HeaderName::Via)
+        .then_some(Message {
+            start: start_line,
+            headers,
+            body: &buf[buf.len()..],
+            raw: &buf[start..],
+            content_length_count: 0,
+        })
 }
 
 /// Parses one datagram. Leading CRLFs are skipped (RFC 3261 §7.5). Fails on a malformed start
@@ -155,32 +210,48 @@ pub fn call_id_in<'b>(headers: &[Header<'b>]) -> Option<&'b [u8]> {
 /// and the offset of the body.
 fn parse_header_section<'b>(
     buf: &'b [u8],
-    mut pos: usize,
+    pos: usize,
     headers: &mut [Header<'b>],
 ) -> Result<(usize, usize), Error> {
+    let (count, body) = header_lines(buf, pos, headers, |_| true);
+    body.map(|b| (count, b))
+}
+
+/// The header-line loop: how many lines were stored in `headers` (also when it fails, for
+/// [`parse_for_reply`]), and the body's offset or what went wrong. Only lines whose name
+/// `keep`s are stored; the others are checked and skipped.
+fn header_lines<'b>(
+    buf: &'b [u8],
+    mut pos: usize,
+    headers: &mut [Header<'b>],
+    keep: impl Fn(HeaderName) -> bool,
+) -> (usize, Result<usize, Error>) {
     let mut count = 0usize;
     let mut value_start = 0usize; // where the current header's value begins in `buf`
+    let mut kept = false; // the current header (which continuation lines extend) was stored
+    let mut any = false;
     loop {
-        if pos == buf.len() && count > 0 {
+        if pos == buf.len() && any {
             // The datagram ends after a complete header line but without the blank line: on
             // UDP the datagram frames the message, so take it as headers without a body.
-            return Ok((count, pos));
+            return (count, Ok(pos));
         }
-        let (line, next) = line_at(buf, pos).ok_or(Error::Incomplete)?;
+        let Some((line, next)) = line_at(buf, pos) else {
+            return (count, Err(Error::Incomplete));
+        };
         if line.is_empty() {
-            return Ok((count, next));
+            return (count, Ok(next));
         }
         if is_wsp(line[0]) {
             // A continuation line (RFC 3261 §7.3.1): the value runs on to this line's end.
-            if count == 0 {
-                return Err(Error::Continuation);
+            if !any {
+                return (count, Err(Error::Continuation));
             }
-            let end = pos + line.len();
-            headers[count - 1].value = trim_lws(&buf[value_start..end]);
+            if kept {
+                let end = pos + line.len();
+                headers[count - 1].value = trim_lws(&buf[value_start..end]);
+            }
         } else {
-            if count == headers.len() {
-                return Err(Error::TooManyHeaders);
-            }
             // name, optional whitespace, colon (RFC 3261 §7.3.1).
             let name_end = line
                 .iter()
@@ -191,16 +262,24 @@ fn parse_header_section<'b>(
                 colon += 1;
             }
             if name_end == 0 || line.get(colon) != Some(&b':') {
-                return Err(Error::HeaderName);
+                return (count, Err(Error::HeaderName));
             }
+            any = true;
             let raw_name = &line[..name_end];
-            value_start = pos + colon + 1;
-            headers[count] = Header {
-                name: HeaderName::from_bytes(raw_name),
-                raw_name,
-                value: trim_lws(&line[colon + 1..]),
-            };
-            count += 1;
+            let name = HeaderName::from_bytes(raw_name);
+            kept = keep(name);
+            if kept {
+                if count == headers.len() {
+                    return (count, Err(Error::TooManyHeaders));
+                }
+                value_start = pos + colon + 1;
+                headers[count] = Header {
+                    name,
+                    raw_name,
+                    value: trim_lws(&line[colon + 1..]),
+                };
+                count += 1;
+            }
         }
         pos = next;
     }

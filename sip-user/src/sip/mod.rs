@@ -31,8 +31,8 @@ pub mod via;
 
 pub use error::Error;
 pub use message::{
-    Header, MAX_HEADERS, Message, Parsed, StartLine, call_id_in, parse, parse_headers_only,
-    with_message,
+    Header, MAX_HEADERS, MAX_HEADERS_LARGE, Message, Parsed, StartLine, call_id_in, parse,
+    parse_any, parse_for_reply, parse_headers_only, with_message,
 };
 pub use method::Method;
 pub use name::HeaderName;

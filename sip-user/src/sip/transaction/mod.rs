@@ -28,7 +28,7 @@ use self::{
     server_invite::ServerInvite, server_non_invite::ServerNonInvite,
 };
 pub use self::{key::MethodClass, timers::Timers};
-use crate::sip::{Header, MAX_HEADERS, Message, Method, Parsed, parse};
+use crate::sip::{Message, Method, Parsed, parse_any};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,15 +290,18 @@ impl TransactionLayer {
         dest: SocketAddr,
         now: Instant,
     ) -> Result<Key, TransactionError> {
-        let mut headers = [Header::EMPTY; MAX_HEADERS];
-        let Ok(Parsed::Message(msg)) = parse(&request, &mut headers) else {
-            return Err(TransactionError::NotSip);
-        };
-        let key = Key::client_for_request(&msg, &request).ok_or(TransactionError::NoKey)?;
+        // A forwarded request may carry more header lines than the stack storage holds.
+        let key = parse_any(&request, |parsed| match parsed {
+            Ok(Parsed::Message(msg)) => Ok((
+                Key::client_for_request(&msg, &request),
+                msg.method() == Some(Method::Invite),
+            )),
+            _ => Err(TransactionError::NotSip),
+        })?;
+        let (key, is_invite) = (key.0.ok_or(TransactionError::NoKey)?, key.1);
         if self.entries.contains_key(&key) {
             return Err(TransactionError::DuplicateBranch);
         }
-        let is_invite = msg.method() == Some(Method::Invite);
         let mut ctx = Ctx {
             timers: &self.timers,
             key: &key,
@@ -329,13 +332,10 @@ impl TransactionLayer {
             return Err(TransactionError::UnknownTransaction);
         }
         debug_assert_eq!(
-            {
-                let mut headers = [Header::EMPTY; MAX_HEADERS];
-                match parse(&response, &mut headers) {
-                    Ok(Parsed::Message(m)) => m.status(),
-                    _ => None,
-                }
-            },
+            parse_any(&response, |parsed| match parsed {
+                Ok(Parsed::Message(m)) => m.status(),
+                _ => None,
+            }),
             Some(code),
             "respond(): code and response disagree"
         );

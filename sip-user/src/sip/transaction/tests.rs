@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::sip::{Header, parse};
 
 const UAC: &str = "192.0.2.10:5060";
 const UAS: &str = "192.0.2.20:5060";

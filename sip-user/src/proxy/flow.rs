@@ -1,0 +1,286 @@
+//! Flow tokens (RFC 5626 §5.2 style): the outside flow of a UA, written by us into the user part
+//! of our Path and Record-Route URIs, so that a request routed back to us names the flow it must
+//! leave on, with no state kept here. The token is authenticated with HMAC-SHA256 under the
+//! configured `flow_secret`: every node of a cluster with the same secret routes any node's
+//! tokens, and nobody without it can make us send to an address of their choice.
+//!
+//! Layout before base64url (unpadded, RFC 4648 §5, all characters legal in a SIP URI user part,
+//! RFC 3261 §25.1 `unreserved`):
+//!
+//! ```text
+//! kind (1) | peer IP (4 or 16) | peer port (2) | our local port (2) | HMAC-SHA256, first 10 bytes
+//! ```
+//!
+//! `kind` holds the transport in its high nibble and the address family in its low one, so TCP
+//! and TLS connections can be added without a new format. The MAC is truncated to 80 bits as in
+//! RFC 5626's example (HMAC-SHA1-80); a forgery needs ~2^80 tries, each answered 403.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The transport a flow runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+}
+
+impl Transport {
+    fn code(self) -> u8 {
+        match self {
+            Transport::Udp => 1,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            1 => Some(Transport::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// One flow: where a UA's messages came from, and the local port they reached us on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    pub local_port: u16,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("not base64url")]
+    Encoding,
+    #[error("wrong length")]
+    Length,
+    #[error("unknown kind")]
+    Kind,
+    #[error("authentication failed")]
+    Mac,
+}
+
+const MAC_LEN: usize = 10;
+/// kind + IPv6 + two ports + MAC.
+const MAX_RAW: usize = 1 + 16 + 2 + 2 + MAC_LEN;
+/// base64 of [`MAX_RAW`] bytes, unpadded: ceil(31 · 4 / 3).
+const MAX_TEXT: usize = 42;
+/// The shortest secret accepted from the config (128 bits).
+pub const MIN_SECRET: usize = 16;
+
+/// A token as text, on the stack (a Record-Route is written per dialog-creating request).
+#[derive(Clone, Copy)]
+pub struct TokenText {
+    buf: [u8; MAX_TEXT],
+    len: usize,
+}
+
+impl TokenText {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // base64url output is ASCII.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for TokenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The keyed MAC, made once from the secret and cloned per token (cloning copies the
+/// precomputed inner and outer hash states: no key schedule per message).
+#[derive(Clone)]
+pub struct FlowKey {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for FlowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlowKey(..)")
+    }
+}
+
+impl FlowKey {
+    pub fn new(secret: &[u8]) -> Self {
+        FlowKey {
+            mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length"),
+        }
+    }
+
+    /// A key from 32 random bytes (when no `flow_secret` is configured: tokens then hold only
+    /// for this process).
+    pub fn random() -> std::io::Result<Self> {
+        let mut secret = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut secret)?;
+        Ok(Self::new(&secret))
+    }
+
+    pub fn encode(&self, flow: &Flow) -> TokenText {
+        let mut raw = [0u8; MAX_RAW];
+        let family = match flow.peer.ip() {
+            IpAddr::V4(_) => 4,
+            IpAddr::V6(_) => 6,
+        };
+        raw[0] = flow.transport.code() << 4 | family;
+        let mut n = 1;
+        match flow.peer.ip() {
+            IpAddr::V4(a) => {
+                raw[n..n + 4].copy_from_slice(&a.octets());
+                n += 4;
+            }
+            IpAddr::V6(a) => {
+                raw[n..n + 16].copy_from_slice(&a.octets());
+                n += 16;
+            }
+        }
+        raw[n..n + 2].copy_from_slice(&flow.peer.port().to_be_bytes());
+        raw[n + 2..n + 4].copy_from_slice(&flow.local_port.to_be_bytes());
+        n += 4;
+        let mut mac = self.mac.clone();
+        mac.update(&raw[..n]);
+        let tag = mac.finalize().into_bytes();
+        raw[n..n + MAC_LEN].copy_from_slice(&tag[..MAC_LEN]);
+        n += MAC_LEN;
+        let mut text = TokenText {
+            buf: [0; MAX_TEXT],
+            len: 0,
+        };
+        text.len = URL_SAFE_NO_PAD
+            .encode_slice(&raw[..n], &mut text.buf)
+            .expect("MAX_TEXT holds the longest token");
+        text
+    }
+
+    /// The flow a token names, if we (or a node with our secret) made it. The MAC is checked in
+    /// constant time.
+    pub fn decode(&self, token: &[u8]) -> Result<Flow, TokenError> {
+        if token.len() > MAX_TEXT {
+            return Err(TokenError::Length);
+        }
+        let mut raw = [0u8; MAX_RAW + 2];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(token, &mut raw)
+            .map_err(|_| TokenError::Encoding)?;
+        let raw = &raw[..n];
+        let (transport, ip_len) = match raw.first().copied() {
+            Some(k) => {
+                let t = Transport::from_code(k >> 4).ok_or(TokenError::Kind)?;
+                match k & 0x0f {
+                    4 => (t, 4),
+                    6 => (t, 16),
+                    _ => return Err(TokenError::Kind),
+                }
+            }
+            None => return Err(TokenError::Length),
+        };
+        let signed = 1 + ip_len + 4;
+        if raw.len() != signed + MAC_LEN {
+            return Err(TokenError::Length);
+        }
+        let mut mac = self.mac.clone();
+        mac.update(&raw[..signed]);
+        mac.verify_truncated_left(&raw[signed..])
+            .map_err(|_| TokenError::Mac)?;
+        let ip = if ip_len == 4 {
+            let o: [u8; 4] = raw[1..5].try_into().expect("4 bytes");
+            IpAddr::V4(Ipv4Addr::from(o))
+        } else {
+            let o: [u8; 16] = raw[1..17].try_into().expect("16 bytes");
+            IpAddr::V6(Ipv6Addr::from(o))
+        };
+        let at = 1 + ip_len;
+        let port = u16::from_be_bytes([raw[at], raw[at + 1]]);
+        let local_port = u16::from_be_bytes([raw[at + 2], raw[at + 3]]);
+        Ok(Flow {
+            transport,
+            peer: SocketAddr::new(ip, port),
+            local_port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(peer: &str) -> Flow {
+        Flow {
+            transport: Transport::Udp,
+            peer: peer.parse().unwrap(),
+            local_port: 5060,
+        }
+    }
+
+    #[test]
+    fn round_trips_v4_and_v6() {
+        let key = FlowKey::new(b"a secret of sixteen+ bytes");
+        for peer in ["203.0.113.7:34567", "[2001:db8::5]:5062"] {
+            let f = flow(peer);
+            let t = key.encode(&f);
+            assert!(
+                t.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'),
+                "{t:?} must fit a URI user part"
+            );
+            assert_eq!(key.decode(t.as_bytes()), Ok(f));
+        }
+        assert_eq!(key.encode(&flow("203.0.113.7:34567")).as_bytes().len(), 26);
+    }
+
+    #[test]
+    fn another_node_with_the_same_secret_accepts_it_another_secret_does_not() {
+        let f = flow("198.51.100.9:5060");
+        let t = FlowKey::new(b"cluster secret 0123456789").encode(&f);
+        assert_eq!(
+            FlowKey::new(b"cluster secret 0123456789").decode(t.as_bytes()),
+            Ok(f)
+        );
+        assert_eq!(
+            FlowKey::new(b"another secret 0123456789").decode(t.as_bytes()),
+            Err(TokenError::Mac)
+        );
+        let random = FlowKey::random().unwrap();
+        assert_eq!(random.decode(t.as_bytes()), Err(TokenError::Mac));
+    }
+
+    #[test]
+    fn every_single_character_change_is_refused() {
+        let key = FlowKey::new(b"a secret of sixteen+ bytes");
+        let t = key.encode(&flow("203.0.113.7:34567"));
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for i in 0..t.as_bytes().len() {
+            for &c in alphabet {
+                let mut forged = t.as_bytes().to_vec();
+                if forged[i] == c {
+                    continue;
+                }
+                forged[i] = c;
+                // The last character's spare bits must be zero (the decoder checks them), so
+                // every other character changes the bytes or the encoding: all refused.
+                assert!(key.decode(&forged).is_err(), "{forged:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        let key = FlowKey::new(b"a secret of sixteen+ bytes");
+        assert_eq!(key.decode(b"alic"), Err(TokenError::Kind));
+        assert_eq!(key.decode(b"alice"), Err(TokenError::Encoding));
+        assert_eq!(key.decode(b"!!"), Err(TokenError::Encoding));
+        assert_eq!(key.decode(b""), Err(TokenError::Length));
+        assert_eq!(key.decode(&[b'A'; 80]), Err(TokenError::Length));
+        // A valid kind with a short body.
+        let short = URL_SAFE_NO_PAD.encode([0x14, 1, 2, 3]);
+        assert_eq!(key.decode(short.as_bytes()), Err(TokenError::Length));
+    }
+}
