@@ -37,10 +37,17 @@ pub fn config(health_interval_ms: u64) -> String {
 
 /// The bed's config with other `backends` (TOML tables: `[[backends]]`, `[dns]`).
 pub fn config_with(health_interval_ms: u64, backends: &str) -> String {
+    config_full(health_interval_ms, "", backends)
+}
+
+/// The bed's config with top-level settings `top` (before any table: `flow_secret = …`) and
+/// the tables `backends` (`[[backends]]`, `[dns]`, `[[routes]]`).
+pub fn config_full(health_interval_ms: u64, top: &str, backends: &str) -> String {
     format!(
         r#"
 sip_ports = [5060]
 metrics = "127.0.0.1:9464"
+{top}
 {backends}
 [health]
 interval_ms = {health_interval_ms}
@@ -113,6 +120,17 @@ impl Bed {
     }
 
     pub fn call(&self, scenario: &str, calls: u32, rate: u32) -> anyhow::Result<CallerReport> {
+        self.call_with(scenario, calls, rate, &[])
+    }
+
+    /// [`Self::call`] with more sipp arguments (`-d ms`, `-s user`, `-t un`).
+    pub fn call_with(
+        &self,
+        scenario: &str,
+        calls: u32,
+        rate: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<CallerReport> {
         Caller {
             ns: &self.lan.host("caller").ns,
             local: CALLER,
@@ -124,6 +142,7 @@ impl Bed {
             timeout: Duration::from_secs(120),
             trace: true,
             lenient: false,
+            extra,
         }
         .run(&self.logs.0)
     }

@@ -16,8 +16,10 @@ use anyhow::{Context, bail};
 
 pub mod bed;
 pub mod dns;
+pub mod kamailio;
 pub mod lan;
 pub mod sipp;
+pub mod udp;
 
 /// Runs a command, failing with its stderr.
 pub fn run(args: &[&str]) -> anyhow::Result<String> {
@@ -124,6 +126,8 @@ pub struct Daemon {
     pub iface: String,
     /// Holds the config file the daemon was started with (removed on drop).
     dir: PathBuf,
+    netns: PathBuf,
+    mode: String,
 }
 
 impl Daemon {
@@ -145,44 +149,75 @@ impl Daemon {
         }
         let dir = std::env::temp_dir().join(format!("sfp-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let cfg = dir.join("config.toml");
-        std::fs::write(&cfg, config)?;
+        std::fs::write(dir.join("config.toml"), config)?;
         let pin_root = PathBuf::from(format!(
             "/sys/fs/bpf/sip-fastpath-test-{tag}-{}",
             std::process::id()
         ));
-        let netns_arg = format!("--net={}", ns.path().display());
-        let child = Command::new("nsenter")
-            .arg(netns_arg)
-            .arg(&bin)
-            .args(["run", "--iface", iface, "--xdp-mode", mode, "--config"])
-            .arg(&cfg)
-            .arg("--pin-root")
-            .arg(&pin_root)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting sip-fastpath")?;
         let mut d = Daemon {
-            child: Some(child),
+            child: None,
             pin_root,
             iface: iface.to_string(),
             dir,
+            netns: ns.path(),
+            mode: mode.to_string(),
         };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// Starts the process and waits (20 s at most) until its workers publish stats.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let netns_arg = format!("--net={}", self.netns.display());
+        let child = Command::new("nsenter")
+            .arg(netns_arg)
+            .arg(binary())
+            .args([
+                "run",
+                "--iface",
+                &self.iface,
+                "--xdp-mode",
+                &self.mode,
+                "--config",
+            ])
+            .arg(self.dir.join("config.toml"))
+            .arg("--pin-root")
+            .arg(&self.pin_root)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting sip-fastpath")?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("sip-fastpath exited early: {status}");
             }
-            if let Ok(s) = d.stats()
+            if let Ok(s) = self.stats()
                 && s["workers"].as_array().is_some_and(|w| !w.is_empty())
             {
-                return Ok(d);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("sip-fastpath did not come up within 20 s");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops the daemon (SIGTERM, a clean exit) and starts it again with the same config, as
+    /// an operator's restart or a crash-and-respawn does; everything it held in memory is gone.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let status = terminate(&mut child)?;
+            if !status.success() {
+                bail!("sip-fastpath exited with {status} on SIGTERM");
+            }
+        }
+        self.spawn()
     }
 
     /// `sip-fastpath stats --json` for this daemon.

@@ -52,6 +52,17 @@ pub struct Backend {
 impl Backend {
     /// Starts `scenario` in `ns`; `-aa` answers the proxy's OPTIONS probes.
     pub fn start(ns: &Netns, addr: &str, scenario_name: &str, logs: &Path) -> anyhow::Result<Self> {
+        Self::start_with(ns, addr, scenario_name, logs, &[])
+    }
+
+    /// As [`Self::start`], with more sipp arguments (`-s user`, `-d ms`, `-key k v`).
+    pub fn start_with(
+        ns: &Netns,
+        addr: &str,
+        scenario_name: &str,
+        logs: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let log = logs.join(format!("backend-{addr}-messages.log"));
         let child = ns
             .command("sipp")
@@ -68,6 +79,7 @@ impl Backend {
                 "-message_file",
             ])
             .arg(&log)
+            .args(extra)
             .current_dir(logs)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -170,6 +182,9 @@ pub struct Caller<'a> {
     /// provisional response that arrives after the 200, which RFC 3261 lets a UA ignore, then
     /// does not fail the call. Benchmarks only; the tests want order kept.
     pub lenient: bool,
+    /// More sipp arguments: `-s user`, `-d ms` (the scenario's pauses), `-t un` (a socket per
+    /// call), `-key k v`.
+    pub extra: &'a [&'a str],
 }
 
 impl Caller<'_> {
@@ -196,6 +211,7 @@ impl Caller<'_> {
             .arg(&stat)
             .args(["-trace_rtt", "-rtt_freq", "1", "-trace_err", "-error_file"])
             .arg(&errors)
+            .args(self.extra)
             .args(if self.lenient {
                 &["-default_behaviors", "all,-abortunexp"][..]
             } else {

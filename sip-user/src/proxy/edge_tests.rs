@@ -555,3 +555,38 @@ fn options_for_us_from_the_inside_is_answered_here() {
     assert_eq!(out.len(), 1);
     assert!(text(&out[0]).starts_with("SIP/2.0 200 OK"));
 }
+
+#[test]
+fn a_request_back_through_another_proxy_with_a_shorter_route_is_a_spiral() {
+    // A's BYE goes edge → registrar (which record-routed) → edge: the second time it carries
+    // our Via and the same Request-URI, tags and CSeq, but the registrar took its Route entry.
+    let mut p = proxy(&[B1]);
+    let t0 = Instant::now();
+    let routes = [
+        "<sip:192.0.2.1:5060;lr>".to_string(),
+        format!("<sip:{REGISTRAR};lr>"),
+        "<sip:192.0.2.1:5060;lr>".to_string(),
+        format!("<sip:{}@192.0.2.1:5060;lr>", phone_token()),
+    ];
+    let first = bye(
+        "a",
+        "b",
+        "sip:alice@10.0.0.7:5060",
+        "192.0.2.44:5060",
+        &routes,
+    );
+    let out = send(&mut p, first, "192.0.2.44:5060", t0);
+    let to_registrar = forwarded_to(&out, REGISTRAR);
+    // The registrar pops its entry and sends it back to us, its Via on top.
+    let back = to_registrar
+        .replacen(&format!("Route: <sip:{REGISTRAR};lr>\r\n"), "", 1)
+        .replacen(
+            "Via: ",
+            &format!("Via: SIP/2.0/UDP {REGISTRAR};branch=z9hG4bK-kam-1\r\nVia: "),
+            1,
+        );
+    let out = send(&mut p, back, REGISTRAR, t0);
+    let fwd = forwarded_to(&out, PHONE);
+    assert!(fwd.starts_with("BYE sip:alice@10.0.0.7:5060"), "{fwd}");
+    assert_eq!(p.stats().local_replies, 0, "no 482");
+}

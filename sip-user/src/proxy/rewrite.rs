@@ -122,8 +122,10 @@ impl fmt::Display for Branch {
 }
 
 /// The fields whose change makes a returning request a spiral rather than a loop (RFC 3261
-/// §16.3 step 4, §16.6 step 8): Request-URI, From tag, To tag, Call-ID, CSeq number and
-/// Proxy-Require. Hashed piece by piece, without allocating.
+/// §16.3 step 4, §16.6 step 8: everything that affects the request's admission or routing):
+/// Request-URI, From tag, To tag, Call-ID, CSeq number, Proxy-Require and the Route set (an
+/// in-dialog request that comes back to us through another record-routing proxy has one entry
+/// fewer). Hashed piece by piece, without allocating.
 pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
     fn tag<'b, E>(a: Option<Result<Address<'b>, E>>) -> Option<&'b [u8]> {
         a.and_then(Result::ok).and_then(|a| a.tag())
@@ -146,6 +148,12 @@ pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
     let mut h = u64::from(seq);
     for p in pieces {
         h = fmix64(h ^ hash_call_id(p));
+    }
+    for route in msg
+        .headers_named(HeaderName::Route)
+        .flat_map(|r| CommaList::new(r.value))
+    {
+        h = fmix64(h ^ hash_call_id(route));
     }
     (h ^ (h >> 32)) as u32
 }

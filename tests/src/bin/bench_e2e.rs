@@ -150,6 +150,7 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path) -> anyhow::Result<Vec<Step>
             timeout: Duration::from_secs(60),
             trace: false,
             lenient: true,
+            extra: &[],
         }
         .run(logs)?;
         let cpu = namespace_cpu(edge)? - cpu0;
