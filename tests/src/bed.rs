@@ -75,15 +75,30 @@ pub struct Bed {
 
 impl Bed {
     pub fn new(tag: &str, uas: &str, config: &str) -> anyhow::Result<Self> {
-        Self::build(tag, uas, config, None)
+        Self::build(tag, (uas, &[]), config, None)
+    }
+
+    /// The bed with backends running `uas` with more sipp arguments (`-d ms`).
+    pub fn with_uas_args(
+        tag: &str,
+        uas: &str,
+        uas_args: &[&str],
+        config: &str,
+    ) -> anyhow::Result<Self> {
+        Self::build(tag, (uas, uas_args), config, None)
     }
 
     /// The bed with a DNS server serving `zone` at [`DNS_SERVER`], started before the daemon.
     pub fn with_dns(tag: &str, uas: &str, config: &str, zone: &Zone) -> anyhow::Result<Self> {
-        Self::build(tag, uas, config, Some(zone))
+        Self::build(tag, (uas, &[]), config, Some(zone))
     }
 
-    fn build(tag: &str, uas: &str, config: &str, zone: Option<&Zone>) -> anyhow::Result<Self> {
+    fn build(
+        tag: &str,
+        (uas, uas_args): (&str, &[&str]),
+        config: &str,
+        zone: Option<&Zone>,
+    ) -> anyhow::Result<Self> {
         require_root();
         let lan = Lan::new(
             tag,
@@ -97,8 +112,8 @@ impl Bed {
         )?;
         let logs = LogDir::new(tag)?;
         let backends = vec![
-            Backend::start(&lan.host("b1").ns, B1, uas, &logs.0)?,
-            Backend::start(&lan.host("b2").ns, B2, uas, &logs.0)?,
+            Backend::start_with(&lan.host("b1").ns, B1, uas, &logs.0, uas_args)?,
+            Backend::start_with(&lan.host("b2").ns, B2, uas, &logs.0, uas_args)?,
         ];
         let dns = match zone {
             Some(zone) => Some(Dnsmasq::start(
@@ -131,20 +146,7 @@ impl Bed {
         rate: u32,
         extra: &[&str],
     ) -> anyhow::Result<CallerReport> {
-        Caller {
-            ns: &self.lan.host("caller").ns,
-            local: CALLER,
-            target: &format!("{EDGE}:5060"),
-            scenario,
-            calls,
-            rate,
-            limit: 100,
-            timeout: Duration::from_secs(120),
-            trace: true,
-            lenient: false,
-            extra,
-        }
-        .run(&self.logs.0)
+        call_from(&self.lan, &self.logs, scenario, calls, rate, extra)
     }
 
     /// The daemon's `/metrics`, fetched from inside its namespace.
@@ -157,6 +159,32 @@ impl Bed {
             "http://127.0.0.1:9464/metrics",
         ])
     }
+}
+
+/// `calls` of `scenario` from the LAN's caller host to the edge. A free function over the
+/// LAN and the logs, so a test can run calls while it holds the daemon mutably (a restart).
+pub fn call_from(
+    lan: &Lan,
+    logs: &LogDir,
+    scenario: &str,
+    calls: u32,
+    rate: u32,
+    extra: &[&str],
+) -> anyhow::Result<CallerReport> {
+    Caller {
+        ns: &lan.host("caller").ns,
+        local: CALLER,
+        target: &format!("{EDGE}:5060"),
+        scenario,
+        calls,
+        rate,
+        limit: 100,
+        timeout: Duration::from_secs(120),
+        trace: true,
+        lenient: false,
+        extra,
+    }
+    .run(&logs.0)
 }
 
 /// Floods the edge from the flood host until `stop` (or 60 s, or `max` packets): `scanners`
@@ -190,4 +218,56 @@ pub fn flood(bed: &Bed, stop: &AtomicBool, scanners: u32, max: u64) -> anyhow::R
         }
     }
     Ok(sent)
+}
+
+/// sipp completed every one of `calls`.
+pub fn assert_all_succeeded(r: &CallerReport, calls: u64) {
+    assert_eq!(
+        (r.successful, r.failed),
+        (calls, 0),
+        "sipp: {} successful, {} failed of {calls} (exit {})",
+        r.successful,
+        r.failed,
+        r.exit_code
+    );
+}
+
+/// Every call of the caller reached exactly one backend, with all of `methods`; the calls per
+/// backend.
+pub fn assert_affinity(
+    bed: &Bed,
+    r: &CallerReport,
+    methods: &[&str],
+) -> anyhow::Result<Vec<usize>> {
+    let per_backend: Vec<_> = bed
+        .backends
+        .iter()
+        .map(Backend::requests_by_call)
+        .collect::<anyhow::Result<_>>()?;
+    assert!(
+        !r.call_ids.is_empty(),
+        "the caller's message log named no calls"
+    );
+    assert_eq!(
+        r.call_ids.len() as u64,
+        r.successful,
+        "calls in the caller's log vs sipp's count"
+    );
+    let mut counts = vec![0; per_backend.len()];
+    for call_id in &r.call_ids {
+        let at: Vec<usize> = (0..per_backend.len())
+            .filter(|&i| per_backend[i].contains_key(call_id))
+            .collect();
+        assert_eq!(at.len(), 1, "call {call_id} reached backends {at:?}");
+        let got = &per_backend[at[0]][call_id];
+        for m in methods {
+            assert!(
+                got.iter().any(|g| g == m),
+                "call {call_id}: no {m} at backend {}: {got:?}",
+                at[0]
+            );
+        }
+        counts[at[0]] += 1;
+    }
+    Ok(counts)
 }

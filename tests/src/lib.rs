@@ -252,9 +252,14 @@ impl Daemon {
         }
     }
 
+    /// Rewrites the daemon's config file, for the next [`Self::restart`].
+    pub fn set_config(&self, config: &str) -> anyhow::Result<()> {
+        Ok(std::fs::write(self.dir.join("config.toml"), config)?)
+    }
+
     /// Rewrites the daemon's config file and sends SIGHUP, as an operator reloads.
     pub fn reload(&self, config: &str) -> anyhow::Result<()> {
-        std::fs::write(self.dir.join("config.toml"), config)?;
+        self.set_config(config)?;
         let child = self.child.as_ref().context("not running")?;
         // SAFETY: signalling our own child process.
         if unsafe { libc::kill(child.id() as i32, libc::SIGHUP) } != 0 {

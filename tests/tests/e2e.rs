@@ -8,57 +8,12 @@ use std::{
 };
 
 use tests::{
-    bed::{B1, B2, Bed, DNS_SERVER, config, config_with, flood},
+    bed::{
+        B1, B2, Bed, DNS_SERVER, assert_affinity, assert_all_succeeded, config, config_with, flood,
+    },
     dns::{Srv, Zone},
     reason,
-    sipp::{Backend, CallerReport},
 };
-
-fn assert_all_succeeded(r: &CallerReport, calls: u64) {
-    assert_eq!(
-        (r.successful, r.failed),
-        (calls, 0),
-        "sipp: {} successful, {} failed of {calls} (exit {})",
-        r.successful,
-        r.failed,
-        r.exit_code
-    );
-}
-
-/// Every call of the caller reached exactly one backend, with all of `methods`.
-fn assert_affinity(bed: &Bed, r: &CallerReport, methods: &[&str]) -> anyhow::Result<Vec<usize>> {
-    let per_backend: Vec<_> = bed
-        .backends
-        .iter()
-        .map(Backend::requests_by_call)
-        .collect::<anyhow::Result<_>>()?;
-    assert!(
-        !r.call_ids.is_empty(),
-        "the caller's message log named no calls"
-    );
-    assert_eq!(
-        r.call_ids.len() as u64,
-        r.successful,
-        "calls in the caller's log vs sipp's count"
-    );
-    let mut counts = vec![0; per_backend.len()];
-    for call_id in &r.call_ids {
-        let at: Vec<usize> = (0..per_backend.len())
-            .filter(|&i| per_backend[i].contains_key(call_id))
-            .collect();
-        assert_eq!(at.len(), 1, "call {call_id} reached backends {at:?}");
-        let got = &per_backend[at[0]][call_id];
-        for m in methods {
-            assert!(
-                got.iter().any(|g| g == m),
-                "call {call_id}: no {m} at backend {}: {got:?}",
-                at[0]
-            );
-        }
-        counts[at[0]] += 1;
-    }
-    Ok(counts)
-}
 
 #[test]
 fn calls_split_between_backends_with_every_message_of_a_call_at_one() -> anyhow::Result<()> {
