@@ -11,7 +11,7 @@ use std::{
 };
 
 use tests::{
-    Daemon, EDGE_ADDR, EDGE_IFACE,
+    Daemon, EDGE_ADDR, EDGE_IFACE, Netns,
     bed::{B1, B2, Bed, CALLER, DNS_SERVER, FLOOD, assert_affinity, call_from, config_full},
     dns::{Srv, Zone},
     kamailio::{self, Kamailio},
@@ -72,9 +72,14 @@ fn metric_sum(metrics: &str, series_prefix: &str) -> f64 {
 /// Scrapes `edge` until the sum of `series_prefix` reaches `at_least` (the workers export their
 /// counts once a second); fails after 5 s with the last scrape.
 fn wait_for_metric(edge: &Lan, series_prefix: &str, at_least: f64) -> anyhow::Result<f64> {
+    wait_for_metric_of(&edge.host("edge").ns, series_prefix, at_least)
+}
+
+/// [`wait_for_metric`] for the edge in `ns`.
+fn wait_for_metric_of(ns: &Netns, series_prefix: &str, at_least: f64) -> anyhow::Result<f64> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let m = metrics(edge)?;
+        let m = metrics_of(ns)?;
         let v = metric_sum(&m, series_prefix);
         if v >= at_least {
             return Ok(v);
@@ -86,8 +91,9 @@ fn wait_for_metric(edge: &Lan, series_prefix: &str, at_least: f64) -> anyhow::Re
     }
 }
 
-fn metrics(lan: &Lan) -> anyhow::Result<String> {
-    lan.host("edge").ns.exec(&[
+/// The `/metrics` of the edge in `ns`, fetched from inside it.
+fn metrics_of(ns: &Netns) -> anyhow::Result<String> {
+    ns.exec(&[
         "curl",
         "-sf",
         "--max-time",
@@ -588,5 +594,179 @@ fn the_edge_refuses_to_relay_and_answers_keepalives() -> anyhow::Result<()> {
         assert_eq!(wait_for_metric(&bed.lan, &series, n)?, n, "{series}");
     }
     wait_for_metric(&bed.lan, "sip_fastpath_keepalives_total", 2.0)?;
+    Ok(())
+}
+
+/// The address both nodes of the cluster answer on; the router spreads it over them.
+const SERVICE: &str = "198.51.100.10";
+
+/// Registers `user` at Kamailio's registrar directly (not through the edge), with `contact`.
+fn register_directly(
+    ns: &Netns,
+    from: &str,
+    registrar: &str,
+    user: &str,
+    contact: &str,
+) -> anyhow::Result<()> {
+    let socket = ns.udp_socket(format!("{from}:5062").parse()?)?;
+    let register = format!(
+        "REGISTER sip:{registrar} SIP/2.0\r\nVia: SIP/2.0/UDP {from}:5062;branch=z9hG4bK-direct-{user}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@{registrar}>;tag=d1\r\nTo: <sip:{user}@{registrar}>\r\n\
+         Call-ID: direct-{user}\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>\r\nExpires: 3600\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let got = exchange(
+        &socket,
+        format!("{registrar}:5060").parse()?,
+        register.as_bytes(),
+        Duration::from_millis(500),
+    )?;
+    let answer = final_response(&got).unwrap_or_default();
+    anyhow::ensure!(status(&answer) == Some(200), "registering {user}: {answer}");
+    Ok(())
+}
+
+#[test]
+fn two_nodes_behind_ecmp_share_calls_and_one_stopping_loses_none() -> anyhow::Result<()> {
+    require_root();
+    let tag = "edge-ecmp";
+    let lan = Lan::new(
+        tag,
+        &[
+            ("edge", EDGE_ADDR),
+            ("edge2", "192.0.2.3"),
+            ("caller", CALLER),
+            ("registrar", B1),
+            ("callee", B2),
+            ("router", "192.0.2.254"),
+        ],
+    )?;
+    // The router: a kernel multipath route spreads the service address over both nodes by
+    // the 5-tuple (as a data-centre fabric or anycast does), one-armed on the LAN.
+    let router = &lan.host("router").ns;
+    for sysctl in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.fib_multipath_hash_policy=1",
+        "net.ipv4.conf.all.send_redirects=0",
+        "net.ipv4.conf.eth0.send_redirects=0",
+    ] {
+        router.exec(&["sysctl", "-qw", sysctl])?;
+    }
+    let service_route = format!("{SERVICE}/32");
+    router.exec(&[
+        "ip",
+        "route",
+        "add",
+        &service_route,
+        "nexthop",
+        "via",
+        EDGE_ADDR,
+        "nexthop",
+        "via",
+        "192.0.2.3",
+    ])?;
+    for host in ["caller", "registrar", "callee"] {
+        lan.host(host)
+            .ns
+            .exec(&["ip", "route", "add", &service_route, "via", "192.0.2.254"])?;
+    }
+    for node in ["edge", "edge2"] {
+        lan.host(node)
+            .ns
+            .exec(&["ip", "addr", "add", &service_route, "dev", "lo"])?;
+    }
+    let logs = LogDir::new(tag)?;
+    // The backend is Kamailio (record-routing; responses by Via, in-dialog requests by Route, as
+    // RFC 3261 has it), in front of a sipp callee registered there. sipp alone would answer the
+    // address a call's first message came from, which is the node that is about to stop.
+    let cfg = kamailio::config("registrar.cfg", &[("LISTEN", B1), ("PATH_MODE", "0")])?;
+    let _registrar = Kamailio::start(&lan.host("registrar").ns, &cfg, &logs.0, "registrar")?;
+    let callee = &lan.host("callee").ns;
+    register_directly(callee, B2, B1, "service", &format!("sip:service@{B2}:5060"))?;
+    let callee = Backend::start(callee, B2, "uas_call", &logs.0)?;
+    // Same config and secret; each node's Via is its own address, its Record-Route the service's.
+    let config = config_full(
+        1000,
+        &format!("{SECRET}\nroute_address = \"{SERVICE}\""),
+        &format!("[[backends]]\naddress = \"{B1}:5060\"\n"),
+    );
+    let mut node1 = Some(Daemon::start(
+        &lan.host("edge").ns,
+        EDGE_IFACE,
+        "auto",
+        &config,
+        tag,
+    )?);
+    let node2 = Daemon::start(
+        &lan.host("edge2").ns,
+        EDGE_IFACE,
+        "auto",
+        &config,
+        &format!("{tag}2"),
+    )?;
+
+    let calls = 40;
+    let to_service = |scenario: &'static str, calls: u32, extra: &'static [&'static str]| {
+        let lan = &lan;
+        let logs = &logs;
+        move || {
+            Caller {
+                ns: &lan.host("caller").ns,
+                local: CALLER,
+                target: &format!("{SERVICE}:5060"),
+                scenario,
+                calls,
+                rate: 20,
+                limit: 100,
+                timeout: Duration::from_secs(60),
+                trace: true,
+                lenient: false,
+                extra,
+            }
+            .run(&logs.0)
+        }
+    };
+    // `-t un`: a socket per call, so a 5-tuple per call for the router to spread.
+    let report = std::thread::scope(|s| -> anyhow::Result<CallerReport> {
+        let caller = s.spawn(to_service(
+            "uac_hold",
+            calls,
+            &["-t", "un", "-max_socket", "512", "-d", "6000"],
+        ));
+        // All 40 INVITEs are answered after ~2 s; the BYEs come 6 s after each.
+        std::thread::sleep(Duration::from_secs(3));
+        let taken: Vec<u64> = [node1.as_ref().expect("running"), &node2]
+            .iter()
+            .map(|d| d.stats().map(|s| tests::workers_sum(&s, "received")))
+            .collect::<anyhow::Result<_>>()?;
+        eprintln!("datagrams received before node 1 stops: {taken:?}");
+        assert!(
+            taken.iter().all(|&n| n > 0),
+            "the router spread calls over both nodes: {taken:?}"
+        );
+        // Node 1 goes away mid-call, and the fabric drops its next hop.
+        node1.take().expect("running").stop()?;
+        router.exec(&["ip", "route", "replace", &service_route, "via", "192.0.2.3"])?;
+        caller.join().expect("caller thread")
+    })?;
+    tests::bed::assert_all_succeeded(&report, u64::from(calls));
+    // Every call's INVITE, ACK and BYE reached the callee: node 1's calls were torn down
+    // through node 2, which never saw them.
+    let at_callee = callee.requests_by_call()?;
+    for call_id in &report.call_ids {
+        assert_eq!(
+            at_callee.get(call_id).map(Vec::as_slice),
+            Some(&["INVITE".to_string(), "ACK".into(), "BYE".into()][..]),
+            "{call_id}"
+        );
+    }
+    wait_for_metric_of(
+        &lan.host("edge2").ns,
+        "sip_fastpath_routed_total{by=\"route\"",
+        f64::from(calls),
+    )?;
+    // And new calls go on, through node 2 alone.
+    let after = to_service("uac_call", 20, &["-t", "un", "-max_socket", "512"])()?;
+    tests::bed::assert_all_succeeded(&after, 20);
     Ok(())
 }
