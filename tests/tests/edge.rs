@@ -18,7 +18,7 @@ use tests::{
     lan::Lan,
     require_root,
     sipp::{Backend, Caller, CallerReport, LogDir},
-    udp::{collect, exchange, final_response, status},
+    udp::{collect, exchange, final_response, header_values, status},
 };
 
 const SECRET: &str = "flow_secret = \"edge tests: one secret for every node\"";
@@ -768,5 +768,54 @@ fn two_nodes_behind_ecmp_share_calls_and_one_stopping_loses_none() -> anyhow::Re
     // And new calls go on, through node 2 alone.
     let after = to_service("uac_call", 20, &["-t", "un", "-max_socket", "512"])()?;
     tests::bed::assert_all_succeeded(&after, 20);
+    Ok(())
+}
+
+#[test]
+fn path_policy_against_a_strict_registrar() -> anyhow::Result<()> {
+    require_root();
+    let tag = "edge-path";
+    let lan = Lan::new(tag, &[("edge", EDGE_ADDR), ("registrar", B1), ("caller", CALLER)])?;
+    let logs = LogDir::new(tag)?;
+    // path_mode 2: a Path without the UA's `Supported: path` is refused with 420 (RFC 3327 §5).
+    let cfg = kamailio::config("registrar.cfg", &[("LISTEN", B1), ("PATH_MODE", "2")])?;
+    let _registrar = Kamailio::start(&lan.host("registrar").ns, &cfg, &logs.0, "registrar")?;
+    let backends = format!("[[backends]]\naddress = \"{B1}:5060\"\n");
+    let always = config_full(1000, &format!("{SECRET}\npath = \"always\""), &backends);
+    let mut daemon = Daemon::start(&lan.host("edge").ns, EDGE_IFACE, "auto", &always, tag)?;
+    let socket = lan
+        .host("caller")
+        .ns
+        .udp_socket(format!("{CALLER}:5066").parse()?)?;
+    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
+    let mut n = 0;
+    let mut register = |supported: &str| -> anyhow::Result<String> {
+        n += 1;
+        let msg = format!(
+            "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5066;rport;branch=z9hG4bK-path-{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:carol@example.test>;tag=p{n}\r\nTo: <sip:carol@example.test>\r\n\
+             Call-ID: path-{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:carol@{CALLER}:5066>\r\n\
+             Supported: {supported}\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let got = exchange(&socket, edge, msg.as_bytes(), Duration::from_millis(500))?;
+        Ok(final_response(&got).unwrap_or_default())
+    };
+    // `always`: a UA without the option tag is refused by this registrar...
+    let r = register("timer")?;
+    assert_eq!(status(&r), Some(420), "{r}");
+    // ...one with it registers, and the registrar echoes our Path with the UA's flow token.
+    let r = register("path")?;
+    assert_eq!(status(&r), Some(200), "{r}");
+    let path = header_values(&r, "Path");
+    assert!(
+        path.iter().any(|p| p.contains(&format!("@{EDGE_ADDR}:5060;lr>"))),
+        "our Path with a token: {path:?}\n{r}"
+    );
+    // `if-supported`: no Path for the UA without the tag, so it registers.
+    daemon.set_config(&config_full(1000, &format!("{SECRET}\npath = \"if-supported\""), &backends))?;
+    daemon.restart()?;
+    let r = register("timer")?;
+    assert_eq!(status(&r), Some(200), "{r}");
+    assert!(header_values(&r, "Path").is_empty(), "{r}");
     Ok(())
 }

@@ -22,7 +22,7 @@ struct Cli {
 enum Cmd {
     /// Install the eBPF toolchain and test tools (idempotent): nightly rust-src, llvm-22-dev,
     /// bpf-linker (LLVM 22), and Debian's iproute2, ethtool, bpftool, sip-tester, valgrind,
-    /// curl, nftables.
+    /// curl, nftables, dnsmasq-base, kamailio.
     Setup,
     /// Build the XDP program and the release binary at target/release/sip-fastpath.
     Build,
@@ -53,7 +53,7 @@ enum Cmd {
     /// backends while a third host floods it; prints the results, the split and the counters.
     Demo,
     /// Highest call rate at zero failed calls and sipp's response times, for sip-fastpath and
-    /// Kamailio 5.6 (dispatcher, Call-ID hash) in the same namespaces (installs kamailio).
+    /// Kamailio 5.6 (dispatcher, Call-ID hash) in the same namespaces.
     BenchE2e,
 }
 
@@ -69,6 +69,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     // The e2e test's DNS server for SRV backends (the binary only, no system service).
     "dnsmasq-base",
+    // The registrar behind the edge in the two-way tests, and bench-e2e's comparison. The
+    // package's service is not used: the tests start it in their namespaces.
+    "kamailio",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -100,7 +103,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::BenchInstructions { iterations } => bench_instructions(&root, iterations),
         Cmd::BenchE2e => {
             setup()?;
-            install_debian(&["kamailio"])?;
             run_namespace_program(&root, "bench-e2e")
         }
         Cmd::Demo => {

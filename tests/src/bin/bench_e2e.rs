@@ -10,14 +10,14 @@
 
 use std::{
     path::Path,
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tests::{
     Daemon, EDGE_IFACE, Netns,
     bed::{B1, B2, CALLER, EDGE, config},
+    kamailio::{self, Kamailio},
     lan::Lan,
     require_root,
     sipp::{Backend, Caller, LogDir},
@@ -63,10 +63,13 @@ fn main() -> anyhow::Result<()> {
     drop(daemon);
 
     println!("Kamailio 5.6 dispatcher (4 UDP children):");
-    let mut kamailio = start_kamailio(edge, &logs.0)?;
+    let list = logs.0.join("dispatcher.list");
+    std::fs::write(&list, format!("1 sip:{B1}:5060\n1 sip:{B2}:5060\n"))?;
+    let list_value = format!("{}\"", list.display());
+    let cfg = kamailio::config("dispatcher.cfg", &[("LISTEN", EDGE), ("LIST\"", &list_value)])?;
+    let mut kamailio = Kamailio::start(edge, &cfg, &logs.0, "kamailio")?;
     let theirs = ladder(edge, caller, &logs.0);
-    let _ = kamailio.kill();
-    let _ = kamailio.wait();
+    kamailio.stop();
     let theirs = theirs?;
 
     // A step counts when no call failed and sipp really offered the rate (90 % of it): past
@@ -187,38 +190,6 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path) -> anyhow::Result<Vec<Step>
         std::thread::sleep(Duration::from_secs(3));
     }
     Ok(steps)
-}
-
-fn start_kamailio(edge: &Netns, logs: &Path) -> anyhow::Result<Child> {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/kamailio");
-    let list = logs.join("dispatcher.list");
-    std::fs::write(&list, format!("1 sip:{B1}:5060\n1 sip:{B2}:5060\n"))?;
-    let cfg = std::fs::read_to_string(data.join("dispatcher.cfg"))?
-        .replace("LISTEN", EDGE)
-        .replace("LIST\"", &format!("{}\"", list.display()));
-    let cfg_path = logs.join("kamailio.cfg");
-    std::fs::write(&cfg_path, cfg)?;
-    let run_dir = logs.join("kamailio-run");
-    std::fs::create_dir_all(&run_dir)?;
-    let mut child = edge
-        .command("kamailio")
-        .arg("-f")
-        .arg(&cfg_path)
-        .args(["-DD", "-E", "-m", "256", "-M", "16", "-Y"])
-        .arg(&run_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting kamailio (install it: cargo xtask bench-e2e does)")?;
-    std::thread::sleep(Duration::from_secs(2));
-    if let Some(status) = child.try_wait()? {
-        bail!(
-            "kamailio exited at start ({status}); check {}",
-            cfg_path.display()
-        );
-    }
-    Ok(child)
 }
 
 /// User plus system CPU time of every process in the namespace.
