@@ -292,6 +292,11 @@ impl Default for CpuState {
 /// One entry per worker in the `WORKERS` array map. The XDP program never touches it: the daemon
 /// publishes its workers' counters there a few times a second so that `sip-fastpath stats`, a
 /// separate process, can read them from the pinned map next to the kernel's own counters.
+/// Ways a request's destination is found, counted in [`WorkerStats::routed`].
+pub const ROUTED_KINDS: usize = 6;
+/// Reasons the routing rules refuse a request, counted in [`WorkerStats::refused`].
+pub const REFUSAL_KINDS: usize = 5;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
@@ -301,6 +306,17 @@ pub struct WorkerStats {
     pub misrouted: u64,
     /// Datagrams in which the worker found no Call-ID.
     pub no_call_id: u64,
+    /// New requests from the outside, and from the inside (backends, `trusted`).
+    pub from_outside: u64,
+    pub from_inside: u64,
+    /// Requests forwarded, by how their destination was found: pool, route, flow, dns, static,
+    /// dialog (in that order).
+    pub routed: [u64; ROUTED_KINDS],
+    /// Requests the routing rules refused: bad flow token, relay denied, domain not served, no
+    /// route, unknown domain (in that order).
+    pub refused: [u64; REFUSAL_KINDS],
+    /// STUN Binding requests and CRLF pings answered.
+    pub keepalives: u64,
     /// The CPU the worker is pinned to.
     pub cpu: u32,
     /// 1 while the worker runs.

@@ -7,6 +7,8 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use serde::Serialize;
 use sip_common::{CpuState, WorkerStats, map_names, method, reason, verdict};
 
+use crate::proxy::target::{Refusal, RoutedBy};
+
 /// Where a daemon pins its maps: `/sys/fs/bpf/sip-fastpath/<iface>/`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/sip-fastpath";
 
@@ -42,6 +44,36 @@ pub struct WorkerRow {
     pub received: u64,
     pub misrouted: u64,
     pub no_call_id: u64,
+    /// New requests by side: `outside`, `inside`.
+    pub requests: BTreeMap<&'static str, u64>,
+    /// Requests forwarded by how the destination was found (`pool`, `route`, `flow`, …).
+    pub routed: BTreeMap<&'static str, u64>,
+    /// Requests refused by the routing rules (`bad_flow_token`, `relay_denied`, …).
+    pub refused: BTreeMap<&'static str, u64>,
+    pub keepalives: u64,
+}
+
+impl WorkerRow {
+    fn new(w: &WorkerStats) -> Self {
+        WorkerRow {
+            cpu: w.cpu,
+            received: w.received,
+            misrouted: w.misrouted,
+            no_call_id: w.no_call_id,
+            requests: [("outside", w.from_outside), ("inside", w.from_inside)].into(),
+            routed: RoutedBy::ALL
+                .iter()
+                .zip(w.routed)
+                .map(|(b, n)| (b.name(), n))
+                .collect(),
+            refused: Refusal::ALL
+                .iter()
+                .zip(w.refused)
+                .map(|(r, n)| (r.name(), n))
+                .collect(),
+            keepalives: w.keepalives,
+        }
+    }
 }
 
 /// Sums per-CPU states into [`Stats`] (no workers).
@@ -114,12 +146,7 @@ pub fn read(pin_root: &Path, iface: &str) -> Result<Stats, StatsError> {
             })?;
         for w in workers.iter().flatten() {
             if w.active != 0 {
-                stats.workers.push(WorkerRow {
-                    cpu: w.cpu,
-                    received: w.received,
-                    misrouted: w.misrouted,
-                    no_call_id: w.no_call_id,
-                });
+                stats.workers.push(WorkerRow::new(&w));
             }
         }
     }
@@ -146,6 +173,38 @@ impl Stats {
                     w.cpu, w.received, w.misrouted, w.no_call_id
                 ));
             }
+            // The routing counts, summed over workers (per worker in --json).
+            let sum = |pick: fn(&WorkerRow) -> &BTreeMap<&'static str, u64>| {
+                let mut total: BTreeMap<&'static str, u64> = BTreeMap::new();
+                for w in &self.workers {
+                    for (k, v) in pick(w) {
+                        *total.entry(k).or_default() += v;
+                    }
+                }
+                total
+            };
+            for (title, total) in [
+                (
+                    "requests by side (new, not retransmitted):",
+                    sum(|w| &w.requests),
+                ),
+                (
+                    "requests forwarded, by how the next hop was found:",
+                    sum(|w| &w.routed),
+                ),
+                (
+                    "requests refused by the routing rules:",
+                    sum(|w| &w.refused),
+                ),
+            ] {
+                out.push_str(title);
+                out.push('\n');
+                for (k, v) in total {
+                    out.push_str(&format!("  {k:<22} {v:>12}\n"));
+                }
+            }
+            let keepalives: u64 = self.workers.iter().map(|w| w.keepalives).sum();
+            out.push_str(&format!("keep-alives answered     {keepalives:>12}\n"));
         }
         out
     }

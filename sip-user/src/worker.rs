@@ -107,11 +107,15 @@ impl Worker {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 Ok(()) = self.pool.changed() => self.take_pool(&mut m),
-                _ = export.tick() => m.proxy_stats(
-                    self.proxy.stats(),
-                    self.proxy.active_transactions(),
-                    self.proxy.active_dialogs(),
-                ),
+                _ = export.tick() => {
+                    let stats = self.proxy.stats();
+                    self.counters.set_routing(&stats);
+                    m.proxy_stats(
+                        stats,
+                        self.proxy.active_transactions(),
+                        self.proxy.active_dialogs(),
+                    );
+                }
                 _ = timer => self.proxy.handle_timeout(Instant::now()),
                 Some(h) = self.inbox.recv() => {
                     self.proxy.handle(h.datagram, h.source, Instant::now());

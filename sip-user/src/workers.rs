@@ -19,7 +19,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use sip_common::WorkerStats;
+use sip_common::{REFUSAL_KINDS, ROUTED_KINDS, WorkerStats};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ use crate::{
     backend::Pool,
     config::DnsSection,
     metrics::Metrics,
-    proxy::{Proxy, ProxyConfig},
+    proxy::{Proxy, ProxyConfig, ProxyStats},
     worker::{HANDOFF_QUEUE, ResolverSetup, Worker},
 };
 
@@ -70,6 +70,28 @@ pub struct WorkerCounters {
     pub received: AtomicU64,
     pub misrouted: AtomicU64,
     pub no_call_id: AtomicU64,
+    /// The proxy's routing counts, copied in once a second (off the message path).
+    pub from_outside: AtomicU64,
+    pub from_inside: AtomicU64,
+    pub routed: [AtomicU64; ROUTED_KINDS],
+    pub refused: [AtomicU64; REFUSAL_KINDS],
+    pub keepalives: AtomicU64,
+}
+
+impl WorkerCounters {
+    /// Takes the proxy's routing counts (the worker's own thread, once a second).
+    pub fn set_routing(&self, s: &ProxyStats) {
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.from_outside, s.from_outside);
+        set(&self.from_inside, s.from_inside);
+        for (a, &v) in self.routed.iter().zip(&s.routed) {
+            set(a, v);
+        }
+        for (a, &v) in self.refused.iter().zip(&s.refused) {
+            set(a, v);
+        }
+        set(&self.keepalives, s.keepalives);
+    }
 }
 
 /// A running set of workers.
@@ -151,12 +173,20 @@ impl Workers {
         self.counters
             .iter()
             .zip(&self.cpus)
-            .map(|(c, &cpu)| WorkerStats {
-                received: c.received.load(Ordering::Relaxed),
-                misrouted: c.misrouted.load(Ordering::Relaxed),
-                no_call_id: c.no_call_id.load(Ordering::Relaxed),
-                cpu,
-                active: active as u32,
+            .map(|(c, &cpu)| {
+                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                WorkerStats {
+                    received: get(&c.received),
+                    misrouted: get(&c.misrouted),
+                    no_call_id: get(&c.no_call_id),
+                    from_outside: get(&c.from_outside),
+                    from_inside: get(&c.from_inside),
+                    routed: c.routed.each_ref().map(get),
+                    refused: c.refused.each_ref().map(get),
+                    keepalives: get(&c.keepalives),
+                    cpu,
+                    active: active as u32,
+                }
             })
             .collect()
     }

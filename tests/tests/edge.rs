@@ -594,6 +594,17 @@ fn the_edge_refuses_to_relay_and_answers_keepalives() -> anyhow::Result<()> {
         assert_eq!(wait_for_metric(&bed.lan, &series, n)?, n, "{series}");
     }
     wait_for_metric(&bed.lan, "sip_fastpath_keepalives_total", 2.0)?;
+    // The same counts in `sip-fastpath stats --json`, summed over the workers.
+    let s = bed.daemon.stats()?;
+    let sum = |group: &str, key: &str| -> u64 {
+        s["workers"]
+            .as_array()
+            .map(|ws| ws.iter().map(|w| w[group][key].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    };
+    assert_eq!(sum("refused", "bad_flow_token"), 2, "{s}");
+    assert_eq!(sum("refused", "domain_not_served"), 1, "{s}");
+    assert!(sum("requests", "outside") >= 8, "{s}");
     Ok(())
 }
 
@@ -775,7 +786,10 @@ fn two_nodes_behind_ecmp_share_calls_and_one_stopping_loses_none() -> anyhow::Re
 fn path_policy_against_a_strict_registrar() -> anyhow::Result<()> {
     require_root();
     let tag = "edge-path";
-    let lan = Lan::new(tag, &[("edge", EDGE_ADDR), ("registrar", B1), ("caller", CALLER)])?;
+    let lan = Lan::new(
+        tag,
+        &[("edge", EDGE_ADDR), ("registrar", B1), ("caller", CALLER)],
+    )?;
     let logs = LogDir::new(tag)?;
     // path_mode 2: a Path without the UA's `Supported: path` is refused with 420 (RFC 3327 §5).
     let cfg = kamailio::config("registrar.cfg", &[("LISTEN", B1), ("PATH_MODE", "2")])?;
@@ -808,11 +822,16 @@ fn path_policy_against_a_strict_registrar() -> anyhow::Result<()> {
     assert_eq!(status(&r), Some(200), "{r}");
     let path = header_values(&r, "Path");
     assert!(
-        path.iter().any(|p| p.contains(&format!("@{EDGE_ADDR}:5060;lr>"))),
+        path.iter()
+            .any(|p| p.contains(&format!("@{EDGE_ADDR}:5060;lr>"))),
         "our Path with a token: {path:?}\n{r}"
     );
     // `if-supported`: no Path for the UA without the tag, so it registers.
-    daemon.set_config(&config_full(1000, &format!("{SECRET}\npath = \"if-supported\""), &backends))?;
+    daemon.set_config(&config_full(
+        1000,
+        &format!("{SECRET}\npath = \"if-supported\""),
+        &backends,
+    ))?;
     daemon.restart()?;
     let r = register("timer")?;
     assert_eq!(status(&r), Some(200), "{r}");

@@ -109,9 +109,9 @@ pub struct ProxyStats {
     pub from_outside: u64,
     pub from_inside: u64,
     /// Requests forwarded, by how their destination was found ([`RoutedBy::ALL`] order).
-    pub routed: [u64; 6],
+    pub routed: [u64; sip_common::ROUTED_KINDS],
     /// Requests refused by the routing rules ([`Refusal::ALL`] order).
-    pub refused: [u64; 5],
+    pub refused: [u64; sip_common::REFUSAL_KINDS],
     /// STUN Binding requests and CRLF pings answered.
     pub keepalives: u64,
     /// Requests answered 503 because a name did not resolve in time.

@@ -59,7 +59,7 @@ pub enum RoutedBy {
 }
 
 impl RoutedBy {
-    pub const ALL: [RoutedBy; 6] = [
+    pub const ALL: [RoutedBy; sip_common::ROUTED_KINDS] = [
         RoutedBy::Pool,
         RoutedBy::Route,
         RoutedBy::Flow,
@@ -96,7 +96,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; sip_common::REFUSAL_KINDS] = [
         Refusal::BadToken,
         Refusal::Relay,
         Refusal::Domain,

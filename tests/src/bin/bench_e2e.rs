@@ -66,7 +66,10 @@ fn main() -> anyhow::Result<()> {
     let list = logs.0.join("dispatcher.list");
     std::fs::write(&list, format!("1 sip:{B1}:5060\n1 sip:{B2}:5060\n"))?;
     let list_value = format!("{}\"", list.display());
-    let cfg = kamailio::config("dispatcher.cfg", &[("LISTEN", EDGE), ("LIST\"", &list_value)])?;
+    let cfg = kamailio::config(
+        "dispatcher.cfg",
+        &[("LISTEN", EDGE), ("LIST\"", &list_value)],
+    )?;
     let mut kamailio = Kamailio::start(edge, &cfg, &logs.0, "kamailio")?;
     let theirs = ladder(edge, caller, &logs.0);
     kamailio.stop();
