@@ -510,6 +510,52 @@ impl Config {
         })
     }
 
+    /// How `check-config` shows the two sides and the routing settings.
+    pub fn describe_edge(&self) -> String {
+        let list = |v: &[String], none: &str| {
+            if v.is_empty() {
+                none.to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let key = match (&r.domain, &r.prefix) {
+                    (Some(d), _) => format!("domain {d}"),
+                    (None, Some(p)) => format!("prefix {p}"),
+                    (None, None) => String::new(),
+                };
+                format!("{key} → {}", r.destination)
+            })
+            .collect();
+        format!(
+            "inside: the backends and {}; outside requests for {}; flow tokens signed with {}; \
+             Record-Route/Path address {}; Path on outside REGISTERs: {}; static routes: {}",
+            list(&self.trusted, "no trusted CIDRs"),
+            if self.domains.is_empty() {
+                "any domain".to_string()
+            } else {
+                format!("the domains {}", self.domains.join(", "))
+            },
+            if self.flow_secret.is_some() {
+                "flow_secret"
+            } else {
+                "a random secret per start (set flow_secret for restarts and clusters)"
+            },
+            self.route_address
+                .map_or("the advertised address".to_string(), |a| a.to_string()),
+            match self.path {
+                PathPolicy::Always => "always",
+                PathPolicy::IfSupported => "if the UA supports it",
+                PathPolicy::Off => "off",
+            },
+            list(&routes, "none"),
+        )
+    }
+
     /// The flow-token key: from `flow_secret`, else random (logged by the caller).
     pub fn flow_key(&self) -> std::io::Result<FlowKey> {
         match &self.flow_secret {

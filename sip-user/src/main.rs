@@ -72,11 +72,12 @@ enum Command {
     /// Validate a config file and exit.
     ///
     /// Prints what the file sets up, or the first problem with the field it is in. Top-level
-    /// keys: sip_ports, listen, workers, steering, metrics, advertise, record_route; tables:
-    /// [[backends]] (address, weight, priority, draining; or srv, draining), [dns] (servers,
-    /// timeout_ms, retry_ms), [health] (interval_ms, timeout_ms, fall, rise), [timers] (t1_ms,
-    /// t2_ms, t4_ms), [filter] (rate_limit_pps, rate_limit_burst, allowlist, blocklist,
-    /// scanner_user_agents). SRV names are not looked up here.
+    /// keys: sip_ports, listen, workers, steering, metrics, advertise, record_route, trusted,
+    /// domains, flow_secret, route_address, path; tables: [[backends]] (address, weight,
+    /// priority, draining; or srv, draining), [[routes]] (domain or prefix, destination), [dns]
+    /// (servers, timeout_ms, retry_ms), [health] (interval_ms, timeout_ms, fall, rise), [timers]
+    /// (t1_ms, t2_ms, t4_ms), [filter] (rate_limit_pps, rate_limit_burst, allowlist, blocklist,
+    /// scanner_user_agents). SRV and route names are not looked up here.
     CheckConfig {
         /// The TOML file, as given to `run --config`.
         file: PathBuf,
@@ -192,6 +193,7 @@ fn main() -> anyhow::Result<()> {
                     backends.join(", ")
                 }
             );
+            println!("{}", c.describe_edge());
         }
         Command::BenchXdp { repeat, rounds } => {
             if repeat == 0 {

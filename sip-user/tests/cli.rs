@@ -149,7 +149,8 @@ fn check_config_accepts_backends_and_names_the_bad_field() {
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
-        "[[backends]]\naddress = \"192.0.2.10:5060\"\nweight = 2\n[[backends]]\nsrv = \"example.com\"\n\
+        "trusted = [\"10.0.0.0/8\"]\n[[backends]]\naddress = \"192.0.2.10:5060\"\nweight = 2\n\
+         [[backends]]\nsrv = \"example.com\"\n[[routes]]\nprefix = \"+44\"\ndestination = \"uk.example\"\n\
          [health]\ninterval_ms = 500\ntimeout_ms = 200\n",
     )
     .unwrap();
@@ -169,6 +170,12 @@ fn check_config_accepts_backends_and_names_the_bad_field() {
     assert!(
         stdout.contains("192.0.2.10:5060 (weight 2, priority 0)")
             && stdout.contains("SRV _sip._udp.example.com. (priorities and weights from DNS)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("inside: the backends and 10.0.0.0/8")
+            && stdout.contains("a random secret per start")
+            && stdout.contains("prefix +44 → uk.example"),
         "{stdout}"
     );
     let stderr = String::from_utf8_lossy(&err.stderr);
