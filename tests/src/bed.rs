@@ -151,13 +151,7 @@ impl Bed {
 
     /// The daemon's `/metrics`, fetched from inside its namespace.
     pub fn metrics(&self) -> anyhow::Result<String> {
-        self.lan.host("edge").ns.exec(&[
-            "curl",
-            "-sf",
-            "--max-time",
-            "5",
-            "http://127.0.0.1:9464/metrics",
-        ])
+        crate::metrics_of(&self.lan.host("edge").ns)
     }
 }
 

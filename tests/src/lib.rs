@@ -18,6 +18,7 @@ pub mod bed;
 pub mod dns;
 pub mod kamailio;
 pub mod lan;
+pub mod phones;
 pub mod sipp;
 pub mod udp;
 
@@ -299,6 +300,18 @@ impl Drop for Daemon {
         let _ = std::fs::remove_dir_all(&self.pin_root);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The `/metrics` of the daemon in `ns`, fetched from inside it (the endpoint is on its
+/// loopback).
+pub fn metrics_of(ns: &Netns) -> anyhow::Result<String> {
+    ns.exec(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "5",
+        "http://127.0.0.1:9464/metrics",
+    ])
 }
 
 /// Not SIP: the start of a TLS ClientHello, as scanners send to port 5060.

@@ -16,6 +16,8 @@ use tests::{
     dns::{Srv, Zone},
     kamailio::{self, Kamailio},
     lan::Lan,
+    metrics_of,
+    phones::Phones,
     require_root,
     sipp::{Backend, Caller, CallerReport, LogDir},
     udp::{collect, exchange, final_response, header_values, status},
@@ -32,31 +34,6 @@ fn assert_all_succeeded(r: &CallerReport, calls: u64, what: &str) {
         r.failed,
         r.exit_code
     );
-}
-
-/// A sipp run from `ns` at `local` to the edge.
-fn sipp(
-    ns: &tests::Netns,
-    local: &str,
-    scenario: &str,
-    calls: u32,
-    extra: &[&str],
-    logs: &LogDir,
-) -> anyhow::Result<CallerReport> {
-    Caller {
-        ns,
-        local,
-        target: &format!("{EDGE_ADDR}:5060"),
-        scenario,
-        calls,
-        rate: 5,
-        limit: 10,
-        timeout: Duration::from_secs(60),
-        trace: true,
-        lenient: false,
-        extra,
-    }
-    .run(&logs.0)
 }
 
 /// The value of one Prometheus sample `series` (name with labels), summed over lines that
@@ -91,65 +68,17 @@ fn wait_for_metric_of(ns: &Netns, series_prefix: &str, at_least: f64) -> anyhow:
     }
 }
 
-/// The `/metrics` of the edge in `ns`, fetched from inside it.
-fn metrics_of(ns: &Netns) -> anyhow::Result<String> {
-    ns.exec(&[
-        "curl",
-        "-sf",
-        "--max-time",
-        "5",
-        "http://127.0.0.1:9464/metrics",
-    ])
-}
-
 #[test]
 fn phones_behind_nat_register_through_the_edge_and_call_each_other() -> anyhow::Result<()> {
-    require_root();
-    let tag = "edge-reg";
-    let mut lan = Lan::new(
-        tag,
-        &[
-            ("edge", EDGE_ADDR),
-            ("registrar", "192.0.2.11"),
-            ("nat-a", "192.0.2.21"),
-            ("nat-b", "192.0.2.22"),
-        ],
-    )?;
-    lan.add_natted("nat-a", "phone-a", 1)?;
-    lan.add_natted("nat-b", "phone-b", 2)?;
-    let logs = LogDir::new(tag)?;
-    let cfg = kamailio::config(
-        "registrar.cfg",
-        &[("LISTEN", "192.0.2.11"), ("PATH_MODE", "0")],
-    )?;
-    let _registrar = Kamailio::start(&lan.host("registrar").ns, &cfg, &logs.0, "registrar")?;
-    let config = config_full(
-        1000,
-        SECRET,
-        "[[backends]]\naddress = \"192.0.2.11:5060\"\n",
-    );
-    let _daemon = Daemon::start(&lan.host("edge").ns, EDGE_IFACE, "auto", &config, tag)?;
-
-    let (a, b) = (
-        lan.natted("phone-a", "nat-a"),
-        lan.natted("phone-b", "nat-b"),
-    );
-    for (phone, user) in [(&a, "alice"), (&b, "bob")] {
-        let r = sipp(
-            phone.ns,
-            &phone.addr,
-            "phone_register",
-            1,
-            &["-s", user, "-key", "supported", "timer"],
-            &logs,
-        )?;
+    let phones = Phones::new("edge-reg", SECRET)?;
+    for (which, user) in [("a", "alice"), ("b", "bob")] {
+        let r = phones.register(which, user)?;
         assert_all_succeeded(&r, 1, &format!("{user} registers"));
     }
-
     // Bob answers; Alice calls him (edge → registrar → Path → edge → Bob's NAT binding) and
     // hangs up; every in-dialog request goes along the Route set through the edge.
-    let mut bob = Backend::start_with(b.ns, &b.addr, "uas_call", &logs.0, &["-s", "bob"])?;
-    let r = sipp(a.ns, &a.addr, "uac_call", 3, &["-s", "bob"], &logs)?;
+    let mut bob = phones.answer("b", "bob", "uas_call", &[])?;
+    let r = phones.run("a", "uac_call", 3, &["-s", "bob"])?;
     assert_all_succeeded(&r, 3, "alice calls bob and hangs up");
     let got = bob.requests_by_call()?;
     for call_id in &r.call_ids {
@@ -162,24 +91,19 @@ fn phones_behind_nat_register_through_the_edge_and_call_each_other() -> anyhow::
     bob.kill();
 
     // Now Bob hangs up: his BYE goes edge → registrar → edge → Alice's NAT binding.
-    let _bob = Backend::start_with(
-        b.ns,
-        &b.addr,
-        "uas_hangup",
-        &logs.0,
-        &["-s", "bob", "-d", "300"],
-    )?;
-    let r = sipp(a.ns, &a.addr, "uac_wait_bye", 3, &["-s", "bob"], &logs)?;
+    let _bob = phones.answer("b", "bob", "uas_hangup", &["-d", "300"])?;
+    let r = phones.run("a", "uac_wait_bye", 3, &["-s", "bob"])?;
     assert_all_succeeded(&r, 3, "alice calls bob, bob hangs up");
 
+    let edge = &phones.lan.host("edge").ns;
     // Bob's INVITEs (from the registrar), and ACK and BYE of every call, left by a flow token.
-    wait_for_metric(&lan, "sip_fastpath_routed_total{by=\"flow\"", 12.0)?;
-    wait_for_metric(
-        &lan,
+    wait_for_metric_of(edge, "sip_fastpath_routed_total{by=\"flow\"", 12.0)?;
+    wait_for_metric_of(
+        edge,
         "sip_fastpath_backend_registrations_total{backend=\"192.0.2.11:5060\"}",
         2.0,
     )?;
-    wait_for_metric(&lan, "sip_fastpath_requests_total{side=\"inside\"", 6.0)?;
+    wait_for_metric_of(edge, "sip_fastpath_requests_total{side=\"inside\"", 6.0)?;
     Ok(())
 }
 

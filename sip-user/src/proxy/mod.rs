@@ -412,6 +412,7 @@ impl Proxy {
                     Some(msg),
                 ) => self.on_request(key, msg, datagram, source, now),
                 (Event::Ack { source, .. }, Some(msg)) => {
+                    self.count_side(source);
                     self.dialogs.handle(msg, now);
                     self.forward_ack(msg, source, now)
                 }
@@ -459,6 +460,16 @@ impl Proxy {
         }
     }
 
+    /// The side of a new request's source, counted.
+    fn count_side(&mut self, source: SocketAddr) -> Side {
+        let side = self.side_of(source.ip());
+        match side {
+            Side::Outside => self.stats.from_outside += 1,
+            Side::Inside => self.stats.from_inside += 1,
+        }
+        side
+    }
+
     fn backend_at(&self, addr: SocketAddr) -> Option<u32> {
         self.pool
             .backends
@@ -484,11 +495,7 @@ impl Proxy {
             let trying = build::response(msg, 100, "Trying", None, &[]);
             let _ = self.txs.respond(&key, 100, trying, now);
         }
-        let side = self.side_of(source.ip());
-        match side {
-            Side::Outside => self.stats.from_outside += 1,
-            Side::Inside => self.stats.from_inside += 1,
-        }
+        let side = self.count_side(source);
         let dialog = self.dialogs.handle(msg, now);
         self.route_and_forward(key, msg, datagram, source, side, dialog, now);
     }

@@ -1,13 +1,22 @@
-//! `cargo xtask demo`: sip-fastpath as a SIP load balancer in network namespaces. A caller
-//! (sipp) places calls through sip-fastpath, XDP attached, to two backends (sipp), while a
-//! third host floods it with junk, scanner probes and REGISTERs. Prints the call results, the
-//! per-backend split, the kernel counters and a few metrics, then removes everything.
+//! `cargo xtask demo`: sip-fastpath at the edge, in network namespaces, in two parts.
+//!
+//! 1. As a load balancer under attack: a caller (sipp) places calls through sip-fastpath, XDP
+//!    attached, to two backends (sipp), while a third host floods it with junk, scanner probes
+//!    and REGISTERs. Prints the call results, the per-backend split, the kernel counters and a
+//!    few metrics.
+//! 2. Both directions: two phones behind NAT register through the edge to a registrar
+//!    (Kamailio) behind it; one calls the other, and the registrar's INVITE reaches the
+//!    callee's NAT binding through the edge by the flow token in its Path; each side hangs up
+//!    once. Prints what the callee received and the edge's routing counters.
+//!
+//! Everything is removed at the end, also on failure.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tests::{
     EDGE_IFACE,
     bed::{B1, B2, Bed, EDGE, FLOOD, config, flood},
+    phones::{Phones, REGISTRAR},
     require_root,
 };
 
@@ -70,6 +79,73 @@ fn main() -> anyhow::Result<()> {
     println!("\nsip-fastpath stopped; namespaces removed");
     if !ok {
         anyhow::bail!("{} of {CALLS} calls failed", r.failed);
+    }
+    two_directions()
+}
+
+/// Part 2: a registered phone behind NAT receives calls through the edge.
+fn two_directions() -> anyhow::Result<()> {
+    println!(
+        "\n--- both directions ---\ncreating namespaces sfp-phones-*: sip-fastpath ({EDGE}), a \
+         registrar (Kamailio, {REGISTRAR}) behind it, and two phones behind home routers: alice \
+         10.0.1.2 (NAT 192.0.2.21), bob 10.0.2.2 (NAT 192.0.2.22)"
+    );
+    let phones = Phones::new("phones", "flow_secret = \"demo: one secret per cluster\"")?;
+    for (which, user) in [("a", "alice"), ("b", "bob")] {
+        let r = phones.register(which, user)?;
+        println!(
+            "{user} registers through the edge (Path with its flow token): {}",
+            if r.successful == 1 {
+                "200 OK"
+            } else {
+                "FAILED"
+            }
+        );
+        if r.successful != 1 {
+            anyhow::bail!("{user} could not register");
+        }
+    }
+    let mut bob = phones.answer("b", "bob", "uas_call", &[])?;
+    let calls = 5;
+    let r = phones.run("a", "uac_call", calls, &["-s", "bob"])?;
+    println!(
+        "alice calls bob {calls} times and hangs up: {} successful, {} failed \
+         (INVITE: alice → edge → registrar → edge → bob's NAT binding)",
+        r.successful, r.failed
+    );
+    let first = std::fs::read_to_string(&bob.log)?
+        .split("UDP message received")
+        .nth(1)
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("INVITE "))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    println!("  bob's phone got: {first}  (its private Contact, reached through NAT)");
+    bob.kill();
+    let _bob = phones.answer("b", "bob", "uas_hangup", &["-d", "300"])?;
+    let back = phones.run("a", "uac_wait_bye", calls, &["-s", "bob"])?;
+    println!(
+        "alice calls bob {calls} times and bob hangs up: {} successful, {} failed \
+         (BYE: bob → edge → registrar → edge → alice's NAT binding)",
+        back.successful, back.failed
+    );
+    let out = std::process::Command::new(tests::binary())
+        .args(["stats", "--iface", EDGE_IFACE, "--pin-root"])
+        .arg(&phones.daemon.pin_root)
+        .output()?;
+    let stats = String::from_utf8_lossy(&out.stdout);
+    let routing = stats
+        .split_once("requests by side")
+        .map_or(String::new(), |(_, r)| format!("requests by side{r}"));
+    println!("\n$ sip-fastpath stats --iface {EDGE_IFACE} (routing part)\n{routing}");
+    let ok =
+        r.failed == 0 && back.failed == 0 && r.successful + back.successful == 2 * u64::from(calls);
+    drop(phones);
+    println!("sip-fastpath and Kamailio stopped; namespaces removed");
+    if !ok {
+        anyhow::bail!("calls between the phones failed");
     }
     Ok(())
 }
