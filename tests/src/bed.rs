@@ -165,18 +165,12 @@ pub fn call_from(
     rate: u32,
     extra: &[&str],
 ) -> anyhow::Result<CallerReport> {
+    let target = format!("{EDGE}:5060");
     Caller {
-        ns: &lan.host("caller").ns,
-        local: CALLER,
-        target: &format!("{EDGE}:5060"),
-        scenario,
         calls,
         rate,
-        limit: 100,
-        timeout: Duration::from_secs(120),
-        trace: true,
-        lenient: false,
         extra,
+        ..Caller::new(&lan.host("caller").ns, CALLER, &target, scenario)
     }
     .run(&logs.0)
 }

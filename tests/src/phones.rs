@@ -4,8 +4,6 @@
 //! a phone's Contact is an address nobody on the LAN can reach. Used by the two-way tests and
 //! the demo; everything is stopped and removed on drop.
 
-use std::time::Duration;
-
 use crate::{
     Daemon, EDGE_ADDR, EDGE_IFACE,
     bed::config_full,
@@ -76,18 +74,12 @@ impl Phones {
         extra: &[&str],
     ) -> anyhow::Result<CallerReport> {
         let phone = self.phone(which);
+        let target = format!("{EDGE_ADDR}:5060");
         Caller {
-            ns: phone.ns,
-            local: &phone.addr,
-            target: &format!("{EDGE_ADDR}:5060"),
-            scenario,
             calls,
             rate: 5,
-            limit: 10,
-            timeout: Duration::from_secs(60),
-            trace: true,
-            lenient: false,
             extra,
+            ..Caller::new(phone.ns, &phone.addr, &target, scenario)
         }
         .run(&self.logs.0)
     }

@@ -194,16 +194,17 @@ fn subscribe_and_notify_dialogs_cross_the_edge_both_ways() -> anyhow::Result<()>
     tests::bed::assert_all_succeeded(&r, 10);
     // Both SUBSCRIBEs (the second inside the dialog) at the one backend of each subscription;
     // both NOTIFYs reached the watcher, or sipp would have failed the call.
-    let per_backend: Vec<BTreeMap<String, Vec<String>>> = bed
+    assert_affinity(&bed, &r, &["SUBSCRIBE"])?;
+    let subscribes: usize = bed
         .backends
         .iter()
-        .map(Backend::requests_by_call)
-        .collect::<anyhow::Result<_>>()?;
-    for call_id in &r.call_ids {
-        let at: Vec<&Vec<String>> = per_backend.iter().filter_map(|b| b.get(call_id)).collect();
-        assert_eq!(at.len(), 1, "{call_id} at one backend");
-        assert_eq!(at[0], &["SUBSCRIBE", "SUBSCRIBE"], "{call_id}");
-    }
+        .map(|b| b.requests_by_call().map(|c| c.values().flatten().count()))
+        .sum::<anyhow::Result<usize>>()?;
+    assert_eq!(
+        subscribes,
+        2 * r.call_ids.len(),
+        "two SUBSCRIBEs per subscription"
+    );
     Ok(())
 }
 
@@ -307,18 +308,12 @@ fn a_backend_calls_out_to_a_carrier_found_by_srv_and_by_a_static_route() -> anyh
     let mut placed = BTreeSet::new();
     for domain in ["carrier.test", "static.test"] {
         // The PBX is backend 1's host, calling from another port.
+        let target = format!("{EDGE_ADDR}:5060");
         let r = Caller {
-            ns: &bed.lan.host("b1").ns,
-            local: B1,
-            target: &format!("{EDGE_ADDR}:5060"),
-            scenario: "pbx_call_out",
             calls: 5,
             rate: 5,
-            limit: 10,
-            timeout: Duration::from_secs(60),
-            trace: true,
-            lenient: false,
             extra: &["-p", "5070", "-s", "+15551234", "-key", "domain", domain],
+            ..Caller::new(&bed.lan.host("b1").ns, B1, &target, "pbx_call_out")
         }
         .run(&bed.logs.0)?;
         tests::bed::assert_all_succeeded(&r, 5);
@@ -645,18 +640,12 @@ fn two_nodes_behind_ecmp_share_calls_and_one_stopping_loses_none() -> anyhow::Re
         let lan = &lan;
         let logs = &logs;
         move || {
+            let target = format!("{SERVICE}:5060");
             Caller {
-                ns: &lan.host("caller").ns,
-                local: CALLER,
-                target: &format!("{SERVICE}:5060"),
-                scenario,
                 calls,
                 rate: 20,
-                limit: 100,
-                timeout: Duration::from_secs(60),
-                trace: true,
-                lenient: false,
                 extra,
+                ..Caller::new(&lan.host("caller").ns, CALLER, &target, scenario)
             }
             .run(&logs.0)
         }

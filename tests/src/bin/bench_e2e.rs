@@ -145,18 +145,15 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path) -> anyhow::Result<Vec<Step>
         let calls = rate * SECONDS_PER_STEP;
         let cpu0 = namespace_cpu(edge)?;
         let machine0 = machine_cpu()?;
+        let target = format!("{EDGE}:5060");
         let r = Caller {
-            ns: caller,
-            local: CALLER,
-            target: &format!("{EDGE}:5060"),
-            scenario: "uac_call",
             calls,
             rate,
             limit: rate * 4,
             timeout: Duration::from_secs(60),
             trace: false,
             lenient: true,
-            extra: &[],
+            ..Caller::new(caller, CALLER, &target, "uac_call")
         }
         .run(logs)?;
         let cpu = namespace_cpu(edge)? - cpu0;
