@@ -46,7 +46,7 @@ use self::{
 use crate::{
     backend::Pool,
     sip::{
-        Error, HeaderName, MAX_HEADERS_LARGE, Message, Method, Parsed, build,
+        Error, HeaderName, MAX_HEADERS, Message, Method, Parsed, build,
         dialog::{DialogRef, DialogTable, Limits},
         parse_any, parse_for_reply,
         proxy_check::{Decision, check},
@@ -365,7 +365,7 @@ impl Proxy {
                     Some(key) => {
                         self.route_and_forward(key, &msg, datagram.clone(), source, side, None, now)
                     }
-                    None => self.forward_ack(&msg, source, now),
+                    None => self.forward_ack(&msg, &datagram, source, now),
                 }
             });
         }
@@ -383,9 +383,10 @@ impl Proxy {
     }
 
     /// A request that did not parse: answered when its start line and a Via can be read —
-    /// 513 for more header lines than we take, 400 naming the problem otherwise.
+    /// 513 for more header lines than we take, 400 naming the problem otherwise. Only the
+    /// lines a response copies are kept, so stack storage does (no allocation per junk message).
     fn answer_unparsable(&mut self, datagram: &[u8], error: Error, source: SocketAddr) {
-        let mut headers = vec![crate::sip::Header::EMPTY; MAX_HEADERS_LARGE];
+        let mut headers = [crate::sip::Header::EMPTY; MAX_HEADERS];
         let Some(msg) = parse_for_reply(datagram, &mut headers) else {
             return;
         };
@@ -411,10 +412,10 @@ impl Proxy {
                     },
                     Some(msg),
                 ) => self.on_request(key, msg, datagram, source, now),
-                (Event::Ack { source, .. }, Some(msg)) => {
+                (Event::Ack { source, datagram }, Some(msg)) => {
                     self.count_side(source);
                     self.dialogs.handle(msg, now);
-                    self.forward_ack(msg, source, now)
+                    self.forward_ack(msg, &datagram, source, now)
                 }
                 (Event::Response { key, .. }, Some(msg)) => self.relay_response(&key, msg, now),
                 (Event::StrayResponse { .. }, Some(msg)) => self.relay_stray(msg),
@@ -801,17 +802,22 @@ impl Proxy {
 
     /// ACK for a 2xx: stateless, routed like any in-dialog request (§16.11 note; RFC 6026).
     /// It cannot be answered: what would be refused is dropped.
-    fn forward_ack(&mut self, m: &Message<'_, '_>, source: SocketAddr, now: Instant) {
+    fn forward_ack(
+        &mut self,
+        m: &Message<'_, '_>,
+        datagram: &Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) {
         let side = self.side_of(source.ip());
         let Ok(route) = route::read(m, &self.cfg.identity, &self.cfg.flow_key) else {
             self.stats.dropped += 1;
             return;
         };
         let target = target::decide(m, &route, side, &self.cfg.policy, &self.cfg.identity);
-        let datagram = Bytes::copy_from_slice(m.raw);
         let parked = || Parked {
             server: None,
-            datagram,
+            datagram: datagram.clone(), // a reference count, and only when parked
             source,
             side,
         };
