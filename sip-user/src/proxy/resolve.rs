@@ -162,6 +162,21 @@ mod tests {
         }
     }
 
+    /// `name` resolved at `t0` to two addresses of these priorities, for 60 s.
+    fn resolved(r: &mut Resolver, host: &str, priorities: [u16; 2], t0: Instant) {
+        r.answer(
+            name(host),
+            Answer::Found {
+                candidates: vec![
+                    cand("192.0.2.80:5060", priorities[0]),
+                    cand("192.0.2.81:5060", priorities[1]),
+                ],
+                valid_until: t0 + Duration::from_secs(60),
+            },
+            t0,
+        );
+    }
+
     #[test]
     fn a_miss_queues_one_query_and_the_answer_is_cached_for_its_ttl() {
         let mut r = Resolver::default();
@@ -170,14 +185,7 @@ mod tests {
         assert_eq!(r.lookup(&name("trunk.example"), 2, t0), Lookup::Pending);
         assert_eq!(r.poll_query(), Some(name("trunk.example")));
         assert_eq!(r.poll_query(), None, "one query for both requests");
-        r.answer(
-            name("trunk.example"),
-            Answer::Found {
-                candidates: vec![cand("192.0.2.80:5060", 10), cand("192.0.2.81:5060", 20)],
-                valid_until: t0 + Duration::from_secs(60),
-            },
-            t0,
-        );
+        resolved(&mut r, "trunk.example", [10, 20], t0);
         for h in 0..50 {
             assert_eq!(
                 r.lookup(&name("trunk.example"), h, t0),
@@ -195,14 +203,7 @@ mod tests {
         let mut r = Resolver::default();
         let t0 = Instant::now();
         r.lookup(&name("t.example"), 0, t0);
-        r.answer(
-            name("t.example"),
-            Answer::Found {
-                candidates: vec![cand("192.0.2.80:5060", 10), cand("192.0.2.81:5060", 10)],
-                valid_until: t0 + Duration::from_secs(60),
-            },
-            t0,
-        );
+        resolved(&mut r, "t.example", [10, 10], t0);
         let first = (0..1000u64)
             .filter(|&h| {
                 r.lookup(&name("t.example"), sip_common::fmix64(h), t0)
