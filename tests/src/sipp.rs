@@ -50,7 +50,8 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Starts `scenario` in `ns`; `-aa` answers the proxy's OPTIONS probes.
+    /// Starts `scenario` in `ns`; `-aa` answers the proxy's OPTIONS probes, and an unexpected
+    /// message (a retransmission) is ignored rather than fatal to the call.
     pub fn start(ns: &Netns, addr: &str, scenario_name: &str, logs: &Path) -> anyhow::Result<Self> {
         Self::start_with(ns, addr, scenario_name, logs, &[])
     }
@@ -75,6 +76,11 @@ impl Backend {
                 "5060",
                 "-aa",
                 "-nostdin",
+                // A UAS absorbs retransmissions (RFC 3261 §17.2.1): sipp would abort the call
+                // on an INVITE retransmitted after its 200 (the proxy's timer A when 100, 180
+                // and 200 were all lost); ignoring it keeps the 200's own retransmissions going.
+                "-default_behaviors",
+                "all,-abortunexp",
                 "-trace_msg",
                 "-message_file",
             ])
