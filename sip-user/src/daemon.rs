@@ -290,6 +290,7 @@ fn proxy_config(
         dialog_limits: Limits {
             calling: timers.timeout(),
             disconnecting: timers.timeout(),
+            ack: timers.timeout(),
             ..Limits::default()
         },
         retry_after: RETRY_AFTER_SECS,
@@ -371,6 +372,7 @@ async fn start_metrics(
     log::info!("metrics on http://{addr}/metrics");
     let refresh = move |m: &Metrics| {
         m.set_workers(&scrape.workers);
+        m.set_heap();
         match crate::stats::read(&scrape.pin_root, &scrape.iface) {
             Ok(s) => m.set_kernel(&s),
             Err(e) => log::debug!("metrics: kernel counters: {e}"),

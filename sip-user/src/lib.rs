@@ -12,7 +12,8 @@
 //! - [`workers`]: the per-CPU sockets (an `SO_REUSEPORT` group steered by CPU) and threads;
 //!   [`worker`]: one worker's loop around its [`proxy::Proxy`].
 //! - [`pool_keeper`]: probes the backends, applies reloads, publishes the pool to the workers.
-//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint; [`heap`]: the allocator's
+//!   own accounting (in use, held free) and giving free memory back.
 //! - [`sip`]: the SIP stack without I/O: zero-copy parser, checks, transactions, dialogs.
 //! - [`backend`]: the backend pool: weighted rendezvous choice per Call-ID, health, draining.
 //! - [`proxy`]: the proxy core (RFC 3261 §16), sans-IO: one per worker.
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod filter;
 pub mod frame;
+pub mod heap;
 pub mod metrics;
 pub mod pool_keeper;
 pub mod proxy;

@@ -69,6 +69,7 @@ pub struct Metrics {
     dns_lookups: IntCounterVec,
     health_check: HistogramVec,
     health_failures: IntCounterVec,
+    heap: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -272,6 +273,13 @@ impl Metrics {
                 "OPTIONS probes that got no answer in time.",
                 &["backend"],
             ),
+            heap: gauge(
+                &r,
+                "heap_bytes",
+                "The allocator's heap: in_use (handed out) and free (held in its arenas, not \
+                 returned to the system). RSS minus these is code, stacks and maps.",
+                &["state"],
+            ),
             registry: r,
         }
     }
@@ -370,6 +378,16 @@ impl Metrics {
                 &self.no_call_id.with_label_values(&[&w]),
                 get(&c.no_call_id),
             );
+        }
+    }
+
+    /// The allocator's heap now (at scrape time).
+    pub fn set_heap(&self) {
+        if let Some(h) = crate::heap::usage() {
+            self.heap
+                .with_label_values(&["in_use"])
+                .set(h.in_use as i64);
+            self.heap.with_label_values(&["free"]).set(h.free as i64);
         }
     }
 

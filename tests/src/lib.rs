@@ -253,6 +253,23 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (`nsenter` execs it), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its resident set size in bytes (`VmRSS` in /proc), while it runs.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().context("not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmRSS in /proc/<pid>/status")?;
+        Ok(kb * 1024)
+    }
+
     /// Rewrites the daemon's config file, for the next [`Self::restart`].
     pub fn set_config(&self, config: &str) -> anyhow::Result<()> {
         Ok(std::fs::write(self.dir.join("config.toml"), config)?)

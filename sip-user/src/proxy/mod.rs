@@ -51,6 +51,7 @@ use crate::{
         parse_any, parse_for_reply,
         proxy_check::{Decision, check},
         scan::CommaList,
+        shrink::shrink_map,
         transaction::{Event, Timers, TransactionLayer, Transmit, key::Key},
         with_message,
     },
@@ -372,6 +373,18 @@ impl Proxy {
         self.drain_events(now, None);
     }
 
+    /// Gives back the memory of a load that has passed (off the message path, once a
+    /// second); true if a table shrank, so the allocator has free pages worth returning.
+    pub fn shrink(&mut self) -> bool {
+        let tables = [
+            self.txs.shrink(),
+            self.dialogs.shrink(),
+            shrink_map(&mut self.links),
+            shrink_map(&mut self.server_links),
+        ];
+        tables.contains(&true)
+    }
+
     /// Names cached by this worker's resolver.
     pub fn cached_names(&self) -> usize {
         self.resolver.cached()
@@ -522,7 +535,7 @@ impl Proxy {
         };
         let target = target::decide(msg, &route, side, &self.cfg.policy, &self.cfg.identity);
         let parked = || Parked {
-            server: Some(key.clone()),
+            server: Some(key),
             datagram: datagram.clone(),
             source,
             side,
@@ -580,7 +593,11 @@ impl Proxy {
                     self.events
                         .push_back(ProxyEvent::Forwarded { backend, register });
                 }
-                self.server_links.insert(key.clone(), client.clone());
+                if method == Method::Invite {
+                    // Only an INVITE can be CANCELled (§9.1): the link back from its server
+                    // transaction is kept for that alone.
+                    self.server_links.insert(key, client);
+                }
                 self.links.insert(
                     client,
                     Link {
@@ -762,6 +779,10 @@ impl Proxy {
         }
         if code >= 200 && !link.final_relayed {
             link.final_relayed = true;
+            // Kept only to answer 408 and to CANCEL while the request is pending; the link
+            // lives on (for 2xx retransmissions) with nothing of the messages.
+            link.original = Bytes::new();
+            link.forwarded = Bytes::new();
             if let Some(backend) = link.backend {
                 self.events.push_back(ProxyEvent::Completed {
                     backend,
@@ -771,7 +792,7 @@ impl Proxy {
             }
         }
         self.stats.relayed_responses += 1;
-        let server = link.server.clone();
+        let server = link.server;
         let _ = self.txs.respond(&server, code, strip_top_via(msg), now);
     }
 
@@ -856,7 +877,7 @@ impl Proxy {
         if link.final_relayed {
             return;
         }
-        let (server, original) = (link.server.clone(), link.original.clone());
+        let (server, original) = (link.server, link.original.clone());
         if let Some(backend) = link.backend {
             self.events.push_back(ProxyEvent::Completed {
                 backend,

@@ -10,6 +10,7 @@
 //! - [`exercise`]: every parser path over one input, for the fuzz target.
 //! - [`summary`]: the JSON line `sip-fastpath parse` prints.
 //! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes.
+//! - [`shrink`]: tables give their memory back after a load has passed.
 
 pub mod address;
 pub mod build;
@@ -23,6 +24,7 @@ pub mod name;
 pub mod params;
 pub mod proxy_check;
 pub mod scan;
+pub mod shrink;
 pub mod summary;
 pub mod transaction;
 pub mod uri;

@@ -23,7 +23,7 @@ pub use self::{
     id::DialogId,
     session::{DialogState, End, Limits, Phase, Session},
 };
-use crate::sip::{Message, Method};
+use crate::sip::{Message, Method, shrink::shrink_map};
 
 /// A handle to a dialog in the table, valid until the dialog ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +45,9 @@ pub struct DialogStats {
     pub ended: u64,
     pub evicted: u64,
     pub expired: u64,
+    /// Dialogs ended because the 2xx to their INVITE was never ACKed (counted in `expired`
+    /// too).
+    pub no_ack: u64,
 }
 
 #[derive(Debug)]
@@ -114,6 +117,7 @@ impl DialogTable {
         }
         match (msg.method(), msg.status()) {
             (Some(Method::Cancel), _) => self.update(seq, Session::on_cancel),
+            (Some(Method::Ack), _) => self.update(seq, |s| s.on_ack(now, &limits)),
             (Some(Method::Bye), _) => self.update(seq, |s| s.on_bye(now, &limits)),
             (None, Some(code)) => {
                 let session_expires = msg
@@ -174,6 +178,12 @@ impl DialogTable {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Gives back the memory of a load that has passed; true if a table shrank.
+    pub fn shrink(&mut self) -> bool {
+        let entries = shrink_map(&mut self.entries);
+        shrink_map(&mut self.index) | entries
     }
 
     pub fn is_empty(&self) -> bool {
@@ -239,6 +249,9 @@ impl DialogTable {
         let entry = self.entries.remove(&seq).expect("present above");
         self.index.remove(&entry.key);
         self.stats.ended += 1;
+        if end == Some(End::NoAck) {
+            self.stats.no_ack += 1;
+        }
         self.events.push_back(Ended {
             id: entry.id(),
             end: end.unwrap_or(End::Timeout),

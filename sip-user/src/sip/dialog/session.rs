@@ -43,6 +43,9 @@ pub enum End {
     SessionExpired,
     /// Pushed out of a full table.
     Evicted,
+    /// A 2xx to the INVITE was never ACKed within 64·T1 (RFC 3261 §13.3.1.4: the callee gives
+    /// up and ends the dialog; so do we, rather than keep it for hours).
+    NoAck,
 }
 
 /// How long each phase may last before the dialog is dropped.
@@ -56,6 +59,8 @@ pub struct Limits {
     pub connected: Duration,
     /// Disconnecting: the BYE transaction's timeout (64·T1).
     pub disconnecting: Duration,
+    /// Connected but not yet ACKed: 64·T1 (RFC 3261 §13.3.1.4).
+    pub ack: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +70,7 @@ impl Default for Limits {
             ringing: Duration::from_secs(181),
             connected: Duration::from_secs(12 * 3600),
             disconnecting: Duration::from_secs(32),
+            ack: Duration::from_secs(32),
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct Session {
     pub invite_cseq: u32,
     /// A CANCEL was seen for the INVITE.
     pub cancelling: bool,
+    /// The INVITE got its 2xx but no ACK yet: the session lasts [`Limits::ack`] unless one comes.
+    pub awaiting_ack: bool,
 }
 
 impl Session {
@@ -101,6 +109,7 @@ impl Session {
             caller: None,
             invite_cseq,
             cancelling: false,
+            awaiting_ack: false,
         }
     }
 
@@ -125,8 +134,14 @@ impl Session {
                 self.phase = Phase::Ringing;
                 self.deadline = now + limits.ringing;
             }
-            (Phase::Calling | Phase::Ringing, 200..=299) | (Phase::Connected, 200..=299) => {
+            (Phase::Calling | Phase::Ringing, 200..=299) => {
+                // Confirmed, but kept only 64·T1 until the caller's ACK shows it is there.
                 self.phase = Phase::Connected;
+                self.session_expires = session_expires.map(|s| Duration::from_secs(s.into()));
+                self.awaiting_ack = true;
+                self.deadline = now + limits.ack;
+            }
+            (Phase::Connected, 200..=299) if !self.awaiting_ack => {
                 self.refresh(session_expires, now, limits);
             }
             (Phase::Calling | Phase::Ringing, 300..=699) => {
@@ -146,6 +161,15 @@ impl Session {
             .map(|s| Duration::from_secs(s.into()))
             .or(self.session_expires);
         self.deadline = now + self.session_expires.unwrap_or(limits.connected);
+    }
+
+    /// The ACK for the INVITE's 2xx: the session now lasts its session timer, or
+    /// [`Limits::connected`].
+    pub fn on_ack(&mut self, now: Instant, limits: &Limits) {
+        if self.awaiting_ack && self.phase == Phase::Connected {
+            self.awaiting_ack = false;
+            self.refresh(None, now, limits);
+        }
     }
 
     pub fn on_bye(&mut self, now: Instant, limits: &Limits) {
@@ -171,6 +195,7 @@ impl Session {
     /// The deadline passed.
     pub fn expire(&mut self) {
         let end = match self.phase {
+            Phase::Connected if self.awaiting_ack => End::NoAck,
             Phase::Connected if self.session_expires.is_some() => End::SessionExpired,
             Phase::Disconnecting => End::Bye,
             _ => End::Timeout,

@@ -106,11 +106,15 @@ fn a_whole_call_through_every_phase() {
         (s.phase, s.dialog_state()),
         (Phase::Connected, DialogState::Confirmed)
     );
-    assert_eq!(s.deadline, t0 + secs(5 + 1800));
+    assert!(s.awaiting_ack);
+    assert_eq!(s.deadline, t0 + secs(5 + 32), "64·T1 for the ACK");
     assert_eq!(
         feed(&mut t, &c.request("ACK", 1, "callee", false), t0 + secs(5)),
         Some(r)
     );
+    let s = t.get(r).unwrap();
+    assert!(!s.awaiting_ack);
+    assert_eq!(s.deadline, t0 + secs(5 + 1800), "then the session timer");
     // Another callee tag (a forked branch) is not this dialog.
     assert_eq!(
         feed(&mut t, &c.request("INFO", 2, "other", false), t0 + secs(6)),
@@ -178,6 +182,7 @@ fn session_timer_expires_unless_refreshed() {
         t0,
     )
     .unwrap();
+    feed(&mut t, &c.request("ACK", 1, "z", false), t0);
     // A refresh by re-INVITE at 60 s moves the expiry to 150 s.
     feed(&mut t, &c.request("INVITE", 2, "z", false), t0 + secs(60));
     feed(
@@ -201,8 +206,33 @@ fn session_timer_expires_unless_refreshed() {
     let mut t = DialogTable::new(100, limits);
     feed(&mut t, &c.request("INVITE", 1, "", false), t0);
     feed(&mut t, &c.response(200, "INVITE", 1, "z", ""), t0);
+    feed(&mut t, &c.request("ACK", 1, "z", false), t0);
     t.handle_timeout(t0 + secs(600));
     assert_eq!(t.poll_event().unwrap().end, End::Timeout);
+}
+
+#[test]
+fn a_2xx_never_acked_ends_the_dialog_after_64_t1() {
+    // RFC 3261 §13.3.1.4: without the ACK the callee gives up after 64·T1; a flood of INVITEs
+    // answered but never ACKed must not hold dialogs for the `connected` limit (12 h).
+    let mut t = DialogTable::new(100, Limits::default());
+    let t0 = Instant::now();
+    let c = Call { id: "no-ack" };
+    feed(&mut t, &c.request("INVITE", 1, "", false), t0);
+    let r = feed(&mut t, &c.response(200, "INVITE", 1, "z", ""), t0).unwrap();
+    // A re-sent 2xx does not extend it.
+    feed(
+        &mut t,
+        &c.response(200, "INVITE", 1, "z", ""),
+        t0 + secs(20),
+    );
+    t.handle_timeout(t0 + secs(31));
+    assert!(t.get(r).is_some());
+    t.handle_timeout(t0 + secs(32));
+    let e = t.poll_event().unwrap();
+    assert_eq!((e.end, e.last_phase), (End::NoAck, Phase::Connected));
+    assert_eq!((t.stats().no_ack, t.stats().expired), (1, 1));
+    assert!(t.is_empty());
 }
 
 #[test]

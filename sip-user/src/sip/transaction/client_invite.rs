@@ -62,6 +62,7 @@ impl ClientInvite {
             (State::Calling | State::Proceeding, 200..=299) => {
                 // RFC 6026 §7.2: Accepted; the TU sends the ACK for a 2xx itself.
                 self.state = State::Accepted;
+                self.request = Bytes::new(); // Accepted only absorbs 2xx retransmissions
                 self.timer_a = None;
                 self.timer_b = None;
                 self.timer_m = Some(now + ctx.timers.timeout());
@@ -74,6 +75,7 @@ impl ClientInvite {
                 self.timer_b = None;
                 self.timer_d = Some(now + ctx.timers.timer_d());
                 let ack = self.build_ack(response);
+                self.request = Bytes::new(); // Completed resends the ACK, never the INVITE
                 ctx.transmit(ack.clone());
                 self.ack = Some(ack);
                 ctx.pass_response(datagram);
@@ -98,9 +100,7 @@ impl ClientInvite {
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         if fired(self.timer_b, now) {
             self.state = State::Terminated;
-            ctx.event(Event::Timeout {
-                key: ctx.key.clone(),
-            });
+            ctx.event(Event::Timeout { key: *ctx.key });
             return;
         }
         if fired(self.timer_a, now) {

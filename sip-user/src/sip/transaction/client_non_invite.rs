@@ -46,6 +46,7 @@ impl ClientNonInvite {
             }
             (State::Trying | State::Proceeding, 200..=699) => {
                 self.state = State::Completed;
+                self.request = Bytes::new(); // no more retransmissions: keep nothing for Timer K
                 self.timer_e = None;
                 self.timer_f = None;
                 self.timer_k = Some(now + ctx.timers.t4);
@@ -58,9 +59,7 @@ impl ClientNonInvite {
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         if fired(self.timer_f, now) {
             self.state = State::Terminated;
-            ctx.event(Event::Timeout {
-                key: ctx.key.clone(),
-            });
+            ctx.event(Event::Timeout { key: *ctx.key });
             return;
         }
         if fired(self.timer_e, now) {

@@ -27,8 +27,11 @@ use self::{
     client_invite::ClientInvite, client_non_invite::ClientNonInvite, key::Key,
     server_invite::ServerInvite, server_non_invite::ServerNonInvite,
 };
-pub use self::{key::MethodClass, timers::Timers};
-use crate::sip::{Message, Method, Parsed, parse_any};
+pub use self::{
+    key::{Kind, MethodClass},
+    timers::Timers,
+};
+use crate::sip::{Message, Method, Parsed, parse_any, shrink::shrink_map};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +95,7 @@ impl Ctx<'_> {
 
     fn pass_response(&mut self, datagram: &Bytes) {
         self.events.push_back(Event::Response {
-            key: self.key.clone(),
+            key: *self.key,
             datagram: datagram.clone(),
         });
     }
@@ -162,7 +165,6 @@ impl Machine {
 struct Entry {
     machine: Machine,
     peer: SocketAddr,
-    id: u64,
     deadline: Option<Instant>,
 }
 
@@ -180,10 +182,8 @@ pub struct Stats {
 pub struct TransactionLayer {
     timers: Timers,
     entries: HashMap<Key, Entry>,
-    /// Deadlines ordered by time; `ids` maps back to keys.
-    schedule: BTreeSet<(Instant, u64)>,
-    ids: HashMap<u64, Key>,
-    next_id: u64,
+    /// Deadlines ordered by time, with the transaction they belong to.
+    schedule: BTreeSet<(Instant, Key)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -195,8 +195,6 @@ impl TransactionLayer {
             timers,
             entries: HashMap::new(),
             schedule: BTreeSet::new(),
-            ids: HashMap::new(),
-            next_id: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -225,7 +223,7 @@ impl TransactionLayer {
         source: SocketAddr,
         now: Instant,
     ) -> Result<(), TransactionError> {
-        let key = Key::server(msg, datagram).ok_or(TransactionError::NoKey)?;
+        let key = Key::server(msg).ok_or(TransactionError::NoKey)?;
         let is_ack = method == Method::Ack;
         if self.entries.contains_key(&key) {
             self.stats.matched += 1;
@@ -248,7 +246,7 @@ impl TransactionLayer {
         } else {
             Machine::ServerNonInvite(ServerNonInvite::new())
         };
-        self.insert(key.clone(), machine, source);
+        self.insert(key, machine, source);
         self.events.push_back(Event::Request {
             key,
             datagram: datagram.clone(),
@@ -264,7 +262,7 @@ impl TransactionLayer {
         source: SocketAddr,
         now: Instant,
     ) -> Result<(), TransactionError> {
-        let key = Key::client_for_response(msg, datagram).ok_or(TransactionError::NoKey)?;
+        let key = Key::client_for_response(msg).ok_or(TransactionError::NoKey)?;
         if !self.entries.contains_key(&key) {
             self.events.push_back(Event::StrayResponse {
                 datagram: datagram.clone(),
@@ -293,7 +291,7 @@ impl TransactionLayer {
         // A forwarded request may carry more header lines than the stack storage holds.
         let key = parse_any(&request, |parsed| match parsed {
             Ok(Parsed::Message(msg)) => Ok((
-                Key::client_for_request(&msg, &request),
+                Key::client_for_request(&msg),
                 msg.method() == Some(Method::Invite),
             )),
             _ => Err(TransactionError::NotSip),
@@ -314,7 +312,7 @@ impl TransactionLayer {
         } else {
             Machine::ClientNonInvite(ClientNonInvite::start(request.clone(), now, &mut ctx))
         };
-        self.insert(key.clone(), machine, dest);
+        self.insert(key, machine, dest);
         Ok(key)
     }
 
@@ -349,14 +347,11 @@ impl TransactionLayer {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.schedule.first() {
+        while let Some(&(at, key)) = self.schedule.first() {
             if at > now {
                 break;
             }
             self.schedule.pop_first();
-            let Some(key) = self.ids.get(&id).cloned() else {
-                continue;
-            };
             if let Some(e) = self.entries.get_mut(&key) {
                 e.deadline = None;
             }
@@ -391,6 +386,11 @@ impl TransactionLayer {
         self.entries.len()
     }
 
+    /// Gives back the memory of a load that has passed; true if a table shrank.
+    pub fn shrink(&mut self) -> bool {
+        shrink_map(&mut self.entries)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -400,16 +400,12 @@ impl TransactionLayer {
     }
 
     fn insert(&mut self, key: Key, machine: Machine, peer: SocketAddr) {
-        let id = self.next_id;
-        self.next_id += 1;
         self.stats.created += 1;
-        self.ids.insert(id, key.clone());
         self.entries.insert(
-            key.clone(),
+            key,
             Entry {
                 machine,
                 peer,
-                id,
                 deadline: None,
             },
         );
@@ -444,19 +440,16 @@ impl TransactionLayer {
             return;
         };
         if let Some(old) = entry.deadline.take() {
-            self.schedule.remove(&(old, entry.id));
+            self.schedule.remove(&(old, *key));
         }
         if entry.machine.terminated() {
-            let id = entry.id;
             self.entries.remove(key);
-            self.ids.remove(&id);
-            self.events
-                .push_back(Event::Terminated { key: key.clone() });
+            self.events.push_back(Event::Terminated { key: *key });
             return;
         }
         entry.deadline = entry.machine.deadline();
         if let Some(at) = entry.deadline {
-            self.schedule.insert((at, entry.id));
+            self.schedule.insert((at, *key));
         }
     }
 }

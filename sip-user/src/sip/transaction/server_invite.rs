@@ -83,8 +83,12 @@ impl ServerInvite {
         match code {
             100..=199 => {}
             200..=299 => {
+                // RFC 6026 §7.1: Accepted absorbs INVITE retransmissions and the TU
+                // retransmits its 2xx itself, so nothing of the response is kept.
                 self.state = State::Accepted;
                 self.timer_l = Some(now + ctx.timers.timeout());
+                self.last_response = None;
+                return;
             }
             _ => {
                 self.state = State::Completed;
@@ -100,9 +104,7 @@ impl ServerInvite {
         if fired(self.timer_h, now) {
             // No ACK (§17.2.1): the transaction fails.
             self.state = State::Terminated;
-            ctx.event(Event::Timeout {
-                key: ctx.key.clone(),
-            });
+            ctx.event(Event::Timeout { key: *ctx.key });
             return;
         }
         if fired(self.timer_g, now) {

@@ -1,0 +1,43 @@
+//! Tables give memory back once a load has passed: a hash map keeps its largest capacity
+//! forever, so after a spike of 100,000 transactions an idle worker would still hold the
+//! buckets for them. Called off the message path (once a second by the worker).
+
+use std::{collections::HashMap, hash::Hash};
+
+/// Below this capacity a map is not worth shrinking.
+const SMALL: usize = 1024;
+
+/// Shrinks `map` to twice its length when it uses less than a quarter of its capacity (the
+/// slack keeps a map that hovers around a size from reallocating back and forth). True if it
+/// shrank.
+pub fn shrink_map<K: Eq + Hash, V>(map: &mut HashMap<K, V>) -> bool {
+    let capacity = map.capacity();
+    if capacity > SMALL && map.len() * 4 < capacity {
+        map.shrink_to(map.len() * 2);
+        map.capacity() < capacity
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_that_emptied_shrinks_and_a_busy_one_does_not() {
+        let mut m: HashMap<u32, [u8; 64]> = (0..100_000).map(|i| (i, [0; 64])).collect();
+        assert!(!shrink_map(&mut m), "full");
+        m.retain(|&k, _| k < 30_000);
+        assert!(
+            !shrink_map(&mut m),
+            "still more than a quarter of its capacity"
+        );
+        m.retain(|&k, _| k < 10);
+        let before = m.capacity();
+        assert!(shrink_map(&mut m));
+        assert!(m.capacity() < before / 100, "{} of {before}", m.capacity());
+        assert_eq!(m.len(), 10);
+        assert!(!shrink_map(&mut m), "small maps are left alone");
+    }
+}
