@@ -27,6 +27,7 @@ use crate::{
         ProxyStats,
         target::{Refusal, RoutedBy},
     },
+    sip::dialog::End,
     stats::Stats,
     workers::WorkerCounters,
 };
@@ -58,6 +59,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     keepalives: IntCounterVec,
     dns_failures: IntCounterVec,
+    dialogs_ended: IntCounterVec,
     backend_requests: IntCounterVec,
     backend_registrations: IntCounterVec,
     backend_responses: IntCounterVec,
@@ -204,6 +206,13 @@ impl Metrics {
                 "Requests answered 503 because their next hop's name did not resolve in time.",
                 &["worker"],
             ),
+            dialogs_ended: counter(
+                &r,
+                "dialogs_ended_total",
+                "Dialogs that ended, by how: bye, rejected, cancelled, timeout, session_expired, \
+                 evicted (a full table), no_ack (a 2xx never ACKed within 64*T1).",
+                &["worker", "end"],
+            ),
             backend_requests: counter(
                 &r,
                 "backend_requests_total",
@@ -303,6 +312,7 @@ impl Metrics {
             refused: Refusal::ALL.map(|r| self.refused.with_label_values(&[&w, r.name()])),
             keepalives: self.keepalives.with_label_values(&[&w]),
             dns_failures: self.dns_failures.with_label_values(&[&w]),
+            dialogs_ended: End::NAMES.map(|e| self.dialogs_ended.with_label_values(&[&w, e])),
             transactions: self.transactions.with_label_values(&[&w]),
             dialogs: self.dialogs.with_label_values(&[&w]),
             last: ProxyStats::default(),
@@ -455,6 +465,7 @@ pub struct WorkerMetrics {
     refused: [IntCounter; Refusal::ALL.len()],
     keepalives: IntCounter,
     dns_failures: IntCounter,
+    dialogs_ended: [IntCounter; End::NAMES.len()],
     transactions: IntGauge,
     dialogs: IntGauge,
     last: ProxyStats,
@@ -485,6 +496,10 @@ impl WorkerMetrics {
             }
             self.keepalives.inc_by(s.keepalives - l.keepalives);
             self.dns_failures.inc_by(s.dns_failures - l.dns_failures);
+            let ended = s.dialogs_ended.iter().zip(l.dialogs_ended);
+            for (c, (now, before)) in self.dialogs_ended.iter().zip(ended) {
+                c.inc_by(now - before);
+            }
             self.last = s;
         }
         self.transactions.set(transactions as i64);

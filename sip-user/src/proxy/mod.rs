@@ -47,7 +47,7 @@ use crate::{
     backend::Pool,
     sip::{
         Error, HeaderName, MAX_HEADERS, Message, Method, Parsed, build,
-        dialog::{DialogRef, DialogTable, Limits},
+        dialog::{DialogRef, DialogTable, End, Limits},
         parse_any, parse_for_reply,
         proxy_check::{Decision, check},
         scan::CommaList,
@@ -117,6 +117,8 @@ pub struct ProxyStats {
     pub keepalives: u64,
     /// Requests answered 503 because a name did not resolve in time.
     pub dns_failures: u64,
+    /// Dialogs that ended, by how ([`End::NAMES`] order): a 2xx never ACKed is `no_ack`.
+    pub dialogs_ended: [u64; End::NAMES.len()],
 }
 
 /// What happened to requests sent to backends, for metrics (drained with
@@ -135,18 +137,26 @@ pub enum ProxyEvent {
     },
 }
 
-/// One forwarded request: its server transaction, the original and forwarded bytes, where it
-/// went.
+/// One forwarded request: its server transaction, where it went, and while it is pending the
+/// messages. A link outlives the final response (2xx retransmissions are relayed through it for
+/// RFC 6026's 32 s), so what only a pending request needs is boxed and dropped at the final.
 #[derive(Debug)]
 struct Link {
     server: Key,
-    original: Bytes,
-    forwarded: Bytes,
+    /// `None` once the final response went up.
+    pending: Option<Box<Pending>>,
     dest: SocketAddr,
     /// The backend `dest` is, if it is one.
     backend: Option<u32>,
     received: Instant,
-    final_relayed: bool,
+}
+
+/// What a pending request keeps: the original (to answer 408 when the hop is silent) and the
+/// forwarded request (to build its CANCEL, §9.1).
+#[derive(Debug)]
+struct Pending {
+    original: Bytes,
+    forwarded: Bytes,
 }
 
 /// A request waiting for a name to resolve.
@@ -317,12 +327,20 @@ impl Proxy {
             self.stats.dropped += 1;
         }
         self.drain_events(now, Some(&msg));
+        self.count_ended_dialogs();
+    }
+
+    /// Counts the dialogs the table ended (and empties its event queue).
+    fn count_ended_dialogs(&mut self) {
+        while let Some(ended) = self.dialogs.poll_event() {
+            self.stats.dialogs_ended[ended.end.index()] += 1;
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.txs.handle_timeout(now);
         self.dialogs.handle_timeout(now);
-        while self.dialogs.poll_event().is_some() {}
+        self.count_ended_dialogs();
         self.drain_events(now, None);
     }
 
@@ -602,12 +620,13 @@ impl Proxy {
                     client,
                     Link {
                         server: key,
-                        original: datagram,
-                        forwarded,
+                        pending: Some(Box::new(Pending {
+                            original: datagram,
+                            forwarded,
+                        })),
                         dest: dest.addr,
                         backend: dest.backend,
                         received: now,
-                        final_relayed: false,
                     },
                 );
             }
@@ -759,11 +778,16 @@ impl Proxy {
         let Some(link) = invite else {
             return self.reply(key, msg, 481, "Call/Transaction Does Not Exist", &[], now);
         };
-        let (forwarded, dest, pending) = (link.forwarded.clone(), link.dest, !link.final_relayed);
+        let (forwarded, dest) = (
+            link.pending.as_ref().map(|p| p.forwarded.clone()),
+            link.dest,
+        );
         self.dialogs.handle(msg, now);
         let ok = build::response(msg, 200, "OK", None, &[]);
         let _ = self.txs.respond(key, 200, ok, now);
-        if pending && let Some(cancel) = with_message(&forwarded, build::cancel_for) {
+        if let Some(forwarded) = forwarded
+            && let Some(cancel) = with_message(&forwarded, build::cancel_for)
+        {
             let _ = self.txs.send_request(cancel, dest, now);
         }
     }
@@ -777,12 +801,7 @@ impl Proxy {
         if code == 100 {
             return; // hop by hop (§16.7 step 5)
         }
-        if code >= 200 && !link.final_relayed {
-            link.final_relayed = true;
-            // Kept only to answer 408 and to CANCEL while the request is pending; the link
-            // lives on (for 2xx retransmissions) with nothing of the messages.
-            link.original = Bytes::new();
-            link.forwarded = Bytes::new();
+        if code >= 200 && link.pending.take().is_some() {
             if let Some(backend) = link.backend {
                 self.events.push_back(ProxyEvent::Completed {
                     backend,
@@ -874,10 +893,10 @@ impl Proxy {
         let Some(link) = self.links.get(client) else {
             return;
         };
-        if link.final_relayed {
+        let Some(pending) = &link.pending else {
             return;
-        }
-        let (server, original) = (link.server, link.original.clone());
+        };
+        let (server, original) = (link.server, pending.original.clone());
         if let Some(backend) = link.backend {
             self.events.push_back(ProxyEvent::Completed {
                 backend,

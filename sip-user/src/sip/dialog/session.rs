@@ -48,6 +48,31 @@ pub enum End {
     NoAck,
 }
 
+impl End {
+    /// Every kind of end, in the order of [`Self::index`], with its metric label.
+    pub const NAMES: [&'static str; 7] = [
+        "bye",
+        "rejected",
+        "cancelled",
+        "timeout",
+        "session_expired",
+        "evicted",
+        "no_ack",
+    ];
+
+    pub fn index(self) -> usize {
+        match self {
+            End::Bye => 0,
+            End::Rejected(_) => 1,
+            End::Cancelled => 2,
+            End::Timeout => 3,
+            End::SessionExpired => 4,
+            End::Evicted => 5,
+            End::NoAck => 6,
+        }
+    }
+}
+
 /// How long each phase may last before the dialog is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -16,17 +16,20 @@ pub enum State {
     Terminated,
 }
 
+/// Kept small: one entry per live transaction sits in a large table. Each state needs one
+/// message at most (the INVITE to retransmit in Calling, the ACK to resend in Completed) and
+/// one timer that ends it (B, D or M), so those share fields.
 #[derive(Debug)]
 pub struct ClientInvite {
     pub(super) state: State,
-    request: Bytes,
-    ack: Option<Bytes>,
+    /// The INVITE in Calling and Proceeding; the ACK in Completed; nothing in Accepted.
+    resend: Bytes,
     interval: Duration,
-    /// Timer A (retransmit) and B (timeout) in Calling; D in Completed; M in Accepted.
+    /// Timer A: retransmit the INVITE (Calling).
     timer_a: Option<Instant>,
-    timer_b: Option<Instant>,
-    timer_d: Option<Instant>,
-    timer_m: Option<Instant>,
+    /// The timer that ends the state: B in Calling and Proceeding (the transaction fails), D in
+    /// Completed, M in Accepted.
+    timer_end: Option<Instant>,
 }
 
 impl ClientInvite {
@@ -35,13 +38,10 @@ impl ClientInvite {
         ctx.transmit(request.clone());
         ClientInvite {
             state: State::Calling,
-            request,
-            ack: None,
+            resend: request,
             interval: ctx.timers.t1,
             timer_a: Some(now + ctx.timers.t1),
-            timer_b: Some(now + ctx.timers.timeout()),
-            timer_d: None,
-            timer_m: None,
+            timer_end: Some(now + ctx.timers.timeout()),
         }
     }
 
@@ -62,58 +62,52 @@ impl ClientInvite {
             (State::Calling | State::Proceeding, 200..=299) => {
                 // RFC 6026 §7.2: Accepted; the TU sends the ACK for a 2xx itself.
                 self.state = State::Accepted;
-                self.request = Bytes::new(); // Accepted only absorbs 2xx retransmissions
+                self.resend = Bytes::new(); // Accepted only absorbs 2xx retransmissions
                 self.timer_a = None;
-                self.timer_b = None;
-                self.timer_m = Some(now + ctx.timers.timeout());
+                self.timer_end = Some(now + ctx.timers.timeout()); // M
                 ctx.pass_response(datagram);
             }
             (State::Accepted, 200..=299) => ctx.pass_response(datagram),
             (State::Calling | State::Proceeding, 300..=699) => {
                 self.state = State::Completed;
                 self.timer_a = None;
-                self.timer_b = None;
-                self.timer_d = Some(now + ctx.timers.timer_d());
-                let ack = self.build_ack(response);
-                self.request = Bytes::new(); // Completed resends the ACK, never the INVITE
-                ctx.transmit(ack.clone());
-                self.ack = Some(ack);
+                self.timer_end = Some(now + ctx.timers.timer_d()); // D
+                // Completed resends the ACK, never the INVITE.
+                self.resend = self.build_ack(response);
+                ctx.transmit(self.resend.clone());
                 ctx.pass_response(datagram);
             }
             (State::Completed, 300..=699) => {
                 // A retransmitted final response: ACK again, absorb (§17.1.1.2).
-                if let Some(ack) = &self.ack {
-                    ctx.transmit(ack.clone());
-                }
+                ctx.transmit(self.resend.clone());
             }
             _ => {}
         }
     }
 
     fn build_ack(&self, response: &Message<'_, '_>) -> Bytes {
-        with_message(&self.request, |invite| {
+        with_message(&self.resend, |invite| {
             build::ack_for_non_2xx(invite, response)
         })
         .unwrap_or_default()
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if fired(self.timer_b, now) {
+        if fired(self.timer_end, now) {
+            if matches!(self.state, State::Calling | State::Proceeding) {
+                ctx.event(Event::Timeout { key: *ctx.key }); // timer B: no final response
+            }
             self.state = State::Terminated;
-            ctx.event(Event::Timeout { key: *ctx.key });
             return;
         }
         if fired(self.timer_a, now) {
-            ctx.transmit(self.request.clone());
+            ctx.transmit(self.resend.clone());
             self.interval *= 2; // INVITE retransmissions are not capped at T2 (§17.1.1.2).
             self.timer_a = Some(now + self.interval);
-        }
-        if fired(self.timer_d, now) || fired(self.timer_m, now) {
-            self.state = State::Terminated;
         }
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        earliest(&[self.timer_a, self.timer_b, self.timer_d, self.timer_m])
+        earliest(&[self.timer_a, self.timer_end])
     }
 }

@@ -9,14 +9,18 @@ use super::{Ctx, Event, earliest, fired};
 /// The states of Figure 6 (the same four as the server's Figure 8).
 pub use super::NonInviteState as State;
 
+/// Kept small (one per live transaction in a large table): one timer retransmits (E) and one
+/// ends the state (F or K).
 #[derive(Debug)]
 pub struct ClientNonInvite {
     pub(super) state: State,
     request: Bytes,
     interval: Duration,
+    /// Timer E: retransmit the request (Trying, Proceeding).
     timer_e: Option<Instant>,
-    timer_f: Option<Instant>,
-    timer_k: Option<Instant>,
+    /// The timer that ends the state: F in Trying and Proceeding (the transaction fails), K in
+    /// Completed.
+    timer_end: Option<Instant>,
 }
 
 impl ClientNonInvite {
@@ -27,8 +31,7 @@ impl ClientNonInvite {
             request,
             interval: ctx.timers.t1,
             timer_e: Some(now + ctx.timers.t1),
-            timer_f: Some(now + ctx.timers.timeout()),
-            timer_k: None,
+            timer_end: Some(now + ctx.timers.timeout()), // F
         }
     }
 
@@ -48,8 +51,7 @@ impl ClientNonInvite {
                 self.state = State::Completed;
                 self.request = Bytes::new(); // no more retransmissions: keep nothing for Timer K
                 self.timer_e = None;
-                self.timer_f = None;
-                self.timer_k = Some(now + ctx.timers.t4);
+                self.timer_end = Some(now + ctx.timers.t4); // K
                 ctx.pass_response(datagram);
             }
             _ => {} // retransmissions in Completed are absorbed
@@ -57,9 +59,11 @@ impl ClientNonInvite {
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if fired(self.timer_f, now) {
+        if fired(self.timer_end, now) {
+            if self.state != State::Completed {
+                ctx.event(Event::Timeout { key: *ctx.key }); // timer F: no final response
+            }
             self.state = State::Terminated;
-            ctx.event(Event::Timeout { key: *ctx.key });
             return;
         }
         if fired(self.timer_e, now) {
@@ -71,12 +75,9 @@ impl ClientNonInvite {
             };
             self.timer_e = Some(now + self.interval);
         }
-        if fired(self.timer_k, now) {
-            self.state = State::Terminated;
-        }
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        earliest(&[self.timer_e, self.timer_f, self.timer_k])
+        earliest(&[self.timer_e, self.timer_end])
     }
 }

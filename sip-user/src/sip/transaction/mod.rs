@@ -161,11 +161,12 @@ impl Machine {
     }
 }
 
+/// One transaction. Its place in the schedule is `machine.deadline()`, recomputed rather than
+/// stored (the entry is in a large hash table: every byte counts per live transaction).
 #[derive(Debug)]
 struct Entry {
     machine: Machine,
     peer: SocketAddr,
-    deadline: Option<Instant>,
 }
 
 /// Counters of the layer's work, for metrics.
@@ -352,9 +353,6 @@ impl TransactionLayer {
                 break;
             }
             self.schedule.pop_first();
-            if let Some(e) = self.entries.get_mut(&key) {
-                e.deadline = None;
-            }
             self.with_entry(&key, |m, ctx| match m {
                 Machine::ClientInvite(m) => m.on_timeout(now, ctx),
                 Machine::ClientNonInvite(m) => m.on_timeout(now, ctx),
@@ -401,15 +399,8 @@ impl TransactionLayer {
 
     fn insert(&mut self, key: Key, machine: Machine, peer: SocketAddr) {
         self.stats.created += 1;
-        self.entries.insert(
-            key,
-            Entry {
-                machine,
-                peer,
-                deadline: None,
-            },
-        );
-        self.reschedule(&key);
+        self.entries.insert(key, Entry { machine, peer });
+        self.reschedule(&key, None);
     }
 
     /// Runs `f` on the machine of `key`, then reschedules it, or removes it if it ended.
@@ -417,6 +408,7 @@ impl TransactionLayer {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
+        let old_deadline = entry.machine.deadline();
         let events_before = self.events.len();
         let mut ctx = Ctx {
             timers: &self.timers,
@@ -432,24 +424,28 @@ impl TransactionLayer {
             .skip(events_before)
             .filter(|e| matches!(e, Event::Timeout { .. }))
             .count() as u64;
-        self.reschedule(key);
+        self.reschedule(key, old_deadline);
     }
 
-    fn reschedule(&mut self, key: &Key) {
-        let Some(entry) = self.entries.get_mut(key) else {
+    /// Moves `key` in the schedule from `old` (its deadline before the change) to its
+    /// machine's deadline now, or removes the entry if it terminated.
+    fn reschedule(&mut self, key: &Key, old: Option<Instant>) {
+        let Some(entry) = self.entries.get(key) else {
             return;
         };
-        if let Some(old) = entry.deadline.take() {
-            self.schedule.remove(&(old, *key));
+        let new = entry.machine.deadline();
+        let terminated = entry.machine.terminated();
+        if old != new || terminated {
+            if let Some(old) = old {
+                self.schedule.remove(&(old, *key));
+            }
+            if let (Some(at), false) = (new, terminated) {
+                self.schedule.insert((at, *key));
+            }
         }
-        if entry.machine.terminated() {
+        if terminated {
             self.entries.remove(key);
             self.events.push_back(Event::Terminated { key: *key });
-            return;
-        }
-        entry.deadline = entry.machine.deadline();
-        if let Some(at) = entry.deadline {
-            self.schedule.insert((at, *key));
         }
     }
 }

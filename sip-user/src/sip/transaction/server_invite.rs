@@ -15,15 +15,18 @@ pub enum State {
     Terminated,
 }
 
+/// Kept small (one per live transaction in a large table): one timer retransmits (G) and
+/// one ends the state (H, I or L), never more at once.
 #[derive(Debug)]
 pub struct ServerInvite {
     pub(super) state: State,
     last_response: Option<Bytes>,
     interval: Duration,
+    /// Timer G: retransmit the final response (Completed).
     timer_g: Option<Instant>,
-    timer_h: Option<Instant>,
-    timer_i: Option<Instant>,
-    timer_l: Option<Instant>,
+    /// The timer that ends the state: H in Completed (no ACK: the transaction fails), I in
+    /// Confirmed, L in Accepted.
+    timer_end: Option<Instant>,
 }
 
 impl ServerInvite {
@@ -33,9 +36,7 @@ impl ServerInvite {
             last_response: None,
             interval: Duration::ZERO,
             timer_g: None,
-            timer_h: None,
-            timer_i: None,
-            timer_l: None,
+            timer_end: None,
         }
     }
 
@@ -56,9 +57,9 @@ impl ServerInvite {
             }
             (State::Completed, true) => {
                 self.state = State::Confirmed;
+                self.last_response = None; // Confirmed only absorbs ACKs
                 self.timer_g = None;
-                self.timer_h = None;
-                self.timer_i = Some(now + ctx.timers.t4);
+                self.timer_end = Some(now + ctx.timers.t4); // I
             }
             (State::Accepted, true) => {
                 // RFC 6026 §8.7: an ACK for the 2xx goes to the TU (the proxy routes it).
@@ -86,7 +87,7 @@ impl ServerInvite {
                 // RFC 6026 §7.1: Accepted absorbs INVITE retransmissions and the TU
                 // retransmits its 2xx itself, so nothing of the response is kept.
                 self.state = State::Accepted;
-                self.timer_l = Some(now + ctx.timers.timeout());
+                self.timer_end = Some(now + ctx.timers.timeout()); // L
                 self.last_response = None;
                 return;
             }
@@ -94,17 +95,19 @@ impl ServerInvite {
                 self.state = State::Completed;
                 self.interval = ctx.timers.t1;
                 self.timer_g = Some(now + ctx.timers.t1);
-                self.timer_h = Some(now + ctx.timers.timeout());
+                self.timer_end = Some(now + ctx.timers.timeout()); // H
             }
         }
         self.last_response = Some(response);
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if fired(self.timer_h, now) {
-            // No ACK (§17.2.1): the transaction fails.
+        if fired(self.timer_end, now) {
+            if self.state == State::Completed {
+                // Timer H: no ACK (§17.2.1), the transaction fails.
+                ctx.event(Event::Timeout { key: *ctx.key });
+            }
             self.state = State::Terminated;
-            ctx.event(Event::Timeout { key: *ctx.key });
             return;
         }
         if fired(self.timer_g, now) {
@@ -114,12 +117,9 @@ impl ServerInvite {
             self.interval = ctx.timers.backoff_capped(self.interval);
             self.timer_g = Some(now + self.interval);
         }
-        if fired(self.timer_i, now) || fired(self.timer_l, now) {
-            self.state = State::Terminated;
-        }
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        earliest(&[self.timer_g, self.timer_h, self.timer_i, self.timer_l])
+        earliest(&[self.timer_g, self.timer_end])
     }
 }
