@@ -67,6 +67,7 @@ fn proxy() -> Proxy {
 
 fn send(p: &mut Proxy, msg: &str, from: &str, now: Instant) -> Vec<String> {
     p.handle(Bytes::copy_from_slice(msg.as_bytes()), addr(from), now);
+    while p.poll_event().is_some() {} // the worker turns these into metrics
     std::iter::from_fn(|| p.poll_transmit())
         .map(|t| String::from_utf8_lossy(&t.payload).into_owned())
         .collect()
@@ -172,6 +173,7 @@ fn bytes_per_call_in_the_transaction_windows() {
             None => break,
         }
         let _ = std::iter::from_fn(|| p.poll_transmit()).count();
+        while p.poll_event().is_some() {}
     }
     p.handle_timeout(t0 + Duration::from_secs(200));
     assert_eq!(p.active_transactions(), 0);

@@ -51,7 +51,7 @@ use crate::{
         parse_any, parse_for_reply,
         proxy_check::{Decision, check},
         scan::CommaList,
-        shrink::shrink_map,
+        shrink::{shrink_deque, shrink_map},
         transaction::{Event, Timers, TransactionLayer, Transmit, key::Key},
         with_message,
     },
@@ -399,6 +399,8 @@ impl Proxy {
             self.dialogs.shrink(),
             shrink_map(&mut self.links),
             shrink_map(&mut self.server_links),
+            shrink_deque(&mut self.out),
+            shrink_deque(&mut self.events),
         ];
         tables.contains(&true)
     }
@@ -801,14 +803,16 @@ impl Proxy {
         if code == 100 {
             return; // hop by hop (§16.7 step 5)
         }
-        if code >= 200 && link.pending.take().is_some() {
-            if let Some(backend) = link.backend {
-                self.events.push_back(ProxyEvent::Completed {
-                    backend,
-                    status: code,
-                    elapsed: now.saturating_duration_since(link.received),
-                });
-            }
+        // The first final response ends what a pending request keeps (see `Link`).
+        if code >= 200
+            && link.pending.take().is_some()
+            && let Some(backend) = link.backend
+        {
+            self.events.push_back(ProxyEvent::Completed {
+                backend,
+                status: code,
+                elapsed: now.saturating_duration_since(link.received),
+            });
         }
         self.stats.relayed_responses += 1;
         let server = link.server;

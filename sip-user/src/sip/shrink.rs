@@ -2,7 +2,10 @@
 //! forever, so after a spike of 100,000 transactions an idle worker would still hold the
 //! buckets for them. Called off the message path (once a second by the worker).
 
-use std::{collections::HashMap, hash::Hash};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+};
 
 /// Below this capacity a map is not worth shrinking.
 const SMALL: usize = 1024;
@@ -15,6 +18,18 @@ pub fn shrink_map<K: Eq + Hash, V>(map: &mut HashMap<K, V>) -> bool {
     if capacity > SMALL && map.len() * 4 < capacity {
         map.shrink_to(map.len() * 2);
         map.capacity() < capacity
+    } else {
+        false
+    }
+}
+
+/// The same for a queue: a burst (timers that fire together) grows it at once, and its
+/// capacity would stay.
+pub fn shrink_deque<T>(queue: &mut VecDeque<T>) -> bool {
+    let capacity = queue.capacity();
+    if capacity > SMALL && queue.len() * 4 < capacity {
+        queue.shrink_to(queue.len() * 2);
+        queue.capacity() < capacity
     } else {
         false
     }

@@ -31,7 +31,10 @@ pub use self::{
     key::{Kind, MethodClass},
     timers::Timers,
 };
-use crate::sip::{Message, Method, Parsed, parse_any, shrink::shrink_map};
+use crate::sip::{
+    Message, Method, Parsed, parse_any,
+    shrink::{shrink_deque, shrink_map},
+};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,7 +389,9 @@ impl TransactionLayer {
 
     /// Gives back the memory of a load that has passed; true if a table shrank.
     pub fn shrink(&mut self) -> bool {
-        shrink_map(&mut self.entries)
+        // Timers that fire together (a burst of calls 32 s ago) queue an event each at once.
+        let queues = shrink_deque(&mut self.events) | shrink_deque(&mut self.transmits);
+        shrink_map(&mut self.entries) | queues
     }
 
     pub fn is_empty(&self) -> bool {
