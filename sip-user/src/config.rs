@@ -63,7 +63,37 @@ pub struct Config {
     pub health: HealthSection,
     pub dns: DnsSection,
     pub timers: TimersSection,
+    pub limits: LimitsSection,
     pub filter: FilterSection,
+}
+
+/// `[limits]`, per worker: how much state a flood can make each worker hold. Beyond a limit,
+/// new requests are answered 503 with Retry-After statelessly (counted in `overload_total`,
+/// logged at most every 10 s); retransmissions of what was admitted always pass.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Server transactions (each lives up to 64·T1 = 32 s; ~600 bytes).
+    pub transactions: usize,
+    /// Server transactions one outside source may hold (backends and `trusted` count toward
+    /// `transactions` only). A carrier trunk sending more than ~`per_source / 100` calls a
+    /// second to one worker needs more.
+    pub per_source: usize,
+    /// Dialogs (~500 bytes each); beyond, new INVITEs get 503 rather than pushing out others.
+    pub dialogs: usize,
+    /// Misrouted datagrams waiting for their worker; beyond, dropped and counted.
+    pub handoff_queue: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            transactions: 65_536,
+            per_source: 16_384,
+            dialogs: 100_000,
+            handoff_queue: 8192,
+        }
+    }
 }
 
 /// One `[[backends]]` entry: a static `address`, or an `srv` name whose records (RFC 2782) give
@@ -361,6 +391,7 @@ impl Default for Config {
             health: HealthSection::default(),
             dns: DnsSection::default(),
             timers: TimersSection::default(),
+            limits: LimitsSection::default(),
             filter: FilterSection::default(),
         }
     }
@@ -455,6 +486,23 @@ impl Config {
             return Err(format!(
                 "timers: need 0 < t1_ms <= t2_ms and t4_ms > 0, got t1_ms={} t2_ms={} t4_ms={}",
                 t.t1_ms, t.t2_ms, t.t4_ms
+            ));
+        }
+        let l = &self.limits;
+        for (field, n) in [
+            ("transactions", l.transactions),
+            ("per_source", l.per_source),
+            ("dialogs", l.dialogs),
+            ("handoff_queue", l.handoff_queue),
+        ] {
+            if n == 0 {
+                return Err(format!("limits.{field}: must be at least 1"));
+            }
+        }
+        if l.per_source > l.transactions {
+            return Err(format!(
+                "limits.per_source: at most limits.transactions ({}), got {}",
+                l.transactions, l.per_source
             ));
         }
         for (field, addr) in [
@@ -673,6 +721,10 @@ mod tests {
         assert!(e.starts_with("metrics:"), "{e}");
         let e = parse("[timers]\nt1_ms = 0").unwrap_err();
         assert!(e.starts_with("timers:"), "{e}");
+        let e = parse("[limits]\ndialogs = 0").unwrap_err();
+        assert!(e.starts_with("limits.dialogs"), "{e}");
+        let e = parse("[limits]\ntransactions = 100\nper_source = 200").unwrap_err();
+        assert!(e.starts_with("limits.per_source"), "{e}");
     }
 
     #[test]

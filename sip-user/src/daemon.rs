@@ -25,6 +25,7 @@ use crate::{
     pool_keeper::{KeeperError, KeeperSetup, PoolKeeper, Reload},
     proxy::{ProxyConfig, flow::FlowKey, rewrite::Identity},
     sip::dialog::Limits,
+    sip::transaction::Admission,
     stats::DEFAULT_PIN_ROOT,
     workers::{WorkerCounters, WorkerError, WorkerSetup, Workers},
 };
@@ -32,8 +33,6 @@ use crate::{
 /// How often the workers' counters are published to the pinned `WORKERS` map.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-/// Dialogs one worker keeps at most (452 bytes each: 100k is ~45 MB per worker).
-const MAX_DIALOGS_PER_WORKER: usize = 100_000;
 /// Retry-After of the 503 sent when no backend is up.
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -207,6 +206,7 @@ async fn run_attached(
         metrics: metrics.clone(),
         dns: config.dns.clone(),
         sip_ports: config.sip_ports.clone(),
+        handoff_queue: config.limits.handoff_queue,
     };
     let workers = Workers::start(setup, cancel.clone())?;
     let scrape = Scrape {
@@ -286,7 +286,11 @@ fn proxy_config(
         record_route: config.record_route,
         supported: Vec::new(),
         timers,
-        max_dialogs: MAX_DIALOGS_PER_WORKER,
+        admission: Admission {
+            max: config.limits.transactions,
+            per_source: config.limits.per_source,
+        },
+        max_dialogs: config.limits.dialogs,
         dialog_limits: Limits {
             calling: timers.timeout(),
             disconnecting: timers.timeout(),
@@ -446,6 +450,7 @@ async fn reload(
         ("advertise", new.advertise != running.advertise),
         ("record_route", new.record_route != running.record_route),
         ("timers", new.timers != running.timers),
+        ("limits", new.limits != running.limits),
         ("trusted", new.trusted != running.trusted),
         ("domains", new.domains != running.domains),
         ("flow_secret", new.flow_secret != running.flow_secret),

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     backend::Pool,
     proxy::{
-        ProxyStats,
+        Limit, ProxyStats,
         target::{Refusal, RoutedBy},
     },
     sip::dialog::End,
@@ -60,6 +60,7 @@ pub struct Metrics {
     keepalives: IntCounterVec,
     dns_failures: IntCounterVec,
     dialogs_ended: IntCounterVec,
+    overload: IntCounterVec,
     backend_requests: IntCounterVec,
     backend_registrations: IntCounterVec,
     backend_responses: IntCounterVec,
@@ -213,6 +214,13 @@ impl Metrics {
                  evicted (a full table), no_ack (a 2xx never ACKed within 64*T1).",
                 &["worker", "end"],
             ),
+            overload: counter(
+                &r,
+                "overload_total",
+                "New requests answered 503 because a [limits] entry was reached: transactions, \
+                 per_source (one outside source's share), dialogs.",
+                &["worker", "limit"],
+            ),
             backend_requests: counter(
                 &r,
                 "backend_requests_total",
@@ -313,6 +321,7 @@ impl Metrics {
             keepalives: self.keepalives.with_label_values(&[&w]),
             dns_failures: self.dns_failures.with_label_values(&[&w]),
             dialogs_ended: End::NAMES.map(|e| self.dialogs_ended.with_label_values(&[&w, e])),
+            overload: Limit::ALL.map(|l| self.overload.with_label_values(&[&w, l.name()])),
             transactions: self.transactions.with_label_values(&[&w]),
             dialogs: self.dialogs.with_label_values(&[&w]),
             last: ProxyStats::default(),
@@ -466,6 +475,7 @@ pub struct WorkerMetrics {
     keepalives: IntCounter,
     dns_failures: IntCounter,
     dialogs_ended: [IntCounter; End::NAMES.len()],
+    overload: [IntCounter; Limit::ALL.len()],
     transactions: IntGauge,
     dialogs: IntGauge,
     last: ProxyStats,
@@ -498,6 +508,9 @@ impl WorkerMetrics {
             self.dns_failures.inc_by(s.dns_failures - l.dns_failures);
             let ended = s.dialogs_ended.iter().zip(l.dialogs_ended);
             for (c, (now, before)) in self.dialogs_ended.iter().zip(ended) {
+                c.inc_by(now - before);
+            }
+            for (c, (now, before)) in self.overload.iter().zip(s.overload.iter().zip(l.overload)) {
                 c.inc_by(now - before);
             }
             self.last = s;

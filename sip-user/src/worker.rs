@@ -32,8 +32,6 @@ use crate::{
 
 /// Largest datagram a worker receives.
 const MAX_DATAGRAM: usize = 65_535;
-/// Misrouted datagrams waiting for their worker; beyond this they are dropped and counted.
-pub const HANDOFF_QUEUE: usize = 8192;
 /// How often the proxy's own counters and gauges are copied to the metrics (off the message
 /// path; Prometheus scrapes far less often).
 const EXPORT_EVERY: Duration = Duration::from_secs(1);

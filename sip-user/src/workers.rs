@@ -29,7 +29,7 @@ use crate::{
     config::DnsSection,
     metrics::Metrics,
     proxy::{Proxy, ProxyConfig, ProxyStats},
-    worker::{HANDOFF_QUEUE, ResolverSetup, Worker},
+    worker::{ResolverSetup, Worker},
 };
 
 /// What every worker starts from.
@@ -44,6 +44,8 @@ pub struct WorkerSetup {
     /// For the resolver each worker makes for its next-hop names (RFC 3263).
     pub dns: DnsSection,
     pub sip_ports: Vec<u16>,
+    /// Each worker's queue of datagrams handed over by the others.
+    pub handoff_queue: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,7 @@ impl Workers {
             metrics,
             dns,
             sip_ports,
+            handoff_queue,
         } = setup;
         let mut sockets = Vec::with_capacity(cpus.len());
         for index in 0..cpus.len() {
@@ -128,7 +131,7 @@ impl Workers {
                 .map_err(|source| WorkerError::ReuseportProgram { addr, source })?;
         }
         let (peers, inboxes): (Vec<_>, Vec<_>) =
-            cpus.iter().map(|_| mpsc::channel(HANDOFF_QUEUE)).unzip();
+            cpus.iter().map(|_| mpsc::channel(handoff_queue)).unzip();
         let peers: Arc<[mpsc::Sender<_>]> = peers.into();
         let mut workers = Workers {
             handles: Vec::new(),

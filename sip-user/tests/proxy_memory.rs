@@ -54,6 +54,7 @@ fn proxy() -> Proxy {
         record_route: true,
         supported: vec![],
         timers: Timers::default(),
+        admission: sip_user::sip::transaction::Admission::UNLIMITED,
         max_dialogs: 100_000,
         dialog_limits: Limits::default(),
         retry_after: 5,

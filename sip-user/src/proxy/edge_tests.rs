@@ -590,3 +590,54 @@ fn a_request_back_through_another_proxy_with_a_shorter_route_is_a_spiral() {
     assert!(fwd.starts_with("BYE sip:alice@10.0.0.7:5060"), "{fwd}");
     assert_eq!(p.stats().local_replies, 0, "no 482");
 }
+
+#[test]
+fn limits_refuse_new_requests_statelessly_and_spare_other_sources() {
+    let mut cfg = config();
+    cfg.admission = crate::sip::transaction::Admission {
+        max: 100,
+        per_source: 10,
+    };
+    cfg.max_dialogs = 15;
+    let mut p = proxy_with(cfg, &[B1]);
+    let t0 = Instant::now();
+    // A flood of INVITEs from one outside address: ten are admitted, the rest get 503 with
+    // Retry-After and leave nothing behind.
+    let flood = "203.0.113.66:5060";
+    for i in 0..30 {
+        let out = send(&mut p, invite(&format!("flood-{i}"), 70), flood, t0);
+        if i < 10 {
+            assert!(out.iter().any(|t| t.dest == addr(B1)), "{i}: {out:?}");
+        } else {
+            assert_eq!(out.len(), 1, "{i}");
+            let r = text(&out[0]);
+            assert!(r.starts_with("SIP/2.0 503 Service Unavailable"), "{r}");
+            assert_eq!(header(&r, "Retry-After:").len(), 1);
+        }
+    }
+    assert_eq!(
+        p.active_transactions(),
+        20,
+        "10 server + 10 client transactions"
+    );
+    assert_eq!(p.stats().overload[Limit::PerSource as usize], 20);
+    // A retransmission of an admitted INVITE is answered by its transaction, not refused.
+    let again = send(&mut p, invite("flood-3", 70), flood, t0);
+    assert!(text(&again[0]).starts_with("SIP/2.0 100"), "{again:?}");
+    // Another caller still gets through.
+    let out = send(&mut p, invite("legit-1", 70), UAC, t0);
+    assert!(out.iter().any(|t| t.dest == addr(B1)));
+    // The dialog table holds 15: from a fresh source, the 16th new call is refused.
+    for i in 0..4 {
+        send(
+            &mut p,
+            invite(&format!("other-{i}"), 70),
+            "198.51.100.9:5060",
+            t0,
+        );
+    }
+    assert_eq!(p.active_dialogs(), 15);
+    let out = send(&mut p, invite("sixteenth", 70), "198.51.100.10:5060", t0);
+    assert!(text(&out[0]).starts_with("SIP/2.0 503"), "{out:?}");
+    assert_eq!(p.stats().overload[Limit::Dialogs as usize], 1);
+}

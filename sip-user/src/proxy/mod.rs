@@ -52,7 +52,10 @@ use crate::{
         proxy_check::{Decision, check},
         scan::CommaList,
         shrink::{shrink_deque, shrink_map},
-        transaction::{Event, Timers, TransactionLayer, Transmit, key::Key},
+        transaction::{
+            Admission, Event, Overload, Timers, TransactionError, TransactionLayer, Transmit,
+            key::Key,
+        },
         with_message,
     },
 };
@@ -79,6 +82,9 @@ pub struct ProxyConfig {
     /// Option tags we accept in Proxy-Require (none by default: answer 420).
     pub supported: Vec<Vec<u8>>,
     pub timers: Timers,
+    /// Server transactions admitted at most, in all and per outside source.
+    pub admission: Admission,
+    /// Dialogs at most; beyond, new INVITEs get 503.
     pub max_dialogs: usize,
     pub dialog_limits: Limits,
     /// Seconds in the Retry-After of a 503 when no backend is up.
@@ -119,7 +125,44 @@ pub struct ProxyStats {
     pub dns_failures: u64,
     /// Dialogs that ended, by how ([`End::NAMES`] order): a 2xx never ACKed is `no_ack`.
     pub dialogs_ended: [u64; End::NAMES.len()],
+    /// New requests refused with 503 because a limit was reached ([`Limit::ALL`] order).
+    pub overload: [u64; Limit::ALL.len()],
 }
+
+/// The limits a worker refuses new requests at (with a stateless 503 and Retry-After).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.transactions`: the worker's server transactions.
+    Transactions,
+    /// `limits.per_source`: one outside source's share of them.
+    PerSource,
+    /// `limits.dialogs`: new INVITEs while the dialog table is full.
+    Dialogs,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 3] = [Limit::Transactions, Limit::PerSource, Limit::Dialogs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Transactions => "transactions",
+            Limit::PerSource => "per_source",
+            Limit::Dialogs => "dialogs",
+        }
+    }
+}
+
+impl From<Overload> for Limit {
+    fn from(o: Overload) -> Self {
+        match o {
+            Overload::Transactions => Limit::Transactions,
+            Overload::Source => Limit::PerSource,
+        }
+    }
+}
+
+/// A refusal is logged at most this often per worker (a flood must not become a log flood).
+const OVERLOAD_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What happened to requests sent to backends, for metrics (drained with
 /// [`Proxy::poll_event`]).
@@ -214,6 +257,8 @@ pub struct Proxy {
     local_tag: String,
     /// The header of our 503s, made once (a flood with every backend down asks for it often).
     retry_after: Bytes,
+    /// When a refusal was last logged.
+    overload_logged: Option<Instant>,
 }
 
 impl Proxy {
@@ -221,7 +266,7 @@ impl Proxy {
         let local_tag = format!("sfp{}", cfg.worker);
         let retry_after = Bytes::from(format!("Retry-After: {}", cfg.retry_after));
         Proxy {
-            txs: TransactionLayer::new(cfg.timers),
+            txs: TransactionLayer::new(cfg.timers).with_admission(cfg.admission),
             dialogs: DialogTable::new(cfg.max_dialogs, cfg.dialog_limits),
             cfg,
             pool,
@@ -236,6 +281,7 @@ impl Proxy {
             parked_count: 0,
             local_tag,
             retry_after,
+            overload_logged: None,
         }
     }
 
@@ -323,11 +369,53 @@ impl Proxy {
                 return;
             }
         }
-        if self.txs.handle(&msg, datagram, source, now).is_err() {
-            self.stats.dropped += 1;
+        if msg.method() == Some(Method::Invite)
+            && to_tag(&msg).is_none()
+            && self.dialogs.len() >= self.cfg.max_dialogs
+            && !self.txs.knows(&msg)
+        {
+            return self.overloaded(&msg, source, Limit::Dialogs, now);
+        }
+        let exempt = msg.is_request() && self.is_inside(source.ip());
+        match self.txs.handle_from(&msg, datagram, source, exempt, now) {
+            Ok(()) => {}
+            Err(TransactionError::Overloaded(o)) => {
+                return self.overloaded(&msg, source, o.into(), now);
+            }
+            Err(_) => self.stats.dropped += 1,
         }
         self.drain_events(now, Some(&msg));
         self.count_ended_dialogs();
+    }
+
+    /// A new request beyond a limit: a 503 with Retry-After, sent statelessly so the refusal
+    /// holds no state (a flood of refused requests costs nothing to remember), counted, and
+    /// logged at most every [`OVERLOAD_LOG_EVERY`].
+    fn overloaded(
+        &mut self,
+        msg: &Message<'_, '_>,
+        source: SocketAddr,
+        limit: Limit,
+        now: Instant,
+    ) {
+        self.stats.overload[limit as usize] += 1;
+        if self
+            .overload_logged
+            .is_none_or(|at| now.saturating_duration_since(at) >= OVERLOAD_LOG_EVERY)
+        {
+            self.overload_logged = Some(now);
+            log::warn!(
+                "worker {}: limits.{} reached; new requests get 503 ({} refused so far, the \
+                 last from {source})",
+                self.cfg.worker,
+                limit.name(),
+                self.stats.overload[limit as usize]
+            );
+        }
+        if msg.method() != Some(Method::Ack) {
+            let retry = self.retry_after.clone();
+            self.reply_stateless(msg, source, 503, "Service Unavailable", &[&retry[..]]);
+        }
     }
 
     /// Counts the dialogs the table ended (and empties its event queue).

@@ -23,6 +23,7 @@ pub(super) fn config() -> ProxyConfig {
         record_route: true,
         supported: vec![],
         timers: Timers::default(),
+        admission: crate::sip::transaction::Admission::UNLIMITED,
         max_dialogs: 1000,
         dialog_limits: Limits::default(),
         retry_after: 30,

@@ -17,7 +17,7 @@ pub mod timers;
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::Instant,
 };
 
@@ -77,6 +77,34 @@ pub enum TransactionError {
     NotSip,
     #[error("a client transaction with this branch exists already")]
     DuplicateBranch,
+    #[error("not admitted: {0}")]
+    Overloaded(Overload),
+}
+
+/// Why a new request was not admitted (it would have created a server transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Overload {
+    #[error("the worker holds its most server transactions")]
+    Transactions,
+    #[error("its source holds its share of the server transactions")]
+    Source,
+}
+
+/// How many server transactions a layer admits: in all, and from one source (a flood from one
+/// address then takes its share, not the table; sources the caller marks exempt, such as the
+/// proxy's inside, only count toward the total). A refusal creates nothing: the caller answers
+/// it statelessly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub max: usize,
+    pub per_source: usize,
+}
+
+impl Admission {
+    pub const UNLIMITED: Admission = Admission {
+        max: usize::MAX,
+        per_source: usize::MAX,
+    };
 }
 
 /// State shared by the machines while they handle one input.
@@ -144,6 +172,10 @@ impl Machine {
         }
     }
 
+    fn is_server(&self) -> bool {
+        matches!(self, Machine::ServerInvite(_) | Machine::ServerNonInvite(_))
+    }
+
     fn terminated(&self) -> bool {
         match self {
             Machine::ClientInvite(m) => m.state == client_invite::State::Terminated,
@@ -188,6 +220,10 @@ pub struct TransactionLayer {
     entries: HashMap<Key, Entry>,
     /// Deadlines ordered by time, with the transaction they belong to.
     schedule: BTreeSet<(Instant, Key)>,
+    admission: Admission,
+    /// Live server transactions, in all and by source address.
+    servers: usize,
+    servers_by_source: HashMap<IpAddr, u32>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -199,10 +235,19 @@ impl TransactionLayer {
             timers,
             entries: HashMap::new(),
             schedule: BTreeSet::new(),
+            admission: Admission::UNLIMITED,
+            servers: 0,
+            servers_by_source: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// The layer admitting at most `admission` server transactions.
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// A message received from `source`.
@@ -213,10 +258,29 @@ impl TransactionLayer {
         source: SocketAddr,
         now: Instant,
     ) -> Result<(), TransactionError> {
+        self.handle_from(msg, datagram, source, false, now)
+    }
+
+    /// [`Self::handle`], with `exempt` sources counted toward the total only, not their own
+    /// share. A new request beyond the limits fails with [`TransactionError::Overloaded`] and
+    /// leaves no state; retransmissions and ACKs of admitted transactions always pass.
+    pub fn handle_from(
+        &mut self,
+        msg: &Message<'_, '_>,
+        datagram: &Bytes,
+        source: SocketAddr,
+        exempt: bool,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
         match msg.method() {
-            Some(method) => self.handle_request(msg, method, datagram, source, now),
+            Some(method) => self.handle_request(msg, method, datagram, source, exempt, now),
             None => self.handle_response(msg, datagram, source, now),
         }
+    }
+
+    /// True if `msg` belongs to a live server transaction (a retransmission).
+    pub fn knows(&self, msg: &Message<'_, '_>) -> bool {
+        Key::server(msg).is_some_and(|k| self.entries.contains_key(&k))
     }
 
     fn handle_request(
@@ -225,6 +289,7 @@ impl TransactionLayer {
         method: Method<'_>,
         datagram: &Bytes,
         source: SocketAddr,
+        exempt: bool,
         now: Instant,
     ) -> Result<(), TransactionError> {
         let key = Key::server(msg).ok_or(TransactionError::NoKey)?;
@@ -245,11 +310,24 @@ impl TransactionLayer {
             });
             return Ok(());
         }
+        if self.servers >= self.admission.max {
+            return Err(TransactionError::Overloaded(Overload::Transactions));
+        }
+        let from_source = self
+            .servers_by_source
+            .get(&source.ip())
+            .copied()
+            .unwrap_or(0);
+        if !exempt && from_source as usize >= self.admission.per_source {
+            return Err(TransactionError::Overloaded(Overload::Source));
+        }
         let machine = if method == Method::Invite {
             Machine::ServerInvite(ServerInvite::new())
         } else {
             Machine::ServerNonInvite(ServerNonInvite::new())
         };
+        self.servers += 1;
+        *self.servers_by_source.entry(source.ip()).or_default() += 1;
         self.insert(key, machine, source);
         self.events.push_back(Event::Request {
             key,
@@ -391,7 +469,8 @@ impl TransactionLayer {
     pub fn shrink(&mut self) -> bool {
         // Timers that fire together (a burst of calls 32 s ago) queue an event each at once.
         let queues = shrink_deque(&mut self.events) | shrink_deque(&mut self.transmits);
-        shrink_map(&mut self.entries) | queues
+        let sources = shrink_map(&mut self.servers_by_source);
+        shrink_map(&mut self.entries) | queues | sources
     }
 
     pub fn is_empty(&self) -> bool {
@@ -449,7 +528,18 @@ impl TransactionLayer {
             }
         }
         if terminated {
-            self.entries.remove(key);
+            if let Some(entry) = self.entries.remove(key)
+                && entry.machine.is_server()
+            {
+                self.servers -= 1;
+                let ip = entry.peer.ip();
+                if let Some(n) = self.servers_by_source.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.servers_by_source.remove(&ip);
+                    }
+                }
+            }
             self.events.push_back(Event::Terminated { key: *key });
         }
     }

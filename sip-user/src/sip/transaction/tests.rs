@@ -482,3 +482,48 @@ fn configurable_t1() {
         "timer B = 6.4 s"
     );
 }
+
+#[test]
+fn admission_limits_new_requests_not_retransmissions() {
+    let mut l = TransactionLayer::new(Timers::default()).with_admission(Admission {
+        max: 3,
+        per_source: 2,
+    });
+    let t0 = Instant::now();
+    let opts = |n: u32| request("OPTIONS", &format!("z9hG4bKadm{n}"), "OPTIONS", "");
+    let from = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let mut try_feed = |l: &mut TransactionLayer, n: u32, src: &str, exempt: bool| {
+        let datagram = opts(n);
+        let mut h = [Header::EMPTY; 32];
+        let Ok(Parsed::Message(m)) = parse(&datagram, &mut h) else {
+            panic!()
+        };
+        l.handle_from(&m, &datagram, from(src), exempt, t0)
+    };
+    assert_eq!(try_feed(&mut l, 1, "198.51.100.1:5060", false), Ok(()));
+    assert_eq!(try_feed(&mut l, 2, "198.51.100.1:5061", false), Ok(()));
+    // A third from the same address: over its share, and nothing was created.
+    assert_eq!(
+        try_feed(&mut l, 3, "198.51.100.1:5062", false),
+        Err(TransactionError::Overloaded(Overload::Source))
+    );
+    assert_eq!(l.len(), 2);
+    // The same request again is a retransmission: always handled.
+    assert_eq!(try_feed(&mut l, 1, "198.51.100.1:5060", false), Ok(()));
+    // An exempt source counts toward the total only.
+    assert_eq!(try_feed(&mut l, 4, "198.51.100.1:5063", true), Ok(()));
+    assert_eq!(
+        try_feed(&mut l, 5, "192.0.2.7:5060", false),
+        Err(TransactionError::Overloaded(Overload::Transactions))
+    );
+    // Answered and expired (Timer J), they make room again.
+    for e in events(&mut l) {
+        if let Event::Request { key, .. } = e {
+            l.respond(&key, 200, response(200, "x", "OPTIONS"), t0)
+                .unwrap();
+        }
+    }
+    run_until(&mut l, t0, Duration::from_secs(70));
+    assert!(l.is_empty());
+    assert_eq!(try_feed(&mut l, 6, "198.51.100.1:5060", false), Ok(()));
+}
