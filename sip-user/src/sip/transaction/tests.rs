@@ -492,7 +492,7 @@ fn admission_limits_new_requests_not_retransmissions() {
     let t0 = Instant::now();
     let opts = |n: u32| request("OPTIONS", &format!("z9hG4bKadm{n}"), "OPTIONS", "");
     let from = |s: &str| -> SocketAddr { s.parse().unwrap() };
-    let mut try_feed = |l: &mut TransactionLayer, n: u32, src: &str, exempt: bool| {
+    let try_feed = |l: &mut TransactionLayer, n: u32, src: &str, exempt: bool| {
         let datagram = opts(n);
         let mut h = [Header::EMPTY; 32];
         let Ok(Parsed::Message(m)) = parse(&datagram, &mut h) else {
