@@ -169,7 +169,10 @@ pub mod reason {
     /// The first line is neither a SIP request line nor a status line.
     pub const NOT_SIP: u32 = 9;
     pub const SCANNER: u32 = 10;
-    pub const COUNT: usize = 11;
+    /// A UDP datagram to a SIP port with no payload: passed (nothing to answer, nothing to
+    /// fear), and not a keep-alive.
+    pub const EMPTY: u32 = 11;
+    pub const COUNT: usize = 12;
 
     pub const fn name(r: u32) -> &'static str {
         match r {
@@ -184,6 +187,7 @@ pub mod reason {
             RATE_LIMIT => "rate_limit",
             NOT_SIP => "not_sip",
             SCANNER => "scanner",
+            EMPTY => "empty",
             _ => "unknown",
         }
     }
@@ -296,6 +300,8 @@ impl Default for CpuState {
 pub const ROUTED_KINDS: usize = 6;
 /// Reasons the routing rules refuse a request, counted in [`WorkerStats::refused`].
 pub const REFUSAL_KINDS: usize = 5;
+/// What becomes of a datagram a proxy handles, counted in [`WorkerStats::outcomes`].
+pub const OUTCOME_KINDS: usize = 15;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -317,6 +323,17 @@ pub struct WorkerStats {
     pub refused: [u64; REFUSAL_KINDS],
     /// STUN Binding requests and CRLF pings answered.
     pub keepalives: u64,
+    /// Datagrams this worker's proxy handled (from its socket, or handed over by another).
+    pub handled: u64,
+    /// What became of them, one outcome each: forwarded, relayed, answered 2xx..6xx, absorbed,
+    /// keep-alive, dropped by reason (the userspace `Outcome` order).
+    pub outcomes: [u64; OUTCOME_KINDS],
+    /// Requests waiting for DNS now: handled, their outcome not known yet.
+    pub parked: u64,
+    /// Final responses the timers made (408): not outcomes of a received datagram.
+    pub timer_replies: u64,
+    /// Datagrams for another worker dropped because its queue was full.
+    pub handoff_dropped: u64,
     /// The CPU the worker is pinned to.
     pub cpu: u32,
     /// 1 while the worker runs.

@@ -193,8 +193,10 @@ mod program {
         if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, &d) {
             return Some(Outcome::of(reason::RATE_LIMIT));
         }
-        if let Shape::Keepalive = shape {
-            return Some(Outcome::of(reason::KEEPALIVE));
+        match shape {
+            Shape::Keepalive => return Some(Outcome::of(reason::KEEPALIVE)),
+            Shape::Empty => return Some(Outcome::of(reason::EMPTY)),
+            Shape::Sip | Shape::NotSip => {}
         }
         sip::start_header_scan(st);
         // SAFETY: this CPU's entry (see the entry point).

@@ -40,6 +40,8 @@ pub enum Shape {
     Sip,
     /// CRLF keep-alive or STUN binding (RFC 5626 §3.5.1, §4.4.1).
     Keepalive,
+    /// No payload at all.
+    Empty,
     NotSip,
 }
 
@@ -135,7 +137,7 @@ fn is_name_end(b: u8) -> bool {
 pub fn first_line(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Shape {
     let len = d.end - d.start;
     let Some((w0, n0)) = load_word(ctx, d.start, d.end) else {
-        return Shape::Keepalive; // an empty datagram: nothing to answer, nothing to fear
+        return Shape::Empty; // nothing to answer, nothing to fear
     };
     if len <= 8 {
         let crlf = (eq_bytes(w0, b'\r') | eq_bytes(w0, b'\n')) & valid_bytes(n0);

@@ -25,6 +25,7 @@ use crate::{
     backend::Pool,
     proxy::{
         Limit, ProxyStats,
+        outcome::Outcome,
         target::{Refusal, RoutedBy},
     },
     sip::dialog::End,
@@ -52,6 +53,8 @@ pub struct Metrics {
     handoff_dropped: IntCounterVec,
     send_errors: IntCounterVec,
     proxy: IntCounterVec,
+    timer_replies: IntCounterVec,
+    no_backend: IntCounterVec,
     transactions: IntGaugeVec,
     dialogs: IntGaugeVec,
     requests_by_side: IntCounterVec,
@@ -163,8 +166,24 @@ impl Metrics {
             proxy: counter(
                 &r,
                 "proxy_messages_total",
-                "What each worker's proxy did with messages, by outcome.",
+                "What each worker's proxy did with the datagrams it handled, one outcome each: \
+                 forwarded, relayed, answered_2xx..answered_6xx (a final response made here), \
+                 absorbed (retransmissions, hop-by-hop 100s), keepalive, dropped_* by reason. \
+                 Their sum is the datagrams handled, less the requests waiting for DNS.",
                 &["worker", "outcome"],
+            ),
+            timer_replies: counter(
+                &r,
+                "proxy_timer_replies_total",
+                "Final responses the timers made (408 for a silent hop): not outcomes of a \
+                 received datagram.",
+                &["worker"],
+            ),
+            no_backend: counter(
+                &r,
+                "proxy_no_backend_total",
+                "New requests answered 503 because no backend was up (among answered_5xx).",
+                &["worker"],
             ),
             transactions: gauge(
                 &r,
@@ -304,16 +323,11 @@ impl Metrics {
     /// The children one worker updates.
     pub fn worker(&self, worker: usize) -> WorkerMetrics {
         let w = worker.to_string();
-        let outcome = |o: &str| self.proxy.with_label_values(&[w.as_str(), o]);
         WorkerMetrics {
-            handoff_dropped: self.handoff_dropped.with_label_values(&[&w]),
             send_errors: self.send_errors.with_label_values(&[&w]),
-            malformed: outcome("malformed"),
-            local_replies: outcome("local_reply"),
-            forwarded: outcome("forwarded_request"),
-            relayed: outcome("relayed_response"),
-            no_backend: outcome("no_backend"),
-            dropped: outcome("dropped"),
+            outcomes: Outcome::ALL.map(|o| self.proxy.with_label_values(&[&w, o.name()])),
+            timer_replies: self.timer_replies.with_label_values(&[&w]),
+            no_backend: self.no_backend.with_label_values(&[&w]),
             sides: ["outside", "inside"]
                 .map(|side| self.requests_by_side.with_label_values(&[&w, side])),
             routed: RoutedBy::ALL.map(|b| self.routed.with_label_values(&[&w, b.name()])),
@@ -397,6 +411,10 @@ impl Metrics {
                 &self.no_call_id.with_label_values(&[&w]),
                 get(&c.no_call_id),
             );
+            raise(
+                &self.handoff_dropped.with_label_values(&[&w]),
+                get(&c.handoff_dropped),
+            );
         }
     }
 
@@ -461,14 +479,10 @@ impl BackendMetrics {
 
 /// One worker's children.
 pub struct WorkerMetrics {
-    pub handoff_dropped: IntCounter,
     pub send_errors: IntCounter,
-    malformed: IntCounter,
-    local_replies: IntCounter,
-    forwarded: IntCounter,
-    relayed: IntCounter,
+    outcomes: [IntCounter; Outcome::ALL.len()],
+    timer_replies: IntCounter,
     no_backend: IntCounter,
-    dropped: IntCounter,
     sides: [IntCounter; 2],
     routed: [IntCounter; RoutedBy::ALL.len()],
     refused: [IntCounter; Refusal::ALL.len()],
@@ -488,14 +502,11 @@ impl WorkerMetrics {
     pub fn proxy_stats(&mut self, s: ProxyStats, transactions: usize, dialogs: usize) {
         if s != self.last {
             let l = self.last;
-            self.malformed.inc_by(s.malformed - l.malformed);
-            self.local_replies.inc_by(s.local_replies - l.local_replies);
-            self.forwarded
-                .inc_by(s.forwarded_requests - l.forwarded_requests);
-            self.relayed
-                .inc_by(s.relayed_responses - l.relayed_responses);
+            for (c, (now, before)) in self.outcomes.iter().zip(s.outcomes.iter().zip(l.outcomes)) {
+                c.inc_by(now - before);
+            }
+            self.timer_replies.inc_by(s.timer_replies - l.timer_replies);
             self.no_backend.inc_by(s.no_backend - l.no_backend);
-            self.dropped.inc_by(s.dropped - l.dropped);
             self.sides[0].inc_by(s.from_outside - l.from_outside);
             self.sides[1].inc_by(s.from_inside - l.from_inside);
             for (c, (now, before)) in self.routed.iter().zip(s.routed.iter().zip(l.routed)) {

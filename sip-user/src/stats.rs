@@ -7,7 +7,10 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use serde::Serialize;
 use sip_common::{CpuState, WorkerStats, map_names, method, reason, verdict};
 
-use crate::proxy::target::{Refusal, RoutedBy};
+use crate::proxy::{
+    outcome::Outcome,
+    target::{Refusal, RoutedBy},
+};
 
 /// Where a daemon pins its maps: `/sys/fs/bpf/sip-fastpath/<iface>/`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/sip-fastpath";
@@ -51,6 +54,13 @@ pub struct WorkerRow {
     /// Requests refused by the routing rules (`bad_flow_token`, `relay_denied`, …).
     pub refused: BTreeMap<&'static str, u64>,
     pub keepalives: u64,
+    /// Datagrams this worker's proxy handled; what became of them, one outcome each; and the
+    /// requests still waiting for DNS (`handled` = Σ `outcomes` + `parked`).
+    pub handled: u64,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub parked: u64,
+    pub timer_replies: u64,
+    pub handoff_dropped: u64,
 }
 
 impl WorkerRow {
@@ -72,6 +82,15 @@ impl WorkerRow {
                 .map(|(r, n)| (r.name(), n))
                 .collect(),
             keepalives: w.keepalives,
+            handled: w.handled,
+            outcomes: Outcome::ALL
+                .iter()
+                .zip(w.outcomes)
+                .map(|(o, n)| (o.name(), n))
+                .collect(),
+            parked: w.parked,
+            timer_replies: w.timer_replies,
+            handoff_dropped: w.handoff_dropped,
         }
     }
 }
@@ -154,6 +173,45 @@ pub fn read(pin_root: &Path, iface: &str) -> Result<Stats, StatsError> {
 }
 
 impl Stats {
+    /// Every datagram accounted for: the sockets' receipts are the proxies' (hand-overs move
+    /// a datagram between workers; a full queue drops it), and each handled datagram has one
+    /// outcome or waits for DNS. The proxies' counts are copied once a second, so under load
+    /// the two sides may differ by the last second's traffic.
+    pub fn reconciliation(&self) -> String {
+        let sum = |f: fn(&WorkerRow) -> u64| -> u64 { self.workers.iter().map(f).sum() };
+        let (received, dropped) = (sum(|w| w.received), sum(|w| w.handoff_dropped));
+        let (handled, parked) = (sum(|w| w.handled), sum(|w| w.parked));
+        let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for w in &self.workers {
+            for (k, v) in &w.outcomes {
+                *outcomes.entry(k).or_default() += v;
+            }
+        }
+        let settled: u64 = outcomes.values().sum();
+        let check = |ok: bool| {
+            if ok {
+                "ok"
+            } else {
+                "differs (counts copied once a second)"
+            }
+        };
+        let mut out = format!(
+            "datagrams received by the sockets {received:>12}\n             \x20 handed over and dropped (full)   {dropped:>12}\n             \x20 handled by the proxies          {handled:>12}   received = handled + dropped: {}\n             what became of the handled ones (one outcome each):\n",
+            check(received == handled + dropped)
+        );
+        for (k, v) in outcomes.iter().filter(|&(_, &v)| v > 0) {
+            out.push_str(&format!("  {k:<22} {v:>12}\n"));
+        }
+        out.push_str(&format!(
+            "  waiting for DNS        {parked:>12}\n  total                  {:>12}   = handled: {}\n\
+             final responses made by timers (408) {:>6}\n",
+            settled + parked,
+            check(settled + parked == handled),
+            sum(|w| w.timer_replies)
+        ));
+        out
+    }
+
     /// A human-readable table.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -205,6 +263,7 @@ impl Stats {
             }
             let keepalives: u64 = self.workers.iter().map(|w| w.keepalives).sum();
             out.push_str(&format!("keep-alives answered     {keepalives:>12}\n"));
+            out.push_str(&self.reconciliation());
         }
         out
     }

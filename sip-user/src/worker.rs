@@ -109,7 +109,7 @@ impl Worker {
                         crate::heap::release_free_memory();
                     }
                     let stats = self.proxy.stats();
-                    self.counters.set_routing(&stats);
+                    self.counters.set_proxy(&stats, self.proxy.parked());
                     m.proxy_stats(
                         stats,
                         self.proxy.active_transactions(),
@@ -126,7 +126,7 @@ impl Worker {
                 r = socket.recv_from(&mut buf) => match r {
                     Ok((n, source)) => {
                         let datagram = Bytes::copy_from_slice(&buf[..n]);
-                        self.on_datagram(datagram, source, &m);
+                        self.on_datagram(datagram, source);
                     }
                     Err(e) => log::debug!("worker {}: recv: {e}", self.index),
                 },
@@ -163,7 +163,7 @@ impl Worker {
 
     /// Parses the datagram once: its Call-ID names the owning worker, and the same parse
     /// goes to this worker's proxy when that is us.
-    fn on_datagram(&mut self, datagram: Bytes, source: SocketAddr, m: &WorkerMetrics) {
+    fn on_datagram(&mut self, datagram: Bytes, source: SocketAddr) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         parse_any(&datagram, |parsed| {
             let call_id = match &parsed {
@@ -180,7 +180,9 @@ impl Worker {
                         source,
                     };
                     if self.peers[owner].try_send(handoff).is_err() {
-                        m.handoff_dropped.inc();
+                        self.counters
+                            .handoff_dropped
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Some(_) => self

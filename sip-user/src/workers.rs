@@ -19,7 +19,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use sip_common::{REFUSAL_KINDS, ROUTED_KINDS, WorkerStats};
+use sip_common::{OUTCOME_KINDS, REFUSAL_KINDS, ROUTED_KINDS, WorkerStats};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -78,12 +78,24 @@ pub struct WorkerCounters {
     pub routed: [AtomicU64; ROUTED_KINDS],
     pub refused: [AtomicU64; REFUSAL_KINDS],
     pub keepalives: AtomicU64,
+    pub handled: AtomicU64,
+    pub outcomes: [AtomicU64; OUTCOME_KINDS],
+    pub parked: AtomicU64,
+    pub timer_replies: AtomicU64,
+    /// Counted live by the worker's own thread, like `received`.
+    pub handoff_dropped: AtomicU64,
 }
 
 impl WorkerCounters {
-    /// Takes the proxy's routing counts (the worker's own thread, once a second).
-    pub fn set_routing(&self, s: &ProxyStats) {
+    /// Takes the proxy's counts (the worker's own thread, once a second).
+    pub fn set_proxy(&self, s: &ProxyStats, parked: usize) {
         let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.handled, s.received);
+        for (a, &v) in self.outcomes.iter().zip(&s.outcomes) {
+            set(a, v);
+        }
+        set(&self.parked, parked as u64);
+        set(&self.timer_replies, s.timer_replies);
         set(&self.from_outside, s.from_outside);
         set(&self.from_inside, s.from_inside);
         for (a, &v) in self.routed.iter().zip(&s.routed) {
@@ -187,6 +199,11 @@ impl Workers {
                     routed: c.routed.each_ref().map(get),
                     refused: c.refused.each_ref().map(get),
                     keepalives: get(&c.keepalives),
+                    handled: get(&c.handled),
+                    outcomes: c.outcomes.each_ref().map(get),
+                    parked: get(&c.parked),
+                    timer_replies: get(&c.timer_replies),
+                    handoff_dropped: get(&c.handoff_dropped),
                     cpu,
                     active: active as u32,
                 }

@@ -166,6 +166,9 @@ fn keepalives_pass() {
             "{name}: {d:?}"
         );
     }
+    // An empty datagram is no keep-alive: counted as what it is.
+    let d = classify(&c, b"");
+    assert_eq!((d.verdict, d.reason), ("pass", "empty"), "{d:?}");
 }
 
 #[test]

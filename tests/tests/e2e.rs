@@ -476,3 +476,76 @@ fn flood_every_shape(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow
     }
     Ok(sent)
 }
+
+#[test]
+fn every_datagram_is_accounted_for_in_stats() -> anyhow::Result<()> {
+    let bed = Bed::new("e2e-count", "uas_call", &config(1000))?;
+    let r = bed.call("uac_call", 20, 20)?;
+    assert_all_succeeded(&r, 20);
+    // A few of every other kind, from the caller's host.
+    let socket = bed
+        .lan
+        .host("caller")
+        .ns
+        .udp_socket(format!("{}:5070", tests::bed::CALLER).parse()?)?;
+    let edge: std::net::SocketAddr = format!("{}:5060", tests::EDGE_ADDR).parse()?;
+    let mut stun = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend(*b"count-txn-01");
+    let bad = String::from_utf8(tests::sip_message("OPTIONS", "count-bad", 1))?
+        .replace("CSeq: 1 OPTIONS", "CSeq: 1 BYE");
+    for datagram in [&stun[..], b"\r\n\r\n", b"", bad.as_bytes()] {
+        socket.send_to(datagram, edge)?;
+    }
+    fn outcome(s: &serde_json::Value, name: &str) -> u64 {
+        s["workers"]
+            .as_array()
+            .map(|ws| {
+                ws.iter()
+                    .map(|w| w["outcomes"][name].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    // The proxies' counts are copied once a second: wait (bounded) until all of the above is
+    // in, then every count must add up.
+    let s = bed
+        .daemon
+        .wait_for("the mix to be counted", Duration::from_secs(5), |s| {
+            outcome(s, "keepalive") == 2 && outcome(s, "answered_4xx") == 1
+        })?;
+    let sum = |f: &str| tests::workers_sum(&s, f);
+    let outcomes: u64 = s["workers"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .flat_map(|w| w["outcomes"].as_object().into_iter().flatten())
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        sum("received"),
+        sum("handled") + sum("handoff_dropped"),
+        "{s}"
+    );
+    assert_eq!(sum("handled"), outcomes + sum("parked"), "{s}");
+    let outcome = |name: &str| outcome(&s, name);
+    assert!(
+        outcome("forwarded") >= 60,
+        "INVITE, ACK, BYE of 20 calls: {s}"
+    );
+    assert!(outcome("relayed") >= 60, "180, 200, 200 of 20 calls: {s}");
+    assert_eq!(outcome("keepalive"), 2, "STUN and the CRLF ping: {s}");
+    assert_eq!(outcome("dropped_unparsable"), 1, "the empty datagram: {s}");
+    assert_eq!(outcome("answered_4xx"), 1, "the 400: {s}");
+    assert_eq!(reason(&s, "pass/empty"), 1, "{s}");
+    // And the table says so.
+    let text = std::process::Command::new(tests::binary())
+        .args(["stats", "--iface", tests::EDGE_IFACE, "--pin-root"])
+        .arg(&bed.daemon.pin_root)
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("received = handled + dropped: ok"), "{text}");
+    assert!(text.contains("= handled: ok"), "{text}");
+    Ok(())
+}

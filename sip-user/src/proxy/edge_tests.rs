@@ -201,7 +201,7 @@ fn in_dialog_requests_need_no_dialog_state_so_a_restarted_node_routes_them() {
         "to the phone's NAT binding, not 10.0.0.7"
     );
     assert!(header(&text(&out[0]), "Route:").is_empty());
-    assert_eq!(p.stats().local_replies, 0, "no 481");
+    assert_eq!(answered(&p), 0, "no 481");
 
     // A node with another secret refuses the tokens (403), and forwards nothing.
     let mut cfg = config();
@@ -281,7 +281,7 @@ fn the_edge_is_not_an_open_relay() {
     let s = p.stats();
     assert_eq!(s.refused[Refusal::Relay as usize], 2);
     assert_eq!(s.refused[Refusal::BadToken as usize], 2);
-    assert_eq!(s.forwarded_requests, 0);
+    assert_eq!(outcome(&p, Outcome::Forwarded), 0);
 
     // With `domains`, only those.
     let mut cfg = config();
@@ -492,7 +492,7 @@ fn keepalives_are_answered() {
         "a pong is not answered"
     );
     assert_eq!(p.stats().keepalives, 2);
-    assert_eq!(p.stats().malformed, 0);
+    assert_eq!(outcomes(&p), [("keepalive", 3)], "STUN, ping and pong");
 }
 
 #[test]
@@ -540,7 +540,15 @@ fn requests_that_do_not_parse_are_answered_when_a_via_can_be_read() {
     // No Via: nothing to answer to.
     let no_via = "INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 99\r\n\r\n";
     assert!(send(&mut p, no_via.to_string(), UAC, t0).is_empty());
-    assert_eq!(p.stats().malformed, 4);
+    assert_eq!(
+        outcomes(&p),
+        [
+            ("forwarded", 1),
+            ("answered_4xx", 2),
+            ("answered_5xx", 1),
+            ("dropped_unparsable", 1)
+        ]
+    );
 }
 
 #[test]
@@ -588,7 +596,7 @@ fn a_request_back_through_another_proxy_with_a_shorter_route_is_a_spiral() {
     let out = send(&mut p, back, REGISTRAR, t0);
     let fwd = forwarded_to(&out, PHONE);
     assert!(fwd.starts_with("BYE sip:alice@10.0.0.7:5060"), "{fwd}");
-    assert_eq!(p.stats().local_replies, 0, "no 482");
+    assert_eq!(answered(&p), 0, "no 482");
 }
 
 #[test]
@@ -640,4 +648,92 @@ fn limits_refuse_new_requests_statelessly_and_spare_other_sources() {
     let out = send(&mut p, invite("sixteenth", 70), "198.51.100.10:5060", t0);
     assert!(text(&out[0]).starts_with("SIP/2.0 503"), "{out:?}");
     assert_eq!(p.stats().overload[Limit::Dialogs as usize], 1);
+}
+
+#[test]
+fn every_datagram_has_exactly_one_outcome_and_they_add_up() {
+    let mut p = proxy(&[B1]);
+    let t0 = Instant::now();
+    // A call: INVITE forwarded; the backend's 100 absorbed, 180 and 200 relayed.
+    let out = send(&mut p, invite("mix-1", 70), UAC, t0);
+    let fwd = forwarded_to(&out, B1);
+    for code in [100, 180, 200] {
+        send(&mut p, answer(&fwd, code, "callee"), B1, t0);
+    }
+    // The INVITE retransmitted: absorbed (the transaction answers it).
+    send(&mut p, invite("mix-1", 70), UAC, t0);
+    // Keep-alives: a ping and a pong.
+    send(&mut p, "\r\n\r\n".to_string(), UAC, t0);
+    send(&mut p, "\r\n".to_string(), UAC, t0);
+    // Junk with no Via; a response that is not ours; a response that does not validate.
+    send(&mut p, "HELLO\r\n\r\n".to_string(), UAC, t0);
+    let foreign = answer(&fwd, 200, "x").replace("192.0.2.1:5060", "198.51.100.1:5060");
+    send(&mut p, foreign, B1, t0);
+    send(
+        &mut p,
+        answer(&fwd, 200, "x").replace("CSeq: 1 INVITE", "CSeq: x INVITE"),
+        B1,
+        t0,
+    );
+    // A request answered 400; one refused 403; a CANCEL for nothing (481).
+    send(
+        &mut p,
+        invite("mix-2", 70).replace("CSeq: 1 INVITE", "CSeq: 1 BYE"),
+        UAC,
+        t0,
+    );
+    let relay = invite("mix-3", 70).replace(
+        "Max-Forwards: 70",
+        "Route: <sip:198.51.100.66;lr>\r\nMax-Forwards: 70",
+    );
+    send(&mut p, relay, UAC, t0);
+    let cancel = invite("mix-4", 70)
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    send(&mut p, cancel, UAC, t0);
+    // A call out that waits for DNS: received, no outcome yet...
+    send(
+        &mut p,
+        call_out("mix-5", "sip:+1555@carrier.example"),
+        B1,
+        t0,
+    );
+    assert_eq!(p.parked(), 1);
+    let mid = outcomes(&p);
+    assert!(!mid.iter().any(|(n, _)| *n == "answered_5xx"), "{mid:?}");
+    // ...until the name resolves and it is forwarded.
+    let name = p.poll_query().unwrap();
+    p.handle_answer(
+        name,
+        Answer::Found {
+            candidates: vec![resolve::Candidate {
+                addr: addr("192.0.2.80:5060"),
+                priority: 0,
+                weight: 1.0,
+            }],
+            valid_until: t0 + Duration::from_secs(60),
+        },
+        t0,
+    );
+    assert_eq!(p.parked(), 0);
+    assert_eq!(
+        outcomes(&p),
+        [
+            ("forwarded", 2),
+            ("relayed", 2),
+            ("answered_4xx", 3),
+            ("absorbed", 2),
+            ("keepalive", 2),
+            ("dropped_unparsable", 1),
+            ("dropped_malformed", 1),
+            ("dropped_not_ours", 1),
+        ]
+    );
+    assert_eq!(p.stats().received, 14);
+    // The timers' 408 (the carrier never answers) is counted apart, not as an outcome.
+    let received = p.stats().received;
+    p.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(p.stats().timer_replies, 1);
+    assert_eq!(p.stats().received, received);
+    outcomes(&p);
 }

@@ -24,6 +24,7 @@
 
 pub mod flow;
 pub mod keepalive;
+pub mod outcome;
 pub mod resolve;
 pub mod rewrite;
 pub mod route;
@@ -39,6 +40,7 @@ use bytes::Bytes;
 
 use self::{
     flow::{Flow, FlowKey, Transport},
+    outcome::Outcome,
     resolve::{Answer, Lookup, Resolver},
     rewrite::{Branch, Edits, Entry, Identity, forward_request, is_loop, loop_hash, strip_top_via},
     target::{Name, Policy, Refusal, RoutedBy, Side, Target},
@@ -98,20 +100,19 @@ pub struct ProxyConfig {
     pub path: PathPolicy,
 }
 
-/// What the proxy did, for metrics.
+/// What the proxy did, for metrics. `received` = the sum of `outcomes` + the requests parked
+/// for DNS now ([`Proxy::parked`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyStats {
+    /// Datagrams handed to this proxy.
     pub received: u64,
-    /// Did not parse or validate (requests among them answered 400 or 513).
-    pub malformed: u64,
-    /// Answered here with a final response (400/403/404/416/420/481/483/503/408…).
-    pub local_replies: u64,
-    pub forwarded_requests: u64,
-    pub relayed_responses: u64,
-    /// New calls refused for lack of a backend (503).
+    /// What became of them, one outcome each ([`Outcome::ALL`] order).
+    pub outcomes: [u64; Outcome::ALL.len()],
+    /// Final responses the timers made (408 when a hop stayed silent): not the outcome of a
+    /// received datagram.
+    pub timer_replies: u64,
+    /// New calls refused for lack of a backend (503; also an `answered_5xx` outcome).
     pub no_backend: u64,
-    /// Dropped: responses not for us, ACKs outside any dialog, unanswerable messages.
-    pub dropped: u64,
     /// New requests (not retransmissions) by the side they came from.
     pub from_outside: u64,
     pub from_inside: u64,
@@ -259,6 +260,8 @@ pub struct Proxy {
     retry_after: Bytes,
     /// When a refusal was last logged.
     overload_logged: Option<Instant>,
+    /// An outcome was recorded for the datagram being handled, or it was parked for DNS.
+    settled: bool,
 }
 
 impl Proxy {
@@ -282,7 +285,19 @@ impl Proxy {
             local_tag,
             retry_after,
             overload_logged: None,
+            settled: false,
         }
+    }
+
+    /// Requests waiting for a name to resolve: received, their outcome not known yet.
+    pub fn parked(&self) -> usize {
+        self.parked_count
+    }
+
+    /// Counts the outcome of the datagram being handled (or of a parked request, decided).
+    fn record(&mut self, outcome: Outcome) {
+        self.stats.outcomes[outcome as usize] += 1;
+        self.settled = true;
     }
 
     pub fn stats(&self) -> ProxyStats {
@@ -314,8 +329,28 @@ impl Proxy {
         now: Instant,
     ) {
         self.stats.received += 1;
+        self.settled = false;
+        self.handle_received(parsed, datagram, source, now);
+        if !self.settled {
+            // A transaction took it in and had nothing to say: a retransmission.
+            self.record(Outcome::Absorbed);
+        }
+        self.count_ended_dialogs();
+    }
+
+    fn handle_received(
+        &mut self,
+        parsed: Result<Parsed<'_, '_>, Error>,
+        datagram: &Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) {
         let msg = match parsed {
+            Ok(Parsed::KeepAlive) if datagram.is_empty() => {
+                return self.record(Outcome::DroppedUnparsable); // no payload: nothing at all
+            }
             Ok(Parsed::KeepAlive) => {
+                self.record(Outcome::KeepAlive);
                 if let Some(pong) = keepalive::crlf_pong(datagram) {
                     self.keepalive(source, pong);
                 }
@@ -324,16 +359,17 @@ impl Proxy {
             Ok(Parsed::Message(m)) => m,
             Err(e) => {
                 if let Some(resp) = keepalive::stun_binding_response(datagram, source) {
+                    self.record(Outcome::KeepAlive);
                     return self.keepalive(source, resp);
                 }
-                self.stats.malformed += 1;
                 return self.answer_unparsable(datagram, e, source);
             }
         };
         if let Err(e) = msg.validate() {
-            self.stats.malformed += 1;
             if msg.is_request() && msg.method() != Some(Method::Ack) {
                 self.reply_stateless(&msg, source, 400, &format!("Bad Request ({e})"), &[]);
+            } else {
+                self.record(Outcome::DroppedMalformed);
             }
             return;
         }
@@ -350,13 +386,13 @@ impl Proxy {
                 return;
             }
             Decision::Drop(_) => {
-                self.stats.dropped += 1;
+                self.record(Outcome::DroppedMalformed);
                 return;
             }
         }
         if msg.is_request() && is_loop(&msg, &self.cfg.identity) {
             if msg.method() == Some(Method::Ack) {
-                self.stats.dropped += 1;
+                self.record(Outcome::DroppedLoop);
             } else {
                 self.reply_stateless(&msg, source, 482, "Loop Detected", &[]);
             }
@@ -365,7 +401,8 @@ impl Proxy {
         if !msg.is_request() {
             let ours = matches!(msg.top_via(), Some(Ok(v)) if self.cfg.identity.is_my_via(&v));
             if !ours {
-                self.stats.dropped += 1; // §16.7 step 3 precondition: a response must be ours
+                // §16.7 step 3 precondition: a response must be ours.
+                self.record(Outcome::DroppedNotOurs);
                 return;
             }
         }
@@ -382,10 +419,9 @@ impl Proxy {
             Err(TransactionError::Overloaded(o)) => {
                 return self.overloaded(&msg, source, o.into(), now);
             }
-            Err(_) => self.stats.dropped += 1,
+            Err(_) => self.record(Outcome::DroppedUnmatched),
         }
         self.drain_events(now, Some(&msg));
-        self.count_ended_dialogs();
     }
 
     /// A new request beyond a limit: a 503 with Retry-After, sent statelessly so the refusal
@@ -509,7 +545,7 @@ impl Proxy {
     fn answer_unparsable(&mut self, datagram: &[u8], error: Error, source: SocketAddr) {
         let mut headers = [crate::sip::Header::EMPTY; MAX_HEADERS];
         let Some(msg) = parse_for_reply(datagram, &mut headers) else {
-            return;
+            return self.record(Outcome::DroppedUnparsable);
         };
         let (code, reason) = match error {
             Error::TooManyHeaders => (513, "Message Too Large".to_string()),
@@ -695,7 +731,7 @@ impl Proxy {
         let forwarded = forward_request(msg, source, &self.cfg.identity, branch, &edits);
         match self.txs.send_request(forwarded.clone(), dest.addr, now) {
             Ok(client) => {
-                self.stats.forwarded_requests += 1;
+                self.record(Outcome::Forwarded);
                 self.stats.routed[dest.by as usize] += 1;
                 if let Some(backend) = dest.backend {
                     self.events
@@ -720,7 +756,7 @@ impl Proxy {
                     },
                 );
             }
-            Err(_) => self.stats.dropped += 1,
+            Err(_) => self.record(Outcome::DroppedUnmatched),
         }
     }
 
@@ -795,6 +831,7 @@ impl Proxy {
                     Lookup::Pending if self.parked_count < MAX_PARKED => {
                         self.parked.entry(name).or_default().push(parked());
                         self.parked_count += 1;
+                        self.settled = true; // its outcome comes when the name resolves
                         Routed::Parked
                     }
                     Lookup::Pending => {
@@ -874,6 +911,7 @@ impl Proxy {
         );
         self.dialogs.handle(msg, now);
         let ok = build::response(msg, 200, "OK", None, &[]);
+        self.record(Outcome::Answered2xx);
         let _ = self.txs.respond(key, 200, ok, now);
         if let Some(forwarded) = forwarded
             && let Some(cancel) = with_message(&forwarded, build::cancel_for)
@@ -885,11 +923,11 @@ impl Proxy {
     fn relay_response(&mut self, client: &Key, msg: &Message<'_, '_>, now: Instant) {
         self.dialogs.handle(msg, now);
         let Some(link) = self.links.get_mut(client) else {
-            return; // the answers to our own CANCEL
+            return self.record(Outcome::Absorbed); // the answers to our own CANCEL
         };
         let code = msg.status().unwrap_or(0);
         if code == 100 {
-            return; // hop by hop (§16.7 step 5)
+            return self.record(Outcome::Absorbed); // hop by hop (§16.7 step 5)
         }
         // The first final response ends what a pending request keeps (see `Link`).
         if code >= 200
@@ -902,8 +940,8 @@ impl Proxy {
                 elapsed: now.saturating_duration_since(link.received),
             });
         }
-        self.stats.relayed_responses += 1;
         let server = link.server;
+        self.record(Outcome::Relayed);
         let _ = self.txs.respond(&server, code, strip_top_via(msg), now);
     }
 
@@ -925,10 +963,10 @@ impl Proxy {
         })();
         match relay {
             Some(t) => {
-                self.stats.relayed_responses += 1;
+                self.record(Outcome::Relayed);
                 self.out.push_back(t);
             }
-            None => self.stats.dropped += 1,
+            None => self.record(Outcome::DroppedUnroutable),
         }
     }
 
@@ -943,8 +981,7 @@ impl Proxy {
     ) {
         let side = self.side_of(source.ip());
         let Ok(route) = route::read(m, &self.cfg.identity, &self.cfg.flow_key) else {
-            self.stats.dropped += 1;
-            return;
+            return self.record(Outcome::DroppedMalformed);
         };
         let target = target::decide(m, &route, side, &self.cfg.policy, &self.cfg.identity);
         let parked = || Parked {
@@ -956,14 +993,10 @@ impl Proxy {
         let dest = match self.destination(m, target, source, None, parked, now) {
             Routed::To(d) => d,
             Routed::Parked => return,
-            Routed::Answer(..) => {
-                self.stats.dropped += 1;
-                return;
-            }
+            Routed::Answer(..) => return self.record(Outcome::DroppedUnroutable),
             Routed::Refused(r) => {
                 self.stats.refused[r as usize] += 1;
-                self.stats.dropped += 1;
-                return;
+                return self.record(Outcome::DroppedUnroutable);
             }
         };
         let branch = self.branch(m);
@@ -972,7 +1005,7 @@ impl Proxy {
             new_uri: route.new_uri,
             ..Edits::default()
         };
-        self.stats.forwarded_requests += 1;
+        self.record(Outcome::Forwarded);
         self.stats.routed[dest.by as usize] += 1;
         self.out.push_back(Transmit {
             dest: dest.addr,
@@ -999,7 +1032,7 @@ impl Proxy {
         if let Some(resp) = with_message(&original, |m| {
             self.local_tag_response(m, 408, "Request Timeout", &[])
         }) {
-            self.stats.local_replies += 1;
+            self.stats.timer_replies += 1;
             let _ = self.txs.respond(&server, 408, resp, now);
         }
     }
@@ -1024,7 +1057,7 @@ impl Proxy {
         extra: &[&[u8]],
         now: Instant,
     ) {
-        self.stats.local_replies += 1;
+        self.record(Outcome::answered(code));
         let resp = self.local_tag_response(msg, code, reason, extra);
         let _ = self.txs.respond(key, code, resp, now);
     }
@@ -1038,7 +1071,7 @@ impl Proxy {
         reason: &str,
         extra: &[&[u8]],
     ) {
-        self.stats.local_replies += 1;
+        self.record(Outcome::answered(code));
         let payload = self.local_tag_response(msg, code, reason, extra);
         self.out.push_back(Transmit { dest, payload });
     }
