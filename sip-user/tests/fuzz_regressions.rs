@@ -1,6 +1,7 @@
-//! Inputs the fuzzer found (or that sit on the parser's edges), replayed through the same
-//! function the fuzz target calls. Add a crash from `sip-user/fuzz/artifacts/parse/` to
-//! `sip-user/tests/data/fuzz/` and it is tested from then on.
+//! Inputs the fuzzers found (or that sit on the parser's edges), replayed through the same
+//! functions the fuzz targets call. Add a crash from `sip-user/fuzz/artifacts/parse/` to
+//! `sip-user/tests/data/fuzz/`, or from `artifacts/proxy/` to `tests/data/fuzz-proxy/`, and it
+//! is tested from then on.
 
 #[test]
 fn fuzz_inputs_do_not_panic() {
@@ -17,4 +18,24 @@ fn fuzz_inputs_do_not_panic() {
         n += 1;
     }
     assert!(n >= 4, "the regression inputs are present");
+}
+
+#[test]
+fn proxy_fuzz_inputs_and_seeds_do_not_break_an_invariant() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fuzz-proxy");
+    let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    inputs.extend(
+        sip_user::proxy::exercise::seeds()
+            .into_iter()
+            .map(|(_, s)| s),
+    );
+    assert!(inputs.len() >= 10, "the seeds are there");
+    for data in &inputs {
+        sip_user::proxy::exercise::exercise(data);
+    }
 }

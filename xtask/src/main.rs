@@ -41,13 +41,18 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         iterations: u64,
     },
-    /// Fuzz the SIP parser with libFuzzer (cargo-fuzz, installed if missing), seeded from the
-    /// RFC 4475 messages and the typical messages in tests/data/messages. A crash is saved in
-    /// sip-user/fuzz/artifacts/parse/; copy it to sip-user/tests/data/fuzz/ as a regression test.
+    /// Fuzz with libFuzzer (cargo-fuzz), inputs up to 65,535 bytes: `parse`, the SIP parser,
+    /// seeded from the RFC 4475 messages and tests/data/messages; `proxy`, the whole sans-IO
+    /// proxy (sequences of datagrams, clock steps, DNS answers), seeded from the typical
+    /// messages. A crash is saved in sip-user/fuzz/artifacts/<target>/; copy it to
+    /// sip-user/tests/data/fuzz/ (parse) or tests/data/fuzz-proxy/ (proxy) as a regression test.
     Fuzz {
-        /// How long to run.
+        /// How long to run each target.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
+        /// Which: parse, proxy, or all (one after the other).
+        #[arg(long, default_value = "all")]
+        target: FuzzTarget,
     },
     /// sip-fastpath as a load balancer in network namespaces: sipp calls through it to two sipp
     /// backends while a third host floods it; prints the results, the split and the counters.
@@ -93,7 +98,9 @@ fn main() -> anyhow::Result<()> {
             cargo(&root, &["test", "--workspace", "--exclude", "sip-ebpf"])
                 .env("SIP_FASTPATH_BIN", &bin)
                 .env("SIP_FASTPATH_REQUIRE_EBPF", "1")
-                .status_ok("cargo test")
+                .status_ok("cargo test")?;
+            // Briefly, so every run also searches for new crashes in both targets.
+            fuzz(&root, FuzzTarget::All, TEST_FUZZ_SECONDS)
         }
         Cmd::BenchXdp { repeat } => {
             setup()?;
@@ -102,7 +109,10 @@ fn main() -> anyhow::Result<()> {
                 .args(["bench-xdp", "--repeat", &repeat.to_string()])
                 .status_ok("sip-fastpath bench-xdp")
         }
-        Cmd::Fuzz { seconds } => fuzz(&root, seconds),
+        Cmd::Fuzz { seconds, target } => {
+            setup()?;
+            fuzz(&root, target, seconds)
+        }
         Cmd::BenchInstructions { iterations } => bench_instructions(&root, iterations),
         Cmd::BenchE2e => {
             setup()?;
@@ -157,7 +167,29 @@ fn build(root: &Path, release: bool) -> anyhow::Result<()> {
 
 fn setup() -> anyhow::Result<()> {
     install_debian(DEBIAN_PACKAGES)?;
-    setup_toolchain()
+    setup_toolchain()?;
+    if !succeeds(
+        Command::new("cargo")
+            .args(["fuzz", "--version"])
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    ) {
+        println!("xtask setup: installing cargo-fuzz");
+        Command::new("cargo")
+            .args(["install", "cargo-fuzz", "--locked"])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .status_ok("cargo install cargo-fuzz")?;
+    }
+    Ok(())
+}
+
+/// Seconds `cargo xtask test` fuzzes each target for.
+const TEST_FUZZ_SECONDS: u64 = 30;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FuzzTarget {
+    Parse,
+    Proxy,
+    All,
 }
 
 /// Installs the Debian packages of `packages` that are missing (idempotent).
@@ -288,32 +320,53 @@ fn bench_instructions(root: &Path, iterations: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
-    setup()?;
-    if !succeeds(
+fn fuzz(root: &Path, target: FuzzTarget, seconds: u64) -> anyhow::Result<()> {
+    let targets: &[&str] = match target {
+        FuzzTarget::Parse => &["parse"],
+        FuzzTarget::Proxy => &["proxy"],
+        FuzzTarget::All => &["parse", "proxy"],
+    };
+    for &name in targets {
+        let corpus = root.join("target/fuzz-corpus").join(name);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        let seeds: Vec<PathBuf> = if name == "parse" {
+            vec![
+                root.join("tests/data/rfc4475"),
+                root.join("tests/data/messages"),
+            ]
+        } else {
+            // The proxy's seeds are records of typical messages, written by the library itself.
+            let dir = root.join("target/fuzz-seeds/proxy");
+            cargo(
+                root,
+                &[
+                    "run",
+                    "-q",
+                    "-p",
+                    "sip-user",
+                    "--example",
+                    "fuzz_seeds",
+                    "--",
+                ],
+            )
+            .arg(&dir)
+            .status_ok("writing the proxy fuzz seeds")?;
+            vec![dir]
+        };
         Command::new("cargo")
-            .args(["fuzz", "--version"])
-            .env_remove("RUSTUP_TOOLCHAIN"),
-    ) {
-        println!("xtask fuzz: installing cargo-fuzz");
-        Command::new("cargo")
-            .args(["install", "cargo-fuzz", "--locked"])
+            .args(["+nightly", "fuzz", "run", name])
+            .arg(&corpus)
+            .args(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-max_len=65535")
+            .arg("-print_final_stats=1")
+            .current_dir(root.join("sip-user"))
             .env_remove("RUSTUP_TOOLCHAIN")
-            .status_ok("cargo install cargo-fuzz")?;
+            .status_ok(&format!("cargo fuzz run {name}"))?;
     }
-    let corpus = root.join("sip-user/fuzz/corpus/parse");
-    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
-    Command::new("cargo")
-        .args(["+nightly", "fuzz", "run", "parse"])
-        .arg(&corpus)
-        .arg(root.join("tests/data/rfc4475"))
-        .arg(root.join("tests/data/messages"))
-        .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
-        .arg("-print_final_stats=1")
-        .current_dir(root.join("sip-user"))
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .status_ok("cargo fuzz run parse")
+    Ok(())
 }
 
 /// True if the command runs and exits 0 (output discarded): "is this tool installed?".

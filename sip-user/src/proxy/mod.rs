@@ -22,6 +22,7 @@
 //! dialog, 503 with Retry-After when no backend is up or DNS fails, 408 when a hop does not
 //! answer. STUN Binding requests and double-CRLF pings are answered ([`keepalive`]).
 
+pub mod exercise;
 pub mod flow;
 pub mod keepalive;
 pub mod outcome;
