@@ -1,10 +1,10 @@
 //! The INVITE client transaction (RFC 3261 §17.1.1, Figure 5, with RFC 6026's Accepted state).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Ctx, Event, earliest, fired};
+use super::{Ctx, Event, timers::Deadline};
 use crate::sip::{Message, build, with_message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +24,13 @@ pub struct ClientInvite {
     pub(super) state: State,
     /// The INVITE in Calling and Proceeding; the ACK in Completed; nothing in Accepted.
     resend: Bytes,
-    interval: Duration,
+    /// Retransmissions of the INVITE so far (timer A doubles from T1).
+    retransmits: u8,
     /// Timer A: retransmit the INVITE (Calling).
-    timer_a: Option<Instant>,
+    timer_a: Deadline,
     /// The timer that ends the state: B in Calling and Proceeding (the transaction fails), D in
     /// Completed, M in Accepted.
-    timer_end: Option<Instant>,
+    timer_end: Deadline,
 }
 
 impl ClientInvite {
@@ -39,9 +40,9 @@ impl ClientInvite {
         ClientInvite {
             state: State::Calling,
             resend: request,
-            interval: ctx.timers.t1,
-            timer_a: Some(now + ctx.timers.t1),
-            timer_end: Some(now + ctx.timers.timeout()),
+            retransmits: 0,
+            timer_a: Deadline::at(now + ctx.timers.t1),
+            timer_end: Deadline::at(now + ctx.timers.timeout()),
         }
     }
 
@@ -56,22 +57,22 @@ impl ClientInvite {
         match (self.state, code) {
             (State::Calling | State::Proceeding, 100..=199) => {
                 self.state = State::Proceeding;
-                self.timer_a = None; // §17.1.1.2: no more retransmissions once a 1xx arrives.
+                self.timer_a = Deadline::NONE; // §17.1.1.2: no more retransmissions once a 1xx arrives.
                 ctx.pass_response(datagram);
             }
             (State::Calling | State::Proceeding, 200..=299) => {
                 // RFC 6026 §7.2: Accepted; the TU sends the ACK for a 2xx itself.
                 self.state = State::Accepted;
                 self.resend = Bytes::new(); // Accepted only absorbs 2xx retransmissions
-                self.timer_a = None;
-                self.timer_end = Some(now + ctx.timers.timeout()); // M
+                self.timer_a = Deadline::NONE;
+                self.timer_end = Deadline::at(now + ctx.timers.timeout()); // M
                 ctx.pass_response(datagram);
             }
             (State::Accepted, 200..=299) => ctx.pass_response(datagram),
             (State::Calling | State::Proceeding, 300..=699) => {
                 self.state = State::Completed;
-                self.timer_a = None;
-                self.timer_end = Some(now + ctx.timers.timer_d()); // D
+                self.timer_a = Deadline::NONE;
+                self.timer_end = Deadline::at(now + ctx.timers.timer_d()); // D
                 // Completed resends the ACK, never the INVITE.
                 self.resend = self.build_ack(response);
                 ctx.transmit(self.resend.clone());
@@ -93,21 +94,22 @@ impl ClientInvite {
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if fired(self.timer_end, now) {
+        if self.timer_end.fired(now) {
             if matches!(self.state, State::Calling | State::Proceeding) {
                 ctx.event(Event::Timeout { key: *ctx.key }); // timer B: no final response
             }
             self.state = State::Terminated;
             return;
         }
-        if fired(self.timer_a, now) {
+        if self.timer_a.fired(now) {
             ctx.transmit(self.resend.clone());
-            self.interval *= 2; // INVITE retransmissions are not capped at T2 (§17.1.1.2).
-            self.timer_a = Some(now + self.interval);
+            // INVITE retransmissions are not capped at T2 (§17.1.1.2).
+            self.retransmits = self.retransmits.saturating_add(1);
+            self.timer_a = Deadline::at(now + ctx.timers.doubled(self.retransmits));
         }
     }
 
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        earliest(&[self.timer_a, self.timer_end])
+    pub(super) fn deadline(&self) -> Deadline {
+        self.timer_a.earliest(self.timer_end)
     }
 }

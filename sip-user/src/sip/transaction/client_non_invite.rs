@@ -1,10 +1,10 @@
 //! The non-INVITE client transaction (RFC 3261 §17.1.2, Figure 6).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Ctx, Event, earliest, fired};
+use super::{Ctx, Event, timers::Deadline};
 
 /// The states of Figure 6 (the same four as the server's Figure 8).
 pub use super::NonInviteState as State;
@@ -15,12 +15,13 @@ pub use super::NonInviteState as State;
 pub struct ClientNonInvite {
     pub(super) state: State,
     request: Bytes,
-    interval: Duration,
+    /// Retransmissions of the request so far (timer E doubles from T1 up to T2).
+    retransmits: u8,
     /// Timer E: retransmit the request (Trying, Proceeding).
-    timer_e: Option<Instant>,
+    timer_e: Deadline,
     /// The timer that ends the state: F in Trying and Proceeding (the transaction fails), K in
     /// Completed.
-    timer_end: Option<Instant>,
+    timer_end: Deadline,
 }
 
 impl ClientNonInvite {
@@ -29,9 +30,9 @@ impl ClientNonInvite {
         ClientNonInvite {
             state: State::Trying,
             request,
-            interval: ctx.timers.t1,
-            timer_e: Some(now + ctx.timers.t1),
-            timer_end: Some(now + ctx.timers.timeout()), // F
+            retransmits: 0,
+            timer_e: Deadline::at(now + ctx.timers.t1),
+            timer_end: Deadline::at(now + ctx.timers.timeout()), // F
         }
     }
 
@@ -50,8 +51,8 @@ impl ClientNonInvite {
             (State::Trying | State::Proceeding, 200..=699) => {
                 self.state = State::Completed;
                 self.request = Bytes::new(); // no more retransmissions: keep nothing for Timer K
-                self.timer_e = None;
-                self.timer_end = Some(now + ctx.timers.t4); // K
+                self.timer_e = Deadline::NONE;
+                self.timer_end = Deadline::at(now + ctx.timers.t4); // K
                 ctx.pass_response(datagram);
             }
             _ => {} // retransmissions in Completed are absorbed
@@ -59,25 +60,26 @@ impl ClientNonInvite {
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if fired(self.timer_end, now) {
+        if self.timer_end.fired(now) {
             if self.state != State::Completed {
                 ctx.event(Event::Timeout { key: *ctx.key }); // timer F: no final response
             }
             self.state = State::Terminated;
             return;
         }
-        if fired(self.timer_e, now) {
+        if self.timer_e.fired(now) {
             ctx.transmit(self.request.clone());
             // Trying: double up to T2; Proceeding: every T2 (§17.1.2.2).
-            self.interval = match self.state {
+            self.retransmits = self.retransmits.saturating_add(1);
+            let interval = match self.state {
                 State::Proceeding => ctx.timers.t2,
-                _ => ctx.timers.backoff_capped(self.interval),
+                _ => ctx.timers.doubled_capped(self.retransmits),
             };
-            self.timer_e = Some(now + self.interval);
+            self.timer_e = Deadline::at(now + interval);
         }
     }
 
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        earliest(&[self.timer_e, self.timer_end])
+    pub(super) fn deadline(&self) -> Deadline {
+        self.timer_e.earliest(self.timer_end)
     }
 }

@@ -29,7 +29,7 @@ use self::{
 };
 pub use self::{
     key::{Kind, MethodClass},
-    timers::Timers,
+    timers::{Deadline, Timers},
 };
 use crate::sip::{
     Message, Method, Parsed, parse_any,
@@ -145,14 +145,6 @@ pub enum NonInviteState {
     Terminated,
 }
 
-pub(crate) fn fired(timer: Option<Instant>, now: Instant) -> bool {
-    timer.is_some_and(|t| t <= now)
-}
-
-pub(crate) fn earliest(timers: &[Option<Instant>]) -> Option<Instant> {
-    timers.iter().flatten().min().copied()
-}
-
 #[derive(Debug)]
 #[allow(clippy::enum_variant_names)] // the RFC's names for the four machines
 enum Machine {
@@ -163,7 +155,7 @@ enum Machine {
 }
 
 impl Machine {
-    fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Deadline {
         match self {
             Machine::ClientInvite(m) => m.deadline(),
             Machine::ClientNonInvite(m) => m.deadline(),
@@ -219,7 +211,7 @@ pub struct TransactionLayer {
     timers: Timers,
     entries: HashMap<Key, Entry>,
     /// Deadlines ordered by time, with the transaction they belong to.
-    schedule: BTreeSet<(Instant, Key)>,
+    schedule: BTreeSet<(Deadline, Key)>,
     admission: Admission,
     /// Live server transactions, in all and by source address.
     servers: usize,
@@ -281,6 +273,11 @@ impl TransactionLayer {
     /// True if `msg` belongs to a live server transaction (a retransmission).
     pub fn knows(&self, msg: &Message<'_, '_>) -> bool {
         Key::server(msg).is_some_and(|k| self.entries.contains_key(&k))
+    }
+
+    /// True if the transaction `key` is live.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
     }
 
     fn handle_request(
@@ -429,8 +426,9 @@ impl TransactionLayer {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let due = Deadline::at(now);
         while let Some(&(at, key)) = self.schedule.first() {
-            if at > now {
+            if at > due {
                 break;
             }
             self.schedule.pop_first();
@@ -445,7 +443,7 @@ impl TransactionLayer {
 
     /// When [`Self::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.schedule.first().map(|&(at, _)| at)
+        self.schedule.first().and_then(|&(at, _)| at.get())
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -484,7 +482,7 @@ impl TransactionLayer {
     fn insert(&mut self, key: Key, machine: Machine, peer: SocketAddr) {
         self.stats.created += 1;
         self.entries.insert(key, Entry { machine, peer });
-        self.reschedule(&key, None);
+        self.reschedule(&key, Deadline::NONE);
     }
 
     /// Runs `f` on the machine of `key`, then reschedules it, or removes it if it ended.
@@ -513,18 +511,18 @@ impl TransactionLayer {
 
     /// Moves `key` in the schedule from `old` (its deadline before the change) to its
     /// machine's deadline now, or removes the entry if it terminated.
-    fn reschedule(&mut self, key: &Key, old: Option<Instant>) {
+    fn reschedule(&mut self, key: &Key, old: Deadline) {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
         let new = entry.machine.deadline();
         let terminated = entry.machine.terminated();
         if old != new || terminated {
-            if let Some(old) = old {
+            if old != Deadline::NONE {
                 self.schedule.remove(&(old, *key));
             }
-            if let (Some(at), false) = (new, terminated) {
-                self.schedule.insert((at, *key));
+            if new != Deadline::NONE && !terminated {
+                self.schedule.insert((new, *key));
             }
         }
         if terminated {

@@ -1,10 +1,10 @@
 //! The INVITE server transaction (RFC 3261 §17.2.1, Figure 7, with RFC 6026's Accepted state).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Ctx, Event, earliest, fired};
+use super::{Ctx, Event, timers::Deadline};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -21,12 +21,13 @@ pub enum State {
 pub struct ServerInvite {
     pub(super) state: State,
     last_response: Option<Bytes>,
-    interval: Duration,
+    /// Retransmissions of the final response so far (timer G doubles from T1 up to T2).
+    retransmits: u8,
     /// Timer G: retransmit the final response (Completed).
-    timer_g: Option<Instant>,
+    timer_g: Deadline,
     /// The timer that ends the state: H in Completed (no ACK: the transaction fails), I in
     /// Confirmed, L in Accepted.
-    timer_end: Option<Instant>,
+    timer_end: Deadline,
 }
 
 impl ServerInvite {
@@ -34,9 +35,9 @@ impl ServerInvite {
         ServerInvite {
             state: State::Proceeding,
             last_response: None,
-            interval: Duration::ZERO,
-            timer_g: None,
-            timer_end: None,
+            retransmits: 0,
+            timer_g: Deadline::NONE,
+            timer_end: Deadline::NONE,
         }
     }
 
@@ -58,8 +59,8 @@ impl ServerInvite {
             (State::Completed, true) => {
                 self.state = State::Confirmed;
                 self.last_response = None; // Confirmed only absorbs ACKs
-                self.timer_g = None;
-                self.timer_end = Some(now + ctx.timers.t4); // I
+                self.timer_g = Deadline::NONE;
+                self.timer_end = Deadline::at(now + ctx.timers.t4); // I
             }
             (State::Accepted, true) => {
                 // RFC 6026 §8.7: an ACK for the 2xx goes to the TU (the proxy routes it).
@@ -87,22 +88,21 @@ impl ServerInvite {
                 // RFC 6026 §7.1: Accepted absorbs INVITE retransmissions and the TU
                 // retransmits its 2xx itself, so nothing of the response is kept.
                 self.state = State::Accepted;
-                self.timer_end = Some(now + ctx.timers.timeout()); // L
+                self.timer_end = Deadline::at(now + ctx.timers.timeout()); // L
                 self.last_response = None;
                 return;
             }
             _ => {
                 self.state = State::Completed;
-                self.interval = ctx.timers.t1;
-                self.timer_g = Some(now + ctx.timers.t1);
-                self.timer_end = Some(now + ctx.timers.timeout()); // H
+                self.timer_g = Deadline::at(now + ctx.timers.t1);
+                self.timer_end = Deadline::at(now + ctx.timers.timeout()); // H
             }
         }
         self.last_response = Some(response);
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if fired(self.timer_end, now) {
+        if self.timer_end.fired(now) {
             if self.state == State::Completed {
                 // Timer H: no ACK (§17.2.1), the transaction fails.
                 ctx.event(Event::Timeout { key: *ctx.key });
@@ -110,16 +110,16 @@ impl ServerInvite {
             self.state = State::Terminated;
             return;
         }
-        if fired(self.timer_g, now) {
+        if self.timer_g.fired(now) {
             if let Some(r) = &self.last_response {
                 ctx.transmit(r.clone());
             }
-            self.interval = ctx.timers.backoff_capped(self.interval);
-            self.timer_g = Some(now + self.interval);
+            self.retransmits = self.retransmits.saturating_add(1);
+            self.timer_g = Deadline::at(now + ctx.timers.doubled_capped(self.retransmits));
         }
     }
 
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        earliest(&[self.timer_g, self.timer_end])
+    pub(super) fn deadline(&self) -> Deadline {
+        self.timer_g.earliest(self.timer_end)
     }
 }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Ctx, fired};
+use super::{Ctx, timers::Deadline};
 
 /// The states of Figure 8 (the same four as the client's Figure 6).
 pub use super::NonInviteState as State;
@@ -13,7 +13,7 @@ pub use super::NonInviteState as State;
 pub struct ServerNonInvite {
     pub(super) state: State,
     last_response: Option<Bytes>,
-    timer_j: Option<Instant>,
+    timer_j: Deadline,
 }
 
 impl ServerNonInvite {
@@ -21,7 +21,7 @@ impl ServerNonInvite {
         ServerNonInvite {
             state: State::Trying,
             last_response: None,
-            timer_j: None,
+            timer_j: Deadline::NONE,
         }
     }
 
@@ -43,17 +43,17 @@ impl ServerNonInvite {
             self.state = State::Proceeding;
         } else {
             self.state = State::Completed;
-            self.timer_j = Some(now + ctx.timers.timeout());
+            self.timer_j = Deadline::at(now + ctx.timers.timeout());
         }
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant) {
-        if fired(self.timer_j, now) {
+        if self.timer_j.fired(now) {
             self.state = State::Terminated;
         }
     }
 
-    pub(super) fn deadline(&self) -> Option<Instant> {
+    pub(super) fn deadline(&self) -> Deadline {
         self.timer_j
     }
 }
