@@ -166,7 +166,7 @@ fn bytes_per_call_in_the_transaction_windows() {
     let forwarded = s.outcomes[sip_user::proxy::outcome::Outcome::Forwarded as usize];
     assert_eq!(forwarded as usize, 3 * N + 3, "{s:?}");
     assert_eq!(p.active_dialogs(), 0, "every call ended with its BYE");
-    assert!(per_call < 2800.0, "{per_call:.0} bytes per call");
+    assert!(per_call < 1800.0, "{per_call:.0} bytes per call");
 
     // Every timer runs out: the tables empty and give their memory back.
     for _ in 0..20 {

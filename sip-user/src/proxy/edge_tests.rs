@@ -421,6 +421,48 @@ fn calls_out_by_static_route_and_by_dns() {
 }
 
 #[test]
+fn a_cancel_ends_an_invite_still_waiting_for_dns() {
+    let mut p = proxy(&[B1]);
+    let t0 = Instant::now();
+    let invite = call_out("dns-cancel", "sip:+15551234@carrier.example");
+    let out = send(&mut p, invite.clone(), B1, t0);
+    assert!(text(&out[0]).starts_with("SIP/2.0 100"), "{out:?}");
+    assert_eq!(p.parked(), 1);
+    let cancel = invite
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let out = send(&mut p, cancel, B1, t0 + Duration::from_millis(10));
+    let codes: Vec<String> = out.iter().map(|t| text(t)[..11].to_string()).collect();
+    assert_eq!(codes, ["SIP/2.0 200", "SIP/2.0 487"], "{out:?}");
+    assert!(
+        text(&out[1]).contains("CSeq: 1 INVITE"),
+        "{}",
+        text(&out[1])
+    );
+    assert_eq!(p.parked(), 0, "nothing waits any more");
+    // The answer comes later: nothing goes out for the cancelled INVITE.
+    let name = p
+        .poll_query()
+        .expect("the query went out before the CANCEL");
+    p.handle_answer(
+        name,
+        Answer::Found {
+            candidates: vec![resolve::Candidate {
+                addr: addr("192.0.2.80:5060"),
+                priority: 10,
+                weight: 1.0,
+            }],
+            valid_until: t0 + Duration::from_secs(60),
+        },
+        t0 + Duration::from_millis(20),
+    );
+    assert_eq!(p.poll_transmit(), None);
+    // Every datagram got its one outcome: INVITE 487, CANCEL 200.
+    let s = p.stats();
+    assert_eq!(s.outcomes.iter().sum::<u64>(), 2, "{s:?}");
+}
+
+#[test]
 fn subscribe_and_notify_are_record_routed_and_notify_reaches_the_subscriber() {
     let mut p = proxy(&[B1]);
     let t0 = Instant::now();

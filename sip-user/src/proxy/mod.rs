@@ -57,7 +57,7 @@ use crate::{
         shrink::{shrink_deque, shrink_map},
         transaction::{
             Admission, Event, Overload, Timers, TransactionError, TransactionLayer, Transmit,
-            key::Key,
+            key::{Key, MethodClass},
         },
         with_message,
     },
@@ -182,26 +182,28 @@ pub enum ProxyEvent {
     },
 }
 
-/// One forwarded request: its server transaction, where it went, and while it is pending the
-/// messages. A link outlives the final response (2xx retransmissions are relayed through it for
-/// RFC 6026's 32 s), so what only a pending request needs is boxed and dropped at the final.
+/// One forwarded request: its server transaction, and while it is pending what only a pending
+/// request needs. Only an INVITE answered 2xx keeps its link past the final response: its 2xx
+/// retransmissions are relayed through it for RFC 6026's 32 s, so the link is small (32 bytes)
+/// and the rest is boxed and dropped at the final. Any other request's link goes with its final
+/// (the client transaction absorbs retransmitted finals itself).
 #[derive(Debug)]
 struct Link {
     server: Key,
     /// `None` once the final response went up.
     pending: Option<Box<Pending>>,
-    dest: SocketAddr,
-    /// The backend `dest` is, if it is one.
-    backend: Option<u32>,
-    received: Instant,
 }
 
-/// What a pending request keeps: the original (to answer 408 when the hop is silent) and the
-/// forwarded request (to build its CANCEL, §9.1).
+/// What a pending request keeps: the original (to answer 408 when the hop is silent), the
+/// forwarded request and where it went (to build and send its CANCEL, §9.1), and for the
+/// backend's latency histogram which backend that is and when the request came.
 #[derive(Debug)]
 struct Pending {
     original: Bytes,
     forwarded: Bytes,
+    dest: SocketAddr,
+    backend: Option<u32>,
+    received: Instant,
 }
 
 /// A request waiting for a name to resolve.
@@ -246,7 +248,8 @@ pub struct Proxy {
     dialogs: DialogTable,
     /// Client transaction → what it forwards.
     links: HashMap<Key, Link>,
-    /// Server transaction → client transaction (to find an INVITE's branch for CANCEL).
+    /// Server transaction → client transaction of a pending INVITE (to find its branch for
+    /// CANCEL), until its final response.
     server_links: HashMap<Key, Key>,
     next_branch: u64,
     out: VecDeque<Transmit>,
@@ -739,8 +742,8 @@ impl Proxy {
                         .push_back(ProxyEvent::Forwarded { backend, register });
                 }
                 if method == Method::Invite {
-                    // Only an INVITE can be CANCELled (§9.1): the link back from its server
-                    // transaction is kept for that alone.
+                    // Only an INVITE can be CANCELled (§9.1), and only while it is pending:
+                    // the link back from its server transaction is kept for that alone.
                     self.server_links.insert(key, client);
                 }
                 self.links.insert(
@@ -750,10 +753,10 @@ impl Proxy {
                         pending: Some(Box::new(Pending {
                             original: datagram,
                             forwarded,
+                            dest: dest.addr,
+                            backend: dest.backend,
+                            received: now,
                         })),
-                        dest: dest.addr,
-                        backend: dest.backend,
-                        received: now,
                     },
                 );
             }
@@ -899,26 +902,46 @@ impl Proxy {
     /// pending. After its final response there is nothing left to cancel (§9.1): the CANCEL is
     /// answered and goes no further.
     fn on_cancel(&mut self, key: &Key, msg: &Message<'_, '_>, now: Instant) {
-        let invite = key
-            .cancelled_invite()
-            .and_then(|k| self.server_links.get(&k))
-            .and_then(|c| self.links.get(c));
-        let Some(link) = invite else {
+        let Some(invite) = key.cancelled_invite().filter(|k| self.txs.contains(k)) else {
             return self.reply(key, msg, 481, "Call/Transaction Does Not Exist", &[], now);
         };
-        let (forwarded, dest) = (
-            link.pending.as_ref().map(|p| p.forwarded.clone()),
-            link.dest,
-        );
+        let pending = self
+            .server_links
+            .get(&invite)
+            .and_then(|c| self.links.get(c))
+            .and_then(|link| link.pending.as_ref())
+            .map(|p| (p.forwarded.clone(), p.dest));
         self.dialogs.handle(msg, now);
         let ok = build::response(msg, 200, "OK", None, &[]);
         self.record(Outcome::Answered2xx);
         let _ = self.txs.respond(key, 200, ok, now);
-        if let Some(forwarded) = forwarded
+        if let Some((forwarded, dest)) = pending
             && let Some(cancel) = with_message(&forwarded, build::cancel_for)
         {
             let _ = self.txs.send_request(cancel, dest, now);
+        } else if let Some(parked) = self.unpark(&invite) {
+            // Still waiting for DNS: nothing went out to cancel; the INVITE ends here (§9.2).
+            parse_any(&parked.datagram, |parsed| {
+                if let Ok(Parsed::Message(m)) = parsed {
+                    self.reply(&invite, &m, 487, "Request Terminated", &[], now);
+                }
+            });
         }
+    }
+
+    /// Takes the request of server transaction `key` out of the DNS wait, if it is there.
+    fn unpark(&mut self, key: &Key) -> Option<Parked> {
+        let (name, at) = self.parked.iter().find_map(|(name, list)| {
+            let at = list.iter().position(|p| p.server == Some(*key))?;
+            Some((name.clone(), at))
+        })?;
+        let list = self.parked.get_mut(&name)?;
+        let parked = list.swap_remove(at);
+        if list.is_empty() {
+            self.parked.remove(&name);
+        }
+        self.parked_count -= 1;
+        Some(parked)
     }
 
     fn relay_response(&mut self, client: &Key, msg: &Message<'_, '_>, now: Instant) {
@@ -930,18 +953,24 @@ impl Proxy {
         if code == 100 {
             return self.record(Outcome::Absorbed); // hop by hop (§16.7 step 5)
         }
-        // The first final response ends what a pending request keeps (see `Link`).
-        if code >= 200
-            && link.pending.take().is_some()
-            && let Some(backend) = link.backend
-        {
-            self.events.push_back(ProxyEvent::Completed {
-                backend,
-                status: code,
-                elapsed: now.saturating_duration_since(link.received),
-            });
-        }
         let server = link.server;
+        // The first final response ends what a pending request keeps, and every link but
+        // an INVITE's answered 2xx (see `Link`).
+        if code >= 200 {
+            if let Some(p) = link.pending.take() {
+                self.server_links.remove(&server);
+                if let Some(backend) = p.backend {
+                    self.events.push_back(ProxyEvent::Completed {
+                        backend,
+                        status: code,
+                        elapsed: now.saturating_duration_since(p.received),
+                    });
+                }
+            }
+            if client.method != MethodClass::Invite || code >= 300 {
+                self.links.remove(client);
+            }
+        }
         self.record(Outcome::Relayed);
         let _ = self.txs.respond(&server, code, strip_top_via(msg), now);
     }
@@ -1023,11 +1052,11 @@ impl Proxy {
             return;
         };
         let (server, original) = (link.server, pending.original.clone());
-        if let Some(backend) = link.backend {
+        if let Some(backend) = pending.backend {
             self.events.push_back(ProxyEvent::Completed {
                 backend,
                 status: 408,
-                elapsed: now.saturating_duration_since(link.received),
+                elapsed: now.saturating_duration_since(pending.received),
             });
         }
         if let Some(resp) = with_message(&original, |m| {

@@ -309,26 +309,43 @@ fn put_sender_via(out: &mut BytesMut, name: &[u8], value: &[u8], source: SocketA
 
 /// The response `msg` without its top Via value (ours), to relay upstream.
 pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
-    let mut out = BytesMut::with_capacity(msg.raw.len());
-    if let StartLine::Response { code, reason } = msg.start {
-        let _ = write!(out, "SIP/2.0 {code} ");
-        out.put_slice(reason);
-        out.put_slice(b"\r\n");
+    let StartLine::Response { code, reason } = msg.start else {
+        return Bytes::new();
+    };
+    // The response may be kept 32 s (a non-INVITE server transaction's Completed state), so it
+    // is built in a buffer of its exact size: no slack, and `freeze` needs no shared header.
+    let len = "SIP/2.0 000 \r\n".len()
+        + reason.len()
+        + lines_without_top_via(msg)
+            .map(|(name, value)| name.len() + ": \r\n".len() + value.len())
+            .sum::<usize>()
+        + "\r\n".len()
+        + msg.body.len();
+    let mut out = BytesMut::with_capacity(len);
+    let _ = write!(out, "SIP/2.0 {code} ");
+    out.put_slice(reason);
+    out.put_slice(b"\r\n");
+    for (name, value) in lines_without_top_via(msg) {
+        put(&mut out, name, value);
     }
+    out.put_slice(b"\r\n");
+    out.put_slice(msg.body);
+    debug_assert_eq!(out.len(), len, "strip_top_via sized its buffer exactly");
+    out.freeze()
+}
+
+/// The header lines of `msg` (name as written, value) without the first Via value.
+fn lines_without_top_via<'m>(
+    msg: &'m Message<'_, '_>,
+) -> impl Iterator<Item = (&'m [u8], &'m [u8])> {
     let mut stripped = false;
-    for h in msg.headers {
+    msg.headers.iter().filter_map(move |h| {
         if h.name == HeaderName::Via && !stripped {
             stripped = true;
             let mut values = CommaList::new(h.value);
             values.next();
-            if let Some(rest) = values.remainder() {
-                put(&mut out, h.raw_name, rest);
-            }
-            continue;
+            return values.remainder().map(|rest| (h.raw_name, rest));
         }
-        put(&mut out, h.raw_name, h.value);
-    }
-    out.put_slice(b"\r\n");
-    out.put_slice(msg.body);
-    out.freeze()
+        Some((h.raw_name, h.value))
+    })
 }
