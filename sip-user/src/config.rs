@@ -73,11 +73,13 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// Server transactions (each lives up to 64·T1 = 32 s; ~600 bytes).
+    /// Server transactions (each lives up to 64·T1 = 32 s; ~700 bytes with what the proxy
+    /// keeps for its forwarded half). A call makes two (INVITE and BYE), so a worker taking R
+    /// calls a second holds ~64·R: the default admits ~2,000 calls a second per worker.
     pub transactions: usize,
     /// Server transactions one outside source may hold (backends and `trusted` count toward
-    /// `transactions` only). A carrier trunk sending more than ~`per_source / 100` calls a
-    /// second to one worker needs more.
+    /// `transactions` only): the default lets one source (an SBC, a trunk not listed as
+    /// `trusted`) send ~1,000 calls a second to each worker.
     pub per_source: usize,
     /// Dialogs (~500 bytes each); beyond, new INVITEs get 503 rather than pushing out others.
     pub dialogs: usize,
@@ -88,8 +90,8 @@ pub struct LimitsSection {
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
-            transactions: 65_536,
-            per_source: 16_384,
+            transactions: 131_072,
+            per_source: 65_536,
             dialogs: 100_000,
             handoff_queue: 8192,
         }

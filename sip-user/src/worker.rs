@@ -105,9 +105,9 @@ impl Worker {
                 _ = self.cancel.cancelled() => break,
                 Ok(()) = self.pool.changed() => self.take_pool(&mut m),
                 _ = export.tick() => {
-                    if self.proxy.shrink() {
-                        crate::heap::release_free_memory();
-                    }
+                    // Smaller tables free their old buckets; the trim gives the pages back.
+                    self.proxy.shrink();
+                    crate::heap::release_after_load();
                     let stats = self.proxy.stats();
                     self.counters.set_proxy(&stats, self.proxy.parked());
                     m.proxy_stats(

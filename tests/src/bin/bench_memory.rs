@@ -139,6 +139,15 @@ fn main() -> anyhow::Result<()> {
         (r, sampler.join().unwrap_or(0))
     });
     let steady = steady?;
+    if steady.failed > 0 || held.failed > 0 {
+        // Failed calls hold less: the figures would describe a load that did not work.
+        anyhow::bail!(
+            "{} held and {} steady calls failed (sipp's error log says why: SFP_KEEP_LOGS=1 \
+             keeps it)",
+            held.failed,
+            steady.failed
+        );
+    }
     let end_of_steady = Sample::take(&bed)?;
     println!(
         "steady {RATE} calls/s for {STEADY_SECONDS} s: {} ok, {} failed; RSS peak {:.1} MB; at \
@@ -150,6 +159,9 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(60));
     let after_steady = Sample::take(&bed)?;
     println!("60 s after the steady load: {after_steady}");
+    if let Some(pid) = bed.daemon.pid() {
+        print_largest_mappings(pid);
+    }
 
     let ratio = |s: &Sample, idle: &Sample| s.rss as f64 / idle.rss as f64;
     println!(
@@ -166,4 +178,29 @@ fn main() -> anyhow::Result<()> {
         ratio(&after_steady, &idle2),
     );
     Ok(())
+}
+
+/// Where the resident memory is: the mappings holding the most (from /proc/<pid>/smaps), so a
+/// retained heap can be told from the program, its stacks and the BPF maps.
+fn print_largest_mappings(pid: u32) {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return;
+    };
+    let mut mappings: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            name = format!("{first} {}", words.nth(4).unwrap_or("[anonymous]"));
+        } else if first == "Rss:" {
+            let kb = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            mappings.push((kb, name.clone()));
+        }
+    }
+    mappings.sort_by_key(|m| std::cmp::Reverse(m.0));
+    println!("  largest resident mappings:");
+    for (kb, name) in mappings.iter().take(8) {
+        println!("    {:>8.1} MB  {name}", *kb as f64 / 1024.0);
+    }
 }
