@@ -85,7 +85,41 @@ pub struct LimitsSection {
     pub dialogs: usize,
     /// Misrouted datagrams waiting for their worker; beyond, dropped and counted.
     pub handoff_queue: usize,
+    /// Heap (MiB, all workers, what the daemon's own code holds) beyond which new requests get
+    /// 503, except BYE and CANCEL, which end calls and free memory; 0 = no ceiling. The
+    /// counts above bound the tables, this bounds the bytes: a flood of 60 KB requests to a
+    /// slow hop would keep ~120 KB per transaction.
+    pub memory_mb: usize,
 }
+
+impl LimitsSection {
+    /// One outside source's share of request bytes in a worker's server transactions: an
+    /// eighth of the worker's part of `memory_mb` (what a transaction keeps is about twice its
+    /// request, the original and the forwarded copy), so a source sending large messages meets
+    /// its share long before the heap ceiling that would refuse everyone.
+    pub fn per_source_bytes(&self, workers: usize) -> u64 {
+        match self.memory_mb {
+            0 => u64::MAX,
+            mb => ((mb as u64) << 20) / workers.max(1) as u64 / 8,
+        }
+    }
+
+    /// One line for `check-config`.
+    pub fn describe(&self) -> String {
+        let memory = match self.memory_mb {
+            0 => "no heap ceiling".to_string(),
+            mb => format!("new requests 503 beyond {mb} MiB of heap"),
+        };
+        format!(
+            "limits per worker: {} server transactions, {} per outside source, {} dialogs, {} \
+             hand-overs queued; {memory}",
+            self.transactions, self.per_source, self.dialogs, self.handoff_queue
+        )
+    }
+}
+
+/// The smallest `limits.memory_mb` accepted.
+const MIN_MEMORY_MB: usize = 16;
 
 impl Default for LimitsSection {
     fn default() -> Self {
@@ -94,6 +128,7 @@ impl Default for LimitsSection {
             per_source: 65_536,
             dialogs: 100_000,
             handoff_queue: 8192,
+            memory_mb: 1024,
         }
     }
 }
@@ -501,6 +536,13 @@ impl Config {
                 return Err(format!("limits.{field}: must be at least 1"));
             }
         }
+        if l.memory_mb != 0 && l.memory_mb < MIN_MEMORY_MB {
+            return Err(format!(
+                "limits.memory_mb: at least {MIN_MEMORY_MB} (an idle daemon holds a few MiB), or \
+                 0 for no ceiling, got {}",
+                l.memory_mb
+            ));
+        }
         if l.per_source > l.transactions {
             return Err(format!(
                 "limits.per_source: at most limits.transactions ({}), got {}",
@@ -727,6 +769,12 @@ mod tests {
         assert!(e.starts_with("limits.dialogs"), "{e}");
         let e = parse("[limits]\ntransactions = 100\nper_source = 200").unwrap_err();
         assert!(e.starts_with("limits.per_source"), "{e}");
+        let e = parse("[limits]\nmemory_mb = 8").unwrap_err();
+        assert!(e.starts_with("limits.memory_mb: at least 16"), "{e}");
+        assert_eq!(
+            parse("[limits]\nmemory_mb = 0").unwrap().limits.memory_mb,
+            0
+        );
     }
 
     #[test]

@@ -202,7 +202,7 @@ async fn run_attached(
     let setup = WorkerSetup {
         addr: listen,
         cpus: a.cpus.to_vec(),
-        proxy: proxy_config(config, advertise, listen.port(), flow_key)?,
+        proxy: proxy_config(config, advertise, listen.port(), flow_key, a.cpus.len())?,
         pool: pool_rx,
         metrics: metrics.clone(),
         dns: config.dns.clone(),
@@ -275,6 +275,7 @@ fn proxy_config(
     advertise: IpAddr,
     port: u16,
     flow_key: FlowKey,
+    workers: usize,
 ) -> Result<ProxyConfig, DaemonError> {
     let timers = config.timers.timers();
     let host = |ip: IpAddr| match ip {
@@ -290,8 +291,13 @@ fn proxy_config(
         admission: Admission {
             max: config.limits.transactions,
             per_source: config.limits.per_source,
+            per_source_bytes: config.limits.per_source_bytes(workers),
         },
         max_dialogs: config.limits.dialogs,
+        memory_ceiling: match config.limits.memory_mb {
+            0 => usize::MAX,
+            mb => mb << 20,
+        },
         dialog_limits: Limits {
             calling: timers.timeout(),
             disconnecting: timers.timeout(),

@@ -3,7 +3,25 @@
 //! alone cannot tell live data from a retained heap; `/metrics` exports both. On other C
 //! libraries there is no such accounting and these report nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+/// How to read the bytes the program's Rust code holds: the binary's global allocator counts
+/// them (a library cannot declare one: tests bring their own), and says how with
+/// [`count_allocations_with`].
+static ALLOCATED: OnceLock<fn() -> usize> = OnceLock::new();
+
+/// Registers the counter [`allocated`] reads; the first call wins.
+pub fn count_allocations_with(counter: fn() -> usize) {
+    let _ = ALLOCATED.set(counter);
+}
+
+/// The bytes the program's Rust code holds now (an atomic load), if the binary counts them.
+pub fn allocated() -> Option<usize> {
+    ALLOCATED.get().map(|count| count())
+}
 
 /// Heap bytes, from `mallinfo2` (summed over every arena).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

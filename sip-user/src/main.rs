@@ -76,8 +76,10 @@ enum Command {
     /// domains, flow_secret, route_address, path; tables: [[backends]] (address, weight,
     /// priority, draining; or srv, draining), [[routes]] (domain or prefix, destination), [dns]
     /// (servers, timeout_ms, retry_ms), [health] (interval_ms, timeout_ms, fall, rise), [timers]
-    /// (t1_ms, t2_ms, t4_ms), [filter] (rate_limit_pps, rate_limit_burst, allowlist, blocklist,
-    /// scanner_user_agents). SRV and route names are not looked up here.
+    /// (t1_ms, t2_ms, t4_ms), [limits] (transactions, per_source, dialogs, handoff_queue,
+    /// memory_mb: per worker but memory_mb, which is the process's heap), [filter]
+    /// (rate_limit_pps, rate_limit_burst, allowlist, blocklist, scanner_user_agents). SRV and
+    /// route names are not looked up here.
     CheckConfig {
         /// The TOML file, as given to `run --config`.
         file: PathBuf,
@@ -93,7 +95,13 @@ enum Command {
     },
 }
 
+/// The system allocator, counting the bytes it hands out (one atomic per allocation) so that
+/// `limits.memory_mb` can refuse new requests before a flood of large messages grows the heap.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 fn main() -> anyhow::Result<()> {
+    sip_user::heap::count_allocations_with(|| ALLOCATOR.allocated());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
         Command::Run {
@@ -194,6 +202,7 @@ fn main() -> anyhow::Result<()> {
                 }
             );
             println!("{}", c.describe_edge());
+            println!("{}", c.limits.describe());
         }
         Command::BenchXdp { repeat, rounds } => {
             if repeat == 0 {

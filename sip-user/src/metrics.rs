@@ -313,7 +313,9 @@ impl Metrics {
                 &r,
                 "heap_bytes",
                 "The allocator's heap: in_use (handed out) and free (held in its arenas, not \
-                 returned to the system). RSS minus these is code, stacks and maps.",
+                 returned to the system); counted (what the daemon's own code holds, which \
+                 limits.memory_mb is compared with). RSS minus in_use and free is code, stacks \
+                 and maps.",
                 &["state"],
             ),
             registry: r,
@@ -425,6 +427,11 @@ impl Metrics {
                 .with_label_values(&["in_use"])
                 .set(h.in_use as i64);
             self.heap.with_label_values(&["free"]).set(h.free as i64);
+        }
+        if let Some(bytes) = crate::heap::allocated() {
+            self.heap
+                .with_label_values(&["counted"])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 

@@ -118,6 +118,9 @@ impl Worker {
                 }
                 _ = timer => self.proxy.handle_timeout(Instant::now()),
                 Some(h) = self.inbox.recv() => {
+                    if let Some(bytes) = crate::heap::allocated() {
+                        self.proxy.set_heap_in_use(bytes);
+                    }
                     self.proxy.handle(h.datagram, h.source, Instant::now());
                 }
                 Some((name, answer)) = answers.recv() => {

@@ -56,6 +56,7 @@ fn proxy() -> Proxy {
         timers: Timers::default(),
         admission: sip_user::sip::transaction::Admission::UNLIMITED,
         max_dialogs: 100_000,
+        memory_ceiling: usize::MAX,
         dialog_limits: Limits::default(),
         retry_after: 5,
         worker: 0,

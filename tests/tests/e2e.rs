@@ -441,6 +441,106 @@ fn a_flood_of_every_shape_stays_under_the_memory_ceiling_while_calls_succeed() -
     Ok(())
 }
 
+#[test]
+fn a_flood_of_large_requests_meets_its_share_of_memory_while_calls_succeed() -> anyhow::Result<()> {
+    // memory_mb = 64 on 2 workers: one source's requests may hold 4 MiB per worker. T1 = 100
+    // ms: a transaction (and its charge) ends 6.4 s after its final response.
+    const MEMORY_MB: u64 = 64;
+    let tables = format!(
+        "[[backends]]\naddress = \"{B1}:5060\"\n[[backends]]\naddress = \"{B2}:5060\"\n\
+         [limits]\nmemory_mb = {MEMORY_MB}\n[timers]\nt1_ms = 100\n"
+    );
+    let config = config_with(1000, &tables).replace(
+        "allowlist = [\"192.0.2.0/28\"]",
+        &format!(
+            "allowlist = [\"192.0.2.0/28\", \"{}/32\"]",
+            tests::bed::FLOOD
+        ),
+    );
+    let bed = Bed::new("e2e-bytes", "uas_call", &config)?;
+    let idle = bed.daemon.rss()?;
+    let done = AtomicBool::new(false);
+    let (calls, sent, peak) = std::thread::scope(|s| {
+        let flooder = s.spawn(|| flood_large(&bed, &done, Duration::from_secs(10)));
+        let sampler = s.spawn(|| {
+            let mut peak = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(bed.daemon.rss().unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            peak
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let calls = bed.call("uac_call", 100, 20);
+        let sent = flooder.join().expect("flood thread");
+        done.store(true, Ordering::Relaxed);
+        (calls, sent, sampler.join().expect("sampler"))
+    });
+    let (calls, sent) = (calls?, sent?);
+    let m = bed.metrics()?;
+    let refused = sum_of(
+        &m,
+        "sip_fastpath_overload_total",
+        "limit=\"per_source_bytes\"",
+    );
+    let over_ceiling = sum_of(&m, "sip_fastpath_overload_total", "limit=\"memory_mb\"");
+    eprintln!(
+        "large flood: {sent} datagrams; RSS idle {:.1} MB, peak {:.1} MB; {refused} refused by \
+         the source's share, {over_ceiling} by the ceiling; calls {} ok {} failed",
+        idle as f64 / 1048576.0,
+        peak as f64 / 1048576.0,
+        calls.successful,
+        calls.failed
+    );
+    assert_all_succeeded(&calls, 100);
+    assert!(sent > 10_000, "the flood sent {sent}");
+    assert!(refused > 0.0, "the per-source byte share engaged\n{m}");
+    assert_eq!(
+        over_ceiling, 0.0,
+        "the source met its share, not the ceiling"
+    );
+    // Its share bounds what the flood holds: 4 MiB of requests per worker, each kept about
+    // twice, with the allocator's slack.
+    assert!(
+        peak <= idle + (MEMORY_MB << 20) / 2,
+        "RSS peaked at {:.1} MB from {:.1} MB idle",
+        peak as f64 / 1048576.0,
+        idle as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// For `duration` (or until `stop`), from the flood host: MESSAGE requests of ~1,400 bytes (as
+/// large as fits a datagram on the LAN unfragmented), each with a fresh Call-ID and branch.
+/// About 2,000 a second.
+fn flood_large(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow::Result<u64> {
+    let flood = tests::bed::FLOOD;
+    let socket = bed
+        .lan
+        .host("flood")
+        .ns
+        .udp_socket(format!("{flood}:5080").parse()?)?;
+    let edge: std::net::SocketAddr = format!("{}:5060", tests::EDGE_ADDR).parse()?;
+    let body = "x".repeat(1000);
+    let until = Instant::now() + duration;
+    let mut sent = 0u64;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        let msg = format!(
+            "MESSAGE sip:u{sent}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {flood}:5080;branch=z9hG4bKlg{sent}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:f@{flood}>;tag=t{sent}\r\nTo: <sip:u{sent}@example.test>\r\n\
+             Call-ID: large-{sent}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        socket.send_to(msg.as_bytes(), edge)?;
+        sent += 1;
+        if sent.is_multiple_of(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(sent)
+}
+
 /// For `duration` (or until `stop`), from the flood host, in turn: a mutated INVITE (CSeq method
 /// mismatch: 400), an INVITE that will never be ACKed, a REGISTER, and a CANCEL for no
 /// transaction (481); every one with a fresh Call-ID and branch. About 4,000 a second.

@@ -647,6 +647,7 @@ fn limits_refuse_new_requests_statelessly_and_spare_other_sources() {
     cfg.admission = crate::sip::transaction::Admission {
         max: 100,
         per_source: 10,
+        per_source_bytes: u64::MAX,
     };
     cfg.max_dialogs = 15;
     let mut p = proxy_with(cfg, &[B1]);
@@ -690,6 +691,59 @@ fn limits_refuse_new_requests_statelessly_and_spare_other_sources() {
     let out = send(&mut p, invite("sixteenth", 70), "198.51.100.10:5060", t0);
     assert!(text(&out[0]).starts_with("SIP/2.0 503"), "{out:?}");
     assert_eq!(p.stats().overload[Limit::Dialogs as usize], 1);
+}
+
+#[test]
+fn over_the_memory_ceiling_new_requests_are_refused_but_calls_can_end() {
+    let mut cfg = config();
+    cfg.memory_ceiling = 64 << 20;
+    let mut p = proxy_with(cfg, &[B1]);
+    let t0 = Instant::now();
+    p.set_heap_in_use(32 << 20);
+    let out = send(&mut p, invite("under", 70), UAC, t0);
+    assert!(out.iter().any(|t| t.dest == addr(B1)), "{out:?}");
+    p.set_heap_in_use(65 << 20);
+    // A new call: 503 with Retry-After, nothing kept.
+    let before = p.active_transactions();
+    let out = send(&mut p, invite("over", 70), UAC, t0);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let r = text(&out[0]);
+    assert!(r.starts_with("SIP/2.0 503 Service Unavailable"), "{r}");
+    assert_eq!(header(&r, "Retry-After:").len(), 1);
+    assert_eq!(p.active_transactions(), before);
+    assert_eq!(p.stats().overload[Limit::Memory as usize], 1);
+    // The admitted INVITE's retransmission is still its transaction's, and its CANCEL and a BYE
+    // (which end calls, and free memory) still go through.
+    let again = send(&mut p, invite("under", 70), UAC, t0);
+    assert!(text(&again[0]).starts_with("SIP/2.0 100"), "{again:?}");
+    let cancel = invite("under", 70)
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let out = send(&mut p, cancel, UAC, t0);
+    assert!(
+        out.iter()
+            .any(|t| t.dest == addr(B1) && text(t).starts_with("CANCEL")),
+        "{out:?}"
+    );
+    let routes = ["<sip:192.0.2.1:5060;lr>".to_string()];
+    let out = send(
+        &mut p,
+        bye(
+            "a",
+            "b",
+            "sip:bob@192.0.2.21:5060",
+            "192.0.2.10:5060",
+            &routes,
+        ),
+        UAC,
+        t0,
+    );
+    assert!(out.iter().any(|t| t.dest == addr(B1)), "{out:?}");
+    assert_eq!(p.stats().overload[Limit::Memory as usize], 1);
+    // Back under the ceiling: new calls again.
+    p.set_heap_in_use(63 << 20);
+    let out = send(&mut p, invite("after", 70), UAC, t0);
+    assert!(out.iter().any(|t| t.dest == addr(B1)), "{out:?}");
 }
 
 #[test]

@@ -68,8 +68,11 @@ pub fn proxy() -> Proxy {
         admission: Admission {
             max: MAX_SERVER,
             per_source: MAX_SERVER / 2,
+            // A few large datagrams meet it.
+            per_source_bytes: 64 * 1024,
         },
         max_dialogs: MAX_DIALOGS,
+        memory_ceiling: usize::MAX,
         dialog_limits: Limits::default(),
         retry_after: 5,
         worker: 0,

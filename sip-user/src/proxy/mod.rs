@@ -89,6 +89,9 @@ pub struct ProxyConfig {
     pub admission: Admission,
     /// Dialogs at most; beyond, new INVITEs get 503.
     pub max_dialogs: usize,
+    /// Heap bytes beyond which new requests get 503 (BYE and CANCEL excepted), compared with
+    /// what [`Proxy::set_heap_in_use`] last said; `usize::MAX` for no ceiling.
+    pub memory_ceiling: usize,
     pub dialog_limits: Limits,
     /// Seconds in the Retry-After of a 503 when no backend is up.
     pub retry_after: u32,
@@ -138,18 +141,41 @@ pub enum Limit {
     Transactions,
     /// `limits.per_source`: one outside source's share of them.
     PerSource,
+    /// One outside source's share of request bytes (derived from `limits.memory_mb`).
+    PerSourceBytes,
     /// `limits.dialogs`: new INVITEs while the dialog table is full.
     Dialogs,
+    /// `limits.memory_mb`: new requests while the heap is over the ceiling.
+    Memory,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 3] = [Limit::Transactions, Limit::PerSource, Limit::Dialogs];
+    pub const ALL: [Limit; 5] = [
+        Limit::Transactions,
+        Limit::PerSource,
+        Limit::PerSourceBytes,
+        Limit::Dialogs,
+        Limit::Memory,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Limit::Transactions => "transactions",
             Limit::PerSource => "per_source",
+            Limit::PerSourceBytes => "per_source_bytes",
             Limit::Dialogs => "dialogs",
+            Limit::Memory => "memory_mb",
+        }
+    }
+
+    /// The setting behind the limit, for the log.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Limit::Transactions => "limits.transactions",
+            Limit::PerSource => "limits.per_source",
+            Limit::PerSourceBytes => "one source's share of limits.memory_mb",
+            Limit::Dialogs => "limits.dialogs",
+            Limit::Memory => "limits.memory_mb",
         }
     }
 }
@@ -159,6 +185,7 @@ impl From<Overload> for Limit {
         match o {
             Overload::Transactions => Limit::Transactions,
             Overload::Source => Limit::PerSource,
+            Overload::SourceBytes => Limit::PerSourceBytes,
         }
     }
 }
@@ -266,6 +293,8 @@ pub struct Proxy {
     overload_logged: Option<Instant>,
     /// An outcome was recorded for the datagram being handled, or it was parked for DNS.
     settled: bool,
+    /// The process's heap as last told (see [`ProxyConfig::memory_ceiling`]).
+    heap_in_use: usize,
 }
 
 impl Proxy {
@@ -290,7 +319,14 @@ impl Proxy {
             retry_after,
             overload_logged: None,
             settled: false,
+            heap_in_use: 0,
         }
+    }
+
+    /// The process's heap in use now, for `memory_ceiling` (the worker says it before each
+    /// datagram: the proxy is sans-IO, the count is the allocator's).
+    pub fn set_heap_in_use(&mut self, bytes: usize) {
+        self.heap_in_use = bytes;
     }
 
     /// Requests waiting for a name to resolve: received, their outcome not known yet.
@@ -417,6 +453,14 @@ impl Proxy {
         {
             return self.overloaded(&msg, source, Limit::Dialogs, now);
         }
+        if self.heap_in_use > self.cfg.memory_ceiling
+            && msg
+                .method()
+                .is_some_and(|m| !matches!(m, Method::Ack | Method::Bye | Method::Cancel))
+            && !self.txs.knows(&msg)
+        {
+            return self.overloaded(&msg, source, Limit::Memory, now);
+        }
         let exempt = msg.is_request() && self.is_inside(source.ip());
         match self.txs.handle_from(&msg, datagram, source, exempt, now) {
             Ok(()) => {}
@@ -445,10 +489,10 @@ impl Proxy {
         {
             self.overload_logged = Some(now);
             log::warn!(
-                "worker {}: limits.{} reached; new requests get 503 ({} refused so far, the \
-                 last from {source})",
+                "worker {}: {} reached; new requests get 503 ({} refused so far, the last from \
+                 {source})",
                 self.cfg.worker,
-                limit.name(),
+                limit.setting(),
                 self.stats.overload[limit as usize]
             );
         }

@@ -25,6 +25,7 @@ pub(super) fn config() -> ProxyConfig {
         timers: Timers::default(),
         admission: crate::sip::transaction::Admission::UNLIMITED,
         max_dialogs: 1000,
+        memory_ceiling: usize::MAX,
         dialog_limits: Limits::default(),
         retry_after: 30,
         worker: 0,

@@ -88,23 +88,36 @@ pub enum Overload {
     Transactions,
     #[error("its source holds its share of the server transactions")]
     Source,
+    #[error("its source's server transactions hold their share of request bytes")]
+    SourceBytes,
 }
 
-/// How many server transactions a layer admits: in all, and from one source (a flood from one
-/// address then takes its share, not the table; sources the caller marks exempt, such as the
-/// proxy's inside, only count toward the total). A refusal creates nothing: the caller answers
-/// it statelessly.
+/// How many server transactions a layer admits: in all, and from one source, by count and by
+/// the bytes of their requests (a flood from one address then takes its share, not the table
+/// nor the memory, whatever the size of its messages; sources the caller marks exempt, such as
+/// the proxy's inside, only count toward the total). A refusal creates nothing: the caller
+/// answers it statelessly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
     pub max: usize,
     pub per_source: usize,
+    /// The request bytes one source's live server transactions may add up to.
+    pub per_source_bytes: u64,
 }
 
 impl Admission {
     pub const UNLIMITED: Admission = Admission {
         max: usize::MAX,
         per_source: usize::MAX,
+        per_source_bytes: u64::MAX,
     };
+}
+
+/// What one source's live server transactions hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Share {
+    count: u32,
+    bytes: u64,
 }
 
 /// State shared by the machines while they handle one input.
@@ -194,6 +207,8 @@ impl Machine {
 struct Entry {
     machine: Machine,
     peer: SocketAddr,
+    /// A server transaction's request size, charged to its source's [`Share`] until it ends.
+    charged: u32,
 }
 
 /// Counters of the layer's work, for metrics.
@@ -215,7 +230,7 @@ pub struct TransactionLayer {
     admission: Admission,
     /// Live server transactions, in all and by source address.
     servers: usize,
-    servers_by_source: HashMap<IpAddr, u32>,
+    servers_by_source: HashMap<IpAddr, Share>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -310,13 +325,17 @@ impl TransactionLayer {
         if self.servers >= self.admission.max {
             return Err(TransactionError::Overloaded(Overload::Transactions));
         }
-        let from_source = self
+        let share = self
             .servers_by_source
             .get(&source.ip())
             .copied()
-            .unwrap_or(0);
-        if !exempt && from_source as usize >= self.admission.per_source {
+            .unwrap_or_default();
+        let charged = u32::try_from(datagram.len()).unwrap_or(u32::MAX);
+        if !exempt && share.count as usize >= self.admission.per_source {
             return Err(TransactionError::Overloaded(Overload::Source));
+        }
+        if !exempt && share.bytes + u64::from(charged) > self.admission.per_source_bytes {
+            return Err(TransactionError::Overloaded(Overload::SourceBytes));
         }
         let machine = if method == Method::Invite {
             Machine::ServerInvite(ServerInvite::new())
@@ -324,8 +343,10 @@ impl TransactionLayer {
             Machine::ServerNonInvite(ServerNonInvite::new())
         };
         self.servers += 1;
-        *self.servers_by_source.entry(source.ip()).or_default() += 1;
-        self.insert(key, machine, source);
+        let share = self.servers_by_source.entry(source.ip()).or_default();
+        share.count += 1;
+        share.bytes += u64::from(charged);
+        self.insert(key, machine, source, charged);
         self.events.push_back(Event::Request {
             key,
             datagram: datagram.clone(),
@@ -391,7 +412,7 @@ impl TransactionLayer {
         } else {
             Machine::ClientNonInvite(ClientNonInvite::start(request.clone(), now, &mut ctx))
         };
-        self.insert(key, machine, dest);
+        self.insert(key, machine, dest, 0);
         Ok(key)
     }
 
@@ -479,9 +500,16 @@ impl TransactionLayer {
         self.stats
     }
 
-    fn insert(&mut self, key: Key, machine: Machine, peer: SocketAddr) {
+    fn insert(&mut self, key: Key, machine: Machine, peer: SocketAddr, charged: u32) {
         self.stats.created += 1;
-        self.entries.insert(key, Entry { machine, peer });
+        self.entries.insert(
+            key,
+            Entry {
+                machine,
+                peer,
+                charged,
+            },
+        );
         self.reschedule(&key, Deadline::NONE);
     }
 
@@ -531,9 +559,10 @@ impl TransactionLayer {
             {
                 self.servers -= 1;
                 let ip = entry.peer.ip();
-                if let Some(n) = self.servers_by_source.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
+                if let Some(share) = self.servers_by_source.get_mut(&ip) {
+                    share.count -= 1;
+                    share.bytes -= u64::from(entry.charged);
+                    if share.count == 0 {
                         self.servers_by_source.remove(&ip);
                     }
                 }

@@ -488,6 +488,7 @@ fn admission_limits_new_requests_not_retransmissions() {
     let mut l = TransactionLayer::new(Timers::default()).with_admission(Admission {
         max: 3,
         per_source: 2,
+        per_source_bytes: u64::MAX,
     });
     let t0 = Instant::now();
     let opts = |n: u32| request("OPTIONS", &format!("z9hG4bKadm{n}"), "OPTIONS", "");
@@ -526,4 +527,56 @@ fn admission_limits_new_requests_not_retransmissions() {
     run_until(&mut l, t0, Duration::from_secs(70));
     assert!(l.is_empty());
     assert_eq!(try_feed(&mut l, 6, "198.51.100.1:5060", false), Ok(()));
+}
+
+#[test]
+fn a_source_of_large_requests_meets_its_share_of_bytes() {
+    // Made large by a long To parameter.
+    let opts = |n: u32, pad: &str| {
+        request(
+            "OPTIONS",
+            &format!("z9hG4bKbig{n}"),
+            "OPTIONS",
+            &format!(";pad={pad}"),
+        )
+    };
+    let size = opts(0, &"x".repeat(1000)).len() as u64;
+    let mut l = TransactionLayer::new(Timers::default()).with_admission(Admission {
+        max: 100,
+        per_source: 100,
+        per_source_bytes: 3 * size,
+    });
+    let t0 = Instant::now();
+    let feed = |l: &mut TransactionLayer, n: u32, body: &str, src: &str| {
+        let datagram = opts(n, body);
+        let mut h = [Header::EMPTY; 32];
+        let Ok(Parsed::Message(m)) = parse(&datagram, &mut h) else {
+            panic!()
+        };
+        l.handle_from(&m, &datagram, src.parse().unwrap(), false, t0)
+    };
+    let big = "x".repeat(1000);
+    for n in 0..3 {
+        assert_eq!(feed(&mut l, n, &big, "198.51.100.1:5060"), Ok(()));
+    }
+    assert_eq!(
+        feed(&mut l, 3, &big, "198.51.100.1:5060"),
+        Err(TransactionError::Overloaded(Overload::SourceBytes)),
+        "a fourth large request is over the share"
+    );
+    assert_eq!(
+        feed(&mut l, 4, &big, "198.51.100.2:5060"),
+        Ok(()),
+        "another source"
+    );
+    // The share comes back as the transactions end.
+    for e in events(&mut l) {
+        if let Event::Request { key, .. } = e {
+            l.respond(&key, 200, response(200, "x", "OPTIONS"), t0)
+                .unwrap();
+        }
+    }
+    run_until(&mut l, t0, Duration::from_secs(70));
+    assert!(l.is_empty());
+    assert_eq!(feed(&mut l, 5, &big, "198.51.100.1:5060"), Ok(()));
 }
