@@ -369,61 +369,16 @@ fn a_flood_of_every_shape_stays_under_the_memory_ceiling_while_calls_succeed() -
     // 2,000 dialogs, ~0.5 KB), so RSS may grow at most that plus the allocator's slack over
     // idle. (Measured: 19.8 -> 22.3 MB with them; the same flood without them: 54.7 MB.)
     const CEILING_OVER_IDLE: u64 = 24 << 20;
-    let tables = format!(
-        "[[backends]]\naddress = \"{B1}:5060\"\n[[backends]]\naddress = \"{B2}:5060\"\n\
-         [limits]\ntransactions = 4000\nper_source = 500\ndialogs = 2000\n\
-         [timers]\nt1_ms = 100\n"
-    );
-    // The flood comes from an allowlisted address: XDP's rate limit would otherwise drop most
-    // of it, and this test is about what reaches the workers.
-    let config = config_with(1000, &tables).replace(
-        "allowlist = [\"192.0.2.0/28\"]",
-        &format!(
-            "allowlist = [\"192.0.2.0/28\", \"{}/32\"]",
-            tests::bed::FLOOD
-        ),
-    );
-    let bed = Bed::new("e2e-limits", "uas_call", &config)?;
-    let idle = bed.daemon.rss()?;
-    let done = AtomicBool::new(false);
-    let (calls, sent, peak) = std::thread::scope(|s| {
-        let flooder = s.spawn(|| flood_every_shape(&bed, &done, Duration::from_secs(12)));
-        let sampler = s.spawn(|| {
-            let mut peak = 0u64;
-            while !done.load(Ordering::Relaxed) {
-                peak = peak.max(bed.daemon.rss().unwrap_or(0));
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            peak
-        });
-        // Legitimate calls from another address, while the flood is on.
-        std::thread::sleep(Duration::from_secs(2));
-        let calls = bed.call("uac_call", 100, 20);
-        let sent = flooder.join().expect("flood thread");
-        done.store(true, Ordering::Relaxed);
-        (calls, sent, sampler.join().expect("sampler"))
-    });
-    let (calls, sent) = (calls?, sent?);
+    let bed = flood_bed(
+        "e2e-limits",
+        "[limits]\ntransactions = 4000\nper_source = 500\ndialogs = 2000\n[timers]\nt1_ms = 100\n",
+    )?;
+    let run = calls_during_flood(&bed, flood_every_shape, Duration::from_secs(12))?;
     let m = bed.metrics()?;
     let per_source = sum_of(&m, "sip_fastpath_overload_total", "limit=\"per_source\"");
-    eprintln!(
-        "flood: {sent} datagrams; RSS idle {:.1} MB, peak {:.1} MB; {per_source} refused by \
-         per_source; calls {} ok {} failed",
-        idle as f64 / 1048576.0,
-        peak as f64 / 1048576.0,
-        calls.successful,
-        calls.failed
-    );
-    assert_all_succeeded(&calls, 100);
-    assert!(sent > 20_000, "the flood sent {sent}");
+    eprintln!("flood: {run}; {per_source} refused by per_source");
+    run.check(20_000, CEILING_OVER_IDLE);
     assert!(per_source > 0.0, "the per-source limit engaged\n{m}");
-    assert!(
-        peak <= idle + CEILING_OVER_IDLE,
-        "RSS peaked at {:.1} MB, more than {} MB over idle ({:.1} MB)",
-        peak as f64 / 1048576.0,
-        CEILING_OVER_IDLE >> 20,
-        idle as f64 / 1048576.0
-    );
     // The flood's INVITEs were answered 2xx by the backends and never ACKed: their dialogs end
     // after 64·T1 and are counted.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -446,22 +401,99 @@ fn a_flood_of_large_requests_meets_its_share_of_memory_while_calls_succeed() -> 
     // memory_mb = 64 on 2 workers: one source's requests may hold 4 MiB per worker. T1 = 100
     // ms: a transaction (and its charge) ends 6.4 s after its final response.
     const MEMORY_MB: u64 = 64;
-    let tables = format!(
-        "[[backends]]\naddress = \"{B1}:5060\"\n[[backends]]\naddress = \"{B2}:5060\"\n\
-         [limits]\nmemory_mb = {MEMORY_MB}\n[timers]\nt1_ms = 100\n"
+    let bed = flood_bed(
+        "e2e-bytes",
+        &format!("[limits]\nmemory_mb = {MEMORY_MB}\n[timers]\nt1_ms = 100\n"),
+    )?;
+    let run = calls_during_flood(&bed, flood_large, Duration::from_secs(10))?;
+    let m = bed.metrics()?;
+    let refused = sum_of(
+        &m,
+        "sip_fastpath_overload_total",
+        "limit=\"per_source_bytes\"",
     );
-    let config = config_with(1000, &tables).replace(
+    let over_ceiling = sum_of(&m, "sip_fastpath_overload_total", "limit=\"memory_mb\"");
+    eprintln!(
+        "large flood: {run}; {refused} refused by the source's share, {over_ceiling} by the \
+         ceiling"
+    );
+    // Its share bounds what the flood holds: 4 MiB of requests per worker, each kept about
+    // twice, with the allocator's slack.
+    run.check(10_000, (MEMORY_MB << 20) / 2);
+    assert!(refused > 0.0, "the per-source byte share engaged\n{m}");
+    assert_eq!(
+        over_ceiling, 0.0,
+        "the source met its share, not the ceiling"
+    );
+    Ok(())
+}
+
+/// The bed with both backends and `tables` (TOML: `[limits]`, `[timers]`), the flood host
+/// allowlisted: XDP's rate limit would otherwise drop most of a flood, and these tests are
+/// about what reaches the workers.
+fn flood_bed(tag: &str, tables: &str) -> anyhow::Result<Bed> {
+    let backends = format!(
+        "[[backends]]\naddress = \"{B1}:5060\"\n[[backends]]\naddress = \"{B2}:5060\"\n{tables}"
+    );
+    let config = config_with(1000, &backends).replace(
         "allowlist = [\"192.0.2.0/28\"]",
         &format!(
             "allowlist = [\"192.0.2.0/28\", \"{}/32\"]",
             tests::bed::FLOOD
         ),
     );
-    let bed = Bed::new("e2e-bytes", "uas_call", &config)?;
+    Bed::new(tag, "uas_call", &config)
+}
+
+type Flood = fn(&Bed, &AtomicBool, Duration) -> anyhow::Result<u64>;
+
+/// What [`calls_during_flood`] saw.
+struct FloodRun {
+    calls: tests::sipp::CallerReport,
+    sent: u64,
+    idle: u64,
+    peak: u64,
+}
+
+impl FloodRun {
+    /// Every call succeeded, the flood sent more than `min_sent` datagrams, and RSS stayed
+    /// within `over_idle` bytes of idle.
+    fn check(&self, min_sent: u64, over_idle: u64) {
+        assert_all_succeeded(&self.calls, 100);
+        assert!(self.sent > min_sent, "the flood sent {}", self.sent);
+        assert!(
+            self.peak <= self.idle + over_idle,
+            "RSS peaked at {:.1} MB, more than {} MB over idle",
+            mb(self.peak),
+            over_idle >> 20
+        );
+    }
+}
+
+impl std::fmt::Display for FloodRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} datagrams; RSS idle {:.1} MB, peak {:.1} MB; calls {} ok {} failed",
+            self.sent,
+            mb(self.idle),
+            mb(self.peak),
+            self.calls.successful,
+            self.calls.failed
+        )
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+/// Runs `flood` for `duration` and, from 2 s in, 100 legitimate calls from the caller's host.
+fn calls_during_flood(bed: &Bed, flood: Flood, duration: Duration) -> anyhow::Result<FloodRun> {
     let idle = bed.daemon.rss()?;
     let done = AtomicBool::new(false);
     let (calls, sent, peak) = std::thread::scope(|s| {
-        let flooder = s.spawn(|| flood_large(&bed, &done, Duration::from_secs(10)));
+        let flooder = s.spawn(|| flood(bed, &done, duration));
         let sampler = s.spawn(|| {
             let mut peak = 0u64;
             while !done.load(Ordering::Relaxed) {
@@ -476,38 +508,12 @@ fn a_flood_of_large_requests_meets_its_share_of_memory_while_calls_succeed() -> 
         done.store(true, Ordering::Relaxed);
         (calls, sent, sampler.join().expect("sampler"))
     });
-    let (calls, sent) = (calls?, sent?);
-    let m = bed.metrics()?;
-    let refused = sum_of(
-        &m,
-        "sip_fastpath_overload_total",
-        "limit=\"per_source_bytes\"",
-    );
-    let over_ceiling = sum_of(&m, "sip_fastpath_overload_total", "limit=\"memory_mb\"");
-    eprintln!(
-        "large flood: {sent} datagrams; RSS idle {:.1} MB, peak {:.1} MB; {refused} refused by \
-         the source's share, {over_ceiling} by the ceiling; calls {} ok {} failed",
-        idle as f64 / 1048576.0,
-        peak as f64 / 1048576.0,
-        calls.successful,
-        calls.failed
-    );
-    assert_all_succeeded(&calls, 100);
-    assert!(sent > 10_000, "the flood sent {sent}");
-    assert!(refused > 0.0, "the per-source byte share engaged\n{m}");
-    assert_eq!(
-        over_ceiling, 0.0,
-        "the source met its share, not the ceiling"
-    );
-    // Its share bounds what the flood holds: 4 MiB of requests per worker, each kept about
-    // twice, with the allocator's slack.
-    assert!(
-        peak <= idle + (MEMORY_MB << 20) / 2,
-        "RSS peaked at {:.1} MB from {:.1} MB idle",
-        peak as f64 / 1048576.0,
-        idle as f64 / 1048576.0
-    );
-    Ok(())
+    Ok(FloodRun {
+        calls: calls?,
+        sent: sent?,
+        idle,
+        peak,
+    })
 }
 
 /// For `duration` (or until `stop`), from the flood host: MESSAGE requests of ~1,400 bytes (as
@@ -515,36 +521,48 @@ fn a_flood_of_large_requests_meets_its_share_of_memory_while_calls_succeed() -> 
 /// About 2,000 a second.
 fn flood_large(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow::Result<u64> {
     let flood = tests::bed::FLOOD;
-    let socket = bed
-        .lan
-        .host("flood")
-        .ns
-        .udp_socket(format!("{flood}:5080").parse()?)?;
-    let edge: std::net::SocketAddr = format!("{}:5060", tests::EDGE_ADDR).parse()?;
     let body = "x".repeat(1000);
-    let until = Instant::now() + duration;
-    let mut sent = 0u64;
-    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-        let msg = format!(
-            "MESSAGE sip:u{sent}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {flood}:5080;branch=z9hG4bKlg{sent}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:f@{flood}>;tag=t{sent}\r\nTo: <sip:u{sent}@example.test>\r\n\
-             Call-ID: large-{sent}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n\
+    send_from_flood_host(bed, stop, duration, 20, |n| {
+        format!(
+            "MESSAGE sip:u{n}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {flood}:5080;branch=z9hG4bKlg{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:f@{flood}>;tag=t{n}\r\nTo: <sip:u{n}@example.test>\r\n\
+             Call-ID: large-{n}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
-        );
-        socket.send_to(msg.as_bytes(), edge)?;
-        sent += 1;
-        if sent.is_multiple_of(20) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    Ok(sent)
+        )
+    })
 }
 
 /// For `duration` (or until `stop`), from the flood host, in turn: a mutated INVITE (CSeq method
 /// mismatch: 400), an INVITE that will never be ACKed, a REGISTER, and a CANCEL for no
 /// transaction (481); every one with a fresh Call-ID and branch. About 4,000 a second.
 fn flood_every_shape(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow::Result<u64> {
+    let flood = tests::bed::FLOOD;
+    send_from_flood_host(bed, stop, duration, 40, |n| {
+        let (method, cseq_method) = match n % 4 {
+            0 => ("INVITE", "BYE"),
+            1 => ("INVITE", "INVITE"),
+            2 => ("REGISTER", "REGISTER"),
+            _ => ("CANCEL", "CANCEL"),
+        };
+        format!(
+            "{method} sip:u{n}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {flood}:5080;branch=z9hG4bKfl{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:f@{flood}>;tag=t{n}\r\nTo: <sip:u{n}@example.test>\r\n\
+             Call-ID: flood-{n}\r\nCSeq: 1 {cseq_method}\r\nContact: <sip:f@{flood}:5080>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    })
+}
+
+/// Sends `message(n)` for n = 0, 1, … from the flood host to the edge for `duration` (or until
+/// `stop`), pausing 10 ms after every `burst`; how many it sent.
+fn send_from_flood_host(
+    bed: &Bed,
+    stop: &AtomicBool,
+    duration: Duration,
+    burst: u64,
+    message: impl Fn(u64) -> String,
+) -> anyhow::Result<u64> {
     let flood = tests::bed::FLOOD;
     let socket = bed
         .lan
@@ -555,22 +573,9 @@ fn flood_every_shape(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow
     let until = Instant::now() + duration;
     let mut sent = 0u64;
     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-        let shape = sent % 4;
-        let (method, cseq_method) = match shape {
-            0 => ("INVITE", "BYE"),
-            1 => ("INVITE", "INVITE"),
-            2 => ("REGISTER", "REGISTER"),
-            _ => ("CANCEL", "CANCEL"),
-        };
-        let msg = format!(
-            "{method} sip:u{sent}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {flood}:5080;branch=z9hG4bKfl{sent}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:f@{flood}>;tag=t{sent}\r\nTo: <sip:u{sent}@example.test>\r\n\
-             Call-ID: flood-{sent}\r\nCSeq: 1 {cseq_method}\r\nContact: <sip:f@{flood}:5080>\r\n\
-             Content-Length: 0\r\n\r\n"
-        );
-        socket.send_to(msg.as_bytes(), edge)?;
+        socket.send_to(message(sent).as_bytes(), edge)?;
         sent += 1;
-        if sent.is_multiple_of(40) {
+        if sent.is_multiple_of(burst) {
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -364,18 +364,7 @@ fn calls_out_by_static_route_and_by_dns() {
     let name = p.poll_query().expect("a query");
     assert_eq!(name.host, "carrier.example");
     assert_eq!(p.poll_query(), None, "one query for both calls");
-    p.handle_answer(
-        name,
-        Answer::Found {
-            candidates: vec![resolve::Candidate {
-                addr: addr("192.0.2.80:5060"),
-                priority: 10,
-                weight: 1.0,
-            }],
-            valid_until: t0 + Duration::from_secs(60),
-        },
-        t0,
-    );
+    p.handle_answer(name, found_80(t0, 10), t0);
     let out: Vec<Transmit> = std::iter::from_fn(|| p.poll_transmit()).collect();
     assert_eq!(
         out.iter()
@@ -444,18 +433,7 @@ fn a_cancel_ends_an_invite_still_waiting_for_dns() {
     let name = p
         .poll_query()
         .expect("the query went out before the CANCEL");
-    p.handle_answer(
-        name,
-        Answer::Found {
-            candidates: vec![resolve::Candidate {
-                addr: addr("192.0.2.80:5060"),
-                priority: 10,
-                weight: 1.0,
-            }],
-            valid_until: t0 + Duration::from_secs(60),
-        },
-        t0 + Duration::from_millis(20),
-    );
+    p.handle_answer(name, found_80(t0, 10), t0 + Duration::from_millis(20));
     assert_eq!(p.poll_transmit(), None);
     // Every datagram got its one outcome: INVITE 487, CANCEL 200.
     let s = p.stats();
@@ -799,18 +777,7 @@ fn every_datagram_has_exactly_one_outcome_and_they_add_up() {
     assert!(!mid.iter().any(|(n, _)| *n == "answered_5xx"), "{mid:?}");
     // ...until the name resolves and it is forwarded.
     let name = p.poll_query().unwrap();
-    p.handle_answer(
-        name,
-        Answer::Found {
-            candidates: vec![resolve::Candidate {
-                addr: addr("192.0.2.80:5060"),
-                priority: 0,
-                weight: 1.0,
-            }],
-            valid_until: t0 + Duration::from_secs(60),
-        },
-        t0,
-    );
+    p.handle_answer(name, found_80(t0, 0), t0);
     assert_eq!(p.parked(), 0);
     assert_eq!(
         outcomes(&p),
@@ -832,4 +799,16 @@ fn every_datagram_has_exactly_one_outcome_and_they_add_up() {
     assert_eq!(p.stats().timer_replies, 1);
     assert_eq!(p.stats().received, received);
     outcomes(&p);
+}
+
+/// The DNS answer naming 192.0.2.80:5060 (SRV priority `priority`), valid for a minute.
+fn found_80(t0: Instant, priority: u16) -> Answer {
+    Answer::Found {
+        candidates: vec![resolve::Candidate {
+            addr: addr("192.0.2.80:5060"),
+            priority,
+            weight: 1.0,
+        }],
+        valid_until: t0 + Duration::from_secs(60),
+    }
 }

@@ -518,14 +518,7 @@ fn admission_limits_new_requests_not_retransmissions() {
         Err(TransactionError::Overloaded(Overload::Transactions))
     );
     // Answered and expired (Timer J), they make room again.
-    for e in events(&mut l) {
-        if let Event::Request { key, .. } = e {
-            l.respond(&key, 200, response(200, "x", "OPTIONS"), t0)
-                .unwrap();
-        }
-    }
-    run_until(&mut l, t0, Duration::from_secs(70));
-    assert!(l.is_empty());
+    answer_all_and_expire(&mut l, t0);
     assert_eq!(try_feed(&mut l, 6, "198.51.100.1:5060", false), Ok(()));
 }
 
@@ -570,13 +563,18 @@ fn a_source_of_large_requests_meets_its_share_of_bytes() {
         "another source"
     );
     // The share comes back as the transactions end.
-    for e in events(&mut l) {
+    answer_all_and_expire(&mut l, t0);
+    assert_eq!(feed(&mut l, 5, &big, "198.51.100.1:5060"), Ok(()));
+}
+
+/// Answers every new OPTIONS 200 and runs the clock past Timer J: the layer is empty.
+fn answer_all_and_expire(l: &mut TransactionLayer, t0: Instant) {
+    for e in events(l) {
         if let Event::Request { key, .. } = e {
             l.respond(&key, 200, response(200, "x", "OPTIONS"), t0)
                 .unwrap();
         }
     }
-    run_until(&mut l, t0, Duration::from_secs(70));
+    run_until(l, t0, Duration::from_secs(70));
     assert!(l.is_empty());
-    assert_eq!(feed(&mut l, 5, &big, "198.51.100.1:5060"), Ok(()));
 }
