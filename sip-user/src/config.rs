@@ -17,7 +17,8 @@ use crate::{
         flow::{FlowKey, MIN_SECRET},
         target::{Policy, StaticRoute},
     },
-    sip::transaction::Timers,
+    sip::{peer::Transport, transaction::Timers},
+    transport::{framer::FrameLimits, stream::StreamSettings},
 };
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -25,8 +26,12 @@ use crate::{
 pub struct Config {
     /// UDP ports the XDP program treats as SIP (1 to 8).
     pub sip_ports: Vec<u16>,
-    /// Address the workers receive on; defaults to 0.0.0.0 on the first SIP port.
+    /// Address the workers receive UDP on; defaults to 0.0.0.0 on the first SIP port. Kept
+    /// for configs from before `[[listeners]]`, which it cannot be used with.
     pub listen: Option<SocketAddr>,
+    /// Where SIP is received, by transport. Default: UDP on `listen`, and TCP on the same
+    /// address and port.
+    pub listeners: Vec<ListenerSection>,
     /// Worker threads, one per CPU starting at CPU 0; 0 means one per online CPU.
     pub workers: usize,
     /// Redirect each Call-ID to its worker's CPU in XDP (off: every message passes on the
@@ -64,7 +69,144 @@ pub struct Config {
     pub dns: DnsSection,
     pub timers: TimersSection,
     pub limits: LimitsSection,
+    pub connections: ConnectionsSection,
     pub filter: FilterSection,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// `udp`, `tcp` or `tls`.
+    pub transport: TransportName,
+    /// The IP address to listen on (default 0.0.0.0).
+    #[serde(default = "unspecified")]
+    pub address: IpAddr,
+    /// Default 5060 (UDP, TCP), 5061 (TLS).
+    pub port: Option<u16>,
+}
+
+fn unspecified() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+
+/// A transport as written in the config.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportName {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl TransportName {
+    pub fn transport(self) -> Transport {
+        match self {
+            TransportName::Udp => Transport::Udp,
+            TransportName::Tcp => Transport::Tcp,
+            TransportName::Tls => Transport::Tls,
+        }
+    }
+}
+
+impl ListenerSection {
+    pub fn addr(&self) -> SocketAddr {
+        let default = match self.transport {
+            TransportName::Tls => 5061,
+            _ => 5060,
+        };
+        SocketAddr::new(self.address, self.port.unwrap_or(default))
+    }
+}
+
+/// `[connections]`: how long and how much a TCP connection may hold us (per connection unless
+/// said otherwise).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsSection {
+    /// Closed after this many seconds without a byte either way. Phones keep their flows open
+    /// with CRLF pings (RFC 5626, every ~2 minutes), which count.
+    pub idle_s: u64,
+    /// A message must be complete this long after its first byte (and the first message this
+    /// long after the connection opened): a client trickling bytes (slowloris) is closed.
+    pub message_timeout_ms: u64,
+    /// The start line and headers at most; a longer header section closes the connection.
+    pub max_header_bytes: usize,
+    /// A whole message at most.
+    pub max_message_bytes: usize,
+    /// Connections one source IP may hold open at once; more are closed at once.
+    pub per_source: u32,
+    /// Messages waiting to be written to one peer; beyond, new ones are dropped.
+    pub write_queue: usize,
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        let d = StreamSettings::default();
+        ConnectionsSection {
+            idle_s: d.idle.as_secs(),
+            message_timeout_ms: d.message_timeout.as_millis() as u64,
+            max_header_bytes: d.limits.max_header,
+            max_message_bytes: d.limits.max_message,
+            per_source: 256,
+            write_queue: d.write_queue,
+        }
+    }
+}
+
+impl ConnectionsSection {
+    pub fn settings(&self) -> StreamSettings {
+        StreamSettings {
+            limits: FrameLimits {
+                max_header: self.max_header_bytes,
+                max_message: self.max_message_bytes,
+            },
+            idle: Duration::from_secs(self.idle_s),
+            message_timeout: Duration::from_millis(self.message_timeout_ms),
+            write_queue: self.write_queue,
+        }
+    }
+
+    /// One line for `check-config`.
+    pub fn describe(&self) -> String {
+        format!(
+            "connections: closed after {} s idle or a message taking over {} ms; headers up to \
+             {} bytes, messages up to {}; {} per source IP; {} messages queued per peer",
+            self.idle_s,
+            self.message_timeout_ms,
+            self.max_header_bytes,
+            self.max_message_bytes,
+            self.per_source,
+            self.write_queue
+        )
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("idle_s", self.idle_s),
+            ("message_timeout_ms", self.message_timeout_ms),
+            ("per_source", u64::from(self.per_source)),
+            ("write_queue", self.write_queue as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("connections.{name}: must be above 0"));
+            }
+        }
+        if self.max_header_bytes < 256 {
+            return Err(format!(
+                "connections.max_header_bytes: at least 256, got {}",
+                self.max_header_bytes
+            ));
+        }
+        if self.max_message_bytes < self.max_header_bytes {
+            return Err(format!(
+                "connections.max_message_bytes: at least max_header_bytes ({}), got {}",
+                self.max_header_bytes, self.max_message_bytes
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[limits]`, per worker: how much state a flood can make each worker hold. Beyond a limit,
@@ -413,6 +555,7 @@ impl Default for Config {
         Self {
             sip_ports: vec![5060],
             listen: None,
+            listeners: Vec::new(),
             workers: 0,
             steering: true,
             metrics: "127.0.0.1:9464".to_string(),
@@ -429,6 +572,7 @@ impl Default for Config {
             dns: DnsSection::default(),
             timers: TimersSection::default(),
             limits: LimitsSection::default(),
+            connections: ConnectionsSection::default(),
             filter: FilterSection::default(),
         }
     }
@@ -481,6 +625,8 @@ impl Config {
     /// Checks the config; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         self.filter_settings(&[])?;
+        self.validate_listeners()?;
+        self.connections.validate()?;
         let listen = self.listen_addr();
         if !self.sip_ports.contains(&listen.port()) {
             return Err(format!(
@@ -667,7 +813,68 @@ impl Config {
             .map_err(|e| format!("metrics: `{}` is not ip:port ({e})", self.metrics))
     }
 
+    /// Every listener: the `[[listeners]]`, or by default UDP on `listen` and TCP on the same
+    /// address.
+    pub fn listeners(&self) -> Vec<(Transport, SocketAddr)> {
+        if self.listeners.is_empty() {
+            let udp = self.listen_addr();
+            return vec![(Transport::Udp, udp), (Transport::Tcp, udp)];
+        }
+        self.listeners
+            .iter()
+            .map(|l| (l.transport.transport(), l.addr()))
+            .collect()
+    }
+
+    fn validate_listeners(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Ok(());
+        }
+        if self.listen.is_some() {
+            return Err(
+                "listen: not with [[listeners]]; write the UDP address as a listener".to_string(),
+            );
+        }
+        let udp = self
+            .listeners
+            .iter()
+            .filter(|l| l.transport == TransportName::Udp)
+            .count();
+        if udp != 1 {
+            return Err(format!(
+                "listeners: exactly one with transport = \"udp\" is needed (the workers' \
+                 datagram socket), got {udp}"
+            ));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.transport == TransportName::Tls {
+                return Err(format!(
+                    "listeners[{i}].transport: tls is not available in this version yet \
+                     (udp and tcp are)"
+                ));
+            }
+            if l.port == Some(0) {
+                return Err(format!("listeners[{i}].port: must be above 0"));
+            }
+            let same = self.listeners[..i]
+                .iter()
+                .any(|o| o.transport == l.transport && o.addr() == l.addr());
+            if same {
+                return Err(format!("listeners[{i}]: the same as an earlier one"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The UDP address the workers receive on.
     pub fn listen_addr(&self) -> SocketAddr {
+        if let Some(l) = self
+            .listeners
+            .iter()
+            .find(|l| l.transport == TransportName::Udp)
+        {
+            return l.addr();
+        }
         self.listen.unwrap_or_else(|| {
             SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -717,6 +924,40 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.listen_addr().port(), 5060);
+    }
+
+    #[test]
+    fn listeners_default_to_udp_and_tcp_and_errors_name_the_field() {
+        let c = parse("").unwrap();
+        let any: SocketAddr = "0.0.0.0:5060".parse().unwrap();
+        assert_eq!(
+            c.listeners(),
+            [(Transport::Udp, any), (Transport::Tcp, any)]
+        );
+        let c = parse(
+            "[[listeners]]\ntransport = \"udp\"\naddress = \"192.0.2.1\"\n\
+             [[listeners]]\ntransport = \"tcp\"\nport = 5070\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listeners(),
+            [
+                (Transport::Udp, "192.0.2.1:5060".parse().unwrap()),
+                (Transport::Tcp, "0.0.0.0:5070".parse().unwrap())
+            ]
+        );
+        assert_eq!(c.listen_addr(), "192.0.2.1:5060".parse().unwrap());
+        let e = parse("[[listeners]]\ntransport = \"tcp\"\n").unwrap_err();
+        assert!(e.starts_with("listeners: exactly one"), "{e}");
+        let e =
+            parse("listen = \"0.0.0.0:5060\"\n[[listeners]]\ntransport = \"udp\"\n").unwrap_err();
+        assert!(e.starts_with("listen: not with"), "{e}");
+        let e = parse("[[listeners]]\ntransport = \"sctp\"\n").unwrap_err();
+        assert!(e.contains("unknown variant `sctp`"), "{e}");
+        let e = parse("[connections]\nmax_header_bytes = 100\n").unwrap_err();
+        assert!(e.starts_with("connections.max_header_bytes"), "{e}");
+        let e = parse("[connections]\nidle_s = 0\n").unwrap_err();
+        assert!(e.starts_with("connections.idle_s"), "{e}");
     }
 
     #[test]

@@ -24,9 +24,10 @@ use crate::{
     metrics::Metrics,
     pool_keeper::{KeeperError, KeeperSetup, PoolKeeper, Reload},
     proxy::{ProxyConfig, flow::FlowKey, rewrite::Identity},
-    sip::dialog::Limits,
     sip::transaction::Admission,
+    sip::{dialog::Limits, peer::Transport},
     stats::DEFAULT_PIN_ROOT,
+    worker::StreamSetup,
     workers::{WorkerCounters, WorkerError, WorkerSetup, Workers},
 };
 
@@ -199,15 +200,30 @@ async fn run_attached(
         );
     }
     let flow_key = config.flow_key().map_err(DaemonError::Random)?;
+    let stream_listeners: Vec<(Transport, SocketAddr)> = config
+        .listeners()
+        .into_iter()
+        .filter(|(t, _)| *t != Transport::Udp)
+        .collect();
+    let mut proxy = proxy_config(config, advertise, listen.port(), flow_key, a.cpus.len())?;
+    for (t, addr) in stream_listeners.iter().rev() {
+        // The first listener of a transport is the one our Via and Record-Route name.
+        proxy.identity = proxy.identity.with_port(*t, addr.port());
+    }
     let setup = WorkerSetup {
         addr: listen,
         cpus: a.cpus.to_vec(),
-        proxy: proxy_config(config, advertise, listen.port(), flow_key, a.cpus.len())?,
+        proxy,
         pool: pool_rx,
         metrics: metrics.clone(),
         dns: config.dns.clone(),
         sip_ports: config.sip_ports.clone(),
         handoff_queue: config.limits.handoff_queue,
+        stream_listeners: stream_listeners.clone(),
+        streams: StreamSetup {
+            settings: config.connections.settings(),
+            max_per_source: config.connections.per_source,
+        },
     };
     let workers = Workers::start(setup, cancel.clone())?;
     let scrape = Scrape {
@@ -223,8 +239,12 @@ async fn run_attached(
             return Err(e);
         }
     };
+    let streams: String = stream_listeners
+        .iter()
+        .map(|(t, addr)| format!(", {t} {addr}"))
+        .collect();
     log::info!(
-        "{} workers on CPUs {:?}, listening on {listen} as {advertise}, steering {}",
+        "{} workers on CPUs {:?}, listening on udp {listen}{streams} as {advertise}, steering {}",
         a.cpus.len(),
         a.cpus,
         if config.steering { "on" } else { "off" },
@@ -451,6 +471,8 @@ async fn reload(
     let restart_only = [
         ("sip_ports", new.sip_ports != running.sip_ports),
         ("listen", new.listen != running.listen),
+        ("listeners", new.listeners != running.listeners),
+        ("connections", new.connections != running.connections),
         ("workers", new.workers != running.workers),
         ("steering", new.steering != running.steering),
         ("metrics", new.metrics != running.metrics),

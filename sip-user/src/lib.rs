@@ -36,5 +36,6 @@ pub mod samples;
 pub mod sip;
 pub mod stats;
 pub mod testrun;
+pub mod transport;
 pub mod worker;
 pub mod workers;

@@ -73,7 +73,10 @@ enum Command {
     ///
     /// Prints what the file sets up, or the first problem with the field it is in. Top-level
     /// keys: sip_ports, listen, workers, steering, metrics, advertise, record_route, trusted,
-    /// domains, flow_secret, route_address, path; tables: [[backends]] (address, weight,
+    /// domains, flow_secret, route_address, path; tables: [[listeners]] (transport = udp | tcp,
+    /// address, port; default udp and tcp on `listen`), [connections] (idle_s,
+    /// message_timeout_ms, max_header_bytes, max_message_bytes, per_source, write_queue),
+    /// [[backends]] (address, weight,
     /// priority, draining; or srv, draining), [[routes]] (domain or prefix, destination), [dns]
     /// (servers, timeout_ms, retry_ms), [health] (interval_ms, timeout_ms, fall, rise), [timers]
     /// (t1_ms, t2_ms, t4_ms), [limits] (transactions, per_source, dialogs, handoff_queue,
@@ -180,10 +183,14 @@ fn main() -> anyhow::Result<()> {
             let c = Config::from_file(&file)?;
             let backends: Vec<String> = c.backends.iter().map(|b| b.describe()).collect();
             println!(
-                "{}: ok (sip_ports {:?}, listen {}, workers {}, steering {}, metrics {}, backends: {})",
+                "{}: ok (sip_ports {:?}, listeners {}, workers {}, steering {}, metrics {}, backends: {})",
                 file.display(),
                 c.sip_ports,
-                c.listen_addr(),
+                c.listeners()
+                    .iter()
+                    .map(|(t, a)| format!("{t} {a}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if c.workers == 0 {
                     "one per CPU".to_string()
                 } else {
@@ -203,6 +210,7 @@ fn main() -> anyhow::Result<()> {
             );
             println!("{}", c.describe_edge());
             println!("{}", c.limits.describe());
+            println!("{}", c.connections.describe());
         }
         Command::BenchXdp { repeat, rounds } => {
             if repeat == 0 {

@@ -28,8 +28,9 @@ use crate::{
         outcome::Outcome,
         target::{Refusal, RoutedBy},
     },
-    sip::dialog::End,
+    sip::{dialog::End, peer::Transport},
     stats::Stats,
+    transport::stream::Close,
     workers::WorkerCounters,
 };
 
@@ -76,6 +77,10 @@ pub struct Metrics {
     health_check: HistogramVec,
     health_failures: IntCounterVec,
     heap: IntGaugeVec,
+    transport_messages: IntCounterVec,
+    connections: IntCounterVec,
+    connections_closed: IntCounterVec,
+    connections_open: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -318,6 +323,31 @@ impl Metrics {
                  and maps.",
                 &["state"],
             ),
+            transport_messages: counter(
+                &r,
+                "transport_messages_total",
+                "SIP messages received (in) and sent (out) by the workers, by transport.",
+                &["worker", "transport", "direction"],
+            ),
+            connections: counter(
+                &r,
+                "connections_total",
+                "Stream connections accepted, and refused (connections.per_source), by transport.",
+                &["worker", "transport", "event"],
+            ),
+            connections_closed: counter(
+                &r,
+                "connections_closed_total",
+                "Stream connections closed, by transport and reason (peer, idle, slow, \
+                 header_too_large, message_too_large, bad_framing, error, shutdown).",
+                &["worker", "transport", "reason"],
+            ),
+            connections_open: gauge(
+                &r,
+                "connections_open",
+                "Stream connections open now, by the worker that owns them.",
+                &["worker", "transport"],
+            ),
             registry: r,
         }
     }
@@ -342,6 +372,19 @@ impl Metrics {
             dialogs: self.dialogs.with_label_values(&[&w]),
             last: ProxyStats::default(),
             backends: Vec::new(),
+            messages_in: Transport::ALL.map(|t| {
+                self.transport_messages
+                    .with_label_values(&[&w, t.name(), "in"])
+            }),
+            messages_out: Transport::ALL.map(|t| {
+                self.transport_messages
+                    .with_label_values(&[&w, t.name(), "out"])
+            }),
+            connections: self.connections.clone(),
+            connections_closed: self.connections_closed.clone(),
+            connections_open: Transport::ALL
+                .map(|t| self.connections_open.with_label_values(&[&w, t.name()])),
+            worker: w,
         }
     }
 
@@ -502,9 +545,42 @@ pub struct WorkerMetrics {
     last: ProxyStats,
     /// Indexed like the worker's pool.
     pub backends: Vec<BackendMetrics>,
+    messages_in: [IntCounter; 3],
+    messages_out: [IntCounter; 3],
+    connections: IntCounterVec,
+    connections_closed: IntCounterVec,
+    connections_open: [IntGauge; 3],
+    worker: String,
 }
 
 impl WorkerMetrics {
+    pub fn received(&self, t: Transport) {
+        self.messages_in[t.index()].inc();
+    }
+
+    pub fn sent(&self, t: Transport) {
+        self.messages_out[t.index()].inc();
+    }
+
+    /// A connection accepted or refused (rare: the child is looked up each time).
+    pub fn connection_event(&self, t: Transport, event: &str) {
+        self.connections
+            .with_label_values(&[&self.worker, t.name(), event])
+            .inc();
+    }
+
+    pub fn connection_closed(&self, t: Transport, reason: Close) {
+        self.connections_closed
+            .with_label_values(&[&self.worker, t.name(), reason.name()])
+            .inc();
+    }
+
+    pub fn connections_open(&self, open: [usize; 3]) {
+        for (g, n) in self.connections_open.iter().zip(open) {
+            g.set(n as i64);
+        }
+    }
+
     /// Exports what changed in the proxy's own counters since the last call.
     pub fn proxy_stats(&mut self, s: ProxyStats, transactions: usize, dialogs: usize) {
         if s != self.last {

@@ -178,7 +178,7 @@ impl PoolKeeper {
                 _ = round => {
                     let now = Instant::now();
                     for t in self.prober.round(&self.pool, now) {
-                        if let Err(e) = self.socket.send_to(&t.payload, t.dest).await {
+                        if let Err(e) = self.socket.send_to(&t.payload, t.dest.addr).await {
                             log::debug!("probe to {}: {e}", t.dest);
                         }
                     }

@@ -6,9 +6,14 @@
 //! A datagram whose Call-ID belongs to another worker (no XDP steering, or a Call-ID the kernel
 //! could not hash) is handed to that worker's queue: every message of a call meets the same
 //! transactions and dialog, and the message path takes no lock.
+//!
+//! Streams (TCP) work the same way: each worker accepts on its listener of a reuseport group,
+//! hands every new connection to the worker that owns its peer ([`transport::owner_of`]), which
+//! runs the connection as a task on its runtime; a message read off a connection is handed to
+//! the worker of its Call-ID like a datagram, and what must go out on a connection another
+//! worker owns is handed to that worker.
 
 use std::{
-    net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -26,7 +31,16 @@ use crate::{
     config::DnsSection,
     metrics::{Metrics, WorkerMetrics},
     proxy::{Proxy, ProxyEvent, resolve::Answer, target::Name},
-    sip::{Parsed, parse_any},
+    sip::{
+        Parsed, parse_any,
+        peer::{Peer, Transport},
+        transaction::Transmit,
+    },
+    transport::{
+        self,
+        stream::{FromConnection, StreamSettings},
+        table::{Connections, Refused},
+    },
     workers::WorkerCounters,
 };
 
@@ -36,11 +50,29 @@ const MAX_DATAGRAM: usize = 65_535;
 /// path; Prometheus scrapes far less often).
 const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// A datagram handed from the worker that received it to the worker that owns its Call-ID.
+/// What one worker hands another.
 #[derive(Debug)]
-pub struct Handoff {
-    pub datagram: Bytes,
-    pub source: SocketAddr,
+pub enum Handoff {
+    /// A message received by one worker for the worker that owns its Call-ID.
+    Message { message: Bytes, source: Peer },
+    /// A message to send on a connection the receiving worker owns.
+    Send(Transmit),
+    /// A connection accepted by one worker for the worker that owns its peer.
+    Stream {
+        stream: std::net::TcpStream,
+        peer: Peer,
+    },
+}
+
+/// Connections one worker's connection tasks may have queued for it at most; beyond, they wait
+/// (and so do their peers: TCP's own flow control).
+const FROM_CONNECTIONS_QUEUE: usize = 1024;
+
+/// The stream listeners and connection settings, the same for every worker.
+#[derive(Debug, Clone)]
+pub struct StreamSetup {
+    pub settings: StreamSettings,
+    pub max_per_source: u32,
 }
 
 /// Everything a worker thread owns.
@@ -56,6 +88,7 @@ pub struct Worker {
     pub peers: Arc<[mpsc::Sender<Handoff>]>,
     /// How to make the resolver for the proxy's next-hop names.
     pub resolver: ResolverSetup,
+    pub streams: StreamSetup,
     pub cancel: CancellationToken,
 }
 
@@ -69,9 +102,34 @@ pub struct ResolverSetup {
 }
 
 impl Worker {
-    /// Runs until cancelled.
-    pub async fn run(mut self, socket: UdpSocket) {
+    /// Runs until cancelled, receiving on `socket` and accepting on `listeners`.
+    pub async fn run(
+        mut self,
+        socket: UdpSocket,
+        listeners: Vec<(std::net::TcpListener, Transport)>,
+    ) {
         let mut m = self.metrics.worker(self.index);
+        let (conn_tx, mut from_conns) = mpsc::channel(FROM_CONNECTIONS_QUEUE);
+        let mut conns = Connections::new(
+            self.streams.settings,
+            self.streams.max_per_source,
+            conn_tx,
+            self.cancel.clone(),
+        );
+        for (listener, transport) in listeners {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    tokio::spawn(accept(
+                        l,
+                        transport,
+                        self.peers.clone(),
+                        self.counters.clone(),
+                        self.cancel.clone(),
+                    ));
+                }
+                Err(e) => log::error!("worker {}: {transport} listener: {e}", self.index),
+            }
+        }
         self.take_pool(&mut m);
         // Each datagram is received here, then copied once into a buffer of its own size, which
         // the parser borrows from and a transaction may keep. Slicing datagrams off shared
@@ -107,6 +165,8 @@ impl Worker {
                 _ = export.tick() => {
                     // Smaller tables free their old buckets; the trim gives the pages back.
                     self.proxy.shrink();
+                    conns.shrink();
+                    m.connections_open(conns.open_by_transport());
                     crate::heap::release_after_load();
                     let stats = self.proxy.stats();
                     self.counters.set_proxy(&stats, self.proxy.parked());
@@ -117,24 +177,46 @@ impl Worker {
                     );
                 }
                 _ = timer => self.proxy.handle_timeout(Instant::now()),
-                Some(h) = self.inbox.recv() => {
-                    if let Some(bytes) = crate::heap::allocated() {
-                        self.proxy.set_heap_in_use(bytes);
+                Some(h) = self.inbox.recv() => match h {
+                    Handoff::Message { message, source } => {
+                        if let Some(bytes) = crate::heap::allocated() {
+                            self.proxy.set_heap_in_use(bytes);
+                        }
+                        self.proxy.handle(message, source, Instant::now());
                     }
-                    self.proxy.handle(h.datagram, h.source, Instant::now());
-                }
+                    Handoff::Send(t) => self.send_on_connection(&conns, t, &m),
+                    Handoff::Stream { stream, peer } => match conns.adopt_tcp(stream, peer) {
+                        Ok(()) => m.connection_event(peer.transport, "accepted"),
+                        Err(Refused::PerSource) => m.connection_event(peer.transport, "refused"),
+                        Err(e) => {
+                            log::debug!("worker {}: connection from {peer}: {e}", self.index);
+                            m.connection_event(peer.transport, "refused");
+                        }
+                    },
+                },
+                Some(c) = from_conns.recv() => match c {
+                    FromConnection::Message { peer, message } => {
+                        m.received(peer.transport);
+                        self.on_message(message, peer);
+                    }
+                    FromConnection::Closed { peer, reason } => {
+                        conns.closed(&peer);
+                        m.connection_closed(peer.transport, reason);
+                    }
+                },
                 Some((name, answer)) = answers.recv() => {
                     self.proxy.handle_answer(name, answer, Instant::now());
                 }
                 r = socket.recv_from(&mut buf) => match r {
                     Ok((n, source)) => {
                         let datagram = Bytes::copy_from_slice(&buf[..n]);
-                        self.on_datagram(datagram, source);
+                        m.received(Transport::Udp);
+                        self.on_message(datagram, Peer::udp(source));
                     }
                     Err(e) => log::debug!("worker {}: recv: {e}", self.index),
                 },
             }
-            self.flush(&socket, &mut m).await;
+            self.flush(&socket, &conns, &mut m).await;
             self.start_lookups(resolver.as_ref(), &answers_tx);
         }
     }
@@ -164,9 +246,9 @@ impl Worker {
         self.proxy.pool = (*pool).clone();
     }
 
-    /// Parses the datagram once: its Call-ID names the owning worker, and the same parse
-    /// goes to this worker's proxy when that is us.
-    fn on_datagram(&mut self, datagram: Bytes, source: SocketAddr) {
+    /// Parses the message (a datagram, or one framed off a stream) once: its Call-ID names the
+    /// owning worker, and the same parse goes to this worker's proxy when that is us.
+    fn on_message(&mut self, datagram: Bytes, source: Peer) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         parse_any(&datagram, |parsed| {
             let call_id = match &parsed {
@@ -178,8 +260,8 @@ impl Worker {
             match owner {
                 Some(owner) if owner != self.index => {
                     self.counters.misrouted.fetch_add(1, Ordering::Relaxed);
-                    let handoff = Handoff {
-                        datagram: datagram.clone(), // a reference count
+                    let handoff = Handoff::Message {
+                        message: datagram.clone(), // a reference count
                         source,
                     };
                     if self.peers[owner].try_send(handoff).is_err() {
@@ -201,9 +283,32 @@ impl Worker {
         });
     }
 
-    async fn flush(&mut self, socket: &UdpSocket, m: &mut WorkerMetrics) {
+    /// Queues `t` on this worker's connection to its destination. A peer whose connection is
+    /// gone cannot be reached (RFC 5626 §5.3: we do not open one toward a UA) and counts as a
+    /// send error, like a datagram the kernel would not send.
+    fn send_on_connection(&self, conns: &Connections, t: Transmit, m: &WorkerMetrics) {
+        m.sent(t.dest.transport);
+        if let Err(e) = conns.send(&t.dest, t.payload) {
+            m.send_errors.inc();
+            log::debug!("worker {}: send to {}: {e}", self.index, t.dest);
+        }
+    }
+
+    async fn flush(&mut self, socket: &UdpSocket, conns: &Connections, m: &mut WorkerMetrics) {
         while let Some(t) = self.proxy.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.payload, t.dest).await {
+            if t.dest.transport != Transport::Udp {
+                let owner = transport::owner_of(&t.dest, self.peers.len());
+                if owner == self.index {
+                    self.send_on_connection(conns, t, m);
+                } else if self.peers[owner].try_send(Handoff::Send(t)).is_err() {
+                    self.counters
+                        .handoff_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            m.sent(Transport::Udp);
+            if let Err(e) = socket.send_to(&t.payload, t.dest.addr).await {
                 m.send_errors.inc();
                 log::debug!("worker {}: send to {}: {e}", self.index, t.dest);
             }
@@ -228,6 +333,42 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Accepts connections on one worker's listener and hands each to the worker that owns its
+/// peer (maybe this one), until cancelled.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    transport: Transport,
+    peers: Arc<[mpsc::Sender<Handoff>]>,
+    counters: Arc<WorkerCounters>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    log::warn!("{transport} accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let peer = Peer::new(transport, addr);
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let owner = transport::owner_of(&peer, peers.len());
+        if peers[owner]
+            .try_send(Handoff::Stream { stream, peer })
+            .is_err()
+        {
+            counters.handoff_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

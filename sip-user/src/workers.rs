@@ -29,7 +29,9 @@ use crate::{
     config::DnsSection,
     metrics::Metrics,
     proxy::{Proxy, ProxyConfig, ProxyStats},
-    worker::{ResolverSetup, Worker},
+    sip::peer::Transport,
+    transport,
+    worker::{ResolverSetup, StreamSetup, Worker},
 };
 
 /// What every worker starts from.
@@ -46,10 +48,20 @@ pub struct WorkerSetup {
     pub sip_ports: Vec<u16>,
     /// Each worker's queue of datagrams handed over by the others.
     pub handoff_queue: usize,
+    /// Stream listeners (TCP), each a reuseport group with one member per worker.
+    pub stream_listeners: Vec<(Transport, SocketAddr)>,
+    pub streams: StreamSetup,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    #[error("binding worker {index}'s {transport} listener to {addr}: {source}")]
+    Listen {
+        index: usize,
+        transport: Transport,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("binding worker socket {index} to {addr}: {source}")]
     Bind {
         index: usize,
@@ -129,6 +141,8 @@ impl Workers {
             dns,
             sip_ports,
             handoff_queue,
+            stream_listeners,
+            streams,
         } = setup;
         let mut sockets = Vec::with_capacity(cpus.len());
         for index in 0..cpus.len() {
@@ -137,6 +151,22 @@ impl Workers {
                 addr,
                 source,
             })?);
+        }
+        let mut listeners = Vec::with_capacity(cpus.len());
+        for index in 0..cpus.len() {
+            let mut mine = Vec::new();
+            for &(transport, addr) in &stream_listeners {
+                let l = transport::listener::bind_member(addr).map_err(|source| {
+                    WorkerError::Listen {
+                        index,
+                        transport,
+                        addr,
+                        source,
+                    }
+                })?;
+                mine.push((l, transport));
+            }
+            listeners.push(mine);
         }
         if let Some(first) = sockets.first() {
             attach_cpu_selector(first)
@@ -150,8 +180,12 @@ impl Workers {
             counters: Vec::new(),
             cpus: cpus.clone(),
         };
-        for (index, ((socket, inbox), &cpu)) in
-            sockets.into_iter().zip(inboxes).zip(&cpus).enumerate()
+        for (index, (((socket, inbox), &cpu), listeners)) in sockets
+            .into_iter()
+            .zip(inboxes)
+            .zip(&cpus)
+            .zip(listeners)
+            .enumerate()
         {
             let counters = Arc::new(WorkerCounters::default());
             workers.counters.push(counters.clone());
@@ -172,11 +206,12 @@ impl Workers {
                     sip_ports: sip_ports.clone(),
                     ipv6: addr.is_ipv6(),
                 },
+                streams: streams.clone(),
                 cancel: cancel.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sip-worker-{cpu}"))
-                .spawn(move || worker_thread(worker, socket))
+                .spawn(move || worker_thread(worker, socket, listeners))
                 .map_err(|source| WorkerError::Spawn { cpu, source })?;
             workers.handles.push(handle);
         }
@@ -269,7 +304,11 @@ fn attach_cpu_selector(socket: &Socket) -> std::io::Result<()> {
     Ok(())
 }
 
-fn worker_thread(worker: Worker, socket: Socket) {
+fn worker_thread(
+    worker: Worker,
+    socket: Socket,
+    listeners: Vec<(std::net::TcpListener, Transport)>,
+) {
     let cpu = worker.cpu;
     if let Err(e) = crate::testrun::pin_current_thread(cpu as usize) {
         log::warn!("worker for CPU {cpu}: could not pin the thread: {e}");
@@ -287,7 +326,7 @@ fn worker_thread(worker: Worker, socket: Socket) {
     };
     rt.block_on(async move {
         match tokio::net::UdpSocket::from_std(socket.into()) {
-            Ok(socket) => worker.run(socket).await,
+            Ok(socket) => worker.run(socket, listeners).await,
             Err(e) => log::error!("worker for CPU {cpu}: {e}"),
         }
     });

@@ -1,6 +1,6 @@
 //! Inputs the fuzzers found (or that sit on the parser's edges), replayed through the same
 //! functions the fuzz targets call. Add a crash from `sip-user/fuzz/artifacts/parse/` to
-//! `sip-user/tests/data/fuzz/`, or from `artifacts/proxy/` to `tests/data/fuzz-proxy/`, and it
+//! `sip-user/tests/data/fuzz/` (or from `artifacts/framer/`), or from `artifacts/proxy/` to `tests/data/fuzz-proxy/`, and it
 //! is tested from then on.
 
 #[test]
@@ -11,6 +11,7 @@ fn fuzz_inputs_do_not_panic() {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
         sip_user::sip::exercise::exercise(&data);
+        sip_user::transport::framer::check_splits(&data);
         // Every prefix too: truncation is what UDP does to a message that did not fit.
         for end in 0..data.len() {
             sip_user::sip::exercise::exercise(&data[..end]);

@@ -81,22 +81,43 @@ impl Netns {
         PathBuf::from("/run/netns").join(&self.name)
     }
 
-    /// A UDP socket bound to `addr` inside this namespace. A thread enters the namespace
-    /// (`setns` changes only the calling thread) and creates the socket, which stays in it.
-    pub fn udp_socket(&self, addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    /// Runs `f` on a thread that entered this namespace (`setns` changes only the calling
+    /// thread); the sockets it makes stay in the namespace.
+    fn inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         let path = self.path();
-        std::thread::spawn(move || -> anyhow::Result<UdpSocket> {
-            let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        std::thread::spawn(move || -> anyhow::Result<T> {
+            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             // SAFETY: a valid namespace fd; affects only this short-lived thread.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 bail!("setns: {}", std::io::Error::last_os_error());
             }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    }
+
+    /// A UDP socket bound to `addr` inside this namespace.
+    pub fn udp_socket(&self, addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+        self.inside(move || {
             let s = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
             Ok(s)
         })
-        .join()
-        .map_err(|_| anyhow::anyhow!("socket thread panicked"))?
+    }
+
+    /// A TCP connection from inside this namespace to `to` (2 s to connect, reads time out
+    /// after 200 ms).
+    pub fn tcp_connect(&self, to: SocketAddr) -> anyhow::Result<std::net::TcpStream> {
+        self.inside(move || {
+            let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                .with_context(|| format!("connecting to {to}"))?;
+            s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            Ok(s)
+        })
     }
 }
 

@@ -331,7 +331,8 @@ fn read_rtt(logs: &Path, scenario: &str) -> anyhow::Result<Vec<f64>> {
 /// REFER… and the requests and responses that follow in the same call).
 fn sent_call_ids(messages: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(messages).unwrap_or_default();
-    text.split("UDP message sent")
+    // "UDP message sent", "TCP message sent", …
+    text.split(" message sent")
         .skip(1)
         .filter_map(|b| {
             b.lines()

@@ -44,13 +44,15 @@ enum Cmd {
     /// Fuzz with libFuzzer (cargo-fuzz), inputs up to 65,535 bytes: `parse`, the SIP parser,
     /// seeded from the RFC 4475 messages and tests/data/messages; `proxy`, the whole sans-IO
     /// proxy (sequences of datagrams, clock steps, DNS answers), seeded from the typical
-    /// messages. A crash is saved in sip-user/fuzz/artifacts/<target>/; copy it to
-    /// sip-user/tests/data/fuzz/ (parse) or tests/data/fuzz-proxy/ (proxy) as a regression test.
+    /// messages; `framer`, the stream framer (the same messages wherever a stream is split),
+    /// seeded like `parse`. A crash is saved in sip-user/fuzz/artifacts/<target>/; copy it to
+    /// sip-user/tests/data/fuzz/ (parse, framer) or tests/data/fuzz-proxy/ (proxy) as a
+    /// regression test.
     Fuzz {
         /// How long to run each target.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
-        /// Which: parse, proxy, or all (one after the other).
+        /// Which: parse, proxy, framer, or all (one after the other).
         #[arg(long, default_value = "all")]
         target: FuzzTarget,
     },
@@ -189,6 +191,7 @@ const TEST_FUZZ_SECONDS: u64 = 30;
 enum FuzzTarget {
     Parse,
     Proxy,
+    Framer,
     All,
 }
 
@@ -324,13 +327,14 @@ fn fuzz(root: &Path, target: FuzzTarget, seconds: u64) -> anyhow::Result<()> {
     let targets: &[&str] = match target {
         FuzzTarget::Parse => &["parse"],
         FuzzTarget::Proxy => &["proxy"],
-        FuzzTarget::All => &["parse", "proxy"],
+        FuzzTarget::Framer => &["framer"],
+        FuzzTarget::All => &["parse", "proxy", "framer"],
     };
     for &name in targets {
         let corpus = root.join("target/fuzz-corpus").join(name);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("creating {}", corpus.display()))?;
-        let seeds: Vec<PathBuf> = if name == "parse" {
+        let seeds: Vec<PathBuf> = if name != "proxy" {
             vec![
                 root.join("tests/data/rfc4475"),
                 root.join("tests/data/messages"),

@@ -83,7 +83,7 @@ pub fn one_call(
                    req: &Bytes,
                    codes: &[(u16, &str)]| {
         with_message(req, |m| {
-            layer.handle(m, req, peer, now).unwrap();
+            layer.handle(m, req, peer.into(), now).unwrap();
             dialogs.handle(m, now);
         });
         let Some(Event::Request { key, .. }) = layer.poll_event() else {
@@ -104,7 +104,7 @@ pub fn one_call(
         &[(100, "Trying"), (180, "Ringing"), (200, "OK")],
     );
     with_message(&call.ack, |m| {
-        layer.handle(m, &call.ack, peer, now).unwrap();
+        layer.handle(m, &call.ack, peer.into(), now).unwrap();
         dialogs.handle(m, now);
     });
     while layer.poll_event().is_some() {}

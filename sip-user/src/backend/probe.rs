@@ -84,7 +84,7 @@ impl Prober {
                     },
                 );
                 Transmit {
-                    dest: b.address,
+                    dest: b.address.into(),
                     payload: Bytes::from(m),
                 }
             })
@@ -155,13 +155,17 @@ mod tests {
             "an answer from the wrong address does not count"
         );
         assert_eq!(
-            prober.on_datagram(&ok, sent[1].dest, later),
+            prober.on_datagram(&ok, sent[1].dest.addr, later),
             Some(ProbeResult {
                 backend: 1,
                 latency: Some(Duration::from_millis(3))
             })
         );
-        assert_eq!(prober.on_datagram(&ok, sent[1].dest, later), None, "once");
+        assert_eq!(
+            prober.on_datagram(&ok, sent[1].dest.addr, later),
+            None,
+            "once"
+        );
         assert!(prober.expire(later, Duration::from_millis(500)).is_empty());
         let failed = prober.expire(t0 + Duration::from_millis(500), Duration::from_millis(500));
         assert_eq!(

@@ -105,7 +105,7 @@ fn registrations_of_one_user_reach_one_registrar_whatever_the_call_id() {
             per_user
                 .entry(format!("user{user}"))
                 .or_default()
-                .insert(out[0].dest);
+                .insert(out[0].dest.addr);
         }
     }
     assert!(per_user.values().all(|set| set.len() == 1), "{per_user:?}");

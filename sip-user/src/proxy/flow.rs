@@ -21,24 +21,24 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The transport a flow runs over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
+use crate::sip::peer::Peer;
+pub use crate::sip::peer::Transport;
+
+/// The transport's code in a token's kind byte.
+fn transport_code(t: Transport) -> u8 {
+    match t {
+        Transport::Udp => 1,
+        Transport::Tcp => 2,
+        Transport::Tls => 3,
+    }
 }
 
-impl Transport {
-    fn code(self) -> u8 {
-        match self {
-            Transport::Udp => 1,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Self> {
-        match c {
-            1 => Some(Transport::Udp),
-            _ => None,
-        }
+fn transport_from_code(c: u8) -> Option<Transport> {
+    match c {
+        1 => Some(Transport::Udp),
+        2 => Some(Transport::Tcp),
+        3 => Some(Transport::Tls),
+        _ => None,
     }
 }
 
@@ -48,6 +48,14 @@ pub struct Flow {
     pub transport: Transport,
     pub peer: SocketAddr,
     pub local_port: u16,
+}
+
+impl Flow {
+    /// Where a message on this flow goes: over UDP to the address, over TCP and TLS on the
+    /// connection from that address.
+    pub fn peer(&self) -> Peer {
+        Peer::new(self.transport, self.peer)
+    }
 }
 
 /// Why a token was refused.
@@ -89,6 +97,14 @@ impl TokenText {
     }
 }
 
+impl PartialEq for TokenText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for TokenText {}
+
 impl std::fmt::Debug for TokenText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -129,7 +145,7 @@ impl FlowKey {
             IpAddr::V4(_) => 4,
             IpAddr::V6(_) => 6,
         };
-        raw[0] = flow.transport.code() << 4 | family;
+        raw[0] = transport_code(flow.transport) << 4 | family;
         let mut n = 1;
         match flow.peer.ip() {
             IpAddr::V4(a) => {
@@ -172,7 +188,7 @@ impl FlowKey {
         let raw = &raw[..n];
         let (transport, ip_len) = match raw.first().copied() {
             Some(k) => {
-                let t = Transport::from_code(k >> 4).ok_or(TokenError::Kind)?;
+                let t = transport_from_code(k >> 4).ok_or(TokenError::Kind)?;
                 match k & 0x0f {
                     4 => (t, 4),
                     6 => (t, 16),

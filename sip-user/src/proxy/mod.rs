@@ -52,6 +52,7 @@ use crate::{
         Error, HeaderName, MAX_HEADERS, Message, Method, Parsed, build,
         dialog::{DialogRef, DialogTable, End, Limits},
         parse_any, parse_for_reply,
+        peer::Peer,
         proxy_check::{Decision, check},
         scan::CommaList,
         shrink::{shrink_deque, shrink_map},
@@ -228,7 +229,7 @@ struct Link {
 struct Pending {
     original: Bytes,
     forwarded: Bytes,
-    dest: SocketAddr,
+    dest: Peer,
     backend: Option<u32>,
     received: Instant,
 }
@@ -239,7 +240,7 @@ struct Parked {
     /// Its server transaction; `None` for an ACK (forwarded statelessly).
     server: Option<Key>,
     datagram: Bytes,
-    source: SocketAddr,
+    source: Peer,
     side: Side,
 }
 
@@ -249,7 +250,7 @@ const MAX_PARKED: usize = 1024;
 /// Where a request goes, once its target is an address.
 #[derive(Debug, Clone, Copy)]
 struct Dest {
-    addr: SocketAddr,
+    peer: Peer,
     backend: Option<u32>,
     by: RoutedBy,
     side: Side,
@@ -353,7 +354,8 @@ impl Proxy {
     }
 
     /// One received datagram.
-    pub fn handle(&mut self, datagram: Bytes, source: SocketAddr, now: Instant) {
+    pub fn handle(&mut self, datagram: Bytes, source: impl Into<Peer>, now: Instant) {
+        let source = source.into();
         parse_any(&datagram, |parsed| {
             self.handle_parsed(parsed, &datagram, source, now)
         });
@@ -365,7 +367,7 @@ impl Proxy {
         &mut self,
         parsed: Result<Parsed<'_, '_>, Error>,
         datagram: &Bytes,
-        source: SocketAddr,
+        source: Peer,
         now: Instant,
     ) {
         self.stats.received += 1;
@@ -382,7 +384,7 @@ impl Proxy {
         &mut self,
         parsed: Result<Parsed<'_, '_>, Error>,
         datagram: &Bytes,
-        source: SocketAddr,
+        source: Peer,
         now: Instant,
     ) {
         let msg = match parsed {
@@ -398,7 +400,7 @@ impl Proxy {
             }
             Ok(Parsed::Message(m)) => m,
             Err(e) => {
-                if let Some(resp) = keepalive::stun_binding_response(datagram, source) {
+                if let Some(resp) = keepalive::stun_binding_response(datagram, source.addr) {
                     self.record(Outcome::KeepAlive);
                     return self.keepalive(source, resp);
                 }
@@ -461,7 +463,7 @@ impl Proxy {
         {
             return self.overloaded(&msg, source, Limit::Memory, now);
         }
-        let exempt = msg.is_request() && self.is_inside(source.ip());
+        let exempt = msg.is_request() && self.is_inside(source.addr.ip());
         match self.txs.handle_from(&msg, datagram, source, exempt, now) {
             Ok(()) => {}
             Err(TransactionError::Overloaded(o)) => {
@@ -475,13 +477,7 @@ impl Proxy {
     /// A new request beyond a limit: a 503 with Retry-After, sent statelessly so the refusal
     /// holds no state (a flood of refused requests costs nothing to remember), counted, and
     /// logged at most every [`OVERLOAD_LOG_EVERY`].
-    fn overloaded(
-        &mut self,
-        msg: &Message<'_, '_>,
-        source: SocketAddr,
-        limit: Limit,
-        now: Instant,
-    ) {
+    fn overloaded(&mut self, msg: &Message<'_, '_>, source: Peer, limit: Limit, now: Instant) {
         self.stats.overload[limit as usize] += 1;
         if self
             .overload_logged
@@ -582,7 +578,7 @@ impl Proxy {
         self.resolver.cached()
     }
 
-    fn keepalive(&mut self, dest: SocketAddr, payload: Bytes) {
+    fn keepalive(&mut self, dest: Peer, payload: Bytes) {
         self.stats.keepalives += 1;
         self.out.push_back(Transmit { dest, payload });
     }
@@ -590,7 +586,7 @@ impl Proxy {
     /// A request that did not parse: answered when its start line and a Via can be read —
     /// 513 for more header lines than we take, 400 naming the problem otherwise. Only the
     /// lines a response copies are kept, so stack storage does (no allocation per junk message).
-    fn answer_unparsable(&mut self, datagram: &[u8], error: Error, source: SocketAddr) {
+    fn answer_unparsable(&mut self, datagram: &[u8], error: Error, source: Peer) {
         let mut headers = [crate::sip::Header::EMPTY; MAX_HEADERS];
         let Some(msg) = parse_for_reply(datagram, &mut headers) else {
             return self.record(Outcome::DroppedUnparsable);
@@ -667,8 +663,8 @@ impl Proxy {
     }
 
     /// The side of a new request's source, counted.
-    fn count_side(&mut self, source: SocketAddr) -> Side {
-        let side = self.side_of(source.ip());
+    fn count_side(&mut self, source: Peer) -> Side {
+        let side = self.side_of(source.addr.ip());
         match side {
             Side::Outside => self.stats.from_outside += 1,
             Side::Inside => self.stats.from_inside += 1,
@@ -689,7 +685,7 @@ impl Proxy {
         key: Key,
         msg: &Message<'_, '_>,
         datagram: Bytes,
-        source: SocketAddr,
+        source: Peer,
         now: Instant,
     ) {
         let Some(method) = msg.method() else { return };
@@ -715,7 +711,7 @@ impl Proxy {
         key: Key,
         msg: &Message<'_, '_>,
         datagram: Bytes,
-        source: SocketAddr,
+        source: Peer,
         side: Side,
         dialog: Option<DialogRef>,
         now: Instant,
@@ -753,16 +749,13 @@ impl Proxy {
             Method::Notify => true,
             _ => false,
         };
-        let mut rr = [Entry::Plain, Entry::Plain];
+        let mut rr = [Entry::PLAIN; 2];
         let rr_len = if self.cfg.record_route && creates_dialog {
-            // One entry facing each side (RFC 5658); an outside side's carries its flow.
-            rr[0] = self.entry_for(dest.side, dest.addr);
+            // One entry facing each side when they differ in side or transport (RFC 5658); an
+            // outside side's carries its flow.
+            rr[0] = self.entry_for(dest.side, dest.peer);
             rr[1] = self.entry_for(side, source);
-            if matches!(rr, [Entry::Plain, Entry::Plain]) {
-                1
-            } else {
-                2
-            }
+            if rr[0] == rr[1] { 1 } else { 2 }
         } else {
             0
         };
@@ -776,8 +769,15 @@ impl Proxy {
             path,
         };
         let branch = self.branch(msg);
-        let forwarded = forward_request(msg, source, &self.cfg.identity, branch, &edits);
-        match self.txs.send_request(forwarded.clone(), dest.addr, now) {
+        let forwarded = forward_request(
+            msg,
+            source.addr,
+            dest.peer.transport,
+            &self.cfg.identity,
+            branch,
+            &edits,
+        );
+        match self.txs.send_request(forwarded.clone(), dest.peer, now) {
             Ok(client) => {
                 self.record(Outcome::Forwarded);
                 self.stats.routed[dest.by as usize] += 1;
@@ -797,7 +797,7 @@ impl Proxy {
                         pending: Some(Box::new(Pending {
                             original: datagram,
                             forwarded,
-                            dest: dest.addr,
+                            dest: dest.peer,
                             backend: dest.backend,
                             received: now,
                         })),
@@ -813,7 +813,7 @@ impl Proxy {
         &mut self,
         msg: &Message<'_, '_>,
         target: Target,
-        source: SocketAddr,
+        source: Peer,
         dialog: Option<DialogRef>,
         parked: impl FnOnce() -> Parked,
         now: Instant,
@@ -824,7 +824,7 @@ impl Proxy {
                 return Routed::Refused(Refusal::Relay);
             }
             Routed::To(Dest {
-                addr,
+                peer: Peer::udp(addr),
                 backend: this.backend_at(addr),
                 by,
                 side,
@@ -832,7 +832,7 @@ impl Proxy {
         };
         match target {
             Target::Flow(f) => Routed::To(Dest {
-                addr: f.peer,
+                peer: f.peer(),
                 backend: None,
                 by: RoutedBy::Flow,
                 side: Side::Outside,
@@ -845,7 +845,7 @@ impl Proxy {
                         self.dialogs.set_route(r, i as u32, source);
                     }
                     Routed::To(Dest {
-                        addr: self.pool.backends[i].address,
+                        peer: Peer::udp(self.pool.backends[i].address),
                         backend: Some(i as u32),
                         by: RoutedBy::Pool,
                         side: Side::Inside,
@@ -898,14 +898,16 @@ impl Proxy {
                         Some((s.backend, backend, s.caller))
                     });
                 match known {
-                    Some((_, backend, Some(caller))) if source == backend => Routed::To(Dest {
-                        addr: caller,
-                        backend: None,
-                        by: RoutedBy::Dialog,
-                        side: self.side_of(caller.ip()),
-                    }),
+                    Some((_, backend, Some(caller))) if source.addr == backend => {
+                        Routed::To(Dest {
+                            peer: caller,
+                            backend: None,
+                            by: RoutedBy::Dialog,
+                            side: self.side_of(caller.addr.ip()),
+                        })
+                    }
                     Some((b, backend, _)) => Routed::To(Dest {
-                        addr: backend,
+                        peer: Peer::udp(backend),
                         backend: Some(b),
                         by: RoutedBy::Dialog,
                         side: Side::Inside,
@@ -918,15 +920,20 @@ impl Proxy {
         }
     }
 
-    /// Our Record-Route or Path entry facing `side` at `addr`: an outside side gets its flow.
-    fn entry_for(&self, side: Side, addr: SocketAddr) -> Entry {
-        match side {
-            Side::Inside => Entry::Plain,
-            Side::Outside => Entry::Flow(self.cfg.flow_key.encode(&Flow {
-                transport: Transport::Udp,
-                peer: addr,
-                local_port: self.cfg.identity.port,
+    /// Our Record-Route or Path entry facing `side` at `peer`, for its transport: an outside
+    /// side's carries its flow.
+    fn entry_for(&self, side: Side, peer: Peer) -> Entry {
+        let flow = match side {
+            Side::Inside => None,
+            Side::Outside => Some(self.cfg.flow_key.encode(&Flow {
+                transport: peer.transport,
+                peer: peer.addr,
+                local_port: self.cfg.identity.port_for(peer.transport),
             })),
+        };
+        Entry {
+            flow,
+            transport: peer.transport,
         }
     }
 
@@ -1030,8 +1037,9 @@ impl Proxy {
                 .parse()
                 .ok()?;
             let port = next.rport().flatten().or(next.port).unwrap_or(5060);
+            let transport = Transport::from_via(next.transport).unwrap_or_default();
             Some(Transmit {
-                dest: SocketAddr::new(ip, port),
+                dest: Peer::new(transport, SocketAddr::new(ip, port)),
                 payload: strip_top_via(m),
             })
         })();
@@ -1046,14 +1054,8 @@ impl Proxy {
 
     /// ACK for a 2xx: stateless, routed like any in-dialog request (§16.11 note; RFC 6026).
     /// It cannot be answered: what would be refused is dropped.
-    fn forward_ack(
-        &mut self,
-        m: &Message<'_, '_>,
-        datagram: &Bytes,
-        source: SocketAddr,
-        now: Instant,
-    ) {
-        let side = self.side_of(source.ip());
+    fn forward_ack(&mut self, m: &Message<'_, '_>, datagram: &Bytes, source: Peer, now: Instant) {
+        let side = self.side_of(source.addr.ip());
         let Ok(route) = route::read(m, &self.cfg.identity, &self.cfg.flow_key) else {
             return self.record(Outcome::DroppedMalformed);
         };
@@ -1081,9 +1083,17 @@ impl Proxy {
         };
         self.record(Outcome::Forwarded);
         self.stats.routed[dest.by as usize] += 1;
+        let payload = forward_request(
+            m,
+            source.addr,
+            dest.peer.transport,
+            &self.cfg.identity,
+            branch,
+            &edits,
+        );
         self.out.push_back(Transmit {
-            dest: dest.addr,
-            payload: forward_request(m, source, &self.cfg.identity, branch, &edits),
+            dest: dest.peer,
+            payload,
         });
     }
 
@@ -1140,7 +1150,7 @@ impl Proxy {
     fn reply_stateless(
         &mut self,
         msg: &Message<'_, '_>,
-        dest: SocketAddr,
+        dest: Peer,
         code: u16,
         reason: &str,
         extra: &[&[u8]],

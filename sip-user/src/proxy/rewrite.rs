@@ -13,26 +13,29 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use sip_common::{fmix64, hash_call_id};
 
-use super::flow::TokenText;
+use super::flow::{TokenText, Transport};
 use crate::sip::{
     HeaderName, Message, StartLine, address::Address, build::header as put, scan::CommaList,
     via::Via,
 };
 
-/// Who we are on the wire: the host and port in our Via (this node), and the route address in
+/// Who we are on the wire: the host and ports in our Via (this node), and the route address in
 /// our Record-Route and Path entries. The route address may be shared by a cluster (an anycast or
 /// ECMP service address), so that any node takes a dialog's later requests, while responses come
 /// back to the node whose Via they carry.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub host: String,
+    /// The UDP port.
     pub port: u16,
-    /// `host:port`, as written in our Via.
+    /// `host:port`, as written in our UDP Via.
     pub host_port: String,
     /// The route address's host.
     pub route_host: String,
-    /// `route_host:port`, as written in our Record-Route and Path entries.
+    /// `route_host:port`, as written in our UDP Record-Route and Path entries.
     pub route_host_port: String,
+    /// Our port per transport ([`Transport::index`] order), where we listen on it.
+    ports: [Option<u16>; 3],
 }
 
 impl Identity {
@@ -48,37 +51,72 @@ impl Identity {
             host_port: format!("{host}:{port}"),
             route_host: route_host.to_string(),
             route_host_port: format!("{route_host}:{port}"),
+            ports: [Some(port), None, None],
         }
     }
 
-    /// True if a URI's host and port name us, by either address (port 5060 when absent).
+    /// Also listening on `transport` at `port`.
+    pub fn with_port(mut self, transport: Transport, port: u16) -> Self {
+        self.ports[transport.index()] = Some(port);
+        self
+    }
+
+    /// Our port for `transport` (the UDP port when we do not listen on it).
+    pub fn port_for(&self, transport: Transport) -> u16 {
+        self.ports[transport.index()].unwrap_or(self.port)
+    }
+
+    /// True if we listen on `transport`.
+    pub fn listens_on(&self, transport: Transport) -> bool {
+        self.ports[transport.index()].is_some()
+    }
+
+    fn is_my_port(&self, port: u16) -> bool {
+        self.ports.contains(&Some(port))
+    }
+
+    /// True if a URI's host and port name us, by either address and any of our ports (5060
+    /// when absent).
     pub fn is_me(&self, host: &[u8], port: Option<u16>) -> bool {
-        port.unwrap_or(5060) == self.port
+        self.is_my_port(port.unwrap_or(5060))
             && (host.eq_ignore_ascii_case(self.host.as_bytes())
                 || host.eq_ignore_ascii_case(self.route_host.as_bytes()))
     }
 
     /// True if a Via (a response's top one, or one in a looping request) is this node's.
     pub fn is_my_via(&self, via: &Via<'_>) -> bool {
-        via.port.unwrap_or(5060) == self.port && via.host.eq_ignore_ascii_case(self.host.as_bytes())
+        self.is_my_port(via.port.unwrap_or(5060))
+            && via.host.eq_ignore_ascii_case(self.host.as_bytes())
     }
 }
 
-/// One URI of ours in a Record-Route or Path header: plain, or carrying a flow token.
-#[derive(Debug, Clone, Copy)]
-pub enum Entry {
-    Plain,
-    Flow(TokenText),
+/// One URI of ours in a Record-Route or Path header, for the transport the next request on
+/// that side must use (RFC 5658: one entry per side when they differ): plain, or carrying a
+/// flow token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub flow: Option<TokenText>,
+    pub transport: Transport,
 }
 
 impl Entry {
+    pub const PLAIN: Entry = Entry {
+        flow: None,
+        transport: Transport::Udp,
+    };
+
     fn write(&self, out: &mut BytesMut, me: &Identity) {
         out.put_slice(b"<sip:");
-        if let Entry::Flow(t) = self {
+        if let Some(t) = &self.flow {
             out.put_slice(t.as_bytes());
             out.put_u8(b'@');
         }
-        out.put_slice(me.route_host_port.as_bytes());
+        out.put_slice(me.route_host.as_bytes());
+        let _ = write!(out, ":{}", me.port_for(self.transport));
+        if self.transport != Transport::Udp {
+            out.put_slice(b";transport=");
+            out.put_slice(self.transport.name().as_bytes());
+        }
         out.put_slice(b";lr>");
     }
 }
@@ -178,12 +216,14 @@ pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
     first == hash || ours.any(|h| h == hash)
 }
 
-/// The request `msg`, received from `source`, as forwarded by us: `branch` in our new top Via,
+/// The request `msg`, received from `source`, as forwarded by us over `transport`: `branch` in
+/// our new top Via,
 /// the sender's Via with `received`/`rport` (RFC 3581), Max-Forwards decremented (70 if absent,
 /// §16.6 step 3), and the route `edits`.
 pub fn forward_request(
     msg: &Message<'_, '_>,
     source: SocketAddr,
+    transport: Transport,
     me: &Identity,
     branch: Branch,
     edits: &Edits<'_>,
@@ -196,7 +236,13 @@ pub fn forward_request(
         out.put_slice(b" SIP/2.0\r\n");
     }
     // Formatted straight into the buffer: no temporary strings per message.
-    let _ = write!(out, "Via: SIP/2.0/UDP {};branch={branch}\r\n", me.host_port);
+    let _ = write!(
+        out,
+        "Via: SIP/2.0/{} {}:{};branch={branch}\r\n",
+        transport.via_name(),
+        me.host,
+        me.port_for(transport)
+    );
     for e in edits.record_route {
         out.put_slice(b"Record-Route: ");
         e.write(&mut out, me);

@@ -135,7 +135,7 @@ fn a_call_end_to_end_with_the_callee_hanging_up() {
     let trying = out.iter().find(|t| t.dest == addr(UAC)).unwrap();
     assert!(text(trying).starts_with("SIP/2.0 100 Trying"));
     let fwd = out.iter().find(|t| t.dest != addr(UAC)).unwrap();
-    let backend = fwd.dest;
+    let backend = fwd.dest.addr;
     let fwd = text(fwd);
     let vias = header(&fwd, "Via:");
     assert!(
@@ -226,7 +226,7 @@ fn calls_spread_over_backends_and_retransmissions_are_absorbed() {
     for i in 0..200 {
         let out = send(&mut p, invite(&format!("spread-{i}"), 70), UAC, t0);
         let fwd = out.iter().find(|t| t.dest != addr(UAC)).unwrap();
-        *per_backend.entry(fwd.dest).or_default() += 1;
+        *per_backend.entry(fwd.dest.addr).or_default() += 1;
     }
     assert!(
         per_backend.values().all(|&n| (70..=130).contains(&n)),

@@ -22,6 +22,7 @@ pub mod message;
 pub mod method;
 pub mod name;
 pub mod params;
+pub mod peer;
 pub mod proxy_check;
 pub mod scan;
 pub mod shrink;

@@ -169,7 +169,7 @@ impl DialogTable {
     }
 
     /// Sets the backend a dialog was sent to (dialog affinity) and where its caller is.
-    pub fn set_route(&mut self, r: DialogRef, backend: u32, caller: std::net::SocketAddr) {
+    pub fn set_route(&mut self, r: DialogRef, backend: u32, caller: crate::sip::peer::Peer) {
         if let Some(e) = self.entries.get_mut(&r.0) {
             e.session.backend = backend;
             e.session.caller = Some(caller);

@@ -113,7 +113,7 @@ pub struct Session {
     /// Which backend the call went to (dialog affinity); set by the proxy.
     pub backend: u32,
     /// Where the dialog-creating INVITE came from: requests from the callee go back there.
-    pub caller: Option<std::net::SocketAddr>,
+    pub caller: Option<crate::sip::peer::Peer>,
     /// CSeq of the INVITE, to tell its responses from a re-INVITE's.
     pub invite_cseq: u32,
     /// A CANCEL was seen for the INVITE.

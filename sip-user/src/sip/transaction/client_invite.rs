@@ -41,7 +41,7 @@ impl ClientInvite {
             state: State::Calling,
             resend: request,
             retransmits: 0,
-            timer_a: Deadline::at(now + ctx.timers.t1),
+            timer_a: ctx.retransmit_at(now, ctx.timers.t1),
             timer_end: Deadline::at(now + ctx.timers.timeout()),
         }
     }
@@ -72,7 +72,7 @@ impl ClientInvite {
             (State::Calling | State::Proceeding, 300..=699) => {
                 self.state = State::Completed;
                 self.timer_a = Deadline::NONE;
-                self.timer_end = Deadline::at(now + ctx.timers.timer_d()); // D
+                self.timer_end = ctx.linger_until(now, ctx.timers.timer_d()); // D
                 // Completed resends the ACK, never the INVITE.
                 self.resend = self.build_ack(response);
                 ctx.transmit(self.resend.clone());
@@ -105,7 +105,7 @@ impl ClientInvite {
             ctx.transmit(self.resend.clone());
             // INVITE retransmissions are not capped at T2 (§17.1.1.2).
             self.retransmits = self.retransmits.saturating_add(1);
-            self.timer_a = Deadline::at(now + ctx.timers.doubled(self.retransmits));
+            self.timer_a = ctx.retransmit_at(now, ctx.timers.doubled(self.retransmits));
         }
     }
 

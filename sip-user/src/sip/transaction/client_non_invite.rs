@@ -31,7 +31,7 @@ impl ClientNonInvite {
             state: State::Trying,
             request,
             retransmits: 0,
-            timer_e: Deadline::at(now + ctx.timers.t1),
+            timer_e: ctx.retransmit_at(now, ctx.timers.t1),
             timer_end: Deadline::at(now + ctx.timers.timeout()), // F
         }
     }
@@ -52,7 +52,7 @@ impl ClientNonInvite {
                 self.state = State::Completed;
                 self.request = Bytes::new(); // no more retransmissions: keep nothing for Timer K
                 self.timer_e = Deadline::NONE;
-                self.timer_end = Deadline::at(now + ctx.timers.t4); // K
+                self.timer_end = ctx.linger_until(now, ctx.timers.t4); // K
                 ctx.pass_response(datagram);
             }
             _ => {} // retransmissions in Completed are absorbed
@@ -75,7 +75,7 @@ impl ClientNonInvite {
                 State::Proceeding => ctx.timers.t2,
                 _ => ctx.timers.doubled_capped(self.retransmits),
             };
-            self.timer_e = Deadline::at(now + interval);
+            self.timer_e = ctx.retransmit_at(now, interval);
         }
     }
 

@@ -17,8 +17,8 @@ pub mod timers;
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
-    net::{IpAddr, SocketAddr},
-    time::Instant,
+    net::IpAddr,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -33,13 +33,14 @@ pub use self::{
 };
 use crate::sip::{
     Message, Method, Parsed, parse_any,
+    peer::Peer,
     shrink::{shrink_deque, shrink_map},
 };
 
-/// A datagram to send.
+/// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    pub dest: SocketAddr,
+    pub dest: Peer,
     pub payload: Bytes,
 }
 
@@ -50,16 +51,16 @@ pub enum Event {
     Request {
         key: Key,
         datagram: Bytes,
-        source: SocketAddr,
+        source: Peer,
     },
     /// An ACK for a 2xx (RFC 3261 §17.2.3, RFC 6026 §8.7): not part of the INVITE transaction;
     /// the proxy forwards it statelessly along the dialog.
-    Ack { datagram: Bytes, source: SocketAddr },
+    Ack { datagram: Bytes, source: Peer },
     /// A response to one of our client transactions, to pass upstream.
     Response { key: Key, datagram: Bytes },
     /// A response that matches no transaction (say, a 2xx retransmission after the client
     /// transaction ended): forwarded statelessly (§16.7 step 9 note, §18.1.2).
-    StrayResponse { datagram: Bytes, source: SocketAddr },
+    StrayResponse { datagram: Bytes, source: Peer },
     /// Timer B, F or H fired: no final response, or no ACK.
     Timeout { key: Key },
     /// The transaction ended and is gone.
@@ -124,7 +125,7 @@ struct Share {
 pub(crate) struct Ctx<'a> {
     timers: &'a Timers,
     key: &'a Key,
-    peer: SocketAddr,
+    peer: Peer,
     transmits: &'a mut VecDeque<Transmit>,
     events: &'a mut VecDeque<Event>,
 }
@@ -146,6 +147,26 @@ impl Ctx<'_> {
 
     fn event(&mut self, e: Event) {
         self.events.push_back(e);
+    }
+
+    /// A retransmission timer `after` from now, or none over a reliable transport (timers A,
+    /// E and G, RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1).
+    fn retransmit_at(&self, now: Instant, after: Duration) -> Deadline {
+        if self.peer.transport.is_reliable() {
+            Deadline::NONE
+        } else {
+            Deadline::at(now + after)
+        }
+    }
+
+    /// A timer that waits out retransmissions still in the network: `after` from now over UDP,
+    /// zero over a reliable transport (timers D, I, J and K, Table 4).
+    fn linger_until(&self, now: Instant, after: Duration) -> Deadline {
+        if self.peer.transport.is_reliable() {
+            Deadline::at(now)
+        } else {
+            Deadline::at(now + after)
+        }
     }
 }
 
@@ -206,7 +227,7 @@ impl Machine {
 #[derive(Debug)]
 struct Entry {
     machine: Machine,
-    peer: SocketAddr,
+    peer: Peer,
     /// A server transaction's request size, charged to its source's [`Share`] until it ends.
     charged: u32,
 }
@@ -262,7 +283,7 @@ impl TransactionLayer {
         &mut self,
         msg: &Message<'_, '_>,
         datagram: &Bytes,
-        source: SocketAddr,
+        source: Peer,
         now: Instant,
     ) -> Result<(), TransactionError> {
         self.handle_from(msg, datagram, source, false, now)
@@ -275,7 +296,7 @@ impl TransactionLayer {
         &mut self,
         msg: &Message<'_, '_>,
         datagram: &Bytes,
-        source: SocketAddr,
+        source: Peer,
         exempt: bool,
         now: Instant,
     ) -> Result<(), TransactionError> {
@@ -300,7 +321,7 @@ impl TransactionLayer {
         msg: &Message<'_, '_>,
         method: Method<'_>,
         datagram: &Bytes,
-        source: SocketAddr,
+        source: Peer,
         exempt: bool,
         now: Instant,
     ) -> Result<(), TransactionError> {
@@ -327,7 +348,7 @@ impl TransactionLayer {
         }
         let share = self
             .servers_by_source
-            .get(&source.ip())
+            .get(&source.addr.ip())
             .copied()
             .unwrap_or_default();
         let charged = u32::try_from(datagram.len()).unwrap_or(u32::MAX);
@@ -343,7 +364,7 @@ impl TransactionLayer {
             Machine::ServerNonInvite(ServerNonInvite::new())
         };
         self.servers += 1;
-        let share = self.servers_by_source.entry(source.ip()).or_default();
+        let share = self.servers_by_source.entry(source.addr.ip()).or_default();
         share.count += 1;
         share.bytes += u64::from(charged);
         self.insert(key, machine, source, charged);
@@ -359,7 +380,7 @@ impl TransactionLayer {
         &mut self,
         msg: &Message<'_, '_>,
         datagram: &Bytes,
-        source: SocketAddr,
+        source: Peer,
         now: Instant,
     ) -> Result<(), TransactionError> {
         let key = Key::client_for_response(msg).ok_or(TransactionError::NoKey)?;
@@ -385,7 +406,7 @@ impl TransactionLayer {
     pub fn send_request(
         &mut self,
         request: Bytes,
-        dest: SocketAddr,
+        dest: Peer,
         now: Instant,
     ) -> Result<Key, TransactionError> {
         // A forwarded request may carry more header lines than the stack storage holds.
@@ -500,7 +521,7 @@ impl TransactionLayer {
         self.stats
     }
 
-    fn insert(&mut self, key: Key, machine: Machine, peer: SocketAddr, charged: u32) {
+    fn insert(&mut self, key: Key, machine: Machine, peer: Peer, charged: u32) {
         self.stats.created += 1;
         self.entries.insert(
             key,
@@ -558,7 +579,7 @@ impl TransactionLayer {
                 && entry.machine.is_server()
             {
                 self.servers -= 1;
-                let ip = entry.peer.ip();
+                let ip = entry.peer.addr.ip();
                 if let Some(share) = self.servers_by_source.get_mut(&ip) {
                     share.count -= 1;
                     share.bytes -= u64::from(entry.charged);

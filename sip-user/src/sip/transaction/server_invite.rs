@@ -60,7 +60,7 @@ impl ServerInvite {
                 self.state = State::Confirmed;
                 self.last_response = None; // Confirmed only absorbs ACKs
                 self.timer_g = Deadline::NONE;
-                self.timer_end = Deadline::at(now + ctx.timers.t4); // I
+                self.timer_end = ctx.linger_until(now, ctx.timers.t4); // I
             }
             (State::Accepted, true) => {
                 // RFC 6026 §8.7: an ACK for the 2xx goes to the TU (the proxy routes it).
@@ -94,7 +94,7 @@ impl ServerInvite {
             }
             _ => {
                 self.state = State::Completed;
-                self.timer_g = Deadline::at(now + ctx.timers.t1);
+                self.timer_g = ctx.retransmit_at(now, ctx.timers.t1);
                 self.timer_end = Deadline::at(now + ctx.timers.timeout()); // H
             }
         }
@@ -115,7 +115,7 @@ impl ServerInvite {
                 ctx.transmit(r.clone());
             }
             self.retransmits = self.retransmits.saturating_add(1);
-            self.timer_g = Deadline::at(now + ctx.timers.doubled_capped(self.retransmits));
+            self.timer_g = ctx.retransmit_at(now, ctx.timers.doubled_capped(self.retransmits));
         }
     }
 

@@ -43,7 +43,7 @@ impl ServerNonInvite {
             self.state = State::Proceeding;
         } else {
             self.state = State::Completed;
-            self.timer_j = Deadline::at(now + ctx.timers.timeout());
+            self.timer_j = ctx.linger_until(now, ctx.timers.timeout());
         }
     }
 

@@ -9,8 +9,8 @@ use crate::sip::{Header, parse};
 const UAC: &str = "192.0.2.10:5060";
 const UAS: &str = "192.0.2.20:5060";
 
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
+fn addr(s: &str) -> Peer {
+    Peer::udp(s.parse().unwrap())
 }
 
 fn ms(n: u64) -> Duration {
@@ -492,7 +492,7 @@ fn admission_limits_new_requests_not_retransmissions() {
     });
     let t0 = Instant::now();
     let opts = |n: u32| request("OPTIONS", &format!("z9hG4bKadm{n}"), "OPTIONS", "");
-    let from = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let from = |s: &str| -> Peer { Peer::udp(s.parse().unwrap()) };
     let try_feed = |l: &mut TransactionLayer, n: u32, src: &str, exempt: bool| {
         let datagram = opts(n);
         let mut h = [Header::EMPTY; 32];
@@ -546,7 +546,7 @@ fn a_source_of_large_requests_meets_its_share_of_bytes() {
         let Ok(Parsed::Message(m)) = parse(&datagram, &mut h) else {
             panic!()
         };
-        l.handle_from(&m, &datagram, src.parse().unwrap(), false, t0)
+        l.handle_from(&m, &datagram, Peer::udp(src.parse().unwrap()), false, t0)
     };
     let big = "x".repeat(1000);
     for n in 0..3 {
@@ -577,4 +577,65 @@ fn answer_all_and_expire(l: &mut TransactionLayer, t0: Instant) {
     }
     run_until(l, t0, Duration::from_secs(70));
     assert!(l.is_empty());
+}
+
+/// Over TCP nothing is retransmitted (timers A, E, G off) and the lingering states end at
+/// once (timers D, I, J, K zero, RFC 3261 Table 4); the transaction timeouts still hold.
+#[test]
+fn over_a_reliable_transport_nothing_is_retransmitted_and_nothing_lingers() {
+    let tcp = |s: &str| Peer::new(crate::sip::peer::Transport::Tcp, s.parse().unwrap());
+    let mut l = TransactionLayer::new(Timers::default());
+    let t0 = Instant::now();
+    // Client INVITE: no timer A; silence still ends it at timer B.
+    l.send_request(request("INVITE", "z9hG4bKr1", "INVITE", ""), tcp(UAS), t0)
+        .unwrap();
+    assert_eq!(transmits(&mut l).len(), 1);
+    assert!(run_until(&mut l, t0, Duration::from_secs(40)).is_empty());
+    assert!(matches!(
+        events(&mut l)[..],
+        [Event::Timeout { .. }, Event::Terminated { .. }]
+    ));
+    // Client non-INVITE: no timer E; a final response ends it at once (K = 0).
+    l.send_request(request("OPTIONS", "z9hG4bKr2", "OPTIONS", ""), tcp(UAS), t0)
+        .unwrap();
+    transmits(&mut l);
+    assert!(run_until(&mut l, t0, ms(5000)).is_empty());
+    let mut h = [Header::EMPTY; 32];
+    let resp = response(200, "z9hG4bKr2", "OPTIONS");
+    let Ok(Parsed::Message(m)) = parse(&resp, &mut h) else {
+        panic!()
+    };
+    l.handle(&m, &resp, tcp(UAS), t0 + ms(10)).unwrap();
+    l.handle_timeout(t0 + ms(10));
+    assert!(l.is_empty(), "timer K is zero");
+    events(&mut l);
+    // Server INVITE answered 486: no timer G; the ACK ends it at once (I = 0).
+    let invite = request("INVITE", "z9hG4bKr3", "INVITE", "");
+    let Ok(Parsed::Message(m)) = parse(&invite, &mut h) else {
+        panic!()
+    };
+    l.handle(&m, &invite, tcp(UAC), t0).unwrap();
+    let key = request_event_key(&events(&mut l));
+    l.respond(&key, 486, response(486, "z9hG4bKr3", "INVITE"), t0)
+        .unwrap();
+    assert_eq!(transmits(&mut l).len(), 1);
+    assert!(run_until(&mut l, t0, ms(20_000)).is_empty(), "no timer G");
+    let ack = request("ACK", "z9hG4bKr3", "ACK", ";tag=b1");
+    let Ok(Parsed::Message(m)) = parse(&ack, &mut h) else {
+        panic!()
+    };
+    l.handle(&m, &ack, tcp(UAC), t0 + ms(20_000)).unwrap();
+    l.handle_timeout(t0 + ms(20_000));
+    assert!(l.is_empty(), "timer I is zero");
+    // Server non-INVITE: its final response ends it at once (J = 0).
+    let options = request("OPTIONS", "z9hG4bKr4", "OPTIONS", "");
+    let Ok(Parsed::Message(m)) = parse(&options, &mut h) else {
+        panic!()
+    };
+    l.handle(&m, &options, tcp(UAC), t0).unwrap();
+    let key = request_event_key(&events(&mut l));
+    l.respond(&key, 200, response(200, "z9hG4bKr4", "OPTIONS"), t0)
+        .unwrap();
+    l.handle_timeout(t0);
+    assert!(l.is_empty(), "timer J is zero");
 }

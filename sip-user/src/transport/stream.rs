@@ -1,0 +1,198 @@
+//! One connection's task: reads the stream into its [`Framer`], passes each whole message to
+//! the owning worker, answers keep-alive pings, writes what the worker queued for the peer, and
+//! closes the connection when it idles, stalls in the middle of a message (slowloris), breaks
+//! the framing limits, or the worker lets it go.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::mpsc,
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::framer::{Frame, FrameError, FrameLimits, Framer};
+use crate::sip::peer::Peer;
+
+/// How a connection's life is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub limits: FrameLimits,
+    /// Closed after this long without a byte either way.
+    pub idle: Duration,
+    /// A message must be complete this long after its first byte, and the first message this
+    /// long after the connection opened (a client trickling a byte a second is closed).
+    pub message_timeout: Duration,
+    /// Messages queued for the peer at most; beyond, new ones are dropped (a peer that does not
+    /// read cannot make us hold more).
+    pub write_queue: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            limits: FrameLimits::default(),
+            idle: Duration::from_secs(300),
+            message_timeout: Duration::from_secs(10),
+            write_queue: 256,
+        }
+    }
+}
+
+/// Why a connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The peer closed it (or reset it).
+    Peer,
+    Idle,
+    /// A message (or the first one) took longer than `message_timeout`.
+    Slow,
+    HeaderTooLarge,
+    MessageTooLarge,
+    /// No or a bad Content-Length: the stream cannot be framed.
+    BadFraming,
+    /// A read or write failed.
+    Error,
+    /// The daemon is stopping, or the worker let the connection go.
+    Shutdown,
+}
+
+impl Close {
+    pub const ALL: [Close; 8] = [
+        Close::Peer,
+        Close::Idle,
+        Close::Slow,
+        Close::HeaderTooLarge,
+        Close::MessageTooLarge,
+        Close::BadFraming,
+        Close::Error,
+        Close::Shutdown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Close::Peer => "peer",
+            Close::Idle => "idle",
+            Close::Slow => "slow",
+            Close::HeaderTooLarge => "header_too_large",
+            Close::MessageTooLarge => "message_too_large",
+            Close::BadFraming => "bad_framing",
+            Close::Error => "error",
+            Close::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl From<FrameError> for Close {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::HeaderTooLarge(_) => Close::HeaderTooLarge,
+            FrameError::MessageTooLarge(_) => Close::MessageTooLarge,
+            FrameError::NoContentLength | FrameError::BadContentLength => Close::BadFraming,
+        }
+    }
+}
+
+/// What a connection tells its worker.
+#[derive(Debug)]
+pub enum FromConnection {
+    Message { peer: Peer, message: Bytes },
+    Closed { peer: Peer, reason: Close },
+}
+
+/// Runs one connection until it closes, then says why.
+pub async fn serve<S>(
+    stream: S,
+    peer: Peer,
+    settings: StreamSettings,
+    to_worker: mpsc::Sender<FromConnection>,
+    outgoing: mpsc::Receiver<Bytes>,
+    cancel: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let reason = run(stream, peer, settings, &to_worker, outgoing, cancel).await;
+    let _ = to_worker
+        .send(FromConnection::Closed { peer, reason })
+        .await;
+}
+
+async fn run<S>(
+    stream: S,
+    peer: Peer,
+    settings: StreamSettings,
+    to_worker: &mpsc::Sender<FromConnection>,
+    mut outgoing: mpsc::Receiver<Bytes>,
+    cancel: CancellationToken,
+) -> Close
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut framer = Framer::new(settings.limits);
+    let opened = Instant::now();
+    let mut last_activity = opened;
+    // When the message now being received started (the connection's opening counts as the
+    // start of the first one).
+    let mut message_started = Some(opened);
+    loop {
+        let idle_at = last_activity + settings.idle;
+        let slow_at = message_started.map(|t| t + settings.message_timeout);
+        let (deadline, on_deadline) = match slow_at {
+            Some(s) if s < idle_at => (s, Close::Slow),
+            _ => (idle_at, Close::Idle),
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return Close::Shutdown,
+            _ = tokio::time::sleep_until(deadline) => return on_deadline,
+            out = outgoing.recv() => match out {
+                Some(bytes) => {
+                    if wr.write_all(&bytes).await.is_err() {
+                        return Close::Error;
+                    }
+                    last_activity = Instant::now();
+                }
+                None => return Close::Shutdown,
+            },
+            r = rd.read_buf(framer.buffer()) => match r {
+                Ok(0) => return Close::Peer,
+                Err(_) => return Close::Error,
+                Ok(_) => {
+                    let now = Instant::now();
+                    last_activity = now;
+                    message_started.get_or_insert(now);
+                    let mut framed = false;
+                    loop {
+                        match framer.next_frame() {
+                            Ok(Some(Frame::Message(message))) => {
+                                framed = true;
+                                if to_worker
+                                    .send(FromConnection::Message { peer, message })
+                                    .await
+                                    .is_err()
+                                {
+                                    return Close::Shutdown;
+                                }
+                            }
+                            Ok(Some(Frame::Ping)) => {
+                                // RFC 5626 §4.4.1: the pong is a single CRLF.
+                                if wr.write_all(b"\r\n").await.is_err() {
+                                    return Close::Error;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => return e.into(),
+                        }
+                    }
+                    if framer.buffered() == 0 {
+                        message_started = None;
+                    } else if framed {
+                        message_started = Some(now); // the next message began in this read
+                    }
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! One worker's connections: the write queue of each by peer, how many each source IP holds,
+//! and the tasks that run them. Only the owning worker touches its table (no lock); other
+//! workers hand it what must go out on one of its connections.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::stream::{FromConnection, StreamSettings, serve};
+use crate::sip::{peer::Peer, shrink::shrink_map};
+
+/// Why a connection was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("its source holds connections.per_source connections already")]
+    PerSource,
+    #[error("the socket could not join the worker's runtime")]
+    Runtime,
+}
+
+/// Why a message could not go out on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no connection to that peer")]
+    NoConnection,
+    #[error("the peer does not read: its write queue is full")]
+    QueueFull,
+}
+
+/// The connections a worker owns.
+#[derive(Debug)]
+pub struct Connections {
+    by_peer: HashMap<Peer, mpsc::Sender<Bytes>>,
+    per_ip: HashMap<IpAddr, u32>,
+    max_per_source: u32,
+    settings: StreamSettings,
+    to_worker: mpsc::Sender<FromConnection>,
+    cancel: CancellationToken,
+}
+
+impl Connections {
+    /// A table whose connection tasks report to `to_worker` and stop with `cancel`.
+    pub fn new(
+        settings: StreamSettings,
+        max_per_source: u32,
+        to_worker: mpsc::Sender<FromConnection>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Connections {
+            by_peer: HashMap::new(),
+            per_ip: HashMap::new(),
+            max_per_source,
+            settings,
+            to_worker,
+            cancel,
+        }
+    }
+
+    /// Takes an accepted TCP connection from `peer` and starts its task on this runtime.
+    pub fn adopt_tcp(&mut self, stream: std::net::TcpStream, peer: Peer) -> Result<(), Refused> {
+        let count = self.per_ip.get(&peer.addr.ip()).copied().unwrap_or(0);
+        if count >= self.max_per_source {
+            return Err(Refused::PerSource); // dropping the stream closes it
+        }
+        let _ = stream.set_nodelay(true);
+        let stream = tokio::net::TcpStream::from_std(stream).map_err(|_| Refused::Runtime)?;
+        let (tx, rx) = mpsc::channel(self.settings.write_queue);
+        if let Some(old) = self.by_peer.insert(peer, tx) {
+            // The same address and port again: the old connection is gone (its close is on
+            // its way); the new one takes its place and its count.
+            drop(old);
+        } else {
+            *self.per_ip.entry(peer.addr.ip()).or_default() += 1;
+        }
+        tokio::spawn(serve(
+            stream,
+            peer,
+            self.settings,
+            self.to_worker.clone(),
+            rx,
+            self.cancel.child_token(),
+        ));
+        Ok(())
+    }
+
+    /// Queues `payload` on the connection to `peer`.
+    pub fn send(&self, peer: &Peer, payload: Bytes) -> Result<(), SendError> {
+        let tx = self.by_peer.get(peer).ok_or(SendError::NoConnection)?;
+        tx.try_send(payload).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SendError::NoConnection,
+        })
+    }
+
+    /// The connection's task ended: forget it (unless a newer connection from the same address
+    /// and port took its place, whose queue is still open).
+    pub fn closed(&mut self, peer: &Peer) {
+        let still_open = self.by_peer.get(peer).is_some_and(|tx| !tx.is_closed());
+        if still_open {
+            return;
+        }
+        if self.by_peer.remove(peer).is_some() {
+            let ip = peer.addr.ip();
+            if let Some(n) = self.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Open connections by transport ([`crate::sip::peer::Transport::index`] order).
+    pub fn open_by_transport(&self) -> [usize; 3] {
+        let mut open = [0; 3];
+        for peer in self.by_peer.keys() {
+            open[peer.transport.index()] += 1;
+        }
+        open
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_peer.is_empty()
+    }
+
+    /// Gives back the memory of a burst of connections that has passed.
+    pub fn shrink(&mut self) -> bool {
+        shrink_map(&mut self.by_peer) | shrink_map(&mut self.per_ip)
+    }
+}

@@ -1,0 +1,247 @@
+//! SIP over TCP at the edge (RFC 3261 §18.3): sipp callers on TCP, one connection for all calls
+//! (`-t t1`) or one per call (`-t tn`), through sip-fastpath to sipp backends on UDP, and raw
+//! clients that break the stream's rules. Needs root, sipp and the built binary (`cargo xtask
+//! test` does all three).
+
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    bed::{Bed, EDGE, assert_affinity, assert_all_succeeded, config, config_full},
+    sip_message,
+};
+
+/// The value of the metric line that starts with `prefix` (0 when absent).
+fn metric_sum(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// `calls` of `uac` over TCP (`mode`: `t1` or `tn`) to backends running `uas`: all succeed, each
+/// call's `methods` reach one backend, and the edge counted TCP connections and messages.
+fn over_tcp(tag: &str, uac: &str, uas: &str, mode: &str, calls: u32, methods: &[&str]) {
+    let bed = Bed::new(tag, uas, &config(1000)).unwrap();
+    // sipp refuses `tn` while its socket limit (50,000) is above the open-files limit.
+    let r = bed
+        .call_with(uac, calls, 20, &["-t", mode, "-max_socket", "1000"])
+        .unwrap();
+    assert_all_succeeded(&r, calls as u64);
+    let split = assert_affinity(&bed, &r, methods).unwrap();
+    let m = bed.metrics().unwrap();
+    let accepted = metric_sum(
+        &m,
+        "sip_fastpath_connections_total{event=\"accepted\",transport=\"tcp\"",
+    );
+    let tcp_in = metric_sum(
+        &m,
+        "sip_fastpath_transport_messages_total{direction=\"in\",transport=\"tcp\"",
+    );
+    eprintln!(
+        "{uac} over tcp ({mode}): {calls} calls, split {split:?}, {accepted} connections, \
+         {tcp_in} messages in over tcp"
+    );
+    match mode {
+        "t1" => assert_eq!(accepted, 1, "one connection for every call\n{m}"),
+        _ => assert!(accepted >= calls as u64, "a connection per call\n{m}"),
+    }
+    assert!(
+        tcp_in >= (calls * methods.len() as u32) as u64 / 2,
+        "the calls' requests came over tcp\n{m}"
+    );
+}
+
+#[test]
+fn calls_over_one_tcp_connection_reach_udp_backends() {
+    over_tcp(
+        "tcp-t1",
+        "uac_call",
+        "uas_call",
+        "t1",
+        40,
+        &["INVITE", "ACK", "BYE"],
+    );
+}
+
+#[test]
+fn calls_over_a_tcp_connection_each_reach_udp_backends() {
+    over_tcp(
+        "tcp-tn",
+        "uac_call",
+        "uas_call",
+        "tn",
+        40,
+        &["INVITE", "ACK", "BYE"],
+    );
+}
+
+#[test]
+fn the_callee_hangs_up_toward_a_tcp_caller() {
+    // The backend's BYE follows the Record-Route: our inside entry, then the outside entry with
+    // the caller's TCP flow token, which names the connection to send it on.
+    over_tcp(
+        "tcp-bye",
+        "uac_wait_bye",
+        "uas_hangup",
+        "t1",
+        20,
+        &["INVITE", "ACK"],
+    );
+}
+
+#[test]
+fn cancel_over_tcp() {
+    over_tcp(
+        "tcp-cancel",
+        "uac_cancel",
+        "uas_cancel",
+        "tn",
+        20,
+        &["INVITE", "CANCEL", "ACK"],
+    );
+}
+
+#[test]
+fn a_3000_byte_invite_over_tcp() {
+    over_tcp(
+        "tcp-large",
+        "uac_call_large",
+        "uas_call",
+        "t1",
+        10,
+        &["INVITE", "ACK", "BYE"],
+    );
+}
+
+/// Reads from `s` until `want` is in what arrived or `limit` passes; everything read.
+fn read_until(s: &mut std::net::TcpStream, want: &str, limit: Duration) -> String {
+    let until = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until && !String::from_utf8_lossy(&got).contains(want) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// True once the edge closed `s` (a read returns end of stream or a reset) within `limit`.
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    let mut buf = [0u8; 256];
+    while Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn slow_and_endless_clients_are_closed_and_others_are_answered() {
+    let config = config_full(
+        1000,
+        "",
+        &format!(
+            "[[backends]]\naddress = \"{}:5060\"\n[[backends]]\naddress = \"{}:5060\"\n\
+             [connections]\nmessage_timeout_ms = 1500\nmax_header_bytes = 2048\n",
+            tests::bed::B1,
+            tests::bed::B2
+        ),
+    );
+    let bed = Bed::new("tcp-abuse", "uas_call", &config).unwrap();
+    let caller = &bed.lan.host("caller").ns;
+    let edge: SocketAddr = format!("{EDGE}:5060").parse().unwrap();
+
+    // A slowloris client: one byte every 200 ms of a message that never ends.
+    let mut slow = caller.tcp_connect(edge).unwrap();
+    // A client sending an endless header.
+    let mut endless = caller.tcp_connect(edge).unwrap();
+    endless
+        .write_all(b"OPTIONS sip:x@192.0.2.1 SIP/2.0\r\nX-Endless: ")
+        .unwrap();
+    let filler = [b'a'; 512];
+    for _ in 0..8 {
+        if endless.write_all(&filler).is_err() {
+            break; // closed already
+        }
+    }
+    // A client without Content-Length: the stream cannot be framed.
+    let mut unframed = caller.tcp_connect(edge).unwrap();
+    unframed
+        .write_all(b"OPTIONS sip:x@192.0.2.1 SIP/2.0\r\nCall-ID: nolen\r\n\r\n")
+        .unwrap();
+
+    // Meanwhile a well-behaved client pings (RFC 5626: CRLF CRLF, answered CRLF) and asks.
+    let mut good = caller.tcp_connect(edge).unwrap();
+    good.write_all(b"\r\n\r\n").unwrap();
+    let pong = read_until(&mut good, "\r\n", Duration::from_secs(2));
+    assert_eq!(pong, "\r\n", "a pong for the ping");
+    let slow_bytes = b"OPTIONS sip:x@192.0.2.1 SIP/2.0\r\n";
+    let started = Instant::now();
+    for (i, b) in slow_bytes.iter().enumerate() {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        if i == 2 {
+            let options = String::from_utf8(sip_message("OPTIONS", "tcp-good-1", 1))
+                .unwrap()
+                .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+            good.write_all(options.as_bytes()).unwrap();
+            let answer = read_until(&mut good, "\r\n\r\n", Duration::from_secs(3));
+            assert!(
+                answer.starts_with("SIP/2.0 200"),
+                "answered while the others stall: {answer:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)),
+        "the slowloris client was closed"
+    );
+    assert!(
+        closed_within(&mut endless, Duration::from_secs(3)),
+        "the endless header was closed"
+    );
+    assert!(
+        closed_within(&mut unframed, Duration::from_secs(3)),
+        "the unframed stream was closed"
+    );
+
+    let m = bed.metrics().unwrap();
+    for reason in ["slow", "header_too_large", "bad_framing"] {
+        assert!(
+            metric_sum(
+                &m,
+                &format!(
+                    "sip_fastpath_connections_closed_total{{reason=\"{reason}\",transport=\"tcp\""
+                )
+            ) >= 1,
+            "closed as {reason}\n{m}"
+        );
+    }
+}
