@@ -18,7 +18,11 @@ use crate::{
         target::{Policy, StaticRoute},
     },
     sip::{peer::Transport, transaction::Timers},
-    transport::{framer::FrameLimits, stream::StreamSettings},
+    transport::{
+        framer::FrameLimits,
+        stream::StreamSettings,
+        tls::{MinVersion, TlsFiles},
+    },
 };
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -70,14 +74,70 @@ pub struct Config {
     pub timers: TimersSection,
     pub limits: LimitsSection,
     pub connections: ConnectionsSection,
+    pub tls: TlsSection,
     pub filter: FilterSection,
+}
+
+/// `[tls]`: the TLS listeners' certificate (re-read on SIGHUP) and what clients must offer.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM file: our certificate, then its chain. With it (and `key`), the default listeners
+    /// include TLS on port 5061.
+    pub certificate: Option<PathBuf>,
+    /// PEM file: the certificate's private key.
+    pub key: Option<PathBuf>,
+    /// `"1.3"` (default) or `"1.2"`: the lowest TLS version a client may use.
+    pub min_version: MinVersion,
+    /// PEM bundle of CAs: when set, clients must present a certificate chaining to one of them
+    /// (mutual TLS, for trunks); unknown or missing certificates fail the handshake.
+    pub client_ca: Option<PathBuf>,
+    /// A client's handshake must be done within this many milliseconds.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            certificate: None,
+            key: None,
+            min_version: MinVersion::Tls13,
+            client_ca: None,
+            handshake_timeout_ms: crate::transport::tls::HANDSHAKE_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+impl TlsSection {
+    /// The files to load, when a certificate is configured.
+    pub fn files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            certificate: self.certificate.clone()?,
+            key: self.key.clone()?,
+            min_version: self.min_version,
+            client_ca: self.client_ca.clone(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.certificate.is_some() != self.key.is_some() {
+            return Err("tls.certificate and tls.key: set both or neither".to_string());
+        }
+        if self.client_ca.is_some() && self.certificate.is_none() {
+            return Err("tls.client_ca: needs tls.certificate and tls.key".to_string());
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err("tls.handshake_timeout_ms: must be above 0".to_string());
+        }
+        Ok(())
+    }
 }
 
 /// One `[[listeners]]` entry.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
-    /// `udp`, `tcp` or `tls`.
+    /// `udp`, `tcp` or `tls` (needs `[tls]`).
     pub transport: TransportName,
     /// The IP address to listen on (default 0.0.0.0).
     #[serde(default = "unspecified")]
@@ -573,6 +633,7 @@ impl Default for Config {
             timers: TimersSection::default(),
             limits: LimitsSection::default(),
             connections: ConnectionsSection::default(),
+            tls: TlsSection::default(),
             filter: FilterSection::default(),
         }
     }
@@ -625,6 +686,7 @@ impl Config {
     /// Checks the config; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         self.filter_settings(&[])?;
+        self.tls.validate()?;
         self.validate_listeners()?;
         self.connections.validate()?;
         let listen = self.listen_addr();
@@ -813,12 +875,16 @@ impl Config {
             .map_err(|e| format!("metrics: `{}` is not ip:port ({e})", self.metrics))
     }
 
-    /// Every listener: the `[[listeners]]`, or by default UDP on `listen` and TCP on the same
-    /// address.
+    /// Every listener: the `[[listeners]]`, or by default UDP on `listen`, TCP on the same
+    /// address, and TLS on its port 5061 when `[tls]` has a certificate.
     pub fn listeners(&self) -> Vec<(Transport, SocketAddr)> {
         if self.listeners.is_empty() {
             let udp = self.listen_addr();
-            return vec![(Transport::Udp, udp), (Transport::Tcp, udp)];
+            let mut all = vec![(Transport::Udp, udp), (Transport::Tcp, udp)];
+            if self.tls.certificate.is_some() {
+                all.push((Transport::Tls, SocketAddr::new(udp.ip(), 5061)));
+            }
+            return all;
         }
         self.listeners
             .iter()
@@ -847,10 +913,9 @@ impl Config {
             ));
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            if l.transport == TransportName::Tls {
+            if l.transport == TransportName::Tls && self.tls.certificate.is_none() {
                 return Err(format!(
-                    "listeners[{i}].transport: tls is not available in this version yet \
-                     (udp and tcp are)"
+                    "listeners[{i}].transport: tls needs [tls] certificate and key"
                 ));
             }
             if l.port == Some(0) {

@@ -27,6 +27,10 @@ use crate::{
     sip::transaction::Admission,
     sip::{dialog::Limits, peer::Transport},
     stats::DEFAULT_PIN_ROOT,
+    transport::{
+        table::TlsServer,
+        tls::{self, TlsError},
+    },
     worker::StreamSetup,
     workers::{WorkerCounters, WorkerError, WorkerSetup, Workers},
 };
@@ -96,6 +100,8 @@ pub enum DaemonError {
     Backends(#[from] KeeperError),
     #[error("making a random flow_secret from /dev/urandom: {0}")]
     Random(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("binding {what} to {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -200,6 +206,11 @@ async fn run_attached(
         );
     }
     let flow_key = config.flow_key().map_err(DaemonError::Random)?;
+    let tls_config = match config.tls.files() {
+        Some(files) => Some(tls::server_config(&files)?),
+        None => None,
+    };
+    let (tls_tx, tls_rx) = tokio::sync::watch::channel(tls_config);
     let stream_listeners: Vec<(Transport, SocketAddr)> = config
         .listeners()
         .into_iter()
@@ -223,6 +234,10 @@ async fn run_attached(
         streams: StreamSetup {
             settings: config.connections.settings(),
             max_per_source: config.connections.per_source,
+            tls: TlsServer {
+                config: tls_rx,
+                handshake_timeout: Duration::from_millis(config.tls.handshake_timeout_ms),
+            },
         },
     };
     let workers = Workers::start(setup, cancel.clone())?;
@@ -268,7 +283,7 @@ async fn run_attached(
             _ = &mut shutdown => break,
             _ = publish.tick() => publish_workers(&mut workers_map, &workers.snapshot(true)),
             Some(()) = next_hangup(&mut hangup) => {
-                reload(fast_path, config, a.config_path, a.cpus, &reload_tx).await;
+                reload(fast_path, config, a.config_path, a.cpus, &reload_tx, &tls_tx).await;
             }
         }
     }
@@ -443,6 +458,7 @@ async fn reload(
     path: Option<&Path>,
     cpus: &[u32],
     keeper: &tokio::sync::mpsc::Sender<Reload>,
+    tls: &tokio::sync::watch::Sender<Option<Arc<rustls::ServerConfig>>>,
 ) {
     let Some(path) = path else {
         log::warn!("SIGHUP: started without --config, nothing to reload");
@@ -467,6 +483,22 @@ async fn reload(
             }
         }
         Err(e) => log::error!("SIGHUP: filter: {e}"),
+    }
+    // Certificates are re-read (renewed files take effect for new connections); turning TLS on
+    // or off needs the listeners, so a restart.
+    match (new.tls.files(), tls.borrow().is_some()) {
+        (Some(files), true) => match tls::server_config(&files) {
+            Ok(c) => {
+                tls.send_replace(Some(c));
+                log::info!(
+                    "SIGHUP: TLS certificate re-read from {}",
+                    files.certificate.display()
+                );
+            }
+            Err(e) => log::error!("SIGHUP: keeping the running TLS certificate: {e}"),
+        },
+        (None, false) => {}
+        _ => log::warn!("SIGHUP: `tls` turned on or off; it takes effect at the next restart"),
     }
     let restart_only = [
         ("sip_ports", new.sip_ports != running.sip_ports),

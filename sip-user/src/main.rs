@@ -73,8 +73,9 @@ enum Command {
     ///
     /// Prints what the file sets up, or the first problem with the field it is in. Top-level
     /// keys: sip_ports, listen, workers, steering, metrics, advertise, record_route, trusted,
-    /// domains, flow_secret, route_address, path; tables: [[listeners]] (transport = udp | tcp,
-    /// address, port; default udp and tcp on `listen`), [connections] (idle_s,
+    /// domains, flow_secret, route_address, path; tables: [[listeners]] (transport = udp | tcp |
+    /// tls, address, port; default udp and tcp on `listen`, tls on 5061 with [tls]), [tls]
+    /// (certificate, key, min_version, client_ca, handshake_timeout_ms), [connections] (idle_s,
     /// message_timeout_ms, max_header_bytes, max_message_bytes, per_source, write_queue),
     /// [[backends]] (address, weight,
     /// priority, draining; or srv, draining), [[routes]] (domain or prefix, destination), [dns]
@@ -211,6 +212,23 @@ fn main() -> anyhow::Result<()> {
             println!("{}", c.describe_edge());
             println!("{}", c.limits.describe());
             println!("{}", c.connections.describe());
+            if let Some(files) = c.tls.files() {
+                // Loaded for real: a key that does not match its certificate fails here.
+                sip_user::transport::tls::server_config(&files)?;
+                println!(
+                    "tls: certificate {} loaded, TLS {} and up, {}",
+                    files.certificate.display(),
+                    match files.min_version {
+                        sip_user::transport::tls::MinVersion::Tls12 => "1.2",
+                        sip_user::transport::tls::MinVersion::Tls13 => "1.3",
+                    },
+                    match &files.client_ca {
+                        Some(ca) =>
+                            format!("client certificates required (CAs in {})", ca.display()),
+                        None => "no client certificates".to_string(),
+                    }
+                );
+            }
         }
         Command::BenchXdp { repeat, rounds } => {
             if repeat == 0 {

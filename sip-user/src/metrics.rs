@@ -81,6 +81,7 @@ pub struct Metrics {
     connections: IntCounterVec,
     connections_closed: IntCounterVec,
     connections_open: IntGaugeVec,
+    tls_handshake_failures: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -348,6 +349,14 @@ impl Metrics {
                 "Stream connections open now, by the worker that owns them.",
                 &["worker", "transport"],
             ),
+            tls_handshake_failures: counter(
+                &r,
+                "tls_handshake_failures_total",
+                "TLS handshakes that failed, by reason (timeout, incompatible: e.g. below \
+                 tls.min_version, bad_certificate, no_certificate, alert, not_tls, closed, io, \
+                 other).",
+                &["worker", "reason"],
+            ),
             registry: r,
         }
     }
@@ -382,6 +391,7 @@ impl Metrics {
             }),
             connections: self.connections.clone(),
             connections_closed: self.connections_closed.clone(),
+            tls_handshake_failures: self.tls_handshake_failures.clone(),
             connections_open: Transport::ALL
                 .map(|t| self.connections_open.with_label_values(&[&w, t.name()])),
             worker: w,
@@ -550,6 +560,7 @@ pub struct WorkerMetrics {
     connections: IntCounterVec,
     connections_closed: IntCounterVec,
     connections_open: [IntGauge; 3],
+    tls_handshake_failures: IntCounterVec,
     worker: String,
 }
 
@@ -572,6 +583,12 @@ impl WorkerMetrics {
     pub fn connection_closed(&self, t: Transport, reason: Close) {
         self.connections_closed
             .with_label_values(&[&self.worker, t.name(), reason.name()])
+            .inc();
+    }
+
+    pub fn tls_handshake_failed(&self, reason: &str) {
+        self.tls_handshake_failures
+            .with_label_values(&[&self.worker, reason])
             .inc();
     }
 

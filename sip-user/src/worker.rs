@@ -39,7 +39,7 @@ use crate::{
     transport::{
         self,
         stream::{FromConnection, StreamSettings},
-        table::{Connections, Refused},
+        table::{Connections, Refused, TlsServer},
     },
     workers::WorkerCounters,
 };
@@ -73,6 +73,7 @@ const FROM_CONNECTIONS_QUEUE: usize = 1024;
 pub struct StreamSetup {
     pub settings: StreamSettings,
     pub max_per_source: u32,
+    pub tls: TlsServer,
 }
 
 /// Everything a worker thread owns.
@@ -113,6 +114,7 @@ impl Worker {
         let mut conns = Connections::new(
             self.streams.settings,
             self.streams.max_per_source,
+            self.streams.tls.clone(),
             conn_tx,
             self.cancel.clone(),
         );
@@ -185,7 +187,7 @@ impl Worker {
                         self.proxy.handle(message, source, Instant::now());
                     }
                     Handoff::Send(t) => self.send_on_connection(&conns, t, &m),
-                    Handoff::Stream { stream, peer } => match conns.adopt_tcp(stream, peer) {
+                    Handoff::Stream { stream, peer } => match conns.adopt(stream, peer) {
                         Ok(()) => m.connection_event(peer.transport, "accepted"),
                         Err(Refused::PerSource) => m.connection_event(peer.transport, "refused"),
                         Err(e) => {
@@ -198,6 +200,10 @@ impl Worker {
                     FromConnection::Message { peer, message } => {
                         m.received(peer.transport);
                         self.on_message(message, peer);
+                    }
+                    FromConnection::HandshakeFailed { peer, reason } => {
+                        log::debug!("worker {}: TLS handshake with {peer}: {reason}", self.index);
+                        m.tls_handshake_failed(reason);
                     }
                     FromConnection::Closed { peer, reason } => {
                         conns.closed(&peer);

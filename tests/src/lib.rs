@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context, bail};
 
 pub mod bed;
+pub mod certs;
 pub mod dns;
 pub mod kamailio;
 pub mod lan;

@@ -82,6 +82,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The registrar behind the edge in the two-way tests, and bench-e2e's comparison. The
     // package's service is not used: the tests start it in their namespaces.
     "kamailio",
+    // TLS: Kamailio's tls module (bench-e2e's TLS comparison), sipsak (a TLS 1.3 SIP client,
+    // GnuTLS) and openssl (test certificates, s_client for TLS 1.2 and mutual TLS).
+    "kamailio-tls-modules",
+    "sipsak",
+    "openssl",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ pub mod framer;
 pub mod listener;
 pub mod stream;
 pub mod table;
+pub mod tls;
 
 use std::net::IpAddr;
 

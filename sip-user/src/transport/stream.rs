@@ -57,10 +57,12 @@ pub enum Close {
     Error,
     /// The daemon is stopping, or the worker let the connection go.
     Shutdown,
+    /// The TLS handshake failed or took too long.
+    Handshake,
 }
 
 impl Close {
-    pub const ALL: [Close; 8] = [
+    pub const ALL: [Close; 9] = [
         Close::Peer,
         Close::Idle,
         Close::Slow,
@@ -69,6 +71,7 @@ impl Close {
         Close::BadFraming,
         Close::Error,
         Close::Shutdown,
+        Close::Handshake,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Close {
             Close::BadFraming => "bad_framing",
             Close::Error => "error",
             Close::Shutdown => "shutdown",
+            Close::Handshake => "tls_handshake",
         }
     }
 }
@@ -98,8 +102,65 @@ impl From<FrameError> for Close {
 /// What a connection tells its worker.
 #[derive(Debug)]
 pub enum FromConnection {
-    Message { peer: Peer, message: Bytes },
-    Closed { peer: Peer, reason: Close },
+    Message {
+        peer: Peer,
+        message: Bytes,
+    },
+    /// A TLS handshake failed (`reason` as in [`super::tls::failure_reason`], or `timeout`);
+    /// `Closed` follows.
+    HandshakeFailed {
+        peer: Peer,
+        reason: &'static str,
+    },
+    Closed {
+        peer: Peer,
+        reason: Close,
+    },
+}
+
+/// Runs the TLS handshake (server side) on a new connection within `timeout`, then the
+/// connection as [`serve`] does.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_tls(
+    tcp: tokio::net::TcpStream,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    timeout: Duration,
+    peer: Peer,
+    settings: StreamSettings,
+    to_worker: mpsc::Sender<FromConnection>,
+    outgoing: mpsc::Receiver<Bytes>,
+    cancel: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let failed = tokio::select! {
+        _ = cancel.cancelled() => None,
+        r = tokio::time::timeout(timeout, acceptor.accept(tcp)) => match r {
+            Ok(Ok(tls)) => {
+                if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                    log::debug!(
+                        "TLS from {peer}: client certificate sha256 {}",
+                        super::tls::fingerprint(cert)
+                    );
+                }
+                return serve(tls, peer, settings, to_worker, outgoing, cancel).await;
+            }
+            Ok(Err(e)) => Some(super::tls::failure_reason(&e)),
+            Err(_) => Some("timeout"),
+        },
+    };
+    if let Some(reason) = failed {
+        let _ = to_worker
+            .send(FromConnection::HandshakeFailed { peer, reason })
+            .await;
+    }
+    let reason = if failed.is_some() {
+        Close::Handshake
+    } else {
+        Close::Shutdown
+    };
+    let _ = to_worker
+        .send(FromConnection::Closed { peer, reason })
+        .await;
 }
 
 /// Runs one connection until it closes, then says why.
@@ -158,6 +219,8 @@ where
             },
             r = rd.read_buf(framer.buffer()) => match r {
                 Ok(0) => return Close::Peer,
+                // A TLS peer that closes without close_notify: closed all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Close::Peer,
                 Err(_) => return Close::Error,
                 Ok(_) => {
                     let now = Instant::now();

@@ -2,14 +2,17 @@
 //! and the tasks that run them. Only the owning worker touches its table (no lock); other
 //! workers hand it what must go out on one of its connections.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::stream::{FromConnection, StreamSettings, serve};
-use crate::sip::{peer::Peer, shrink::shrink_map};
+use super::stream::{FromConnection, StreamSettings, serve, serve_tls};
+use crate::sip::{
+    peer::{Peer, Transport},
+    shrink::shrink_map,
+};
 
 /// Why a connection was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +21,8 @@ pub enum Refused {
     PerSource,
     #[error("the socket could not join the worker's runtime")]
     Runtime,
+    #[error("no TLS certificate is loaded")]
+    NoTls,
 }
 
 /// Why a message could not go out on a connection.
@@ -36,8 +41,27 @@ pub struct Connections {
     per_ip: HashMap<IpAddr, u32>,
     max_per_source: u32,
     settings: StreamSettings,
+    tls: TlsServer,
     to_worker: mpsc::Sender<FromConnection>,
     cancel: CancellationToken,
+}
+
+/// The TLS listeners' server side: the current config (replaced on SIGHUP) and how long a
+/// handshake may take.
+#[derive(Debug, Clone)]
+pub struct TlsServer {
+    pub config: watch::Receiver<Option<Arc<rustls::ServerConfig>>>,
+    pub handshake_timeout: Duration,
+}
+
+impl TlsServer {
+    /// No TLS: connections on a TLS listener are refused.
+    pub fn none() -> Self {
+        TlsServer {
+            config: watch::channel(None).1,
+            handshake_timeout: super::tls::HANDSHAKE_TIMEOUT,
+        }
+    }
 }
 
 impl Connections {
@@ -45,6 +69,7 @@ impl Connections {
     pub fn new(
         settings: StreamSettings,
         max_per_source: u32,
+        tls: TlsServer,
         to_worker: mpsc::Sender<FromConnection>,
         cancel: CancellationToken,
     ) -> Self {
@@ -53,17 +78,23 @@ impl Connections {
             per_ip: HashMap::new(),
             max_per_source,
             settings,
+            tls,
             to_worker,
             cancel,
         }
     }
 
-    /// Takes an accepted TCP connection from `peer` and starts its task on this runtime.
-    pub fn adopt_tcp(&mut self, stream: std::net::TcpStream, peer: Peer) -> Result<(), Refused> {
+    /// Takes a connection accepted from `peer` (TCP, or TLS still to shake hands) and starts
+    /// its task on this runtime.
+    pub fn adopt(&mut self, stream: std::net::TcpStream, peer: Peer) -> Result<(), Refused> {
         let count = self.per_ip.get(&peer.addr.ip()).copied().unwrap_or(0);
         if count >= self.max_per_source {
             return Err(Refused::PerSource); // dropping the stream closes it
         }
+        let tls = match peer.transport {
+            Transport::Tls => Some(self.tls.config.borrow().clone().ok_or(Refused::NoTls)?),
+            _ => None,
+        };
         let _ = stream.set_nodelay(true);
         let stream = tokio::net::TcpStream::from_std(stream).map_err(|_| Refused::Runtime)?;
         let (tx, rx) = mpsc::channel(self.settings.write_queue);
@@ -74,14 +105,20 @@ impl Connections {
         } else {
             *self.per_ip.entry(peer.addr.ip()).or_default() += 1;
         }
-        tokio::spawn(serve(
-            stream,
-            peer,
-            self.settings,
-            self.to_worker.clone(),
-            rx,
-            self.cancel.child_token(),
-        ));
+        let (to_worker, cancel) = (self.to_worker.clone(), self.cancel.child_token());
+        match tls {
+            Some(config) => tokio::spawn(serve_tls(
+                stream,
+                config,
+                self.tls.handshake_timeout,
+                peer,
+                self.settings,
+                to_worker,
+                rx,
+                cancel,
+            )),
+            None => tokio::spawn(serve(stream, peer, self.settings, to_worker, rx, cancel)),
+        };
         Ok(())
     }
 

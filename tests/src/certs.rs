@@ -1,0 +1,129 @@
+//! Certificates made at test time with Debian's `openssl` command: a CA, the edge's server
+//! certificate (for 192.0.2.1, by IP address), a client certificate the CA signed, and a
+//! client certificate from another CA (unknown to the edge). Removed on drop.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("sfp-certs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let certs = Certs { dir };
+        certs.ca("ca")?;
+        certs.ca("other-ca")?;
+        certs.leaf("server", "ca", "subjectAltName=IP:192.0.2.1,DNS:edge.test")?;
+        certs.leaf("client", "ca", "subjectAltName=DNS:trunk.test")?;
+        certs.leaf("stranger", "other-ca", "subjectAltName=DNS:stranger.test")?;
+        Ok(certs)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn openssl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .context("running openssl (Debian package openssl)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn ca(&self, name: &str) -> anyhow::Result<()> {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=sip-fastpath test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+    }
+
+    fn leaf(&self, name: &str, ca: &str, san: &str) -> anyhow::Result<()> {
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ])?;
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!("{san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )?;
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.pem"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ])
+    }
+
+    /// The `[tls]` table for the edge: its certificate, and `client_ca` for mutual TLS.
+    pub fn tls_section(&self, mutual: bool) -> String {
+        let p = |f: &str| self.path(f).display().to_string();
+        let mut s = format!(
+            "[tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            p("server.pem"),
+            p("server.key")
+        );
+        if mutual {
+            s += &format!("client_ca = \"{}\"\n", p("ca.pem"));
+        }
+        s
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,171 @@
+//! SIP over TLS at the edge with real clients: sipsak (GnuTLS, Debian) sends OPTIONS over TLS 1.3
+//! through sip-fastpath to the sipp backends; `openssl s_client` (OpenSSL) is the client that
+//! offers only TLS 1.2, and the one with a client certificate for mutual TLS, because Debian's
+//! sipsak is built with GnuTLS and its `--tls-client-cert` is read only by its OpenSSL code
+//! (src/transport.c), so it never presents one. Certificates are made at test time. Needs root, sipp, sipsak, openssl and the built binary (`cargo xtask
+//! test` does all of them).
+
+use std::{process::Stdio, time::Duration};
+
+use tests::{
+    Netns,
+    bed::{B1, B2, Bed, EDGE, config_full},
+    certs::Certs,
+};
+
+fn tls_bed(tag: &str, certs: &Certs, mutual: bool, extra: &str) -> Bed {
+    let tables = format!(
+        "[[backends]]\naddress = \"{B1}:5060\"\n[[backends]]\naddress = \"{B2}:5060\"\n{}{extra}",
+        certs.tls_section(mutual)
+    );
+    Bed::new(tag, "uas_call", &config_full(1000, "", &tables)).unwrap()
+}
+
+/// Runs a program in `ns` to its end (bounded by `timeout` from coreutils); its exit code and
+/// output.
+fn run_in(ns: &Netns, program: &str, args: &[&str]) -> (i32, String) {
+    let out = ns
+        .command("timeout")
+        .args(["-k", "2", "10", program])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running a client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// sipsak sends one OPTIONS over TLS to the edge (to the backends, which answer 200).
+fn sipsak_options(ns: &Netns, certs: &Certs) -> (i32, String) {
+    let ca = format!("--tls-ca-cert={}", certs.path("ca.pem").display());
+    let uri = format!("sip:bob@{EDGE}:5061");
+    run_in(ns, "sipsak", &["-vv", "-s", &uri, "--transport=tls", &ca])
+}
+
+/// `openssl s_client` handshakes with the edge's TLS port with `version` (`-tls1_2`,
+/// `-tls1_3`); true if the handshake succeeded.
+fn openssl_handshake(ns: &Netns, certs: &Certs, version: &str) -> (bool, String) {
+    let (code, out) = run_in(
+        ns,
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &format!("{EDGE}:5061"),
+            version,
+            "-CAfile",
+            &certs.path("ca.pem").display().to_string(),
+            "-verify_return_error",
+            "-brief",
+        ],
+    );
+    (code == 0 && out.contains("Verification: OK"), out)
+}
+
+fn metric_sum(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn a_tls_13_client_is_answered_and_a_tls_12_only_client_is_refused() {
+    let certs = Certs::new("tls13").unwrap();
+    let bed = tls_bed("tls-13", &certs, false, "");
+    let caller = &bed.lan.host("caller").ns;
+    let (code, out) = sipsak_options(caller, &certs);
+    assert_eq!(code, 0, "sipsak over TLS got its 200:\n{out}");
+    assert!(out.contains("200"), "{out}");
+    let (ok, out) = openssl_handshake(caller, &certs, "-tls1_3");
+    assert!(
+        ok,
+        "a TLS 1.3 handshake verifies the edge's certificate:\n{out}"
+    );
+    let (ok, out) = openssl_handshake(caller, &certs, "-tls1_2");
+    assert!(!ok, "TLS 1.2 is refused when the minimum is 1.3:\n{out}");
+    std::thread::sleep(Duration::from_millis(1200)); // the workers export once a second
+    let m = bed.metrics().unwrap();
+    assert!(
+        metric_sum(
+            &m,
+            "sip_fastpath_tls_handshake_failures_total{reason=\"incompatible\""
+        ) >= 1,
+        "the TLS 1.2 client counted\n{m}"
+    );
+    assert!(
+        metric_sum(
+            &m,
+            "sip_fastpath_transport_messages_total{direction=\"in\",transport=\"tls\""
+        ) >= 1,
+        "{m}"
+    );
+}
+
+#[test]
+fn tls_12_is_taken_when_allowed() {
+    let certs = Certs::new("tls12").unwrap();
+    let bed = tls_bed("tls-12", &certs, false, "min_version = \"1.2\"\n");
+    let (ok, out) = openssl_handshake(&bed.lan.host("caller").ns, &certs, "-tls1_2");
+    assert!(ok, "TLS 1.2 allowed by tls.min_version:\n{out}");
+}
+
+/// One OPTIONS over TLS with `openssl s_client`, presenting the client certificate `client`
+/// (`client` or `stranger`) if given; what came back.
+fn openssl_options(ns: &Netns, certs: &Certs, client: Option<&str>, call_id: &str) -> String {
+    let message = format!(
+        "OPTIONS sip:bob@{EDGE}:5061 SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.2:5061;branch=z9hG4bK{call_id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:trunk@192.0.2.2>;tag=t1\r\nTo: <sip:bob@{EDGE}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let file = certs.path(&format!("{call_id}.sip"));
+    std::fs::write(&file, message).unwrap();
+    let identity = match client {
+        Some(c) => format!(
+            "-cert {} -key {}",
+            certs.path(&format!("{c}.pem")).display(),
+            certs.path(&format!("{c}.key")).display()
+        ),
+        None => String::new(),
+    };
+    // The message, then 2 s for the answer before s_client sees the end of its input.
+    let script = format!(
+        "(cat {}; sleep 2) | openssl s_client -connect {EDGE}:5061 -quiet -CAfile {} {identity}",
+        file.display(),
+        certs.path("ca.pem").display()
+    );
+    run_in(ns, "sh", &["-c", &script]).1
+}
+
+#[test]
+fn mutual_tls_takes_a_known_client_certificate_and_refuses_others() {
+    let certs = Certs::new("mtls").unwrap();
+    let bed = tls_bed("tls-mutual", &certs, true, "");
+    let caller = &bed.lan.host("caller").ns;
+    let out = openssl_options(caller, &certs, Some("client"), "mtls-known");
+    assert!(
+        out.contains("SIP/2.0 200"),
+        "a client certificate from the trunk CA:\n{out}"
+    );
+    let out = openssl_options(caller, &certs, Some("stranger"), "mtls-stranger");
+    assert!(
+        !out.contains("SIP/2.0"),
+        "a certificate from an unknown CA is refused:\n{out}"
+    );
+    let out = openssl_options(caller, &certs, None, "mtls-none");
+    assert!(
+        !out.contains("SIP/2.0"),
+        "no certificate is refused:\n{out}"
+    );
+    let (code, out) = sipsak_options(caller, &certs);
+    assert_ne!(code, 0, "sipsak, which presents none, is refused:\n{out}");
+    std::thread::sleep(Duration::from_millis(1200));
+    let m = bed.metrics().unwrap();
+    let failed = metric_sum(&m, "sip_fastpath_tls_handshake_failures_total{");
+    assert!(failed >= 2, "both refusals counted\n{m}");
+}
