@@ -77,6 +77,11 @@ pub struct FilterConfig {
     pub num_ports: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
+    /// TCP destination ports of the SIP TCP and TLS listeners, host byte order: SYNs to them go
+    /// through the blocklist and the rate limiter; the first `num_tcp_ports` count.
+    pub tcp_ports: [u16; MAX_SIP_PORTS],
+    pub num_tcp_ports: u32,
+    pub _pad: u32,
     /// Rate limiter (GCRA, the token bucket in virtual-time form): nanoseconds between packets
     /// at the allowed rate, and how far ahead of real time a source may run (the burst).
     pub rate_interval_ns: u64,
@@ -94,6 +99,9 @@ impl Default for FilterConfig {
             ports: [0; MAX_SIP_PORTS],
             num_ports: 0,
             flags: 0,
+            tcp_ports: [0; MAX_SIP_PORTS],
+            num_tcp_ports: 0,
+            _pad: 0,
             rate_interval_ns: 0,
             rate_tolerance_ns: 0,
             num_scanners: 0,
@@ -172,7 +180,13 @@ pub mod reason {
     /// A UDP datagram to a SIP port with no payload: passed (nothing to answer, nothing to
     /// fear), and not a keep-alive.
     pub const EMPTY: u32 = 11;
-    pub const COUNT: usize = 12;
+    /// A TCP SYN to a SIP TCP/TLS port (`sip_tcp_ports`) that passed the checks below.
+    pub const TCP_SYN: u32 = 12;
+    /// A TCP SYN from a source in the blocklist.
+    pub const TCP_SYN_BLOCKLIST: u32 = 13;
+    /// A TCP SYN from a source over its rate (the same per-source limit as SIP over UDP).
+    pub const TCP_SYN_RATE_LIMIT: u32 = 14;
+    pub const COUNT: usize = 15;
 
     pub const fn name(r: u32) -> &'static str {
         match r {
@@ -188,6 +202,9 @@ pub mod reason {
             NOT_SIP => "not_sip",
             SCANNER => "scanner",
             EMPTY => "empty",
+            TCP_SYN => "tcp_syn",
+            TCP_SYN_BLOCKLIST => "tcp_syn_blocklist",
+            TCP_SYN_RATE_LIMIT => "tcp_syn_rate_limit",
             _ => "unknown",
         }
     }
@@ -195,7 +212,9 @@ pub mod reason {
     pub const fn verdict_of(r: u32) -> u32 {
         match r {
             STEERED => verdict::REDIRECT,
-            BLOCKLIST | RATE_LIMIT | NOT_SIP | SCANNER => verdict::DROP,
+            BLOCKLIST | RATE_LIMIT | NOT_SIP | SCANNER | TCP_SYN_BLOCKLIST | TCP_SYN_RATE_LIMIT => {
+                verdict::DROP
+            }
             _ => verdict::PASS,
         }
     }

@@ -1,7 +1,9 @@
 //! sip-fastpath's XDP program: pre-filters SIP over UDP and steers each Call-ID to one CPU.
 //!
 //! Order of the checks (each one counted by its reason in `CPU_STATE`):
-//! 1. not UDP to a SIP port → pass untouched; fragments and malformed headers → pass;
+//! 1. not UDP to a SIP port → pass untouched; fragments and malformed headers → pass; a TCP
+//!    SYN to a SIP TCP/TLS port (`sip_tcp_ports`) → blocklist, then rate limit (drop), else
+//!    pass (the program never looks into TCP streams);
 //! 2. source in `BLOCKLIST` → drop;
 //! 3. first line not SIP-shaped → drop (before the rate limiter, so junk from spoofed sources
 //!    cannot churn the limiter's LRU table and evict the state of real sources);
@@ -168,6 +170,7 @@ mod program {
         };
         let d = match net::classify(ctx, cfg) {
             Packet::Sip(d) => d,
+            Packet::Syn(src) => return Some(Outcome::of(syn_verdict(cfg, src))),
             Packet::Other => return Some(Outcome::of(reason::OTHER)),
             Packet::Fragment => return Some(Outcome::of(reason::FRAGMENT)),
             Packet::Malformed => return Some(Outcome::of(reason::MALFORMED)),
@@ -190,7 +193,7 @@ mod program {
         if let Shape::NotSip = shape {
             return Some(Outcome::of(reason::NOT_SIP));
         }
-        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, &d) {
+        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, d.src) {
             return Some(Outcome::of(reason::RATE_LIMIT));
         }
         match shape {
@@ -267,17 +270,30 @@ mod program {
         (start <= end && end <= sip::MAX_OFFSET).then_some(SipDatagram { src, start, end })
     }
 
+    /// A new TCP connection to a SIP port: the blocklist and the per-source rate (shared with
+    /// the source's UDP SIP traffic), as for a datagram; what passes is the stack's to accept.
+    #[inline(always)]
+    fn syn_verdict(cfg: &FilterConfig, src: SourceAddr) -> u32 {
+        if cfg.flags & FLAG_BLOCKLIST != 0 && BLOCKLIST.get(Key::new(128, src)).is_some() {
+            return reason::TCP_SYN_BLOCKLIST;
+        }
+        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, src) {
+            return reason::TCP_SYN_RATE_LIMIT;
+        }
+        reason::TCP_SYN
+    }
+
     /// GCRA, the virtual-time form of a token bucket: a source may run at most `burst` packets
     /// ahead of its allowed rate. One `u64` of state per source; concurrent updates from two CPUs
     /// can let a packet or two more through, never fewer.
     #[inline(always)]
-    fn over_rate(cfg: &FilterConfig, d: &SipDatagram) -> bool {
-        if cfg.flags & FLAG_ALLOWLIST != 0 && ALLOWLIST.get(Key::new(128, d.src)).is_some() {
+    fn over_rate(cfg: &FilterConfig, src: SourceAddr) -> bool {
+        if cfg.flags & FLAG_ALLOWLIST != 0 && ALLOWLIST.get(Key::new(128, src)).is_some() {
             return false;
         }
         // SAFETY: a BPF helper with no arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        match RATE.get_ptr_mut(d.src) {
+        match RATE.get_ptr_mut(src) {
             Some(state) => {
                 // SAFETY: `state` points to the map's value for this key, valid during this run.
                 let tat = unsafe { (*state).tat_ns };
@@ -294,7 +310,7 @@ mod program {
                 let first = RateState {
                     tat_ns: now + cfg.rate_interval_ns,
                 };
-                let _ = RATE.insert(d.src, first, 0);
+                let _ = RATE.insert(src, first, 0);
                 false
             }
         }

@@ -1,5 +1,6 @@
 //! Ethernet (+ one 802.1Q/802.1ad tag), IPv4 (with options) / IPv6 (with a few extension
-//! headers), UDP. Every read is bounds-checked against `data_end` right before it.
+//! headers), UDP, and the flags and port of TCP. Every read is bounds-checked against
+//! `data_end` right before it.
 
 use aya_ebpf::programs::XdpContext;
 use sip_common::{FilterConfig, MAX_SIP_PORTS, SourceAddr, mapped_v4};
@@ -10,6 +11,10 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
+/// TCP flag bits (RFC 9293 §3.1): the byte at offset 13 of the header.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 const IPV6_HLEN: usize = 40;
 const UDP_HLEN: usize = 8;
 /// IPv6 extension headers we step over to find UDP: hop-by-hop, routing, destination options.
@@ -25,6 +30,9 @@ pub struct SipDatagram {
 
 pub enum Packet {
     Sip(SipDatagram),
+    /// A TCP SYN (a new connection, no ACK) to a SIP TCP/TLS port, from `src`. The program
+    /// does not look into streams: every other TCP segment is `Other`.
+    Syn(SourceAddr),
     /// Not IPv4/IPv6 UDP to a SIP port.
     Other,
     /// An IPv4 fragment or an IPv6 fragment header: reassembly happens in the stack.
@@ -75,6 +83,7 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
         off += 4;
     }
     let src: SourceAddr;
+    let l4: u8;
     match proto {
         ETH_P_IP => {
             let ver_ihl: u8 = read_at(ctx, off)?;
@@ -82,7 +91,8 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
             if ver_ihl >> 4 != 4 || ihl < 20 {
                 return Ok(Packet::Malformed);
             }
-            if read_at::<u8>(ctx, off + 9)? != IPPROTO_UDP {
+            l4 = read_at::<u8>(ctx, off + 9)?;
+            if l4 != IPPROTO_UDP && l4 != IPPROTO_TCP {
                 return Ok(Packet::Other);
             }
             // Flags and fragment offset: MF set or a non-zero offset means a fragment.
@@ -112,14 +122,28 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
             if next == 44 {
                 return Ok(Packet::Fragment);
             }
-            if next != IPPROTO_UDP {
+            if next != IPPROTO_UDP && next != IPPROTO_TCP {
                 return Ok(Packet::Other);
             }
+            l4 = next;
         }
         _ => return Ok(Packet::Other),
     }
     let dport = read_be16(ctx, off + 2)?;
-    if !is_sip_port(cfg, dport) {
+    if l4 == IPPROTO_TCP {
+        // A fragment was returned above, so the TCP header's first 14 bytes are here or the
+        // packet is malformed.
+        let flags: u8 = read_at(ctx, off + 13)?;
+        let syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        return Ok(
+            if syn && is_port(&cfg.tcp_ports, cfg.num_tcp_ports, dport) {
+                Packet::Syn(src)
+            } else {
+                Packet::Other
+            },
+        );
+    }
+    if !is_port(&cfg.ports, cfg.num_ports, dport) {
         return Ok(Packet::Other);
     }
     let udp_len = read_be16(ctx, off + 4)? as usize;
@@ -133,13 +157,13 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
 }
 
 #[inline(always)]
-fn is_sip_port(cfg: &FilterConfig, port: u16) -> bool {
-    let n = cfg.num_ports as usize;
+fn is_port(ports: &[u16; MAX_SIP_PORTS], count: u32, port: u16) -> bool {
+    let n = count as usize;
     for i in 0..MAX_SIP_PORTS {
         if i >= n {
             break;
         }
-        if cfg.ports[i] == port {
+        if ports[i] == port {
             return true;
         }
     }

@@ -30,6 +30,10 @@ use crate::{
 pub struct Config {
     /// UDP ports the XDP program treats as SIP (1 to 8).
     pub sip_ports: Vec<u16>,
+    /// TCP ports whose SYNs the XDP program checks against the blocklist and the per-source
+    /// rate (0 to 8); default: the ports of the TCP and TLS listeners. It never looks into the
+    /// streams themselves.
+    pub sip_tcp_ports: Option<Vec<u16>>,
     /// Address the workers receive UDP on; defaults to 0.0.0.0 on the first SIP port. Kept
     /// for configs from before `[[listeners]]`, which it cannot be used with.
     pub listen: Option<SocketAddr>,
@@ -151,9 +155,10 @@ fn unspecified() -> IpAddr {
 }
 
 /// A transport as written in the config.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportName {
+    #[default]
     Udp,
     Tcp,
     Tls,
@@ -356,6 +361,15 @@ pub struct BackendSection {
     /// `srv` entry it drains every backend the records list.
     #[serde(default)]
     pub draining: bool,
+    /// `udp` (default) or `tcp`: how requests reach it (static backends only). Over TCP the
+    /// connection is opened by the worker that owns the backend's address and reused by all.
+    /// Health probes stay on UDP.
+    #[serde(default = "udp")]
+    pub transport: TransportName,
+}
+
+fn udp() -> TransportName {
+    TransportName::Udp
 }
 
 /// One `[[routes]]` entry: requests from the inside whose Request-URI has this `domain`, or whose
@@ -463,6 +477,12 @@ impl BackendSection {
                         "backends[{i}].address: {a} is already backends[{j}]"
                     ));
                 }
+                if self.transport == TransportName::Tls {
+                    return Err(format!(
+                        "backends[{i}].transport: tls toward backends is not available in this \
+                         version (udp and tcp are)"
+                    ));
+                }
                 if let Some(w) = self.weight
                     && w > MAX_WEIGHT
                 {
@@ -482,6 +502,12 @@ impl BackendSection {
                             "backends[{i}].{field}: not with `srv`; the SRV records carry it"
                         ));
                     }
+                }
+                if self.transport != TransportName::Udp {
+                    return Err(format!(
+                        "backends[{i}].transport: `srv` backends are reached over udp \
+                         (_sip._udp records) in this version"
+                    ));
                 }
                 check_domain(name).map_err(|e| format!("backends[{i}].srv: `{name}` {e}"))?;
                 if let Some(j) = earlier.iter().position(|o| o.srv.as_ref() == Some(name)) {
@@ -504,7 +530,8 @@ impl BackendSection {
         let drain = if self.draining { ", draining" } else { "" };
         match (&self.address, &self.srv) {
             (Some(a), _) => format!(
-                "{a} (weight {}, priority {}{drain})",
+                "{} {a} (weight {}, priority {}{drain})",
+                self.transport.transport(),
                 self.weight(),
                 self.priority.unwrap_or(0)
             ),
@@ -614,6 +641,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             sip_ports: vec![5060],
+            sip_tcp_ports: None,
             listen: None,
             listeners: Vec::new(),
             workers: 0,
@@ -931,6 +959,22 @@ impl Config {
         Ok(())
     }
 
+    /// The TCP ports whose SYNs XDP filters: `sip_tcp_ports`, or the TCP and TLS listeners'.
+    pub fn tcp_ports(&self) -> Vec<u16> {
+        if let Some(p) = &self.sip_tcp_ports {
+            return p.clone();
+        }
+        let mut ports: Vec<u16> = self
+            .listeners()
+            .iter()
+            .filter(|(t, _)| *t != Transport::Udp)
+            .map(|(_, a)| a.port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// The UDP address the workers receive on.
     pub fn listen_addr(&self) -> SocketAddr {
         if let Some(l) = self
@@ -962,6 +1006,7 @@ impl Config {
         let f = &self.filter;
         let settings = FilterSettings {
             ports: self.sip_ports.clone(),
+            tcp_ports: self.tcp_ports(),
             rate_limit_pps: f.rate_limit_pps,
             rate_limit_burst: f.rate_limit_burst,
             allowlist: cidrs("allowlist", &f.allowlist)?,

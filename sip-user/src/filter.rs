@@ -15,6 +15,8 @@ pub const DEFAULT_SCANNERS: [&str; 3] = ["friendly-scanner", "sipvicious", "sipc
 pub struct FilterSettings {
     /// UDP ports that carry SIP (1 to 8).
     pub ports: Vec<u16>,
+    /// TCP ports of the SIP TCP/TLS listeners (0 to 8): their SYNs are filtered.
+    pub tcp_ports: Vec<u16>,
     /// Packets per second allowed per source address; 0 turns the rate limiter off.
     pub rate_limit_pps: u32,
     /// Packets a source may send at once above its rate.
@@ -33,6 +35,7 @@ impl Default for FilterSettings {
     fn default() -> Self {
         Self {
             ports: vec![5060],
+            tcp_ports: Vec::new(),
             rate_limit_pps: 200,
             rate_limit_burst: 400,
             allowlist: Vec::new(),
@@ -49,6 +52,10 @@ pub enum FilterError {
     PortCount(usize),
     #[error("sip_ports: port 0 is not a port")]
     PortZero,
+    #[error("sip_tcp_ports: at most {MAX_SIP_PORTS} ports (none is allowed), got {0}")]
+    TcpPortCount(usize),
+    #[error("sip_tcp_ports: port 0 is not a port")]
+    TcpPortZero,
     #[error("filter.scanner_user_agents: at most {MAX_SCANNERS} signatures, got {0}")]
     ScannerCount(usize),
     #[error(
@@ -69,6 +76,12 @@ impl FilterSettings {
         }
         if self.ports.contains(&0) {
             return Err(FilterError::PortZero);
+        }
+        if self.tcp_ports.len() > MAX_SIP_PORTS {
+            return Err(FilterError::TcpPortCount(self.tcp_ports.len()));
+        }
+        if self.tcp_ports.contains(&0) {
+            return Err(FilterError::TcpPortZero);
         }
         if self.scanners.len() > MAX_SCANNERS {
             return Err(FilterError::ScannerCount(self.scanners.len()));
@@ -98,6 +111,10 @@ impl FilterSettings {
             *slot = *port;
         }
         c.num_ports = self.ports.len() as u32;
+        for (slot, port) in c.tcp_ports.iter_mut().zip(&self.tcp_ports) {
+            *slot = *port;
+        }
+        c.num_tcp_ports = self.tcp_ports.len() as u32;
         if self.rate_limit_pps > 0 {
             c.flags |= FLAG_RATE_LIMIT;
             c.rate_interval_ns = 1_000_000_000 / self.rate_limit_pps as u64;

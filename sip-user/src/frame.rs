@@ -1,5 +1,6 @@
 //! Builds Ethernet frames around a UDP payload, for `classify`, `bench-xdp` and the tests:
-//! optional 802.1Q tag, IPv4 (optionally with options) or IPv6, with valid checksums.
+//! optional 802.1Q tag, IPv4 (optionally with options) or IPv6, with valid checksums; and bare
+//! TCP segments (a SYN), for the kernel's connection guard.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -26,13 +27,20 @@ impl FrameSpec {
         }
     }
 
+    /// A TCP segment with `flags` (0x02 SYN, 0x10 ACK, …) and no payload; its checksum is
+    /// left zero (the XDP program does not check it).
+    pub fn build_tcp(&self, flags: u8) -> Vec<u8> {
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&self.src.port().to_be_bytes());
+        tcp[2..4].copy_from_slice(&self.dst.port().to_be_bytes());
+        tcp[4..8].copy_from_slice(&1u32.to_be_bytes()); // sequence number
+        tcp[12] = 5 << 4; // data offset: 5 words
+        tcp[13] = flags;
+        tcp[14..16].copy_from_slice(&64240u16.to_be_bytes()); // window
+        self.wrap(6, tcp)
+    }
+
     pub fn build(&self, payload: &[u8]) -> Vec<u8> {
-        let mut f = Vec::with_capacity(payload.len() + 80);
-        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02]);
-        if let Some(vid) = self.vlan {
-            f.extend_from_slice(&0x8100u16.to_be_bytes());
-            f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
-        }
         let udp_len = (8 + payload.len()) as u16;
         let mut udp = Vec::with_capacity(udp_len as usize);
         udp.extend_from_slice(&self.src.port().to_be_bytes());
@@ -40,6 +48,19 @@ impl FrameSpec {
         udp.extend_from_slice(&udp_len.to_be_bytes());
         udp.extend_from_slice(&[0, 0]);
         udp.extend_from_slice(payload);
+        self.wrap(17, udp)
+    }
+
+    /// Ethernet and IP headers around the layer-4 bytes `l4` of protocol `proto` (17: UDP, whose
+    /// checksum is filled in; 6: TCP).
+    fn wrap(&self, proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
+        let mut f = Vec::with_capacity(l4.len() + 80);
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02]);
+        if let Some(vid) = self.vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+        }
+        let l4_len = l4.len() as u16;
         match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -47,10 +68,10 @@ impl FrameSpec {
                 let ihl = 20 + opts;
                 let mut ip = vec![0u8; ihl];
                 ip[0] = 0x40 | (ihl / 4) as u8;
-                ip[2..4].copy_from_slice(&((ihl + udp.len()) as u16).to_be_bytes());
+                ip[2..4].copy_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
                 ip[6] = 0x40; // don't fragment
                 ip[8] = 64;
-                ip[9] = 17;
+                ip[9] = proto;
                 ip[12..16].copy_from_slice(&s.octets());
                 ip[16..20].copy_from_slice(&d.octets());
                 for b in &mut ip[20..ihl] {
@@ -64,9 +85,11 @@ impl FrameSpec {
                 let mut pseudo = Vec::with_capacity(12);
                 pseudo.extend_from_slice(&s.octets());
                 pseudo.extend_from_slice(&d.octets());
-                pseudo.extend_from_slice(&[0, 17]);
-                pseudo.extend_from_slice(&udp_len.to_be_bytes());
-                set_udp_checksum(&mut udp, &pseudo);
+                pseudo.extend_from_slice(&[0, proto]);
+                pseudo.extend_from_slice(&l4_len.to_be_bytes());
+                if proto == 17 {
+                    set_udp_checksum(&mut l4, &pseudo);
+                }
                 f.extend_from_slice(&ip);
             }
             (s, d) => {
@@ -78,21 +101,23 @@ impl FrameSpec {
                 f.extend_from_slice(&0x86ddu16.to_be_bytes());
                 let mut ip = vec![0u8; 40];
                 ip[0] = 0x60;
-                ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
-                ip[6] = 17;
+                ip[4..6].copy_from_slice(&l4_len.to_be_bytes());
+                ip[6] = proto;
                 ip[7] = 64;
                 ip[8..24].copy_from_slice(&s.octets());
                 ip[24..40].copy_from_slice(&d.octets());
                 let mut pseudo = Vec::with_capacity(40);
                 pseudo.extend_from_slice(&s.octets());
                 pseudo.extend_from_slice(&d.octets());
-                pseudo.extend_from_slice(&(udp_len as u32).to_be_bytes());
-                pseudo.extend_from_slice(&[0, 0, 0, 17]);
-                set_udp_checksum(&mut udp, &pseudo);
+                pseudo.extend_from_slice(&(l4_len as u32).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, proto]);
+                if proto == 17 {
+                    set_udp_checksum(&mut l4, &pseudo);
+                }
                 f.extend_from_slice(&ip);
             }
         }
-        f.extend_from_slice(&udp);
+        f.extend_from_slice(&l4);
         f
     }
 }

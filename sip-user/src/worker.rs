@@ -39,7 +39,7 @@ use crate::{
     transport::{
         self,
         stream::{FromConnection, StreamSettings},
-        table::{Connections, Refused, TlsServer},
+        table::{Connections, Refused, SendError, TlsServer},
     },
     workers::WorkerCounters,
 };
@@ -186,7 +186,7 @@ impl Worker {
                         }
                         self.proxy.handle(message, source, Instant::now());
                     }
-                    Handoff::Send(t) => self.send_on_connection(&conns, t, &m),
+                    Handoff::Send(t) => self.send_on_connection(&mut conns, t, &m),
                     Handoff::Stream { stream, peer } => match conns.adopt(stream, peer) {
                         Ok(()) => m.connection_event(peer.transport, "accepted"),
                         Err(Refused::PerSource) => m.connection_event(peer.transport, "refused"),
@@ -222,7 +222,7 @@ impl Worker {
                     Err(e) => log::debug!("worker {}: recv: {e}", self.index),
                 },
             }
-            self.flush(&socket, &conns, &mut m).await;
+            self.flush(&socket, &mut conns, &mut m).await;
             self.start_lookups(resolver.as_ref(), &answers_tx);
         }
     }
@@ -292,15 +292,25 @@ impl Worker {
     /// Queues `t` on this worker's connection to its destination. A peer whose connection is
     /// gone cannot be reached (RFC 5626 §5.3: we do not open one toward a UA) and counts as a
     /// send error, like a datagram the kernel would not send.
-    fn send_on_connection(&self, conns: &Connections, t: Transmit, m: &WorkerMetrics) {
+    fn send_on_connection(&self, conns: &mut Connections, t: Transmit, m: &WorkerMetrics) {
         m.sent(t.dest.transport);
-        if let Err(e) = conns.send(&t.dest, t.payload) {
+        let mut sent = conns.send(&t.dest, t.payload.clone());
+        if sent == Err(SendError::NoConnection) {
+            match conns.connect(t.dest) {
+                Ok(()) => {
+                    m.connection_event(t.dest.transport, "connected");
+                    sent = conns.send(&t.dest, t.payload);
+                }
+                Err(e) => log::debug!("worker {}: connecting to {}: {e}", self.index, t.dest),
+            }
+        }
+        if let Err(e) = sent {
             m.send_errors.inc();
             log::debug!("worker {}: send to {}: {e}", self.index, t.dest);
         }
     }
 
-    async fn flush(&mut self, socket: &UdpSocket, conns: &Connections, m: &mut WorkerMetrics) {
+    async fn flush(&mut self, socket: &UdpSocket, conns: &mut Connections, m: &mut WorkerMetrics) {
         while let Some(t) = self.proxy.poll_transmit() {
             if t.dest.transport != Transport::Udp {
                 let owner = transport::owner_of(&t.dest, self.peers.len());

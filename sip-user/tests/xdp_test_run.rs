@@ -353,3 +353,69 @@ fn blocklist_beats_allowlist_and_rate_limit_counts_per_source() {
         len: 32,
     };
 }
+
+/// `sip_tcp_ports`: a SYN (a new connection) meets the blocklist and the source's rate, the
+/// rest of a TCP stream and other ports pass untouched, as the program never reads streams.
+#[test]
+fn tcp_syns_to_sip_ports_meet_the_blocklist_and_the_rate() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let settings = FilterSettings {
+        tcp_ports: vec![5060, 5061],
+        blocklist: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8:bad::/48".parse().unwrap(),
+        ],
+        rate_limit_pps: 1,
+        rate_limit_burst: 3,
+        ..FilterSettings::default()
+    };
+    let c = Classifier::new(settings).unwrap();
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let to = |src: IpAddr, port: u16| FrameSpec {
+        src: SocketAddr::new(src, 40000),
+        dst: SocketAddr::new(
+            match src {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                IpAddr::V6(_) => IpAddr::V6("2001:db8::1".parse().unwrap()),
+            },
+            port,
+        ),
+        ..FrameSpec::ipv4_to_port(port)
+    };
+    let v4 = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+    let run = |f: &FrameSpec, flags: u8| {
+        let d = c.classify_frame(&f.build_tcp(flags)).unwrap();
+        (d.verdict, d.reason)
+    };
+    let blocked = to(v4([203, 0, 113, 9]), 5061);
+    assert_eq!(run(&blocked, SYN), ("drop", "tcp_syn_blocklist"));
+    let blocked6 = to(IpAddr::V6("2001:db8:bad::5".parse().unwrap()), 5060);
+    assert_eq!(run(&blocked6, SYN), ("drop", "tcp_syn_blocklist"));
+    // A burst of 3 SYNs at 1 a second, then the rate limit.
+    let flood = to(v4([192, 0, 2, 77]), 5060);
+    let reasons: Vec<&str> = (0..5).map(|_| run(&flood, SYN).1).collect();
+    assert_eq!(
+        reasons,
+        [
+            "tcp_syn",
+            "tcp_syn",
+            "tcp_syn",
+            "tcp_syn_rate_limit",
+            "tcp_syn_rate_limit"
+        ]
+    );
+    // Segments of an open connection, a SYN-ACK, and SYNs to other ports: not looked at.
+    assert_eq!(run(&flood, ACK), ("pass", "other"));
+    assert_eq!(run(&flood, SYN | ACK), ("pass", "other"));
+    assert_eq!(run(&blocked, ACK), ("pass", "other"));
+    assert_eq!(run(&to(v4([203, 0, 113, 9]), 22), SYN), ("pass", "other"));
+    // Without tcp_ports, no SYN is looked at either.
+    let c = Classifier::new(FilterSettings {
+        blocklist: vec!["203.0.113.0/24".parse().unwrap()],
+        ..FilterSettings::default()
+    })
+    .unwrap();
+    let d = c.classify_frame(&blocked.build_tcp(SYN)).unwrap();
+    assert_eq!((d.verdict, d.reason), ("pass", "other"));
+}

@@ -21,6 +21,7 @@ pub mod kamailio;
 pub mod lan;
 pub mod phones;
 pub mod sipp;
+pub mod syn;
 pub mod udp;
 
 /// Runs a command, failing with its stderr.
@@ -107,6 +108,15 @@ impl Netns {
             let s = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
             Ok(s)
+        })
+    }
+
+    /// A raw IPv4 TCP socket inside this namespace (the kernel writes the IP header), for
+    /// segments a test crafts itself: a SYN flood.
+    pub fn raw_tcp_socket(&self) -> anyhow::Result<socket2::Socket> {
+        self.inside(|| {
+            use socket2::{Domain, Protocol, Socket, Type};
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).context("raw TCP socket")
         })
     }
 

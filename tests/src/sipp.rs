@@ -111,7 +111,8 @@ impl Backend {
     pub fn requests_by_call(&self) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut calls: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for block in text.split("UDP message received").skip(1) {
+        // "UDP message received", "TCP message received", …
+        for block in text.split(" message received").skip(1) {
             let mut lines = block
                 .lines()
                 .skip_while(|l| l.trim().is_empty() || l.contains("bytes :"));

@@ -10,7 +10,7 @@ use std::{
 };
 
 use tests::{
-    bed::{Bed, EDGE, assert_affinity, assert_all_succeeded, config, config_full},
+    bed::{B1, B2, Bed, EDGE, FLOOD, assert_affinity, assert_all_succeeded, config, config_full},
     sip_message,
 };
 
@@ -118,6 +118,77 @@ fn a_3000_byte_invite_over_tcp() {
     );
 }
 
+/// Backends reached over TCP (`transport = "tcp"`): the edge opens the connections and reuses
+/// them for every call; a caller on UDP or on TCP, and the callee hanging up.
+#[test]
+fn calls_reach_backends_over_tcp_from_udp_and_tcp_callers() {
+    let backends = format!(
+        "[[backends]]\naddress = \"{B1}:5060\"\ntransport = \"tcp\"\n\
+         [[backends]]\naddress = \"{B2}:5060\"\ntransport = \"tcp\"\n"
+    );
+    // Health probes are UDP OPTIONS, which a TCP-only sipp does not answer: probing off.
+    let config = config_full(0, "", &backends);
+    for (uac, uas, methods) in [
+        ("uac_call", "uas_call", &["INVITE", "ACK", "BYE"][..]),
+        ("uac_wait_bye", "uas_hangup", &["INVITE", "ACK"][..]),
+    ] {
+        let bed = Bed::with_uas_args(
+            &format!("tcp-in-{uas}"),
+            uas,
+            &["-t", "t1", "-max_socket", "1000"],
+            &config,
+        )
+        .unwrap();
+        for caller_mode in ["udp", "t1"] {
+            let extra: &[&str] = match caller_mode {
+                "udp" => &[],
+                _ => &["-t", "t1", "-max_socket", "1000"],
+            };
+            let calls = 20;
+            let r = bed.call_with(uac, calls, 20, extra).unwrap();
+            assert_all_succeeded(&r, calls as u64);
+            let split = assert_affinity(&bed, &r, methods).unwrap();
+            eprintln!("{uac} from a {caller_mode} caller to tcp backends: split {split:?}");
+        }
+        let m = bed.metrics().unwrap();
+        let connected = metric_sum(
+            &m,
+            "sip_fastpath_connections_total{event=\"connected\",transport=\"tcp\"",
+        );
+        assert!(
+            (1..=2).contains(&connected),
+            "one connection per backend, reused by every call: {connected}\n{m}"
+        );
+    }
+}
+
+/// A SYN flood from one (not allowlisted) source to the TCP port is dropped in XDP past the
+/// source's burst, counted by reason, while an allowlisted caller's calls over TCP go on.
+#[test]
+fn a_syn_flood_from_one_source_is_dropped_in_xdp() {
+    let bed = Bed::new("tcp-synflood", "uas_call", &config(1000)).unwrap();
+    let flood_ns = &bed.lan.host("flood").ns;
+    let edge = std::net::SocketAddrV4::new(EDGE.parse().unwrap(), 5060);
+    let syns = 3000;
+    let sent = tests::syn::flood(flood_ns, FLOOD.parse().unwrap(), edge, syns).unwrap();
+    assert_eq!(sent, syns);
+    let r = bed.call_with("uac_call", 10, 10, &["-t", "t1"]).unwrap();
+    assert_all_succeeded(&r, 10);
+    let m = bed.metrics().unwrap();
+    let dropped = metric_sum(
+        &m,
+        "sip_fastpath_kernel_packets_total{reason=\"tcp_syn_rate_limit\",verdict=\"drop\"",
+    );
+    let passed = metric_sum(
+        &m,
+        "sip_fastpath_kernel_packets_total{reason=\"tcp_syn\",verdict=\"pass\"",
+    );
+    eprintln!("{syns} SYNs from one source: {dropped} dropped in XDP, {passed} passed");
+    // The bed's rate is 100/s with a burst of 200: all but about the burst are dropped.
+    assert!(dropped >= (syns - 400) as u64, "dropped {dropped}\n{m}");
+    assert!(passed >= 1, "the caller's connection passed\n{m}");
+}
+
 /// Reads from `s` until `want` is in what arrived or `limit` passes; everything read.
 fn read_until(s: &mut std::net::TcpStream, want: &str, limit: Duration) -> String {
     let until = Instant::now() + limit;
@@ -165,8 +236,7 @@ fn slow_and_endless_clients_are_closed_and_others_are_answered() {
         &format!(
             "[[backends]]\naddress = \"{}:5060\"\n[[backends]]\naddress = \"{}:5060\"\n\
              [connections]\nmessage_timeout_ms = 1500\nmax_header_bytes = 2048\n",
-            tests::bed::B1,
-            tests::bed::B2
+            B1, B2
         ),
     );
     let bed = Bed::new("tcp-abuse", "uas_call", &config).unwrap();

@@ -12,7 +12,10 @@ pub mod srv;
 use std::{collections::HashMap, net::SocketAddr};
 
 use self::health::Health;
-use crate::config::{BackendSection, HealthSection};
+use crate::{
+    config::{BackendSection, HealthSection},
+    sip::peer::Transport,
+};
 
 /// One backend as the config or DNS describes it, before health is known.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +26,8 @@ pub struct Member {
     /// Lower takes the calls while any of its backends is up (RFC 2782).
     pub priority: u16,
     pub draining: bool,
+    /// How we reach it (UDP unless the config says `transport`).
+    pub transport: Transport,
 }
 
 impl Member {
@@ -41,6 +46,7 @@ impl Member {
                     weight: f64::from(section.weight()),
                     priority: section.priority.unwrap_or(0),
                     draining: section.draining,
+                    transport: section.transport.transport(),
                 }],
                 (None, Some(name)) => resolved
                     .get(name)
@@ -72,6 +78,7 @@ pub struct Backend {
     /// Draining: no new calls; dialogs already on it finish there.
     pub draining: bool,
     pub health: Health,
+    pub transport: Transport,
     id: u64,
 }
 
@@ -83,6 +90,7 @@ impl Backend {
             priority: 0,
             draining: false,
             health: Health::new(fall, rise),
+            transport: Transport::Udp,
             id: select::backend_id(&address.to_string()),
         }
     }
@@ -122,6 +130,7 @@ impl Pool {
                     b.weight = m.weight;
                     b.priority = m.priority;
                     b.draining = m.draining;
+                    b.transport = m.transport;
                 }
                 None => {
                     if !b.draining {
@@ -137,6 +146,7 @@ impl Pool {
                 let mut b = Backend::new(m.address, m.weight, health.fall, health.rise);
                 b.priority = m.priority;
                 b.draining = m.draining;
+                b.transport = m.transport;
                 self.backends.push(b);
             }
         }

@@ -70,6 +70,7 @@ pub fn members(records: &[Record]) -> Vec<Member> {
                     weight,
                     priority: r.priority,
                     draining: false,
+                    transport: crate::sip::peer::Transport::Udp,
                 });
             }
         }

@@ -818,14 +818,14 @@ impl Proxy {
         parked: impl FnOnce() -> Parked,
         now: Instant,
     ) -> Routed {
-        let address = |this: &Self, addr: SocketAddr, by: RoutedBy, inside_only: bool| {
-            let side = this.side_of(addr.ip());
+        let address = |this: &Self, peer: Peer, by: RoutedBy, inside_only: bool| {
+            let side = this.side_of(peer.addr.ip());
             if inside_only && side == Side::Outside {
                 return Routed::Refused(Refusal::Relay);
             }
             Routed::To(Dest {
-                peer: Peer::udp(addr),
-                backend: this.backend_at(addr),
+                peer,
+                backend: this.backend_at(peer.addr),
                 by,
                 side,
             })
@@ -844,8 +844,9 @@ impl Proxy {
                     {
                         self.dialogs.set_route(r, i as u32, source);
                     }
+                    let b = &self.pool.backends[i];
                     Routed::To(Dest {
-                        peer: Peer::udp(self.pool.backends[i].address),
+                        peer: Peer::new(b.transport, b.address),
                         backend: Some(i as u32),
                         by: RoutedBy::Pool,
                         side: Side::Inside,
@@ -859,17 +860,19 @@ impl Proxy {
             },
             Target::Addr {
                 addr,
+                transport,
                 by,
                 inside_only,
-            } => address(self, addr, by, inside_only),
+            } => address(self, Peer::new(transport, addr), by, inside_only),
             Target::Resolve {
                 name,
+                transport,
                 by,
                 inside_only,
             } => {
                 let hash = sip_common::hash_call_id(msg.call_id().unwrap_or(b""));
                 match self.resolver.lookup(&name, hash, now) {
-                    Lookup::Addr(a) => address(self, a, by, inside_only),
+                    Lookup::Addr(a) => address(self, Peer::new(transport, a), by, inside_only),
                     Lookup::NoSuchName => Routed::Refused(Refusal::UnknownDomain),
                     Lookup::Failed => {
                         self.stats.dns_failures += 1;
@@ -894,11 +897,11 @@ impl Proxy {
                     .or_else(|| self.dialogs.handle(msg, now))
                     .and_then(|r| self.dialogs.get(r))
                     .and_then(|s| {
-                        let backend = self.pool.backends.get(s.backend as usize)?.address;
-                        Some((s.backend, backend, s.caller))
+                        let b = self.pool.backends.get(s.backend as usize)?;
+                        Some((s.backend, Peer::new(b.transport, b.address), s.caller))
                     });
                 match known {
-                    Some((_, backend, Some(caller))) if source.addr == backend => {
+                    Some((_, backend, Some(caller))) if source.addr == backend.addr => {
                         Routed::To(Dest {
                             peer: caller,
                             backend: None,
@@ -907,7 +910,7 @@ impl Proxy {
                         })
                     }
                     Some((b, backend, _)) => Routed::To(Dest {
-                        peer: Peer::udp(backend),
+                        peer: backend,
                         backend: Some(b),
                         by: RoutedBy::Dialog,
                         side: Side::Inside,

@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use sip_common::{fmix64, hash_call_id};
 
 use super::{
-    flow::Flow,
+    flow::{Flow, Transport},
     rewrite::Identity,
     route::{Own, RouteSet},
 };
@@ -251,12 +251,15 @@ pub enum Target {
     /// An address. `inside_only`: the request came from outside, so the address must be inside.
     Addr {
         addr: SocketAddr,
+        /// The URI's `transport` parameter (TLS for `sips:`), UDP without one.
+        transport: Transport,
         by: RoutedBy,
         inside_only: bool,
     },
     /// A host name to resolve (RFC 3263), then as [`Target::Addr`].
     Resolve {
         name: Name,
+        transport: Transport,
         by: RoutedBy,
         inside_only: bool,
     },
@@ -318,11 +321,13 @@ pub fn decide(
                     return match &r.destination {
                         Destination::Addr(addr) => Target::Addr {
                             addr: *addr,
+                            transport: Transport::Udp,
                             by: RoutedBy::Static,
                             inside_only: false,
                         },
                         Destination::Name(name) => Target::Resolve {
                             name: name.clone(),
+                            transport: Transport::Udp,
                             by: RoutedBy::Static,
                             inside_only: false,
                         },
@@ -348,14 +353,29 @@ fn hop(uri: &Uri<'_>, inside_only: bool) -> Target {
     let literal = std::str::from_utf8(uri.host)
         .ok()
         .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
+    // RFC 3261 §19.1.2, RFC 3263 §4.1: the transport parameter, or TLS for a SIPS URI.
+    let transport = match (uri.scheme, uri.params.get(b"transport").flatten()) {
+        (Scheme::Sips, _) => Transport::Tls,
+        (_, Some(t)) => Transport::ALL
+            .into_iter()
+            .find(|x| t.eq_ignore_ascii_case(x.name().as_bytes()))
+            .unwrap_or(Transport::Udp),
+        _ => Transport::Udp,
+    };
+    let port = uri.port.unwrap_or(match transport {
+        Transport::Tls => 5061,
+        _ => 5060,
+    });
     match literal {
         Some(ip) => Target::Addr {
-            addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+            addr: SocketAddr::new(ip, port),
+            transport,
             by: RoutedBy::Route,
             inside_only,
         },
         None => Target::Resolve {
             name: Name::new(uri.host, uri.port),
+            transport,
             by: RoutedBy::Dns,
             inside_only,
         },
@@ -609,6 +629,7 @@ mod tests {
             d("sip:+442071234567@192.0.2.1", &[]),
             Target::Addr {
                 addr: "192.0.2.71:5060".parse().unwrap(),
+                transport: Transport::Udp,
                 by: RoutedBy::Static,
                 inside_only: false
             },
@@ -628,6 +649,7 @@ mod tests {
             ),
             Target::Addr {
                 addr: "192.0.2.80:5062".parse().unwrap(),
+                transport: Transport::Udp,
                 by: RoutedBy::Route,
                 inside_only: false
             },
@@ -640,6 +662,7 @@ mod tests {
                     host: "trunk.example".into(),
                     port: None
                 },
+                transport: Transport::Udp,
                 by: RoutedBy::Dns,
                 inside_only: false
             }
@@ -647,6 +670,28 @@ mod tests {
         assert_eq!(
             d("sip:+15551234@192.0.2.1", &[]),
             Target::Refuse(Refusal::NoRoute)
+        );
+        // RFC 3263 §4.1: the transport parameter, and TLS on 5061 for a SIPS URI.
+        assert_eq!(
+            d(
+                "sip:x@carrier.example",
+                &["<sip:192.0.2.80;transport=TCP;lr>"]
+            ),
+            Target::Addr {
+                addr: "192.0.2.80:5060".parse().unwrap(),
+                transport: Transport::Tcp,
+                by: RoutedBy::Route,
+                inside_only: false
+            }
+        );
+        assert_eq!(
+            d("sips:x@192.0.2.81", &[]),
+            Target::Addr {
+                addr: "192.0.2.81:5061".parse().unwrap(),
+                transport: Transport::Tls,
+                by: RoutedBy::Route,
+                inside_only: false
+            }
         );
         assert_eq!(
             decide_for(

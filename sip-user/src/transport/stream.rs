@@ -59,10 +59,12 @@ pub enum Close {
     Shutdown,
     /// The TLS handshake failed or took too long.
     Handshake,
+    /// Our connection to the peer could not be made.
+    ConnectFailed,
 }
 
 impl Close {
-    pub const ALL: [Close; 9] = [
+    pub const ALL: [Close; 10] = [
         Close::Peer,
         Close::Idle,
         Close::Slow,
@@ -72,6 +74,7 @@ impl Close {
         Close::Error,
         Close::Shutdown,
         Close::Handshake,
+        Close::ConnectFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +88,7 @@ impl Close {
             Close::Error => "error",
             Close::Shutdown => "shutdown",
             Close::Handshake => "tls_handshake",
+            Close::ConnectFailed => "connect_failed",
         }
     }
 }
@@ -118,6 +122,35 @@ pub enum FromConnection {
     },
 }
 
+/// Connects to `peer` (TCP) within `timeout`, then runs the connection as [`serve`] does.
+pub async fn connect(
+    peer: Peer,
+    timeout: Duration,
+    settings: StreamSettings,
+    to_worker: mpsc::Sender<FromConnection>,
+    outgoing: mpsc::Receiver<Bytes>,
+    cancel: CancellationToken,
+) {
+    let connected = tokio::select! {
+        _ = cancel.cancelled() => None,
+        r = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(peer.addr)) => {
+            r.ok().and_then(Result::ok)
+        }
+    };
+    match connected {
+        Some(stream) => {
+            let _ = stream.set_nodelay(true);
+            serve(stream, peer, settings, true, to_worker, outgoing, cancel).await;
+        }
+        None => {
+            let reason = Close::ConnectFailed;
+            let _ = to_worker
+                .send(FromConnection::Closed { peer, reason })
+                .await;
+        }
+    }
+}
+
 /// Runs the TLS handshake (server side) on a new connection within `timeout`, then the
 /// connection as [`serve`] does.
 #[allow(clippy::too_many_arguments)]
@@ -142,7 +175,7 @@ pub async fn serve_tls(
                         super::tls::fingerprint(cert)
                     );
                 }
-                return serve(tls, peer, settings, to_worker, outgoing, cancel).await;
+                return serve(tls, peer, settings, false, to_worker, outgoing, cancel).await;
             }
             Ok(Err(e)) => Some(super::tls::failure_reason(&e)),
             Err(_) => Some("timeout"),
@@ -163,18 +196,20 @@ pub async fn serve_tls(
         .await;
 }
 
-/// Runs one connection until it closes, then says why.
+/// Runs one connection until it closes, then says why. `ours`: we opened it (to a backend), so
+/// the peer owes us no first message.
 pub async fn serve<S>(
     stream: S,
     peer: Peer,
     settings: StreamSettings,
+    ours: bool,
     to_worker: mpsc::Sender<FromConnection>,
     outgoing: mpsc::Receiver<Bytes>,
     cancel: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let reason = run(stream, peer, settings, &to_worker, outgoing, cancel).await;
+    let reason = run(stream, peer, settings, ours, &to_worker, outgoing, cancel).await;
     let _ = to_worker
         .send(FromConnection::Closed { peer, reason })
         .await;
@@ -184,6 +219,7 @@ async fn run<S>(
     stream: S,
     peer: Peer,
     settings: StreamSettings,
+    ours: bool,
     to_worker: &mpsc::Sender<FromConnection>,
     mut outgoing: mpsc::Receiver<Bytes>,
     cancel: CancellationToken,
@@ -195,9 +231,9 @@ where
     let mut framer = Framer::new(settings.limits);
     let opened = Instant::now();
     let mut last_activity = opened;
-    // When the message now being received started (the connection's opening counts as the
-    // start of the first one).
-    let mut message_started = Some(opened);
+    // When the message now being received started (the opening of a connection a client made
+    // counts as the start of its first one).
+    let mut message_started = (!ours).then_some(opened);
     loop {
         let idle_at = last_activity + settings.idle;
         let slow_at = message_started.map(|t| t + settings.message_timeout);

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::stream::{FromConnection, StreamSettings, serve, serve_tls};
+use super::stream::{FromConnection, StreamSettings, connect, serve, serve_tls};
 use crate::sip::{
     peer::{Peer, Transport},
     shrink::shrink_map,
@@ -21,7 +21,7 @@ pub enum Refused {
     PerSource,
     #[error("the socket could not join the worker's runtime")]
     Runtime,
-    #[error("no TLS certificate is loaded")]
+    #[error("no TLS certificate is loaded, or TLS toward it is not available")]
     NoTls,
 }
 
@@ -117,8 +117,39 @@ impl Connections {
                 rx,
                 cancel,
             )),
-            None => tokio::spawn(serve(stream, peer, self.settings, to_worker, rx, cancel)),
+            None => tokio::spawn(serve(
+                stream,
+                peer,
+                self.settings,
+                false,
+                to_worker,
+                rx,
+                cancel,
+            )),
         };
+        Ok(())
+    }
+
+    /// Opens a connection to `peer` (a backend, a route with `transport=tcp`), registered at
+    /// once so what is sent meanwhile waits in its queue. Only TCP for now. A UA's flow whose
+    /// connection is gone gets a connection attempt too, which its NAT refuses (counted as
+    /// `connect_failed`): RFC 5626 §5.3's 430 Flow Failed is not answered yet.
+    pub fn connect(&mut self, peer: Peer) -> Result<(), Refused> {
+        if peer.transport != Transport::Tcp {
+            return Err(Refused::NoTls);
+        }
+        let (tx, rx) = mpsc::channel(self.settings.write_queue);
+        if self.by_peer.insert(peer, tx).is_none() {
+            *self.per_ip.entry(peer.addr.ip()).or_default() += 1;
+        }
+        tokio::spawn(connect(
+            peer,
+            self.tls.handshake_timeout,
+            self.settings,
+            self.to_worker.clone(),
+            rx,
+            self.cancel.child_token(),
+        ));
         Ok(())
     }
 
