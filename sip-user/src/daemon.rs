@@ -486,7 +486,9 @@ async fn reload(
     }
     // Certificates are re-read (renewed files take effect for new connections); turning TLS on
     // or off needs the listeners, so a restart.
-    match (new.tls.files(), tls.borrow().is_some()) {
+    // (Read first: a `borrow()` in the match would hold the lock that `send_replace` takes.)
+    let tls_running = tls.borrow().is_some();
+    match (new.tls.files(), tls_running) {
         (Some(files), true) => match tls::server_config(&files) {
             Ok(c) => {
                 tls.send_replace(Some(c));

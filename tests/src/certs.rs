@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+/// The edge's names in its certificate.
+const SERVER_SAN: &str = "subjectAltName=IP:192.0.2.1,DNS:edge.test";
+
 pub struct Certs {
     pub dir: PathBuf,
 }
@@ -18,10 +21,16 @@ impl Certs {
         let certs = Certs { dir };
         certs.ca("ca")?;
         certs.ca("other-ca")?;
-        certs.leaf("server", "ca", "subjectAltName=IP:192.0.2.1,DNS:edge.test")?;
-        certs.leaf("client", "ca", "subjectAltName=DNS:trunk.test")?;
-        certs.leaf("stranger", "other-ca", "subjectAltName=DNS:stranger.test")?;
+        certs.leaf("server", "server", "ca", SERVER_SAN)?;
+        certs.leaf("client", "client", "ca", "subjectAltName=DNS:trunk.test")?;
+        certs.leaf("stranger", "stranger", "other-ca", "subjectAltName=DNS:stranger.test")?;
         Ok(certs)
+    }
+
+    /// A new server certificate and key, with common name `cn`, in place of the old files (a
+    /// renewal, for the reload test).
+    pub fn renew_server(&self, cn: &str) -> anyhow::Result<()> {
+        self.leaf("server", cn, "ca", SERVER_SAN)
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -68,7 +77,7 @@ impl Certs {
         ])
     }
 
-    fn leaf(&self, name: &str, ca: &str, san: &str) -> anyhow::Result<()> {
+    fn leaf(&self, name: &str, cn: &str, ca: &str, san: &str) -> anyhow::Result<()> {
         self.openssl(&[
             "req",
             "-newkey",
@@ -81,7 +90,7 @@ impl Certs {
             "-out",
             &format!("{name}.csr"),
             "-subj",
-            &format!("/CN={name}"),
+            &format!("/CN={cn}"),
         ])?;
         let ext = self.dir.join(format!("{name}.ext"));
         std::fs::write(

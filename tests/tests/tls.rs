@@ -13,12 +13,16 @@ use tests::{
     certs::Certs,
 };
 
-fn tls_bed(tag: &str, certs: &Certs, mutual: bool, extra: &str) -> Bed {
+fn tls_config(certs: &Certs, mutual: bool, extra: &str) -> String {
     let tables = format!(
         "[[backends]]\naddress = \"{B1}:5060\"\n[[backends]]\naddress = \"{B2}:5060\"\n{}{extra}",
         certs.tls_section(mutual)
     );
-    Bed::new(tag, "uas_call", &config_full(1000, "", &tables)).unwrap()
+    config_full(1000, "", &tables)
+}
+
+fn tls_bed(tag: &str, certs: &Certs, mutual: bool, extra: &str) -> Bed {
+    Bed::new(tag, "uas_call", &tls_config(certs, mutual, extra)).unwrap()
 }
 
 /// Runs a program in `ns` to its end (bounded by `timeout` from coreutils); its exit code and
@@ -168,4 +172,30 @@ fn mutual_tls_takes_a_known_client_certificate_and_refuses_others() {
     let m = bed.metrics().unwrap();
     let failed = metric_sum(&m, "sip_fastpath_tls_handshake_failures_total{");
     assert!(failed >= 2, "both refusals counted\n{m}");
+}
+
+#[test]
+fn the_certificate_is_reread_on_sighup_and_a_broken_file_keeps_the_running_one() {
+    let certs = Certs::new("reload").unwrap();
+    let config = tls_config(&certs, false, "");
+    let bed = Bed::new("tls-reload", "uas_call", &config).unwrap();
+    let caller = &bed.lan.host("caller").ns;
+    let (ok, out) = openssl_handshake(caller, &certs, "-tls1_3");
+    assert!(ok && !out.contains("renewed"), "the first certificate:\n{out}");
+    certs.renew_server("server-renewed").unwrap();
+    bed.daemon.reload(&config).unwrap();
+    let renewed = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let (ok, out) = openssl_handshake(caller, &certs, "-tls1_3");
+        ok && out.contains("server-renewed")
+    });
+    assert!(renewed, "new connections get the renewed certificate after SIGHUP");
+    std::fs::write(certs.path("server.pem"), "not a certificate").unwrap();
+    bed.daemon.reload(&config).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out) = openssl_handshake(caller, &certs, "-tls1_3");
+    assert!(
+        ok && out.contains("server-renewed"),
+        "a broken file on reload keeps the running certificate:\n{out}"
+    );
 }
