@@ -23,7 +23,12 @@ impl Certs {
         certs.ca("other-ca")?;
         certs.leaf("server", "server", "ca", SERVER_SAN)?;
         certs.leaf("client", "client", "ca", "subjectAltName=DNS:trunk.test")?;
-        certs.leaf("stranger", "stranger", "other-ca", "subjectAltName=DNS:stranger.test")?;
+        certs.leaf(
+            "stranger",
+            "stranger",
+            "other-ca",
+            "subjectAltName=DNS:stranger.test",
+        )?;
         Ok(certs)
     }
 

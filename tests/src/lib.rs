@@ -22,6 +22,7 @@ pub mod lan;
 pub mod phones;
 pub mod sipp;
 pub mod syn;
+pub mod tls_clients;
 pub mod udp;
 
 /// Runs a command, failing with its stderr.
@@ -85,7 +86,7 @@ impl Netns {
 
     /// Runs `f` on a thread that entered this namespace (`setns` changes only the calling
     /// thread); the sockets it makes stay in the namespace.
-    fn inside<T: Send + 'static>(
+    pub fn inside<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {

@@ -235,7 +235,7 @@ fn slow_and_endless_clients_are_closed_and_others_are_answered() {
         "",
         &format!(
             "[[backends]]\naddress = \"{}:5060\"\n[[backends]]\naddress = \"{}:5060\"\n\
-             [connections]\nmessage_timeout_ms = 1500\nmax_header_bytes = 2048\n",
+             [connections]\nmessage_timeout_ms = 1500\nmax_header_bytes = 2048\nper_source = 6\n",
             B1, B2
         ),
     );
@@ -302,7 +302,27 @@ fn slow_and_endless_clients_are_closed_and_others_are_answered() {
         "the unframed stream was closed"
     );
 
+    // connections.per_source = 6: with `good` still open, 2 of 7 more are refused at once.
+    // (Checked within message_timeout_ms: after it the accepted ones are closed as slow.)
+    let mut more: Vec<_> = (0..7).map(|_| caller.tcp_connect(edge).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = more
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(100)))
+        .filter(|&closed| closed)
+        .count();
+    assert_eq!(refused, 2, "beyond connections.per_source");
+    drop(good);
+
     let m = bed.metrics().unwrap();
+    assert_eq!(
+        metric_sum(
+            &m,
+            "sip_fastpath_connections_total{event=\"refused\",transport=\"tcp\""
+        ),
+        2,
+        "{m}"
+    );
     for reason in ["slow", "header_too_large", "bad_framing"] {
         assert!(
             metric_sum(

@@ -181,7 +181,10 @@ fn the_certificate_is_reread_on_sighup_and_a_broken_file_keeps_the_running_one()
     let bed = Bed::new("tls-reload", "uas_call", &config).unwrap();
     let caller = &bed.lan.host("caller").ns;
     let (ok, out) = openssl_handshake(caller, &certs, "-tls1_3");
-    assert!(ok && !out.contains("renewed"), "the first certificate:\n{out}");
+    assert!(
+        ok && !out.contains("renewed"),
+        "the first certificate:\n{out}"
+    );
     certs.renew_server("server-renewed").unwrap();
     bed.daemon.reload(&config).unwrap();
     let renewed = (0..20).any(|_| {
@@ -189,7 +192,10 @@ fn the_certificate_is_reread_on_sighup_and_a_broken_file_keeps_the_running_one()
         let (ok, out) = openssl_handshake(caller, &certs, "-tls1_3");
         ok && out.contains("server-renewed")
     });
-    assert!(renewed, "new connections get the renewed certificate after SIGHUP");
+    assert!(
+        renewed,
+        "new connections get the renewed certificate after SIGHUP"
+    );
     std::fs::write(certs.path("server.pem"), "not a certificate").unwrap();
     bed.daemon.reload(&config).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -198,4 +204,21 @@ fn the_certificate_is_reread_on_sighup_and_a_broken_file_keeps_the_running_one()
         ok && out.contains("server-renewed"),
         "a broken file on reload keeps the running certificate:\n{out}"
     );
+}
+
+#[test]
+fn a_thousand_tls_connections_open_at_once_each_get_their_options_answered() {
+    let certs = Certs::new("many").unwrap();
+    let bed = tls_bed(
+        "tls-many",
+        &certs,
+        false,
+        "[connections]\nper_source = 2000\n",
+    );
+    let caller = &bed.lan.host("caller").ns;
+    let edge = format!("{EDGE}:5061").parse().unwrap();
+    let r = tests::tls_clients::options_on_many(caller, edge, &certs.path("ca.pem"), 1000).unwrap();
+    eprintln!("1000 TLS connections: {r:?}");
+    assert_eq!(r.connected, 1000, "every handshake completed");
+    assert_eq!(r.answered_200, 1000, "every OPTIONS answered 200");
 }
