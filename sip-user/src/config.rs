@@ -96,8 +96,12 @@ pub struct TlsSection {
     /// PEM bundle of CAs: when set, clients must present a certificate chaining to one of them
     /// (mutual TLS, for trunks); unknown or missing certificates fail the handshake.
     pub client_ca: Option<PathBuf>,
-    /// A client's handshake must be done within this many milliseconds.
+    /// A client's handshake must be done within this many milliseconds (and ours, with a
+    /// backend, including the TCP connect).
     pub handshake_timeout_ms: u64,
+    /// PEM bundle of CAs the backends' (and next hops') certificates must chain to, for
+    /// connections we open over TLS; default: the system's CA certificates.
+    pub server_ca: Option<PathBuf>,
 }
 
 impl Default for TlsSection {
@@ -108,6 +112,7 @@ impl Default for TlsSection {
             min_version: MinVersion::Tls13,
             client_ca: None,
             handshake_timeout_ms: crate::transport::tls::HANDSHAKE_TIMEOUT.as_millis() as u64,
+            server_ca: None,
         }
     }
 }
@@ -361,11 +366,14 @@ pub struct BackendSection {
     /// `srv` entry it drains every backend the records list.
     #[serde(default)]
     pub draining: bool,
-    /// `udp` (default) or `tcp`: how requests reach it (static backends only). Over TCP the
-    /// connection is opened by the worker that owns the backend's address and reused by all.
-    /// Health probes stay on UDP.
+    /// `udp` (default), `tcp` or `tls`: how requests reach it (static backends only). Over TCP
+    /// and TLS the connection is opened by the worker that owns the backend's address and
+    /// reused by all. Health probes stay on UDP.
     #[serde(default = "udp")]
     pub transport: TransportName,
+    /// With `transport = "tls"`: the name the backend's certificate must carry (default: its
+    /// IP address, which the certificate must then list).
+    pub tls_name: Option<String>,
 }
 
 fn udp() -> TransportName {
@@ -477,10 +485,16 @@ impl BackendSection {
                         "backends[{i}].address: {a} is already backends[{j}]"
                     ));
                 }
-                if self.transport == TransportName::Tls {
+                if self.tls_name.is_some() && self.transport != TransportName::Tls {
                     return Err(format!(
-                        "backends[{i}].transport: tls toward backends is not available in this \
-                         version (udp and tcp are)"
+                        "backends[{i}].tls_name: only with transport = \"tls\""
+                    ));
+                }
+                if let Some(name) = &self.tls_name
+                    && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+                {
+                    return Err(format!(
+                        "backends[{i}].tls_name: `{name}` is not a DNS name or IP address"
                     ));
                 }
                 if let Some(w) = self.weight
@@ -1068,6 +1082,22 @@ mod tests {
         assert!(e.starts_with("connections.max_header_bytes"), "{e}");
         let e = parse("[connections]\nidle_s = 0\n").unwrap_err();
         assert!(e.starts_with("connections.idle_s"), "{e}");
+        let e = parse("[[backends]]\naddress = \"192.0.2.5:5060\"\ntls_name = \"a.example\"\n")
+            .unwrap_err();
+        assert!(e.starts_with("backends[0].tls_name: only with"), "{e}");
+        let e = parse(
+            "[[backends]]\naddress = \"192.0.2.5:5061\"\ntransport = \"tls\"\ntls_name = \"a b\"\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("backends[0].tls_name: `a b`"), "{e}");
+        let e = parse("[tls]\nkey = \"/k.pem\"\n").unwrap_err();
+        assert!(e.starts_with("tls.certificate and tls.key"), "{e}");
+        let e = parse("[[listeners]]\ntransport = \"udp\"\n[[listeners]]\ntransport = \"tls\"\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("listeners[1].transport: tls needs [tls]"),
+            "{e}"
+        );
     }
 
     #[test]

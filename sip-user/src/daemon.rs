@@ -28,7 +28,7 @@ use crate::{
     sip::{dialog::Limits, peer::Transport},
     stats::DEFAULT_PIN_ROOT,
     transport::{
-        table::TlsServer,
+        table::TlsSetup,
         tls::{self, TlsError},
     },
     worker::StreamSetup,
@@ -211,6 +211,22 @@ async fn run_attached(
         None => None,
     };
     let (tls_tx, tls_rx) = tokio::sync::watch::channel(tls_config);
+    // For connections we open over TLS (backends, `transport=tls` next hops): without CA
+    // certificates that is an error only if a backend needs it.
+    let wants_client = config.tls.server_ca.is_some()
+        || config
+            .backends
+            .iter()
+            .any(|b| b.transport.transport() == Transport::Tls);
+    let tls_client =
+        match tls::client_config(config.tls.server_ca.as_deref(), config.tls.min_version) {
+            Ok(c) => Some(c),
+            Err(e) if wants_client => return Err(e.into()),
+            Err(e) => {
+                log::warn!("no TLS toward next hops: {e}");
+                None
+            }
+        };
     let stream_listeners: Vec<(Transport, SocketAddr)> = config
         .listeners()
         .into_iter()
@@ -234,8 +250,9 @@ async fn run_attached(
         streams: StreamSetup {
             settings: config.connections.settings(),
             max_per_source: config.connections.per_source,
-            tls: TlsServer {
-                config: tls_rx,
+            tls: TlsSetup {
+                server: tls_rx,
+                client: tls_client,
                 handshake_timeout: Duration::from_millis(config.tls.handshake_timeout_ms),
             },
         },

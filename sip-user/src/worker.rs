@@ -39,7 +39,7 @@ use crate::{
     transport::{
         self,
         stream::{FromConnection, StreamSettings},
-        table::{Connections, Refused, SendError, TlsServer},
+        table::{Connections, Refused, SendError, TlsSetup},
     },
     workers::WorkerCounters,
 };
@@ -73,7 +73,7 @@ const FROM_CONNECTIONS_QUEUE: usize = 1024;
 pub struct StreamSetup {
     pub settings: StreamSettings,
     pub max_per_source: u32,
-    pub tls: TlsServer,
+    pub tls: TlsSetup,
 }
 
 /// Everything a worker thread owns.
@@ -296,7 +296,15 @@ impl Worker {
         m.sent(t.dest.transport);
         let mut sent = conns.send(&t.dest, t.payload.clone());
         if sent == Err(SendError::NoConnection) {
-            match conns.connect(t.dest) {
+            // A backend's certificate name, if the config gives one.
+            let name = self
+                .proxy
+                .pool
+                .backends
+                .iter()
+                .find(|b| b.address == t.dest.addr && b.transport == t.dest.transport)
+                .and_then(|b| b.tls_name.as_deref());
+            match conns.connect(t.dest, name) {
                 Ok(()) => {
                     m.connection_event(t.dest.transport, "connected");
                     sent = conns.send(&t.dest, t.payload);

@@ -1,6 +1,7 @@
 //! Certificates made at test time with Debian's `openssl` command: a CA, the edge's server
-//! certificate (for 192.0.2.1, by IP address), a client certificate the CA signed, and a
-//! client certificate from another CA (unknown to the edge). Removed on drop.
+//! certificate (for 192.0.2.1, by IP address), a backend's (`backend.test`), a client
+//! certificate the CA signed, and a client certificate from another CA (unknown to the edge).
+//! Removed on drop.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,12 @@ impl Certs {
             "stranger",
             "other-ca",
             "subjectAltName=DNS:stranger.test",
+        )?;
+        certs.leaf(
+            "backend",
+            "backend",
+            "ca",
+            "subjectAltName=DNS:backend.test",
         )?;
         Ok(certs)
     }

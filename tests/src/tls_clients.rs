@@ -2,7 +2,7 @@
 //! the "1,000 phones on TLS" test. A rustls client on one tokio thread, because no SIP client in
 //! Debian holds a thousand connections (sipsak makes one and exits).
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::unix::process::CommandExt, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use rustls::{ClientConfig, RootCertStore};
@@ -97,4 +97,59 @@ async fn run(
         }
     }
     Ok(report)
+}
+
+/// socat (OpenSSL) in a namespace: takes plain TCP connections on `listen` and carries each over
+/// its own TLS connection to `to`, verifying `to`'s certificate against `ca`. With sipp over TCP
+/// in front it is a TLS SIP load generator (Debian's sipp has no TLS). Stopped on drop.
+pub struct TlsRelay {
+    child: Option<std::process::Child>,
+}
+
+impl TlsRelay {
+    pub fn start(
+        ns: &Netns,
+        listen: SocketAddr,
+        to: SocketAddr,
+        ca: &Path,
+    ) -> anyhow::Result<Self> {
+        let child = ns
+            .command("socat")
+            .arg(format!(
+                "TCP-LISTEN:{},bind={},reuseaddr,fork,nodelay",
+                listen.port(),
+                listen.ip()
+            ))
+            .arg(format!(
+                "OPENSSL:{to},cafile={},verify=1,nodelay",
+                ca.display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting socat (install it: cargo xtask setup)")?;
+        let relay = TlsRelay { child: Some(child) };
+        // Listening within 2 s.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            if ns.tcp_connect(listen).is_ok() {
+                return Ok(relay);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("socat did not listen on {listen}")
+    }
+}
+
+impl Drop for TlsRelay {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // The group: socat forks a child per connection.
+            // SAFETY: signalling a process group we created.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
 }

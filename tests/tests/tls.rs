@@ -222,3 +222,81 @@ fn a_thousand_tls_connections_open_at_once_each_get_their_options_answered() {
     assert_eq!(r.connected, 1000, "every handshake completed");
     assert_eq!(r.answered_200, 1000, "every OPTIONS answered 200");
 }
+
+/// A backend reached over TLS: Kamailio with its tls module, its certificate checked for the
+/// configured `tls_name`; one connection carries every request; a wrong name fails the
+/// handshake (counted) and nothing is sent to it.
+#[test]
+fn a_backend_over_tls_is_verified_by_name_and_its_connection_reused() {
+    let certs = Certs::new("backend").unwrap();
+    for (tls_name, good) in [("backend.test", true), ("wrong.test", false)] {
+        let backends = format!(
+            "[[backends]]\naddress = \"{B1}:5061\"\ntransport = \"tls\"\ntls_name = \"{tls_name}\"\n\
+             [tls]\nserver_ca = \"{}\"\n",
+            certs.path("ca.pem").display()
+        );
+        // Health probes are UDP OPTIONS; this backend takes TLS only: probing off.
+        let tag = if good {
+            "tls-backend"
+        } else {
+            "tls-backend-bad"
+        };
+        let bed = Bed::new(tag, "uas_call", &config_full(0, "", &backends)).unwrap();
+        let kamailio_tls = certs.path(&format!("{tag}-kamailio-tls.cfg"));
+        std::fs::write(
+            &kamailio_tls,
+            format!(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                 require_certificate = no\nprivate_key = {}\ncertificate = {}\n",
+                certs.path("backend.key").display(),
+                certs.path("backend.pem").display()
+            ),
+        )
+        .unwrap();
+        let cfg = tests::kamailio::config(
+            "tls_backend.cfg",
+            &[
+                ("LISTEN", B1),
+                ("TLSCFG", &kamailio_tls.display().to_string()),
+            ],
+        )
+        .unwrap();
+        let mut kamailio =
+            tests::kamailio::Kamailio::start(&bed.lan.host("b1").ns, &cfg, &bed.logs.0, "kamailio")
+                .unwrap();
+        let caller = &bed.lan.host("caller").ns;
+        let uri = format!("sip:bob@{EDGE}:5060");
+        // (One try when the handshake must fail: sipsak waits its 10 s bound for an answer.)
+        let answers: Vec<(i32, String)> = (0..if good { 3 } else { 1 })
+            .map(|_| run_in(caller, "sipsak", &["-vv", "-s", &uri]))
+            .collect();
+        std::thread::sleep(Duration::from_millis(1200));
+        let m = bed.metrics().unwrap();
+        kamailio.stop();
+        let connected = metric_sum(
+            &m,
+            "sip_fastpath_connections_total{event=\"connected\",transport=\"tls\"",
+        );
+        if good {
+            for (code, out) in &answers {
+                assert_eq!(
+                    *code, 0,
+                    "OPTIONS over UDP, on to the backend over TLS:\n{out}"
+                );
+            }
+            assert_eq!(connected, 1, "one connection for every request\n{m}");
+        } else {
+            assert!(
+                metric_sum(
+                    &m,
+                    "sip_fastpath_tls_handshake_failures_total{reason=\"bad_certificate\""
+                ) >= 1,
+                "the certificate does not name wrong.test\n{m}"
+            );
+            assert!(
+                answers.iter().all(|(code, _)| *code != 0),
+                "no 200 came back"
+            );
+        }
+    }
+}

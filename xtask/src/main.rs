@@ -83,10 +83,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // package's service is not used: the tests start it in their namespaces.
     "kamailio",
     // TLS: Kamailio's tls module (bench-e2e's TLS comparison), sipsak (a TLS 1.3 SIP client,
-    // GnuTLS) and openssl (test certificates, s_client for TLS 1.2 and mutual TLS).
+    // GnuTLS), openssl (test certificates, s_client for TLS 1.2 and mutual TLS) and socat
+    // (bench-e2e's TLS leg in front of sipp, which has no TLS).
     "kamailio-tls-modules",
     "sipsak",
     "openssl",
+    "socat",
 ];
 
 fn main() -> anyhow::Result<()> {

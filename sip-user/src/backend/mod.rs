@@ -28,6 +28,8 @@ pub struct Member {
     pub draining: bool,
     /// How we reach it (UDP unless the config says `transport`).
     pub transport: Transport,
+    /// The name its TLS certificate must carry (default: its IP address).
+    pub tls_name: Option<String>,
 }
 
 impl Member {
@@ -47,6 +49,7 @@ impl Member {
                     priority: section.priority.unwrap_or(0),
                     draining: section.draining,
                     transport: section.transport.transport(),
+                    tls_name: section.tls_name.clone(),
                 }],
                 (None, Some(name)) => resolved
                     .get(name)
@@ -79,6 +82,7 @@ pub struct Backend {
     pub draining: bool,
     pub health: Health,
     pub transport: Transport,
+    pub tls_name: Option<String>,
     id: u64,
 }
 
@@ -91,6 +95,7 @@ impl Backend {
             draining: false,
             health: Health::new(fall, rise),
             transport: Transport::Udp,
+            tls_name: None,
             id: select::backend_id(&address.to_string()),
         }
     }
@@ -131,6 +136,7 @@ impl Pool {
                     b.priority = m.priority;
                     b.draining = m.draining;
                     b.transport = m.transport;
+                    b.tls_name = m.tls_name.clone();
                 }
                 None => {
                     if !b.draining {
@@ -147,6 +153,7 @@ impl Pool {
                 b.priority = m.priority;
                 b.draining = m.draining;
                 b.transport = m.transport;
+                b.tls_name = m.tls_name.clone();
                 self.backends.push(b);
             }
         }

@@ -71,6 +71,7 @@ pub fn members(records: &[Record]) -> Vec<Member> {
                     priority: r.priority,
                     draining: false,
                     transport: crate::sip::peer::Transport::Udp,
+                    tls_name: None,
                 });
             }
         }

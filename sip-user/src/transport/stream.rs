@@ -122,9 +122,14 @@ pub enum FromConnection {
     },
 }
 
-/// Connects to `peer` (TCP) within `timeout`, then runs the connection as [`serve`] does.
+/// Connects to `peer` within `timeout` (TCP, then the TLS handshake as a client when `tls`
+/// is given), then runs the connection as [`serve`] does.
 pub async fn connect(
     peer: Peer,
+    tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     timeout: Duration,
     settings: StreamSettings,
     to_worker: mpsc::Sender<FromConnection>,
@@ -137,18 +142,50 @@ pub async fn connect(
             r.ok().and_then(Result::ok)
         }
     };
-    match connected {
-        Some(stream) => {
-            let _ = stream.set_nodelay(true);
-            serve(stream, peer, settings, true, to_worker, outgoing, cancel).await;
-        }
-        None => {
-            let reason = Close::ConnectFailed;
-            let _ = to_worker
-                .send(FromConnection::Closed { peer, reason })
-                .await;
-        }
+    let Some(tcp) = connected else {
+        let reason = Close::ConnectFailed;
+        let _ = to_worker
+            .send(FromConnection::Closed { peer, reason })
+            .await;
+        return;
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some((config, name)) = tls else {
+        return serve(tcp, peer, settings, true, to_worker, outgoing, cancel).await;
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let failed = tokio::select! {
+        _ = cancel.cancelled() => None,
+        r = tokio::time::timeout(timeout, connector.connect(name, tcp)) => match r {
+            Ok(Ok(tls)) => {
+                return serve(tls, peer, settings, true, to_worker, outgoing, cancel).await;
+            }
+            Ok(Err(e)) => Some(super::tls::failure_reason(&e)),
+            Err(_) => Some("timeout"),
+        },
+    };
+    handshake_failed(peer, failed, &to_worker).await;
+}
+
+/// Reports a failed (or cancelled) handshake and the close that follows it.
+async fn handshake_failed(
+    peer: Peer,
+    failed: Option<&'static str>,
+    to_worker: &mpsc::Sender<FromConnection>,
+) {
+    if let Some(reason) = failed {
+        let _ = to_worker
+            .send(FromConnection::HandshakeFailed { peer, reason })
+            .await;
     }
+    let reason = if failed.is_some() {
+        Close::Handshake
+    } else {
+        Close::Shutdown
+    };
+    let _ = to_worker
+        .send(FromConnection::Closed { peer, reason })
+        .await;
 }
 
 /// Runs the TLS handshake (server side) on a new connection within `timeout`, then the
@@ -181,19 +218,7 @@ pub async fn serve_tls(
             Err(_) => Some("timeout"),
         },
     };
-    if let Some(reason) = failed {
-        let _ = to_worker
-            .send(FromConnection::HandshakeFailed { peer, reason })
-            .await;
-    }
-    let reason = if failed.is_some() {
-        Close::Handshake
-    } else {
-        Close::Shutdown
-    };
-    let _ = to_worker
-        .send(FromConnection::Closed { peer, reason })
-        .await;
+    handshake_failed(peer, failed, &to_worker).await;
 }
 
 /// Runs one connection until it closes, then says why. `ours`: we opened it (to a backend), so

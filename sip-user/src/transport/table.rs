@@ -5,6 +5,7 @@
 use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use rustls_pki_types::ServerName;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -41,24 +42,27 @@ pub struct Connections {
     per_ip: HashMap<IpAddr, u32>,
     max_per_source: u32,
     settings: StreamSettings,
-    tls: TlsServer,
+    tls: TlsSetup,
     to_worker: mpsc::Sender<FromConnection>,
     cancel: CancellationToken,
 }
 
-/// The TLS listeners' server side: the current config (replaced on SIGHUP) and how long a
-/// handshake may take.
+/// TLS for a worker's connections: the listeners' server config (replaced on SIGHUP), the
+/// client config for connections we open (servers verified against `tls.server_ca` or the
+/// system's roots), and how long a handshake (and a connect) may take.
 #[derive(Debug, Clone)]
-pub struct TlsServer {
-    pub config: watch::Receiver<Option<Arc<rustls::ServerConfig>>>,
+pub struct TlsSetup {
+    pub server: watch::Receiver<Option<Arc<rustls::ServerConfig>>>,
+    pub client: Option<Arc<rustls::ClientConfig>>,
     pub handshake_timeout: Duration,
 }
 
-impl TlsServer {
-    /// No TLS: connections on a TLS listener are refused.
+impl TlsSetup {
+    /// No TLS: connections on a TLS listener are refused, none are opened.
     pub fn none() -> Self {
-        TlsServer {
-            config: watch::channel(None).1,
+        TlsSetup {
+            server: watch::channel(None).1,
+            client: None,
             handshake_timeout: super::tls::HANDSHAKE_TIMEOUT,
         }
     }
@@ -69,7 +73,7 @@ impl Connections {
     pub fn new(
         settings: StreamSettings,
         max_per_source: u32,
-        tls: TlsServer,
+        tls: TlsSetup,
         to_worker: mpsc::Sender<FromConnection>,
         cancel: CancellationToken,
     ) -> Self {
@@ -92,7 +96,7 @@ impl Connections {
             return Err(Refused::PerSource); // dropping the stream closes it
         }
         let tls = match peer.transport {
-            Transport::Tls => Some(self.tls.config.borrow().clone().ok_or(Refused::NoTls)?),
+            Transport::Tls => Some(self.tls.server.borrow().clone().ok_or(Refused::NoTls)?),
             _ => None,
         };
         let _ = stream.set_nodelay(true);
@@ -130,20 +134,31 @@ impl Connections {
         Ok(())
     }
 
-    /// Opens a connection to `peer` (a backend, a route with `transport=tcp`), registered at
-    /// once so what is sent meanwhile waits in its queue. Only TCP for now. A UA's flow whose
+    /// Opens a connection to `peer` (a backend, a route with `transport=tcp` or `tls`),
+    /// registered at once so what is sent meanwhile waits in its queue. Over TLS the server's
+    /// certificate must name `server_name` (its IP address when `None`). A UA's flow whose
     /// connection is gone gets a connection attempt too, which its NAT refuses (counted as
     /// `connect_failed`): RFC 5626 §5.3's 430 Flow Failed is not answered yet.
-    pub fn connect(&mut self, peer: Peer) -> Result<(), Refused> {
-        if peer.transport != Transport::Tcp {
-            return Err(Refused::NoTls);
-        }
+    pub fn connect(&mut self, peer: Peer, server_name: Option<&str>) -> Result<(), Refused> {
+        let tls = match peer.transport {
+            Transport::Udp => return Err(Refused::Runtime),
+            Transport::Tcp => None,
+            Transport::Tls => {
+                let config = self.tls.client.clone().ok_or(Refused::NoTls)?;
+                let name = match server_name {
+                    Some(n) => ServerName::try_from(n.to_string()).map_err(|_| Refused::NoTls)?,
+                    None => ServerName::IpAddress(peer.addr.ip().into()),
+                };
+                Some((config, name))
+            }
+        };
         let (tx, rx) = mpsc::channel(self.settings.write_queue);
         if self.by_peer.insert(peer, tx).is_none() {
             *self.per_ip.entry(peer.addr.ip()).or_default() += 1;
         }
         tokio::spawn(connect(
             peer,
+            tls,
             self.tls.handshake_timeout,
             self.settings,
             self.to_worker.clone(),

@@ -7,7 +7,7 @@
 use std::{fs::File, io::BufReader, path::Path, path::PathBuf, sync::Arc, time::Duration};
 
 use rustls::{
-    RootCertStore, ServerConfig,
+    ClientConfig, RootCertStore, ServerConfig,
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
     version::{TLS12, TLS13},
 };
@@ -44,6 +44,10 @@ pub enum TlsError {
     Key { path: PathBuf, message: String },
     #[error("tls.client_ca {path}: {message}")]
     ClientCa { path: PathBuf, message: String },
+    #[error("tls.server_ca {path}: {message}")]
+    ServerCa { path: PathBuf, message: String },
+    #[error("tls: no CA certificates to verify servers with (set tls.server_ca): {0}")]
+    NoRoots(String),
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -109,6 +113,48 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     // clients that read a record right after the handshake expecting SIP (sipsak) take the
     // ticket for an empty answer.
     config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// The client side, for TLS connections we open (to backends and next hops): TLS 1.3 (1.2 too
+/// with `min_version = "1.2"`), servers verified against `server_ca` or, without it, the
+/// system's CA certificates.
+pub fn client_config(
+    server_ca: Option<&Path>,
+    min_version: MinVersion,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match server_ca {
+        Some(path) => {
+            let err = |message: String| TlsError::ServerCa {
+                path: path.to_path_buf(),
+                message,
+            };
+            for cert in certificates(path).map_err(err)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| err(format!("not a CA certificate ({e})")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert); // a system bundle may hold a certificate rustls refuses
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoRoots(format!("{:?}", found.errors)));
+            }
+        }
+    }
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
+        MinVersion::Tls13 => &[&TLS13],
+        MinVersion::Tls12 => &[&TLS13, &TLS12],
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 

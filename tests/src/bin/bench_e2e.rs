@@ -1,7 +1,8 @@
 //! `cargo xtask bench-e2e`: the highest call rate at zero failed calls, and sipp's response
 //! times, for sip-fastpath and for Kamailio 5.6 (dispatcher, algorithm 0 = Call-ID hash) in the
-//! same namespaces, with the same backends and scenario, one after the other. The proxy's CPU
-//! time is summed over every process in its namespace.
+//! same namespaces, with the same backends and scenario, one after the other, over UDP and
+//! over TLS (sipp on one TCP connection through socat, which speaks TLS 1.3 to the proxy; the
+//! backends stay on UDP). The proxy's CPU time is summed over every process in its namespace.
 //!
 //! The caller ignores responses that arrive out of order instead of failing the call (a 180
 //! after the 200: Kamailio's receiver processes share one socket and can forward a call's
@@ -17,10 +18,12 @@ use anyhow::Context;
 use tests::{
     Daemon, EDGE_IFACE, Netns,
     bed::{B1, B2, CALLER, EDGE, config},
+    certs::Certs,
     kamailio::{self, Kamailio},
     lan::Lan,
     require_root,
     sipp::{Backend, Caller, LogDir},
+    tls_clients::TlsRelay,
 };
 
 /// Offered call rates, per second; a run is 4 s of calls at that rate.
@@ -56,37 +59,121 @@ fn main() -> anyhow::Result<()> {
     ];
     let edge = &lan.host("edge").ns;
     let caller = &lan.host("caller").ns;
+    let certs = Certs::new("bench")?;
+    let udp = Load {
+        target: format!("{EDGE}:5060"),
+        extra: &[],
+    };
+    // sipp on one TCP connection into socat, which carries it over TLS 1.3 to port 5061.
+    let relay_at: std::net::SocketAddr = format!("{CALLER}:5070").parse()?;
+    let tls = Load {
+        target: relay_at.to_string(),
+        extra: &["-t", "t1", "-max_socket", "100"],
+    };
+    let relay = TlsRelay::start(
+        caller,
+        relay_at,
+        format!("{EDGE}:5061").parse()?,
+        &certs.path("ca.pem"),
+    )?;
 
-    println!("sip-fastpath (XDP attached, {} workers):", online_cpus());
-    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &bench_config(), "bench")?;
-    let ours = ladder(edge, caller, &logs.0)?;
+    println!(
+        "sip-fastpath (XDP attached, {} workers), UDP:",
+        online_cpus()
+    );
+    let config = format!("{}{}", bench_config(), certs.tls_section(false));
+    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &config, "bench")?;
+    let ours = ladder(edge, caller, &logs.0, &udp)?;
+    println!("sip-fastpath, TLS (sipp -t t1 through socat):");
+    let ours_tls = ladder(edge, caller, &logs.0, &tls)?;
     drop(daemon);
 
-    println!("Kamailio 5.6 dispatcher (4 UDP children):");
+    println!("Kamailio 5.6 dispatcher (4 UDP children, 4 TCP children with the tls module), UDP:");
     let list = logs.0.join("dispatcher.list");
     std::fs::write(&list, format!("1 sip:{B1}:5060\n1 sip:{B2}:5060\n"))?;
     let list_value = format!("{}\"", list.display());
+    let tls_cfg = logs.0.join("kamailio-tls.cfg");
+    std::fs::write(
+        &tls_cfg,
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+             require_certificate = no\nprivate_key = {}\ncertificate = {}\n\
+             [client:default]\nverify_certificate = no\nrequire_certificate = no\n",
+            certs.path("server.key").display(),
+            certs.path("server.pem").display()
+        ),
+    )?;
     let cfg = kamailio::config(
         "dispatcher.cfg",
         &[("LISTEN", EDGE), ("LIST\"", &list_value)],
-    )?;
+    )?
+    .replace(
+        &format!("listen=udp:{EDGE}:5060"),
+        &format!("listen=udp:{EDGE}:5060\nlisten=tls:{EDGE}:5061\nenable_tls=yes\ntcp_children=4"),
+    )
+    .replace(
+        "loadmodule \"tm.so\"",
+        &format!(
+            "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\nloadmodule \"tm.so\"",
+            tls_cfg.display()
+        ),
+    );
     let mut kamailio = Kamailio::start(edge, &cfg, &logs.0, "kamailio")?;
-    let theirs = ladder(edge, caller, &logs.0);
+    let theirs = ladder(edge, caller, &logs.0, &udp);
+    println!("Kamailio 5.6, TLS (sipp -t t1 through socat):");
+    let theirs_tls = theirs.is_ok().then(|| ladder(edge, caller, &logs.0, &tls));
     kamailio.stop();
+    drop(relay);
     let theirs = theirs?;
+    let theirs_tls = theirs_tls.expect("run after the UDP ladder")?;
 
-    // A step counts when no call failed and sipp really offered the rate (90 % of it): past
-    // that the caller, not the proxy, is the limit.
-    let best = |steps: &[Step]| -> Option<usize> {
-        steps
-            .iter()
-            .rposition(|s| s.failed == 0 && s.calls > 0 && s.achieved >= 0.9 * s.rate as f64)
-    };
+    compare("UDP", &ours, "Kamailio 5.6", &theirs);
+    compare("TLS", &ours_tls, "Kamailio 5.6 TLS", &theirs_tls);
+    // The goal: a TLS call costs sip-fastpath no more proxy CPU than a UDP call costs Kamailio.
+    println!("\n| offered calls/s | proxy CPU per call, sip-fastpath TLS / Kamailio UDP |");
+    println!("|---:|---:|");
+    cpu_at_same_rates(&ours_tls, &theirs, |o, t| {
+        println!(
+            "| {} | {:.3} / {:.3} ms = {:.2}x |",
+            o.rate,
+            o.cpu_ms_per_call,
+            t.cpu_ms_per_call,
+            o.cpu_ms_per_call / t.cpu_ms_per_call
+        )
+    });
+    Ok(())
+}
+
+/// What a ladder offers: where sipp sends and how.
+struct Load<'a> {
+    target: String,
+    extra: &'a [&'a str],
+}
+
+/// A step counts when no call failed and sipp really offered the rate (90 % of it): past that
+/// the caller, not the proxy, is the limit.
+fn best(steps: &[Step]) -> Option<usize> {
+    steps
+        .iter()
+        .rposition(|s| s.failed == 0 && s.calls > 0 && s.achieved >= 0.9 * s.rate as f64)
+}
+
+/// Calls `f` with the steps of both ladders at each rate where neither failed a call.
+fn cpu_at_same_rates(ours: &[Step], theirs: &[Step], mut f: impl FnMut(&Step, &Step)) {
+    for o in ours.iter().filter(|s| s.failed == 0) {
+        if let Some(t) = theirs.iter().find(|t| t.rate == o.rate && t.failed == 0) {
+            f(o, t);
+        }
+    }
+}
+
+/// The tables of one transport: the best step of each, and CPU per call at the same rates.
+fn compare(transport: &str, ours: &[Step], their_name: &str, theirs: &[Step]) {
     println!(
-        "\n| proxy | offered calls/s | achieved calls/s, 0 failed | p50 ms | p99 ms | proxy CPU ms per call | machine CPU ms per call | out of order, whole ladder |"
+        "\n{transport}:\n\n| proxy | offered calls/s | achieved calls/s, 0 failed | p50 ms | p99 ms | proxy CPU ms per call | machine CPU ms per call | out of order, whole ladder |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, steps) in [("sip-fastpath", &ours), ("Kamailio 5.6", &theirs)] {
+    for (name, steps) in [("sip-fastpath", ours), (their_name, theirs)] {
         let disorder: u64 = steps.iter().map(|s| s.unexpected).sum();
         let calls: u64 = steps.iter().map(|s| s.calls).sum();
         match best(steps) {
@@ -100,33 +187,30 @@ fn main() -> anyhow::Result<()> {
             None => println!("| {name} | none | | | | | | {disorder} of {calls} calls |"),
         }
     }
-    if let (Some(a), Some(b)) = (best(&ours), best(&theirs)) {
+    if let (Some(a), Some(b)) = (best(ours), best(theirs)) {
         println!(
-            "\nratio sip-fastpath / Kamailio: max rate {:.2}x (both bounded by what the one sipp \
-             caller offers on this machine)",
+            "\nratio sip-fastpath / {their_name}: max rate {:.2}x (both bounded by what the one \
+             sipp caller offers on this machine)",
             ours[a].achieved / theirs[b].achieved,
         );
     }
     // CPU compares only at the same offered rate (per-call cost falls as the rate rises).
     println!(
-        "\n| offered calls/s | proxy CPU per call, ours / Kamailio | machine CPU per call, ours / Kamailio |"
+        "\n| offered calls/s | proxy CPU per call, ours / theirs | machine CPU per call, ours / theirs |"
     );
     println!("|---:|---:|---:|");
-    for o in ours.iter().filter(|s| s.failed == 0) {
-        if let Some(t) = theirs.iter().find(|t| t.rate == o.rate && t.failed == 0) {
-            println!(
-                "| {} | {:.3} / {:.3} ms = {:.2}x | {:.3} / {:.3} ms = {:.2}x |",
-                o.rate,
-                o.cpu_ms_per_call,
-                t.cpu_ms_per_call,
-                o.cpu_ms_per_call / t.cpu_ms_per_call,
-                o.machine_ms_per_call,
-                t.machine_ms_per_call,
-                o.machine_ms_per_call / t.machine_ms_per_call,
-            );
-        }
-    }
-    Ok(())
+    cpu_at_same_rates(ours, theirs, |o, t| {
+        println!(
+            "| {} | {:.3} / {:.3} ms = {:.2}x | {:.3} / {:.3} ms = {:.2}x |",
+            o.rate,
+            o.cpu_ms_per_call,
+            t.cpu_ms_per_call,
+            o.cpu_ms_per_call / t.cpu_ms_per_call,
+            o.machine_ms_per_call,
+            t.machine_ms_per_call,
+            o.machine_ms_per_call / t.machine_ms_per_call,
+        );
+    });
 }
 
 fn bench_config() -> String {
@@ -139,13 +223,12 @@ fn online_cpus() -> usize {
 }
 
 /// Runs the rates in order until one has failed calls (and one more step is pointless).
-fn ladder(edge: &Netns, caller: &Netns, logs: &Path) -> anyhow::Result<Vec<Step>> {
+fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
     for &rate in RATES {
         let calls = rate * SECONDS_PER_STEP;
         let cpu0 = namespace_cpu(edge)?;
         let machine0 = machine_cpu()?;
-        let target = format!("{EDGE}:5060");
         let r = Caller {
             calls,
             rate,
@@ -153,9 +236,29 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path) -> anyhow::Result<Vec<Step>
             timeout: Duration::from_secs(60),
             trace: false,
             lenient: true,
-            ..Caller::new(caller, CALLER, &target, "uac_call")
+            extra: load.extra,
+            ..Caller::new(caller, CALLER, &load.target, "uac_call")
         }
-        .run(logs)?;
+        .run(logs);
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                // sipp gave up (say, its connection broke): this rate failed, the ladder ends.
+                println!("  {rate:>5}/s: the caller failed: {e:#}");
+                steps.push(Step {
+                    rate,
+                    calls: calls as u64,
+                    failed: calls as u64,
+                    p50: f64::NAN,
+                    p99: f64::NAN,
+                    achieved: 0.0,
+                    cpu_ms_per_call: f64::NAN,
+                    machine_ms_per_call: f64::NAN,
+                    unexpected: 0,
+                });
+                break;
+            }
+        };
         let cpu = namespace_cpu(edge)? - cpu0;
         let machine = machine_cpu()? - machine0;
         let step = Step {
