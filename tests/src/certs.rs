@@ -65,45 +65,50 @@ impl Certs {
         Ok(())
     }
 
-    fn ca(&self, name: &str) -> anyhow::Result<()> {
-        self.openssl(&[
+    /// A new P-256 key in `<name>.key` and, with `then`, a self-signed CA certificate or a
+    /// certificate request in `<name>.pem` / `<name>.csr`.
+    fn new_key(&self, name: &str, then: &[&str]) -> anyhow::Result<()> {
+        let key = format!("{name}.key");
+        let mut args = vec![
             "req",
-            "-x509",
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=sip-fastpath test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])
+            &key,
+        ];
+        args.extend_from_slice(then);
+        self.openssl(&args)
+    }
+
+    fn ca(&self, name: &str) -> anyhow::Result<()> {
+        let (out, subject) = (
+            format!("{name}.pem"),
+            format!("/CN=sip-fastpath test {name}"),
+        );
+        self.new_key(
+            name,
+            &[
+                "-x509",
+                "-out",
+                &out,
+                "-days",
+                "2",
+                "-subj",
+                &subject,
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        )
     }
 
     fn leaf(&self, name: &str, cn: &str, ca: &str, san: &str) -> anyhow::Result<()> {
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ])?;
+        let (csr, subject) = (format!("{name}.csr"), format!("/CN={cn}"));
+        self.new_key(name, &["-out", &csr, "-subj", &subject])?;
         let ext = self.dir.join(format!("{name}.ext"));
         std::fs::write(
             &ext,

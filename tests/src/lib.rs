@@ -378,6 +378,16 @@ pub fn sip_message(method: &str, call_id: &str, seq: u32) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The sum of the Prometheus sample lines of `metrics` that start with `prefix` (a metric's
+/// name and its first labels, in the exporter's alphabetical label order); 0 when none.
+pub fn metric_sum(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Sum of a numeric field over the workers in a stats object.
 pub fn workers_sum(stats: &serde_json::Value, field: &str) -> u64 {
     stats["workers"]

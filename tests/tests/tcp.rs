@@ -11,17 +11,8 @@ use std::{
 
 use tests::{
     bed::{B1, B2, Bed, EDGE, FLOOD, assert_affinity, assert_all_succeeded, config, config_full},
-    sip_message,
+    metric_sum, sip_message,
 };
-
-/// The value of the metric line that starts with `prefix` (0 when absent).
-fn metric_sum(metrics: &str, prefix: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// `calls` of `uac` over TCP (`mode`: `t1` or `tn`) to backends running `uas`: all succeed, each
 /// call's `methods` reach one backend, and the edge counted TCP connections and messages.

@@ -11,6 +11,7 @@ use tests::{
     Netns,
     bed::{B1, B2, Bed, EDGE, config_full},
     certs::Certs,
+    metric_sum,
 };
 
 fn tls_config(certs: &Certs, mutual: bool, extra: &str) -> String {
@@ -68,14 +69,6 @@ fn openssl_handshake(ns: &Netns, certs: &Certs, version: &str) -> (bool, String)
         ],
     );
     (code == 0 && out.contains("Verification: OK"), out)
-}
-
-fn metric_sum(metrics: &str, prefix: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 #[test]

@@ -122,136 +122,130 @@ pub enum FromConnection {
     },
 }
 
-/// Connects to `peer` within `timeout` (TCP, then the TLS handshake as a client when `tls`
-/// is given), then runs the connection as [`serve`] does.
+/// What a connection's task works with: who is at the other end, the limits, where to report,
+/// what to write, and when to stop.
+pub struct Task {
+    pub peer: Peer,
+    pub settings: StreamSettings,
+    pub to_worker: mpsc::Sender<FromConnection>,
+    pub outgoing: mpsc::Receiver<Bytes>,
+    pub cancel: CancellationToken,
+}
+
+impl Task {
+    /// Reports how the connection ended (after a failed handshake, its reason first). The write
+    /// queue goes first, so the worker finds this connection's queue closed when the report
+    /// comes and forgets it (a newer connection from the same address keeps its place).
+    async fn closed(self, reason: Close, handshake: Option<&'static str>) {
+        let (peer, to_worker) = (self.peer, self.to_worker.clone());
+        drop(self);
+        if let Some(reason) = handshake {
+            let _ = to_worker
+                .send(FromConnection::HandshakeFailed { peer, reason })
+                .await;
+        }
+        let _ = to_worker
+            .send(FromConnection::Closed { peer, reason })
+            .await;
+    }
+
+    /// A handshake failed (`Some(reason)`) or was cancelled (`None`).
+    async fn handshake_failed(self, failed: Option<&'static str>) {
+        let reason = if failed.is_some() {
+            Close::Handshake
+        } else {
+            Close::Shutdown
+        };
+        self.closed(reason, failed).await;
+    }
+}
+
+/// Connects to the task's peer within `timeout` (TCP, then the TLS handshake as a client when
+/// `tls` is given), then runs the connection as [`serve`] does.
 pub async fn connect(
-    peer: Peer,
+    task: Task,
     tls: Option<(
         std::sync::Arc<rustls::ClientConfig>,
         rustls_pki_types::ServerName<'static>,
     )>,
     timeout: Duration,
-    settings: StreamSettings,
-    to_worker: mpsc::Sender<FromConnection>,
-    outgoing: mpsc::Receiver<Bytes>,
-    cancel: CancellationToken,
 ) {
     let connected = tokio::select! {
-        _ = cancel.cancelled() => None,
-        r = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(peer.addr)) => {
+        _ = task.cancel.cancelled() => None,
+        r = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(task.peer.addr)) => {
             r.ok().and_then(Result::ok)
         }
     };
     let Some(tcp) = connected else {
-        let reason = Close::ConnectFailed;
-        let _ = to_worker
-            .send(FromConnection::Closed { peer, reason })
-            .await;
-        return;
+        return task.closed(Close::ConnectFailed, None).await;
     };
     let _ = tcp.set_nodelay(true);
     let Some((config, name)) = tls else {
-        return serve(tcp, peer, settings, true, to_worker, outgoing, cancel).await;
+        return serve(tcp, task, true).await;
     };
     let connector = tokio_rustls::TlsConnector::from(config);
-    let failed = tokio::select! {
-        _ = cancel.cancelled() => None,
-        r = tokio::time::timeout(timeout, connector.connect(name, tcp)) => match r {
-            Ok(Ok(tls)) => {
-                return serve(tls, peer, settings, true, to_worker, outgoing, cancel).await;
-            }
-            Ok(Err(e)) => Some(super::tls::failure_reason(&e)),
-            Err(_) => Some("timeout"),
-        },
-    };
-    handshake_failed(peer, failed, &to_worker).await;
+    match handshake(connector.connect(name, tcp), timeout, &task.cancel).await {
+        Ok(tls) => serve(tls, task, true).await,
+        Err(failed) => task.handshake_failed(failed).await,
+    }
 }
 
-/// Reports a failed (or cancelled) handshake and the close that follows it.
-async fn handshake_failed(
-    peer: Peer,
-    failed: Option<&'static str>,
-    to_worker: &mpsc::Sender<FromConnection>,
-) {
-    if let Some(reason) = failed {
-        let _ = to_worker
-            .send(FromConnection::HandshakeFailed { peer, reason })
-            .await;
+/// A TLS handshake (either side) within `timeout`: the stream, or why not (`None` when
+/// cancelled).
+async fn handshake<S>(
+    shake: impl std::future::Future<Output = std::io::Result<S>>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<S, Option<&'static str>> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(None),
+        r = tokio::time::timeout(timeout, shake) => match r {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(Some(super::tls::failure_reason(&e))),
+            Err(_) => Err(Some("timeout")),
+        },
     }
-    let reason = if failed.is_some() {
-        Close::Handshake
-    } else {
-        Close::Shutdown
-    };
-    let _ = to_worker
-        .send(FromConnection::Closed { peer, reason })
-        .await;
 }
 
 /// Runs the TLS handshake (server side) on a new connection within `timeout`, then the
 /// connection as [`serve`] does.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve_tls(
     tcp: tokio::net::TcpStream,
     config: std::sync::Arc<rustls::ServerConfig>,
     timeout: Duration,
-    peer: Peer,
-    settings: StreamSettings,
-    to_worker: mpsc::Sender<FromConnection>,
-    outgoing: mpsc::Receiver<Bytes>,
-    cancel: CancellationToken,
+    task: Task,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let failed = tokio::select! {
-        _ = cancel.cancelled() => None,
-        r = tokio::time::timeout(timeout, acceptor.accept(tcp)) => match r {
-            Ok(Ok(tls)) => {
-                if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-                    log::debug!(
-                        "TLS from {peer}: client certificate sha256 {}",
-                        super::tls::fingerprint(cert)
-                    );
-                }
-                return serve(tls, peer, settings, false, to_worker, outgoing, cancel).await;
+    match handshake(acceptor.accept(tcp), timeout, &task.cancel).await {
+        Ok(tls) => {
+            if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                log::debug!(
+                    "TLS from {}: client certificate sha256 {}",
+                    task.peer,
+                    super::tls::fingerprint(cert)
+                );
             }
-            Ok(Err(e)) => Some(super::tls::failure_reason(&e)),
-            Err(_) => Some("timeout"),
-        },
-    };
-    handshake_failed(peer, failed, &to_worker).await;
+            serve(tls, task, false).await;
+        }
+        Err(failed) => task.handshake_failed(failed).await,
+    }
 }
 
 /// Runs one connection until it closes, then says why. `ours`: we opened it (to a backend), so
 /// the peer owes us no first message.
-pub async fn serve<S>(
-    stream: S,
-    peer: Peer,
-    settings: StreamSettings,
-    ours: bool,
-    to_worker: mpsc::Sender<FromConnection>,
-    outgoing: mpsc::Receiver<Bytes>,
-    cancel: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let reason = run(stream, peer, settings, ours, &to_worker, outgoing, cancel).await;
-    let _ = to_worker
-        .send(FromConnection::Closed { peer, reason })
-        .await;
-}
-
-async fn run<S>(
-    stream: S,
-    peer: Peer,
-    settings: StreamSettings,
-    ours: bool,
-    to_worker: &mpsc::Sender<FromConnection>,
-    mut outgoing: mpsc::Receiver<Bytes>,
-    cancel: CancellationToken,
-) -> Close
+pub async fn serve<S>(stream: S, mut task: Task, ours: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let reason = run(stream, &mut task, ours).await;
+    task.closed(reason, None).await;
+}
+
+async fn run<S>(stream: S, task: &mut Task, ours: bool) -> Close
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (peer, settings) = (task.peer, task.settings);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut framer = Framer::new(settings.limits);
     let opened = Instant::now();
@@ -267,9 +261,9 @@ where
             _ => (idle_at, Close::Idle),
         };
         tokio::select! {
-            _ = cancel.cancelled() => return Close::Shutdown,
+            _ = task.cancel.cancelled() => return Close::Shutdown,
             _ = tokio::time::sleep_until(deadline) => return on_deadline,
-            out = outgoing.recv() => match out {
+            out = task.outgoing.recv() => match out {
                 Some(bytes) => {
                     if wr.write_all(&bytes).await.is_err() {
                         return Close::Error;
@@ -292,7 +286,8 @@ where
                         match framer.next_frame() {
                             Ok(Some(Frame::Message(message))) => {
                                 framed = true;
-                                if to_worker
+                                if task
+                                    .to_worker
                                     .send(FromConnection::Message { peer, message })
                                     .await
                                     .is_err()

@@ -9,7 +9,7 @@ use rustls_pki_types::ServerName;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::stream::{FromConnection, StreamSettings, connect, serve, serve_tls};
+use super::stream::{FromConnection, StreamSettings, Task, connect, serve, serve_tls};
 use crate::sip::{
     peer::{Peer, Transport},
     shrink::shrink_map,
@@ -109,27 +109,12 @@ impl Connections {
         } else {
             *self.per_ip.entry(peer.addr.ip()).or_default() += 1;
         }
-        let (to_worker, cancel) = (self.to_worker.clone(), self.cancel.child_token());
+        let task = self.task(peer, rx);
         match tls {
-            Some(config) => tokio::spawn(serve_tls(
-                stream,
-                config,
-                self.tls.handshake_timeout,
-                peer,
-                self.settings,
-                to_worker,
-                rx,
-                cancel,
-            )),
-            None => tokio::spawn(serve(
-                stream,
-                peer,
-                self.settings,
-                false,
-                to_worker,
-                rx,
-                cancel,
-            )),
+            Some(config) => {
+                tokio::spawn(serve_tls(stream, config, self.tls.handshake_timeout, task))
+            }
+            None => tokio::spawn(serve(stream, task, false)),
         };
         Ok(())
     }
@@ -157,15 +142,21 @@ impl Connections {
             *self.per_ip.entry(peer.addr.ip()).or_default() += 1;
         }
         tokio::spawn(connect(
-            peer,
+            self.task(peer, rx),
             tls,
             self.tls.handshake_timeout,
-            self.settings,
-            self.to_worker.clone(),
-            rx,
-            self.cancel.child_token(),
         ));
         Ok(())
+    }
+
+    fn task(&self, peer: Peer, outgoing: mpsc::Receiver<Bytes>) -> Task {
+        Task {
+            peer,
+            settings: self.settings,
+            to_worker: self.to_worker.clone(),
+            outgoing,
+            cancel: self.cancel.child_token(),
+        }
     }
 
     /// Queues `payload` on the connection to `peer`.
@@ -215,5 +206,47 @@ impl Connections {
     /// Gives back the memory of a burst of connections that has passed.
     pub fn shrink(&mut self) -> bool {
         shrink_map(&mut self.by_peer) | shrink_map(&mut self.per_ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::stream::Close;
+
+    /// A connection that never came up (here: refused on loopback) is forgotten with its count,
+    /// so failures from one address do not use up its `per_source`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_connection_is_forgotten_with_its_count() {
+        // A port nothing listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let peer = Peer::new(Transport::Tcp, format!("127.0.0.1:{port}").parse().unwrap());
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut conns = Connections::new(
+            StreamSettings::default(),
+            1,
+            TlsSetup::none(),
+            tx,
+            CancellationToken::new(),
+        );
+        for _ in 0..3 {
+            conns.connect(peer, None).unwrap();
+            assert_eq!(conns.len(), 1);
+            let report = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a report within 5 s");
+            match report {
+                Some(FromConnection::Closed { peer: p, reason }) => {
+                    assert_eq!((p, reason), (peer, Close::ConnectFailed));
+                    conns.closed(&p);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(conns.is_empty() && conns.per_ip.is_empty(), "forgotten");
+        }
     }
 }
