@@ -175,6 +175,24 @@ pub fn call_from(
     .run(&logs.0)
 }
 
+/// `calls` of `scenario` from the caller host to `target` (an address of the edge, or a relay in
+/// front of it), with more sipp arguments.
+pub fn call_to(
+    bed: &Bed,
+    target: &str,
+    scenario: &str,
+    calls: u32,
+    extra: &[&str],
+) -> anyhow::Result<CallerReport> {
+    Caller {
+        calls,
+        rate: 10,
+        extra,
+        ..Caller::new(&bed.lan.host("caller").ns, CALLER, target, scenario)
+    }
+    .run(&bed.logs.0)
+}
+
 /// Floods the edge from the flood host until `stop` (or 60 s, or `max` packets): `scanners`
 /// friendly-scanner OPTIONS first (while the source is within its rate-limit burst), then
 /// TLS-looking junk and REGISTERs in turn. Returns the packets sent.

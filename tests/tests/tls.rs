@@ -293,3 +293,89 @@ fn a_backend_over_tls_is_verified_by_name_and_its_connection_reused() {
         }
     }
 }
+
+/// Calls over TLS: sipp on one TCP connection into socat, which carries it over TLS 1.3 to the
+/// edge (Debian's sipp has no TLS), to the UDP backends: ordinary calls, the callee hanging
+/// up toward the TLS caller, and a 3,000-byte INVITE.
+#[test]
+fn calls_over_tls_reach_udp_backends_and_come_back() {
+    let certs = Certs::new("calls").unwrap();
+    for (uac, uas, calls, methods) in [
+        ("uac_call", "uas_call", 20, &["INVITE", "ACK", "BYE"][..]),
+        (
+            "uac_call_large",
+            "uas_call",
+            10,
+            &["INVITE", "ACK", "BYE"][..],
+        ),
+        ("uac_wait_bye", "uas_hangup", 10, &["INVITE", "ACK"][..]),
+    ] {
+        let bed = Bed::new(&format!("tls-{uac}"), uas, &tls_config(&certs, false, "")).unwrap();
+        let caller = &bed.lan.host("caller").ns;
+        let relay_at: std::net::SocketAddr = "192.0.2.2:5070".parse().unwrap();
+        let _relay = tests::tls_clients::TlsRelay::start(
+            caller,
+            relay_at,
+            format!("{EDGE}:5061").parse().unwrap(),
+            &certs.path("ca.pem"),
+        )
+        .unwrap();
+        let r = tests::bed::call_to(
+            &bed,
+            &relay_at.to_string(),
+            uac,
+            calls,
+            &["-t", "t1", "-max_socket", "100"],
+        )
+        .unwrap();
+        tests::bed::assert_all_succeeded(&r, calls as u64);
+        let split = tests::bed::assert_affinity(&bed, &r, methods).unwrap();
+        let m = bed.metrics().unwrap();
+        let tls_in = metric_sum(
+            &m,
+            "sip_fastpath_transport_messages_total{direction=\"in\",transport=\"tls\"",
+        );
+        eprintln!("{uac} over tls: {calls} calls, split {split:?}, {tls_in} messages in over tls");
+        assert!(tls_in >= 2 * calls as u64, "the calls came over TLS\n{m}");
+    }
+}
+
+/// A client that opens a TLS connection and never says hello is closed after
+/// tls.handshake_timeout_ms, counted as a handshake timeout.
+#[test]
+fn a_silent_tls_client_is_closed_at_the_handshake_deadline() {
+    let certs = Certs::new("silent").unwrap();
+    let bed = tls_bed("tls-silent", &certs, false, "handshake_timeout_ms = 800\n");
+    let caller = &bed.lan.host("caller").ns;
+    let mut silent = caller
+        .tcp_connect(format!("{EDGE}:5061").parse().unwrap())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = loop {
+        match std::io::Read::read(&mut silent, &mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break true,
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+    };
+    assert!(closed, "closed at the handshake deadline");
+    std::thread::sleep(Duration::from_millis(1200));
+    let m = bed.metrics().unwrap();
+    assert_eq!(
+        metric_sum(
+            &m,
+            "sip_fastpath_tls_handshake_failures_total{reason=\"timeout\""
+        ),
+        1,
+        "{m}"
+    );
+}
