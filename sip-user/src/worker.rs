@@ -55,8 +55,13 @@ const EXPORT_EVERY: Duration = Duration::from_secs(1);
 pub enum Handoff {
     /// A message received by one worker for the worker that owns its Call-ID.
     Message { message: Bytes, source: Peer },
-    /// A message to send on a connection the receiving worker owns.
-    Send(Transmit),
+    /// A message to send on a connection the receiving worker owns, with the name its
+    /// certificate must carry if the connection must be opened over TLS (the sender's proxy
+    /// knows it: see [`Proxy::tls_name`]).
+    Send {
+        transmit: Transmit,
+        tls_name: Option<Arc<str>>,
+    },
     /// A connection accepted by one worker for the worker that owns its peer.
     Stream {
         stream: std::net::TcpStream,
@@ -186,7 +191,9 @@ impl Worker {
                         }
                         self.proxy.handle(message, source, Instant::now());
                     }
-                    Handoff::Send(t) => self.send_on_connection(&mut conns, t, &m),
+                    Handoff::Send { transmit, tls_name } => {
+                        self.send_on_connection(&mut conns, transmit, tls_name.as_deref(), &m);
+                    }
                     Handoff::Stream { stream, peer } => match conns.adopt(stream, peer) {
                         Ok(()) => m.connection_event(peer.transport, "accepted"),
                         Err(Refused::PerSource) => m.connection_event(peer.transport, "refused"),
@@ -292,19 +299,17 @@ impl Worker {
     /// Queues `t` on this worker's connection to its destination. A peer whose connection is
     /// gone cannot be reached (RFC 5626 §5.3: we do not open one toward a UA) and counts as a
     /// send error, like a datagram the kernel would not send.
-    fn send_on_connection(&self, conns: &mut Connections, t: Transmit, m: &WorkerMetrics) {
+    fn send_on_connection(
+        &self,
+        conns: &mut Connections,
+        t: Transmit,
+        tls_name: Option<&str>,
+        m: &WorkerMetrics,
+    ) {
         m.sent(t.dest.transport);
         let mut sent = conns.send(&t.dest, t.payload.clone());
         if sent == Err(SendError::NoConnection) {
-            // A backend's certificate name, if the config gives one.
-            let name = self
-                .proxy
-                .pool
-                .backends
-                .iter()
-                .find(|b| b.address == t.dest.addr && b.transport == t.dest.transport)
-                .and_then(|b| b.tls_name.as_deref());
-            match conns.connect(t.dest, name) {
+            match conns.connect(t.dest, tls_name) {
                 Ok(()) => {
                     m.connection_event(t.dest.transport, "connected");
                     sent = conns.send(&t.dest, t.payload);
@@ -322,9 +327,16 @@ impl Worker {
         while let Some(t) = self.proxy.poll_transmit() {
             if t.dest.transport != Transport::Udp {
                 let owner = transport::owner_of(&t.dest, self.peers.len());
+                let tls_name = self.proxy.tls_name(&t.dest);
                 if owner == self.index {
-                    self.send_on_connection(conns, t, m);
-                } else if self.peers[owner].try_send(Handoff::Send(t)).is_err() {
+                    self.send_on_connection(conns, t, tls_name.as_deref(), m);
+                } else if self.peers[owner]
+                    .try_send(Handoff::Send {
+                        transmit: t,
+                        tls_name,
+                    })
+                    .is_err()
+                {
                     self.counters
                         .handoff_dropped
                         .fetch_add(1, Ordering::Relaxed);

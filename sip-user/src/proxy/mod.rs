@@ -296,7 +296,14 @@ pub struct Proxy {
     settled: bool,
     /// The process's heap as last told (see [`ProxyConfig::memory_ceiling`]).
     heap_in_use: usize,
+    /// Names TLS next hops were resolved from, by address: a connection to one checks the
+    /// certificate for the name, not the address (RFC 5922 §4). Bounded by [`MAX_TLS_NAMES`].
+    tls_names: HashMap<SocketAddr, std::sync::Arc<str>>,
 }
+
+/// TLS next-hop names one worker remembers at most (cleared when full; a connection that
+/// exists needs none).
+const MAX_TLS_NAMES: usize = 4096;
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, pool: Pool) -> Self {
@@ -321,6 +328,7 @@ impl Proxy {
             overload_logged: None,
             settled: false,
             heap_in_use: 0,
+            tls_names: HashMap::new(),
         }
     }
 
@@ -571,6 +579,23 @@ impl Proxy {
             shrink_deque(&mut self.events),
         ];
         tables.contains(&true)
+    }
+
+    /// The name a TLS connection to `peer` must find in its certificate: a backend's `tls_name`,
+    /// or the name the next hop was resolved from; `None` to check its IP address.
+    pub fn tls_name(&self, peer: &Peer) -> Option<std::sync::Arc<str>> {
+        if peer.transport != Transport::Tls {
+            return None;
+        }
+        let backend = self
+            .pool
+            .backends
+            .iter()
+            .find(|b| b.address == peer.addr && b.transport == Transport::Tls);
+        match backend {
+            Some(b) => b.tls_name.as_deref().map(Into::into),
+            None => self.tls_names.get(&peer.addr).cloned(),
+        }
     }
 
     /// Names cached by this worker's resolver.
@@ -872,7 +897,15 @@ impl Proxy {
             } => {
                 let hash = sip_common::hash_call_id(msg.call_id().unwrap_or(b""));
                 match self.resolver.lookup(&name, hash, now) {
-                    Lookup::Addr(a) => address(self, Peer::new(transport, a), by, inside_only),
+                    Lookup::Addr(a) => {
+                        if transport == Transport::Tls {
+                            if self.tls_names.len() >= MAX_TLS_NAMES {
+                                self.tls_names.clear();
+                            }
+                            self.tls_names.insert(a, name.host.as_str().into());
+                        }
+                        address(self, Peer::new(transport, a), by, inside_only)
+                    }
                     Lookup::NoSuchName => Routed::Refused(Refusal::UnknownDomain),
                     Lookup::Failed => {
                         self.stats.dns_failures += 1;
