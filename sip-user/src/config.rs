@@ -102,6 +102,9 @@ pub struct TlsSection {
     /// PEM bundle of CAs the backends' (and next hops') certificates must chain to, for
     /// connections we open over TLS; default: the system's CA certificates.
     pub server_ca: Option<PathBuf>,
+    /// With `client_ca`: clients whose certificate carries one of these names (subject
+    /// alternative names) are inside, like `trusted` addresses (a PBX on a changing address).
+    pub trusted_names: Vec<String>,
 }
 
 impl Default for TlsSection {
@@ -113,6 +116,7 @@ impl Default for TlsSection {
             client_ca: None,
             handshake_timeout_ms: crate::transport::tls::HANDSHAKE_TIMEOUT.as_millis() as u64,
             server_ca: None,
+            trusted_names: Vec::new(),
         }
     }
 }
@@ -138,7 +142,29 @@ impl TlsSection {
         if self.handshake_timeout_ms == 0 {
             return Err("tls.handshake_timeout_ms: must be above 0".to_string());
         }
+        if !self.trusted_names.is_empty() && self.client_ca.is_none() {
+            return Err(
+                "tls.trusted_names: needs tls.client_ca (names are only trusted from verified \
+                 certificates)"
+                    .to_string(),
+            );
+        }
+        self.trusted_server_names()?;
         Ok(())
+    }
+
+    /// `trusted_names` as names a certificate is checked for.
+    pub fn trusted_server_names(
+        &self,
+    ) -> Result<Vec<rustls_pki_types::ServerName<'static>>, String> {
+        self.trusted_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                rustls_pki_types::ServerName::try_from(n.clone())
+                    .map_err(|_| format!("tls.trusted_names[{i}]: `{n}` is not a DNS name"))
+            })
+            .collect()
     }
 }
 
@@ -1090,6 +1116,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("backends[0].tls_name: `a b`"), "{e}");
+        let e = parse("[tls]\ntrusted_names = [\"pbx.example\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("tls.trusted_names: needs tls.client_ca"),
+            "{e}"
+        );
+        let e = parse(
+            "[tls]\ncertificate = \"/c\"\nkey = \"/k\"\nclient_ca = \"/ca\"\ntrusted_names = [\"a b\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("tls.trusted_names[0]: `a b`"), "{e}");
         let e = parse("[tls]\nkey = \"/k.pem\"\n").unwrap_err();
         assert!(e.starts_with("tls.certificate and tls.key"), "{e}");
         let e = parse("[[listeners]]\ntransport = \"udp\"\n[[listeners]]\ntransport = \"tls\"\n")

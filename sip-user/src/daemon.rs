@@ -254,6 +254,11 @@ async fn run_attached(
                 server: tls_rx,
                 client: tls_client,
                 handshake_timeout: Duration::from_millis(config.tls.handshake_timeout_ms),
+                trusted_names: config
+                    .tls
+                    .trusted_server_names()
+                    .map_err(DaemonError::Config)?
+                    .into(),
             },
         },
     };

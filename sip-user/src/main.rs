@@ -75,7 +75,7 @@ enum Command {
     /// keys: sip_ports, listen, workers, steering, metrics, advertise, record_route, trusted,
     /// domains, flow_secret, route_address, path; tables: [[listeners]] (transport = udp | tcp |
     /// tls, address, port; default udp and tcp on `listen`, tls on 5061 with [tls]), [tls]
-    /// (certificate, key, min_version, client_ca, handshake_timeout_ms, server_ca), [connections] (idle_s,
+    /// (certificate, key, min_version, client_ca, handshake_timeout_ms, server_ca, trusted_names), [connections] (idle_s,
     /// message_timeout_ms, max_header_bytes, max_message_bytes, per_source, write_queue),
     /// [[backends]] (address, transport, tls_name, weight,
     /// priority, draining; or srv, draining), [[routes]] (domain or prefix, destination), [dns]

@@ -53,8 +53,13 @@ const EXPORT_EVERY: Duration = Duration::from_secs(1);
 /// What one worker hands another.
 #[derive(Debug)]
 pub enum Handoff {
-    /// A message received by one worker for the worker that owns its Call-ID.
-    Message { message: Bytes, source: Peer },
+    /// A message received by one worker for the worker that owns its Call-ID; `inside` when its
+    /// connection's certificate made its source inside (`tls.trusted_names`).
+    Message {
+        message: Bytes,
+        source: Peer,
+        inside: bool,
+    },
     /// A message to send on a connection the receiving worker owns, with the name its
     /// certificate must carry if the connection must be opened over TLS (the sender's proxy
     /// knows it: see [`Proxy::tls_name`]).
@@ -116,6 +121,8 @@ impl Worker {
     ) {
         let mut m = self.metrics.worker(self.index);
         let (conn_tx, mut from_conns) = mpsc::channel(FROM_CONNECTIONS_QUEUE);
+        // Connections whose client certificate made them inside (`tls.trusted_names`).
+        let mut trusted: std::collections::HashSet<Peer> = std::collections::HashSet::new();
         let mut conns = Connections::new(
             self.streams.settings,
             self.streams.max_per_source,
@@ -185,11 +192,11 @@ impl Worker {
                 }
                 _ = timer => self.proxy.handle_timeout(Instant::now()),
                 Some(h) = self.inbox.recv() => match h {
-                    Handoff::Message { message, source } => {
+                    Handoff::Message { message, source, inside } => {
                         if let Some(bytes) = crate::heap::allocated() {
                             self.proxy.set_heap_in_use(bytes);
                         }
-                        self.proxy.handle(message, source, Instant::now());
+                        self.proxy.handle_as(message, source, inside, Instant::now());
                     }
                     Handoff::Send { transmit, tls_name } => {
                         self.send_on_connection(&mut conns, transmit, tls_name.as_deref(), &m);
@@ -206,13 +213,18 @@ impl Worker {
                 Some(c) = from_conns.recv() => match c {
                     FromConnection::Message { peer, message } => {
                         m.received(peer.transport);
-                        self.on_message(message, peer);
+                        let inside = trusted.contains(&peer);
+                        self.on_message(message, peer, inside);
+                    }
+                    FromConnection::Trusted { peer } => {
+                        trusted.insert(peer);
                     }
                     FromConnection::HandshakeFailed { peer, reason } => {
                         log::debug!("worker {}: TLS handshake with {peer}: {reason}", self.index);
                         m.tls_handshake_failed(reason);
                     }
                     FromConnection::Closed { peer, reason } => {
+                        trusted.remove(&peer);
                         conns.closed(&peer);
                         m.connection_closed(peer.transport, reason);
                     }
@@ -224,7 +236,7 @@ impl Worker {
                     Ok((n, source)) => {
                         let datagram = Bytes::copy_from_slice(&buf[..n]);
                         m.received(Transport::Udp);
-                        self.on_message(datagram, Peer::udp(source));
+                        self.on_message(datagram, Peer::udp(source), false);
                     }
                     Err(e) => log::debug!("worker {}: recv: {e}", self.index),
                 },
@@ -261,7 +273,7 @@ impl Worker {
 
     /// Parses the message (a datagram, or one framed off a stream) once: its Call-ID names the
     /// owning worker, and the same parse goes to this worker's proxy when that is us.
-    fn on_message(&mut self, datagram: Bytes, source: Peer) {
+    fn on_message(&mut self, datagram: Bytes, source: Peer, inside: bool) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         parse_any(&datagram, |parsed| {
             let call_id = match &parsed {
@@ -276,6 +288,7 @@ impl Worker {
                     let handoff = Handoff::Message {
                         message: datagram.clone(), // a reference count
                         source,
+                        inside,
                     };
                     if self.peers[owner].try_send(handoff).is_err() {
                         self.counters
@@ -283,14 +296,15 @@ impl Worker {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Some(_) => self
-                    .proxy
-                    .handle_parsed(parsed, &datagram, source, Instant::now()),
+                Some(_) => {
+                    self.proxy
+                        .handle_parsed_as(parsed, &datagram, source, inside, Instant::now())
+                }
                 None => {
                     // Keep-alives and what has no Call-ID: the proxy answers or drops them.
                     self.counters.no_call_id.fetch_add(1, Ordering::Relaxed);
                     self.proxy
-                        .handle_parsed(parsed, &datagram, source, Instant::now());
+                        .handle_parsed_as(parsed, &datagram, source, inside, Instant::now());
                 }
             }
         });

@@ -1,6 +1,7 @@
 //! Certificates made at test time with Debian's `openssl` command: a CA, the edge's server
-//! certificate (for 192.0.2.1, by IP address), a backend's (`backend.test`), a client
-//! certificate the CA signed, and a client certificate from another CA (unknown to the edge).
+//! certificate (for 192.0.2.1, by IP address), a backend's (`backend.test`), two client
+//! certificates the CA signed (`trunk.test`, `other.test`), and a client certificate from
+//! another CA (unknown to the edge).
 //! Removed on drop.
 
 use std::path::PathBuf;
@@ -22,20 +23,32 @@ impl Certs {
         let certs = Certs { dir };
         certs.ca("ca")?;
         certs.ca("other-ca")?;
-        certs.leaf("server", "server", "ca", SERVER_SAN)?;
-        certs.leaf("client", "client", "ca", "subjectAltName=DNS:trunk.test")?;
-        certs.leaf(
-            "stranger",
-            "stranger",
-            "other-ca",
-            "subjectAltName=DNS:stranger.test",
-        )?;
-        certs.leaf(
-            "backend",
-            "backend",
-            "ca",
-            "subjectAltName=DNS:backend.test",
-        )?;
+        // (file name, common name, signing CA, subject alternative names)
+        let leaves = [
+            ("server", "server", "ca", SERVER_SAN),
+            ("client", "client", "ca", "subjectAltName=DNS:trunk.test"),
+            (
+                "other-client",
+                "other",
+                "ca",
+                "subjectAltName=DNS:other.test",
+            ),
+            (
+                "stranger",
+                "stranger",
+                "other-ca",
+                "subjectAltName=DNS:stranger.test",
+            ),
+            (
+                "backend",
+                "backend",
+                "ca",
+                "subjectAltName=DNS:backend.test",
+            ),
+        ];
+        for (name, cn, ca, san) in leaves {
+            certs.leaf(name, cn, ca, san)?;
+        }
         Ok(certs)
     }
 

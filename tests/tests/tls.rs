@@ -379,3 +379,36 @@ fn a_silent_tls_client_is_closed_at_the_handshake_deadline() {
         "{m}"
     );
 }
+
+/// `tls.trusted_names`: a client whose certificate (verified against `client_ca`) names
+/// trunk.test is inside, like a `trusted` address: its OPTIONS to the edge is answered by the
+/// edge itself (inside rules), while another client of the same CA is outside and its OPTIONS
+/// goes to a backend (whose answer carries the backend's Contact).
+#[test]
+fn a_client_certificate_named_in_trusted_names_is_inside() {
+    let certs = Certs::new("trusted").unwrap();
+    let bed = tls_bed(
+        "tls-trusted",
+        &certs,
+        true,
+        "trusted_names = [\"trunk.test\"]\n",
+    );
+    let caller = &bed.lan.host("caller").ns;
+    let inside = openssl_options(caller, &certs, Some("client"), "trusted-1");
+    assert!(inside.contains("SIP/2.0 200"), "{inside}");
+    assert!(
+        !inside.contains("Contact: <sip:192.0.2.1") && inside.contains(";tag=sfp"),
+        "answered by the edge, as for an inside source:\n{inside}"
+    );
+    let outside = openssl_options(caller, &certs, Some("other-client"), "trusted-2");
+    assert!(
+        outside.contains("SIP/2.0 200") && outside.contains("Contact: <sip:192.0.2.1"),
+        "another certificate of the CA is outside: to a backend\n{outside}"
+    );
+    let m = bed.metrics().unwrap();
+    assert_eq!(
+        metric_sum(&m, "sip_fastpath_requests_total{side=\"inside\""),
+        1,
+        "{m}"
+    );
+}

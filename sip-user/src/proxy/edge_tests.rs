@@ -410,7 +410,12 @@ fn calls_out_by_static_route_and_by_dns() {
 
     // A SIPS next hop found by DNS: over TLS to 5061 by default, its certificate to be checked
     // for the name it was resolved from (RFC 5922 §4), not for its address.
-    send(&mut p, call_out("tls-1", "sips:+1555@secure.example"), B1, t0);
+    send(
+        &mut p,
+        call_out("tls-1", "sips:+1555@secure.example"),
+        B1,
+        t0,
+    );
     let name = p.poll_query().unwrap();
     assert_eq!(name.host, "secure.example");
     p.handle_answer(name, found_80(t0, 10), t0);
@@ -426,7 +431,11 @@ fn calls_out_by_static_route_and_by_dns() {
         text(invite)
     );
     assert_eq!(p.tls_name(&invite.dest).as_deref(), Some("secure.example"));
-    assert_eq!(p.tls_name(&Peer::udp(invite.dest.addr)), None, "UDP checks nothing");
+    assert_eq!(
+        p.tls_name(&Peer::udp(invite.dest.addr)),
+        None,
+        "UDP checks nothing"
+    );
 }
 
 #[test]

@@ -299,6 +299,9 @@ pub struct Proxy {
     /// Names TLS next hops were resolved from, by address: a connection to one checks the
     /// certificate for the name, not the address (RFC 5922 §4). Bounded by [`MAX_TLS_NAMES`].
     tls_names: HashMap<SocketAddr, std::sync::Arc<str>>,
+    /// The message being handled came from a source inside by identity (see
+    /// [`Proxy::handle_as`]).
+    source_inside: bool,
 }
 
 /// TLS next-hop names one worker remembers at most (cleared when full; a connection that
@@ -329,6 +332,7 @@ impl Proxy {
             settled: false,
             heap_in_use: 0,
             tls_names: HashMap::new(),
+            source_inside: false,
         }
     }
 
@@ -363,9 +367,14 @@ impl Proxy {
 
     /// One received datagram.
     pub fn handle(&mut self, datagram: Bytes, source: impl Into<Peer>, now: Instant) {
-        let source = source.into();
+        self.handle_as(datagram, source.into(), false, now);
+    }
+
+    /// One received message; `inside`: its source is inside whatever its address (a TLS client
+    /// whose certificate names it in `tls.trusted_names`).
+    pub fn handle_as(&mut self, datagram: Bytes, source: Peer, inside: bool, now: Instant) {
         parse_any(&datagram, |parsed| {
-            self.handle_parsed(parsed, &datagram, source, now)
+            self.handle_parsed_as(parsed, &datagram, source, inside, now)
         });
     }
 
@@ -378,6 +387,20 @@ impl Proxy {
         source: Peer,
         now: Instant,
     ) {
+        self.handle_parsed_as(parsed, datagram, source, false, now);
+    }
+
+    /// [`Self::handle_parsed`] with the source's side given by its identity (see
+    /// [`Self::handle_as`]).
+    pub fn handle_parsed_as(
+        &mut self,
+        parsed: Result<Parsed<'_, '_>, Error>,
+        datagram: &Bytes,
+        source: Peer,
+        inside: bool,
+        now: Instant,
+    ) {
+        self.source_inside = inside;
         self.stats.received += 1;
         self.settled = false;
         self.handle_received(parsed, datagram, source, now);
@@ -471,7 +494,7 @@ impl Proxy {
         {
             return self.overloaded(&msg, source, Limit::Memory, now);
         }
-        let exempt = msg.is_request() && self.is_inside(source.addr.ip());
+        let exempt = msg.is_request() && self.source_side(source) == Side::Inside;
         match self.txs.handle_from(&msg, datagram, source, exempt, now) {
             Ok(()) => {}
             Err(TransactionError::Overloaded(o)) => {
@@ -552,6 +575,7 @@ impl Proxy {
                 source,
                 side,
             } = p;
+            self.source_inside = side == Side::Inside;
             parse_any(&datagram, |parsed| {
                 let Ok(Parsed::Message(msg)) = parsed else {
                     return;
@@ -687,9 +711,19 @@ impl Proxy {
         }
     }
 
+    /// The side of the message being handled's source: by its address, or inside by its
+    /// certificate.
+    fn source_side(&self, source: Peer) -> Side {
+        if self.source_inside {
+            Side::Inside
+        } else {
+            self.side_of(source.addr.ip())
+        }
+    }
+
     /// The side of a new request's source, counted.
     fn count_side(&mut self, source: Peer) -> Side {
-        let side = self.side_of(source.addr.ip());
+        let side = self.source_side(source);
         match side {
             Side::Outside => self.stats.from_outside += 1,
             Side::Inside => self.stats.from_inside += 1,
@@ -1091,7 +1125,7 @@ impl Proxy {
     /// ACK for a 2xx: stateless, routed like any in-dialog request (§16.11 note; RFC 6026).
     /// It cannot be answered: what would be refused is dropped.
     fn forward_ack(&mut self, m: &Message<'_, '_>, datagram: &Bytes, source: Peer, now: Instant) {
-        let side = self.side_of(source.addr.ip());
+        let side = self.source_side(source);
         let Ok(route) = route::read(m, &self.cfg.identity, &self.cfg.flow_key) else {
             return self.record(Outcome::DroppedMalformed);
         };

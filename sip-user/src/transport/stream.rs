@@ -110,6 +110,10 @@ pub enum FromConnection {
         peer: Peer,
         message: Bytes,
     },
+    /// The client's certificate carries a name of `tls.trusted_names`: the peer is inside.
+    Trusted {
+        peer: Peer,
+    },
     /// A TLS handshake failed (`reason` as in [`super::tls::failure_reason`], or `timeout`);
     /// `Closed` follows.
     HandshakeFailed {
@@ -133,6 +137,10 @@ pub struct Task {
 }
 
 impl Task {
+    async fn report(&self, message: FromConnection) {
+        let _ = self.to_worker.send(message).await;
+    }
+
     /// Reports how the connection ended (after a failed handshake, its reason first). The write
     /// queue goes first, so the worker finds this connection's queue closed when the report
     /// comes and forgets it (a newer connection from the same address keeps its place).
@@ -213,17 +221,24 @@ pub async fn serve_tls(
     tcp: tokio::net::TcpStream,
     config: std::sync::Arc<rustls::ServerConfig>,
     timeout: Duration,
+    trusted_names: std::sync::Arc<[rustls_pki_types::ServerName<'static>]>,
     task: Task,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match handshake(acceptor.accept(tcp), timeout, &task.cancel).await {
         Ok(tls) => {
             if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                let trusted = super::tls::names_any(cert, &trusted_names);
                 log::debug!(
-                    "TLS from {}: client certificate sha256 {}",
+                    "TLS from {}: client certificate sha256 {}{}",
                     task.peer,
-                    super::tls::fingerprint(cert)
+                    super::tls::fingerprint(cert),
+                    if trusted { ", trusted by name" } else { "" }
                 );
+                if trusted {
+                    task.report(FromConnection::Trusted { peer: task.peer })
+                        .await;
+                }
             }
             serve(tls, task, false).await;
         }

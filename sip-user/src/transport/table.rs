@@ -55,6 +55,8 @@ pub struct TlsSetup {
     pub server: watch::Receiver<Option<Arc<rustls::ServerConfig>>>,
     pub client: Option<Arc<rustls::ClientConfig>>,
     pub handshake_timeout: Duration,
+    /// Clients whose certificate carries one of these names are inside (`tls.trusted_names`).
+    pub trusted_names: Arc<[ServerName<'static>]>,
 }
 
 impl TlsSetup {
@@ -64,6 +66,7 @@ impl TlsSetup {
             server: watch::channel(None).1,
             client: None,
             handshake_timeout: super::tls::HANDSHAKE_TIMEOUT,
+            trusted_names: Arc::new([]),
         }
     }
 }
@@ -111,9 +114,13 @@ impl Connections {
         }
         let task = self.task(peer, rx);
         match tls {
-            Some(config) => {
-                tokio::spawn(serve_tls(stream, config, self.tls.handshake_timeout, task))
-            }
+            Some(config) => tokio::spawn(serve_tls(
+                stream,
+                config,
+                self.tls.handshake_timeout,
+                self.tls.trusted_names.clone(),
+                task,
+            )),
             None => tokio::spawn(serve(stream, task, false)),
         };
         Ok(())

@@ -178,6 +178,20 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// True if a client's (verified) certificate carries one of `names` as a subject alternative
+/// name: such a client is inside, like a `trusted` address (`tls.trusted_names`).
+pub fn names_any(
+    cert: &CertificateDer<'_>,
+    names: &[rustls_pki_types::ServerName<'static>],
+) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    names
+        .iter()
+        .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
+}
+
 /// The SHA-256 of a peer's certificate, hex: the identity logs and routing can name.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     Sha256::digest(cert.as_ref())
