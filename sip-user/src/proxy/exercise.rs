@@ -7,7 +7,7 @@
 //!
 //! | first byte % 4 | record |
 //! |---|---|
-//! | 0 | a datagram: a byte naming the source ([`SOURCES`]), a little-endian u16 length (cut to what is left), the bytes |
+//! | 0 | a message: a byte naming the source (% 5: [`SOURCES`]; / 8 % 3: UDP, TCP or TLS; bit 7: inside by certificate), a little-endian u16 length (cut to what is left), the bytes |
 //! | 1 | the clock moves on: a little-endian u16, in units of 8 ms (up to ~9 minutes) |
 //! | 2 | the oldest DNS question is answered: a byte, % 3 = found / no such name / failed |
 //! | 3 | the timers due now fire |
@@ -37,6 +37,7 @@ use crate::{
         Parsed,
         dialog::Limits,
         parse_any,
+        peer::{Peer, Transport},
         transaction::{Admission, Timers},
     },
 };
@@ -61,7 +62,9 @@ fn addr(s: &str) -> SocketAddr {
 /// routes to an address and to a name.
 pub fn proxy() -> Proxy {
     let cfg = ProxyConfig {
-        identity: Identity::new("192.0.2.1", 5060),
+        identity: Identity::new("192.0.2.1", 5060)
+            .with_port(Transport::Tcp, 5060)
+            .with_port(Transport::Tls, 5061),
         record_route: true,
         supported: vec![],
         timers: Timers::default(),
@@ -121,8 +124,10 @@ pub fn exercise(data: &[u8]) {
                 };
                 let body = tail.get(2..).unwrap_or(&[]);
                 let len = len.min(body.len());
-                let source = addr(SOURCES[usize::from(who) % SOURCES.len()]);
-                p.handle(Bytes::copy_from_slice(&body[..len]), source, now);
+                let transport = Transport::ALL[usize::from(who / 8) % Transport::ALL.len()];
+                let source = Peer::new(transport, addr(SOURCES[usize::from(who) % SOURCES.len()]));
+                let inside = who & 0x80 != 0;
+                p.handle_as(Bytes::copy_from_slice(&body[..len]), source, inside, now);
                 rest = &body[len..];
             }
             1 => {
