@@ -71,19 +71,19 @@ enum Command {
     HashCallId { value: String },
     /// Validate a config file and exit.
     ///
-    /// Prints what the file sets up, or the first problem with the field it is in. Top-level
-    /// keys: sip_ports, listen, workers, steering, metrics, advertise, record_route, trusted,
-    /// domains, flow_secret, route_address, path; tables: [[listeners]] (transport = udp | tcp |
-    /// tls, address, port; default udp and tcp on `listen`, tls on 5061 with [tls]), [tls]
-    /// (certificate, key, min_version, client_ca, handshake_timeout_ms, server_ca, trusted_names), [connections] (idle_s,
-    /// message_timeout_ms, max_header_bytes, max_message_bytes, per_source, write_queue),
-    /// [[backends]] (address, transport, tls_name, weight,
-    /// priority, draining; or srv, draining), [[routes]] (domain or prefix, destination), [dns]
-    /// (servers, timeout_ms, retry_ms), [health] (interval_ms, timeout_ms, fall, rise), [timers]
-    /// (t1_ms, t2_ms, t4_ms), [limits] (transactions, per_source, dialogs, handoff_queue,
-    /// memory_mb: per worker but memory_mb, which is the process's heap), [filter]
-    /// (rate_limit_pps, rate_limit_burst, allowlist, blocklist, scanner_user_agents). SRV and
-    /// route names are not looked up here.
+    /// Prints what the file sets up, or the first problem with the field it is in. Top-level keys:
+    /// sip_ports, sip_tcp_ports, listen, workers, steering, metrics, advertise, record_route,
+    /// trusted, domains, flow_secret, route_address, path; tables: [[listeners]] (transport = udp |
+    /// tcp | tls, address, port; default udp and tcp on `listen`, tls on 5061 with [tls]), [tls]
+    /// (certificate, key, min_version, client_ca, handshake_timeout_ms, server_ca, trusted_names),
+    /// [connections] (idle_s, message_timeout_ms, max_header_bytes, max_message_bytes, per_source,
+    /// write_queue), [[backends]] (address, transport, tls_name, weight, priority, draining; or
+    /// srv, draining), [[routes]] (domain or prefix, destination), [dns] (servers, timeout_ms,
+    /// retry_ms), [health] (interval_ms, timeout_ms, fall, rise), [timers] (t1_ms, t2_ms, t4_ms),
+    /// [limits] (transactions, per_source, dialogs, handoff_queue, memory_mb: per worker but
+    /// memory_mb, which is the process's heap), [filter] (rate_limit_pps, rate_limit_burst,
+    /// allowlist, blocklist, scanner_user_agents). SRV and route names are not looked up here; TLS
+    /// files are loaded.
     CheckConfig {
         /// The TOML file, as given to `run --config`.
         file: PathBuf,
@@ -107,7 +107,14 @@ static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::Syste
 fn main() -> anyhow::Result<()> {
     sip_user::heap::count_allocations_with(|| ALLOCATOR.allocated());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Run { .. }) {
+        // The one-shot commands print; piped into `head`, they should end quietly as Unix tools
+        // do rather than panic on a closed stdout. (Not the daemon: its sockets must see EPIPE.)
+        // SAFETY: restores the default disposition of one signal, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match command {
         Command::Run {
             iface,
             xdp_mode,
@@ -184,9 +191,10 @@ fn main() -> anyhow::Result<()> {
             let c = Config::from_file(&file)?;
             let backends: Vec<String> = c.backends.iter().map(|b| b.describe()).collect();
             println!(
-                "{}: ok (sip_ports {:?}, listeners {}, workers {}, steering {}, metrics {}, backends: {})",
+                "{}: ok (sip_ports {:?}, sip_tcp_ports {:?}, listeners {}, workers {}, steering {}, metrics {}, backends: {})",
                 file.display(),
                 c.sip_ports,
+                c.tcp_ports(),
                 c.listeners()
                     .iter()
                     .map(|(t, a)| format!("{t} {a}"))

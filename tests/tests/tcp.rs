@@ -110,7 +110,7 @@ fn a_3000_byte_invite_over_tcp() {
 }
 
 /// Backends reached over TCP (`transport = "tcp"`): the edge opens the connections and reuses
-/// them for every call; a caller on UDP or on TCP, and the callee hanging up.
+/// them for every call; a caller on UDP or on TCP; calls, the callee hanging up, CANCEL.
 #[test]
 fn calls_reach_backends_over_tcp_from_udp_and_tcp_callers() {
     let backends = format!(
@@ -122,6 +122,7 @@ fn calls_reach_backends_over_tcp_from_udp_and_tcp_callers() {
     for (uac, uas, methods) in [
         ("uac_call", "uas_call", &["INVITE", "ACK", "BYE"][..]),
         ("uac_wait_bye", "uas_hangup", &["INVITE", "ACK"][..]),
+        ("uac_cancel", "uas_cancel", &["INVITE", "CANCEL", "ACK"][..]),
     ] {
         let bed = Bed::with_uas_args(
             &format!("tcp-in-{uas}"),
