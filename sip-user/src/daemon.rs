@@ -533,7 +533,10 @@ async fn reload(
             "tls.handshake_timeout_ms",
             new.tls.handshake_timeout_ms != running.tls.handshake_timeout_ms,
         ),
-        ("tls.trusted_names", new.tls.trusted_names != running.tls.trusted_names),
+        (
+            "tls.trusted_names",
+            new.tls.trusted_names != running.tls.trusted_names,
+        ),
         ("tls.server_ca", new.tls.server_ca != running.tls.server_ca),
         ("workers", new.workers != running.workers),
         ("steering", new.steering != running.steering),

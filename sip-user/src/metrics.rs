@@ -333,14 +333,16 @@ impl Metrics {
             connections: counter(
                 &r,
                 "connections_total",
-                "Stream connections accepted, and refused (connections.per_source), by transport.",
+                "Stream connections accepted, refused (connections.per_source) and opened by us \
+                 (connected), by transport.",
                 &["worker", "transport", "event"],
             ),
             connections_closed: counter(
                 &r,
                 "connections_closed_total",
                 "Stream connections closed, by transport and reason (peer, idle, slow, \
-                 header_too_large, message_too_large, bad_framing, error, shutdown).",
+                 header_too_large, message_too_large, bad_framing, error, shutdown, \
+                 tls_handshake, connect_failed).",
                 &["worker", "transport", "reason"],
             ),
             connections_open: gauge(

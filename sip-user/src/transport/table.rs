@@ -24,6 +24,8 @@ pub enum Refused {
     Runtime,
     #[error("no TLS certificate is loaded, or TLS toward it is not available")]
     NoTls,
+    #[error("UDP has no connections")]
+    NotAStream,
 }
 
 /// Why a message could not go out on a connection.
@@ -133,7 +135,7 @@ impl Connections {
     /// `connect_failed`): RFC 5626 §5.3's 430 Flow Failed is not answered yet.
     pub fn connect(&mut self, peer: Peer, server_name: Option<&str>) -> Result<(), Refused> {
         let tls = match peer.transport {
-            Transport::Udp => return Err(Refused::Runtime),
+            Transport::Udp => return Err(Refused::NotAStream),
             Transport::Tcp => None,
             Transport::Tls => {
                 let config = self.tls.client.clone().ok_or(Refused::NoTls)?;
