@@ -63,6 +63,11 @@ impl Classifier {
         &self.fast_path
     }
 
+    /// New filter settings, as a SIGHUP applies them to the running daemon's maps.
+    pub fn apply(&mut self, settings: &FilterSettings) -> Result<(), ClassifyError> {
+        Ok(self.fast_path.apply(settings)?)
+    }
+
     /// The empty baseline program, loaded on first use.
     pub fn empty_program_fd(&mut self) -> Result<&aya::programs::ProgramFd, ClassifyError> {
         Ok(self.fast_path.load_empty()?)

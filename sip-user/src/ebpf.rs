@@ -169,10 +169,22 @@ impl FastPath {
         ] {
             let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map_mut(name)?)
                 .map_err(|source| LoadError::Map { map: name, source })?;
-            for cidr in list {
-                let (len, addr) = cidr.trie_key();
-                trie.insert(&Key::new(len, addr), 1, 0)
-                    .map_err(|source| LoadError::Map { map: name, source })?;
+            let map_err = |source| LoadError::Map { map: name, source };
+            let wanted: Vec<(u32, [u8; 16])> = list.iter().map(|c| c.trie_key()).collect();
+            // The trie becomes exactly the list: new entries first, then those no longer
+            // listed go (a reload that drops a CIDR must let its traffic through again).
+            for &(len, addr) in &wanted {
+                trie.insert(&Key::new(len, addr), 1, 0).map_err(map_err)?;
+            }
+            let stale: Vec<Key<[u8; 16]>> = trie
+                .keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err)?
+                .into_iter()
+                .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
+                .collect();
+            for key in &stale {
+                trie.remove(key).map_err(map_err)?;
             }
         }
         let mut cfg: Array<_, FilterConfig> = Array::try_from(self.map_mut(map_names::CONFIG)?)

@@ -419,3 +419,56 @@ fn tcp_syns_to_sip_ports_meet_the_blocklist_and_the_rate() {
     let d = c.classify_frame(&blocked.build_tcp(SYN)).unwrap();
     assert_eq!((d.verdict, d.reason), ("pass", "other"));
 }
+
+/// What a SIGHUP applies replaces the lists: a CIDR dropped from the blocklist or the
+/// allowlist stops applying at once, one kept or added applies.
+#[test]
+fn applying_new_settings_removes_the_cidrs_no_longer_listed() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = |block: &[&str], allow: &[&str]| FilterSettings {
+        blocklist: block.iter().map(|c| c.parse().unwrap()).collect(),
+        allowlist: allow.iter().map(|c| c.parse().unwrap()).collect(),
+        rate_limit_pps: 1,
+        rate_limit_burst: 1,
+        ..FilterSettings::default()
+    };
+    let mut c = Classifier::new(lists(
+        &["203.0.113.0/24", "198.51.100.0/24"],
+        &["192.0.2.128/25"],
+    ))
+    .unwrap();
+    let payload = samples::options("reload@example.com");
+    let from = |a: [u8; 4]| {
+        FrameSpec {
+            src: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 5060),
+            ..FrameSpec::ipv4_to_port(5060)
+        }
+        .build(&payload)
+    };
+    let reason = |c: &Classifier, a: [u8; 4]| c.classify_frame(&from(a)).unwrap().reason;
+    assert_eq!(reason(&c, [203, 0, 113, 7]), "blocklist");
+    assert_eq!(reason(&c, [198, 51, 100, 7]), "blocklist");
+    // The allowlisted carrier is not rate limited (burst 1).
+    for _ in 0..3 {
+        assert_eq!(reason(&c, [192, 0, 2, 200]), "steered");
+    }
+    c.apply(&lists(&["198.51.100.0/24", "2001:db8:bad::/48"], &[]))
+        .unwrap();
+    assert_ne!(
+        reason(&c, [203, 0, 113, 7]),
+        "blocklist",
+        "dropped from the blocklist"
+    );
+    assert_eq!(reason(&c, [198, 51, 100, 7]), "blocklist", "kept");
+    let burst: Vec<&str> = (0..3).map(|_| reason(&c, [192, 0, 2, 200])).collect();
+    assert_eq!(
+        burst[2], "rate_limit",
+        "dropped from the allowlist: limited again {burst:?}"
+    );
+    c.apply(&lists(&[], &[])).unwrap();
+    assert_ne!(
+        reason(&c, [198, 51, 100, 7]),
+        "blocklist",
+        "an empty blocklist"
+    );
+}

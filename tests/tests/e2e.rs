@@ -9,7 +9,8 @@ use std::{
 
 use tests::{
     bed::{
-        B1, B2, Bed, DNS_SERVER, assert_affinity, assert_all_succeeded, config, config_with, flood,
+        B1, B2, Bed, DNS_SERVER, FLOOD, assert_affinity, assert_all_succeeded, config, config_with,
+        flood,
     },
     dns::{Srv, Zone},
     reason,
@@ -272,6 +273,37 @@ fn sip_test_zone(b1: Option<(u16, u16)>, b2: Option<(u16, u16)>) -> Zone<'static
         hosts: vec![("b1.sip.test", B1), ("b2.sip.test", B2)],
         ttl: 2,
     }
+}
+
+/// SIGHUP makes the XDP lists exactly what the config says: a source blocked by the blocklist
+/// gets no answer; once its CIDR is removed from the config and SIGHUP sent, it is answered.
+#[test]
+fn a_cidr_removed_from_the_blocklist_by_reload_lets_its_traffic_through() -> anyhow::Result<()> {
+    // Another CIDR stays listed, so the blocklist is not simply switched off by the reload.
+    let open = format!("{}blocklist = [\"198.51.100.0/24\"]\n", config(1000));
+    let blocked = format!(
+        "{}blocklist = [\"198.51.100.0/24\", \"{FLOOD}/32\"]\n",
+        config(1000)
+    );
+    let bed = Bed::new("e2e-unblock", "uas_call", &blocked)?;
+    let socket = bed
+        .lan
+        .host("flood")
+        .ns
+        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
+    let edge = format!("{}:5060", tests::EDGE_ADDR).parse()?;
+    let ask = |n: u32| {
+        let msg = tests::sip_message("OPTIONS", &format!("unblock-{n}"), n);
+        tests::udp::exchange(&socket, edge, &msg, Duration::from_millis(800))
+    };
+    assert!(ask(1)?.is_empty(), "blocked: dropped in XDP, no answer");
+    let stats = bed.daemon.stats()?;
+    assert!(reason(&stats, "drop/blocklist") >= 1, "{stats}");
+    bed.daemon.reload(&open)?;
+    let answered =
+        (2..12).any(|n| ask(n).is_ok_and(|got| got.iter().any(|d| d.starts_with(b"SIP/2.0 200"))));
+    assert!(answered, "the CIDR left the blocklist with the reload");
+    Ok(())
 }
 
 #[test]
