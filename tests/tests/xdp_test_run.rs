@@ -1,5 +1,6 @@
-//! The XDP program on the real kernel, through `BPF_PROG_TEST_RUN` (needs root): the RFC 4475
-//! torture messages and crafted frames, classified exactly as `sip-fastpath classify` does.
+//! The XDP program on the real kernel, through `BPF_PROG_TEST_RUN` (needs root, so it lives in
+//! this crate, which plain `cargo test` leaves out): the RFC 4475 torture messages and crafted
+//! frames, classified exactly as `sip-fastpath classify` does, and `classify` itself.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -25,7 +26,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const MAX_LINEAR_PAYLOAD: usize = 3000;
 
 fn rfc4475_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/rfc4475")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/rfc4475")
 }
 
 fn manifest() -> Vec<(String, String)> {
@@ -471,4 +472,42 @@ fn applying_new_settings_removes_the_cidrs_no_longer_listed() {
         "blocklist",
         "an empty blocklist"
     );
+}
+
+/// `sip-fastpath classify` as a user runs it: the kernel's verdict on a file, and its Call-ID
+/// hash equal to the userspace parser's.
+#[test]
+fn classify_agrees_with_the_parser() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let files = ["wsinv.dat", "esc01.dat", "dblreq.dat", "insuf.dat"];
+    let out = std::process::Command::new(tests::binary())
+        .arg("classify")
+        .args(files.iter().map(|f| rfc4475_dir().join(f)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "classify (root, eBPF built): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), files.len());
+    for (file, line) in files.iter().zip(&lines) {
+        let bytes = std::fs::read(rfc4475_dir().join(file)).unwrap();
+        let summary = sip_user::sip::summary::summarize(&bytes);
+        match summary.call_id {
+            Some(id) => {
+                assert_eq!(line["verdict"], "redirect", "steered by default: {line}");
+                assert_eq!(
+                    line["call_id_hash"].as_u64(),
+                    Some(hash_call_id(id.as_bytes())),
+                    "{file}"
+                );
+            }
+            None => assert!(line["call_id_hash"].is_null(), "{file}: {line}"),
+        }
+    }
 }
