@@ -577,9 +577,13 @@ impl WorkerMetrics {
 
     /// A connection accepted or refused (rare: the child is looked up each time).
     pub fn connection_event(&self, t: Transport, event: &str) {
+        self.connection_counter(t, event).inc();
+    }
+
+    /// The counter of one connection event, for a task that counts on its own.
+    pub fn connection_counter(&self, t: Transport, event: &str) -> IntCounter {
         self.connections
             .with_label_values(&[&self.worker, t.name(), event])
-            .inc();
     }
 
     pub fn connection_closed(&self, t: Transport, reason: Close) {

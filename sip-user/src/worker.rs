@@ -60,9 +60,9 @@ pub enum Handoff {
         source: Peer,
         inside: bool,
     },
-    /// A message to send on a connection the receiving worker owns, with the name its
-    /// certificate must carry if the connection must be opened over TLS (the sender's proxy
-    /// knows it: see [`Proxy::tls_name`]).
+    /// A message to send on a connection the receiving worker owns, with the name the sender
+    /// resolved a TLS next hop from, which the certificate must carry if the connection must be
+    /// opened (see [`Proxy::resolved_tls_name`]; a backend's name every worker knows).
     Send {
         transmit: Transmit,
         tls_name: Option<Arc<str>>,
@@ -137,7 +137,7 @@ impl Worker {
                         l,
                         transport,
                         self.peers.clone(),
-                        self.counters.clone(),
+                        m.connection_counter(transport, "refused"),
                         self.cancel.clone(),
                     ));
                 }
@@ -213,7 +213,7 @@ impl Worker {
                 Some(c) = from_conns.recv() => match c {
                     FromConnection::Message { peer, message } => {
                         m.received(peer.transport);
-                        let inside = trusted.contains(&peer);
+                        let inside = !trusted.is_empty() && trusted.contains(&peer);
                         self.on_message(message, peer, inside);
                     }
                     FromConnection::Trusted { peer } => {
@@ -323,7 +323,8 @@ impl Worker {
         m.sent(t.dest.transport);
         let mut sent = conns.send(&t.dest, t.payload.clone());
         if sent == Err(SendError::NoConnection) {
-            match conns.connect(t.dest, tls_name) {
+            let name = self.proxy.backend_tls_name(&t.dest).or(tls_name);
+            match conns.connect(t.dest, name) {
                 Ok(()) => {
                     m.connection_event(t.dest.transport, "connected");
                     sent = conns.send(&t.dest, t.payload);
@@ -341,7 +342,7 @@ impl Worker {
         while let Some(t) = self.proxy.poll_transmit() {
             if t.dest.transport != Transport::Udp {
                 let owner = transport::owner_of(&t.dest, self.peers.len());
-                let tls_name = self.proxy.tls_name(&t.dest);
+                let tls_name = self.proxy.resolved_tls_name(&t.dest);
                 if owner == self.index {
                     self.send_on_connection(conns, t, tls_name.as_deref(), m);
                 } else if self.peers[owner]
@@ -351,9 +352,8 @@ impl Worker {
                     })
                     .is_err()
                 {
-                    self.counters
-                        .handoff_dropped
-                        .fetch_add(1, Ordering::Relaxed);
+                    // Not a received message (handoff_dropped counts those): a send that failed.
+                    m.send_errors.inc();
                 }
                 continue;
             }
@@ -393,7 +393,7 @@ async fn accept(
     listener: tokio::net::TcpListener,
     transport: Transport,
     peers: Arc<[mpsc::Sender<Handoff>]>,
-    counters: Arc<WorkerCounters>,
+    refused: prometheus::IntCounter,
     cancel: CancellationToken,
 ) {
     loop {
@@ -418,7 +418,8 @@ async fn accept(
             .try_send(Handoff::Stream { stream, peer })
             .is_err()
         {
-            counters.handoff_dropped.fetch_add(1, Ordering::Relaxed);
+            // The owner's queue is full: the connection is closed (dropped), counted refused.
+            refused.inc();
         }
     }
 }

@@ -4,7 +4,7 @@
 //! BPF program (`SO_ATTACH_REUSEPORT_CBPF`) returns the current CPU as the index of the socket
 //! to deliver to. The XDP program redirects each Call-ID through a CPUMAP to one CPU, the skb is
 //! built there, so the datagram lands on the socket — and the worker — of that CPU. Measured on
-//! this kernel (DESIGN.md): without the redirect everything lands on the receiving CPU's socket;
+//! this kernel (docs/toolchain-and-pitfalls.md): without the redirect everything lands on the receiving CPU's socket;
 //! without the cBPF the group's own hash splits one Call-ID over sockets.
 //!
 //! Each worker runs the proxy for the Call-IDs the hash gives its CPU ([`crate::worker`]).

@@ -1,4 +1,4 @@
-//! Bytes per call in the proxy core, measured: a counting allocator around a worker's `Proxy`
+//! Bytes per call in the proxy core, measured: a counting allocator (the `cap` crate) around a worker's `Proxy`
 //! carrying 5,000 complete calls (INVITE, 100, 180, 200, ACK, BYE, 200, typical sizes) at one
 //! instant of a fake clock, so every transaction is still in its RFC 6026 / Timer J window:
 //! the state a steady load keeps per call for 32 s. Then the clock runs out and everything must
@@ -6,40 +6,25 @@
 //! nothing else allocates in between.
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
+    alloc::System,
     net::SocketAddr,
-    sync::atomic::{AtomicIsize, Ordering},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
+use cap::Cap;
 use sip_user::{
     backend::{Backend, Pool},
-    proxy::{PathPolicy, Proxy, ProxyConfig, flow::FlowKey, rewrite::Identity, target::Policy},
-    sip::{dialog::Limits, transaction::Timers},
+    proxy::{Proxy, ProxyConfig, flow::FlowKey, rewrite::Identity},
 };
 
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only tracks live bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// The live heap, by the same maintained wrapper the daemon counts its heap with.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: Cap<System> = Cap::new(System, usize::MAX);
+
+fn live_bytes() -> isize {
+    GLOBAL.allocated() as isize
+}
 
 const CALLER: &str = "203.0.113.10:5060";
 const BACKEND: &str = "192.0.2.21:5060";
@@ -49,21 +34,10 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn proxy() -> Proxy {
-    let cfg = ProxyConfig {
-        identity: Identity::new("192.0.2.1", 5060),
-        record_route: true,
-        supported: vec![],
-        timers: Timers::default(),
-        admission: sip_user::sip::transaction::Admission::UNLIMITED,
-        max_dialogs: 100_000,
-        memory_ceiling: usize::MAX,
-        dialog_limits: Limits::default(),
-        retry_after: 5,
-        worker: 0,
-        policy: Policy::default(),
-        flow_key: FlowKey::new(b"proxy memory test secret"),
-        path: PathPolicy::Always,
-    };
+    let cfg = ProxyConfig::new(
+        Identity::new("192.0.2.1", 5060),
+        FlowKey::new(b"proxy memory test secret"),
+    );
     Proxy::new(cfg, Pool::new(vec![Backend::new(addr(BACKEND), 1.0, 3, 2)]))
 }
 
@@ -152,11 +126,11 @@ fn bytes_per_call_in_the_transaction_windows() {
     call(&mut p, usize::MAX, t0); // warm up the lazily made parts (local tags, queues)
     p.handle_timeout(t0 + Duration::from_secs(60));
     let _ = p.shrink();
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = live_bytes();
     for i in 0..N {
         call(&mut p, i, t0 + Duration::from_secs(61));
     }
-    let during = LIVE_BYTES.load(Ordering::Relaxed);
+    let during = live_bytes();
     let per_call = (during - before) as f64 / N as f64;
     let s = p.stats();
     println!(
@@ -181,7 +155,7 @@ fn bytes_per_call_in_the_transaction_windows() {
     p.handle_timeout(t0 + Duration::from_secs(200));
     assert_eq!(p.active_transactions(), 0);
     assert!(p.shrink(), "the tables shrank");
-    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    let after = live_bytes();
     println!(
         "after the windows: {} bytes more than before",
         after - before

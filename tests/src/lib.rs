@@ -21,6 +21,7 @@ pub mod kamailio;
 pub mod lan;
 pub mod phones;
 pub mod sipp;
+pub mod stream;
 pub mod syn;
 pub mod tls_clients;
 pub mod udp;

@@ -12,6 +12,7 @@ use std::{
 use tests::{
     bed::{B1, B2, Bed, EDGE, FLOOD, assert_affinity, assert_all_succeeded, config, config_full},
     metric_sum, sip_message,
+    stream::{closed_within, read_until},
 };
 
 /// `calls` of `uac` over TCP (`mode`: `t1` or `tn`) to backends running `uas`: all succeed, each
@@ -179,45 +180,6 @@ fn a_syn_flood_from_one_source_is_dropped_in_xdp() {
     // The bed's rate is 100/s with a burst of 200: all but about the burst are dropped.
     assert!(dropped >= (syns - 400) as u64, "dropped {dropped}\n{m}");
     assert!(passed >= 1, "the caller's connection passed\n{m}");
-}
-
-/// Reads from `s` until `want` is in what arrived or `limit` passes; everything read.
-fn read_until(s: &mut std::net::TcpStream, want: &str, limit: Duration) -> String {
-    let until = Instant::now() + limit;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < until && !String::from_utf8_lossy(&got).contains(want) {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
-/// True once the edge closed `s` (a read returns end of stream or a reset) within `limit`.
-fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
-    let until = Instant::now() + limit;
-    let mut buf = [0u8; 256];
-    while Instant::now() < until {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 #[test]

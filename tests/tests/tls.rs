@@ -350,23 +350,7 @@ fn a_silent_tls_client_is_closed_at_the_handshake_deadline() {
     let mut silent = caller
         .tcp_connect(format!("{EDGE}:5061").parse().unwrap())
         .unwrap();
-    let started = std::time::Instant::now();
-    let mut buf = [0u8; 16];
-    let closed = loop {
-        match std::io::Read::read(&mut silent, &mut buf) {
-            Ok(0) => break true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break true,
-        }
-        if started.elapsed() > Duration::from_secs(5) {
-            break false;
-        }
-    };
+    let closed = tests::stream::closed_within(&mut silent, Duration::from_secs(5));
     assert!(closed, "closed at the handshake deadline");
     std::thread::sleep(Duration::from_millis(1200));
     let m = bed.metrics().unwrap();

@@ -430,9 +430,13 @@ fn calls_out_by_static_route_and_by_dns() {
         "{}",
         text(invite)
     );
-    assert_eq!(p.tls_name(&invite.dest).as_deref(), Some("secure.example"));
     assert_eq!(
-        p.tls_name(&Peer::udp(invite.dest.addr)),
+        p.resolved_tls_name(&invite.dest).as_deref(),
+        Some("secure.example")
+    );
+    assert_eq!(p.backend_tls_name(&invite.dest), None, "not a backend");
+    assert_eq!(
+        p.resolved_tls_name(&Peer::udp(invite.dest.addr)),
         None,
         "UDP checks nothing"
     );

@@ -25,7 +25,7 @@ use std::{
 use bytes::Bytes;
 
 use super::{
-    PathPolicy, Proxy, ProxyConfig,
+    Proxy, ProxyConfig,
     flow::FlowKey,
     resolve::{Answer, Candidate},
     rewrite::Identity,
@@ -34,11 +34,9 @@ use super::{
 use crate::{
     backend::{Backend, Pool},
     sip::{
-        Parsed,
-        dialog::Limits,
-        parse_any,
+        Parsed, parse_any,
         peer::{Peer, Transport},
-        transaction::{Admission, Timers},
+        transaction::Admission,
     },
 };
 
@@ -61,13 +59,10 @@ fn addr(s: &str) -> SocketAddr {
 /// The proxy under test: small limits so the fuzzer reaches them, a trusted CIDR, static
 /// routes to an address and to a name.
 pub fn proxy() -> Proxy {
+    let identity = Identity::new("192.0.2.1", 5060)
+        .with_port(Transport::Tcp, 5060)
+        .with_port(Transport::Tls, 5061);
     let cfg = ProxyConfig {
-        identity: Identity::new("192.0.2.1", 5060)
-            .with_port(Transport::Tcp, 5060)
-            .with_port(Transport::Tls, 5061),
-        record_route: true,
-        supported: vec![],
-        timers: Timers::default(),
         admission: Admission {
             max: MAX_SERVER,
             per_source: MAX_SERVER / 2,
@@ -75,10 +70,6 @@ pub fn proxy() -> Proxy {
             per_source_bytes: 64 * 1024,
         },
         max_dialogs: MAX_DIALOGS,
-        memory_ceiling: usize::MAX,
-        dialog_limits: Limits::default(),
-        retry_after: 5,
-        worker: 0,
         policy: Policy {
             trusted: vec!["10.9.0.0/16".parse().expect("a CIDR")],
             domains: Vec::new(),
@@ -95,8 +86,7 @@ pub fn proxy() -> Proxy {
                 },
             ],
         },
-        flow_key: FlowKey::new(b"proxy exercise secret"),
-        path: PathPolicy::Always,
+        ..ProxyConfig::new(identity, FlowKey::new(b"proxy exercise secret"))
     };
     let backends = [SOURCES[2], SOURCES[3]]
         .iter()

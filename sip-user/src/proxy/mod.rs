@@ -105,6 +105,30 @@ pub struct ProxyConfig {
     pub path: PathPolicy,
 }
 
+impl ProxyConfig {
+    /// `identity` and `flow_key` with every other setting at its default: Record-Route on, RFC
+    /// 3261 timers, no admission limits, 100,000 dialogs, no heap ceiling, 503s with
+    /// Retry-After 5, no trusted sources or routes, Path always. The daemon sets every field from
+    /// the config; tests and the fuzz target change what they need.
+    pub fn new(identity: Identity, flow_key: FlowKey) -> Self {
+        ProxyConfig {
+            identity,
+            record_route: true,
+            supported: Vec::new(),
+            timers: Timers::default(),
+            admission: Admission::UNLIMITED,
+            max_dialogs: 100_000,
+            memory_ceiling: usize::MAX,
+            dialog_limits: Limits::default(),
+            retry_after: 5,
+            worker: 0,
+            policy: Policy::default(),
+            flow_key,
+            path: PathPolicy::Always,
+        }
+    }
+}
+
 /// What the proxy did, for metrics. `received` = the sum of `outcomes` + the requests parked
 /// for DNS now ([`Proxy::parked`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -605,21 +629,27 @@ impl Proxy {
         tables.contains(&true)
     }
 
-    /// The name a TLS connection to `peer` must find in its certificate: a backend's `tls_name`,
-    /// or the name the next hop was resolved from; `None` to check its IP address.
-    pub fn tls_name(&self, peer: &Peer) -> Option<std::sync::Arc<str>> {
+    /// The name a TLS backend's certificate must carry (its `tls_name`), if `peer` is one. Asked
+    /// only when a connection is opened (it looks through the pool).
+    pub fn backend_tls_name(&self, peer: &Peer) -> Option<&str> {
         if peer.transport != Transport::Tls {
             return None;
         }
-        let backend = self
-            .pool
+        self.pool
             .backends
             .iter()
-            .find(|b| b.address == peer.addr && b.transport == Transport::Tls);
-        match backend {
-            Some(b) => b.tls_name.as_deref().map(Into::into),
-            None => self.tls_names.get(&peer.addr).cloned(),
+            .find(|b| b.address == peer.addr && b.transport == Transport::Tls)
+            .and_then(|b| b.tls_name.as_deref())
+    }
+
+    /// The name this worker resolved the TLS next hop `peer` from, which its certificate must
+    /// carry; cheap (nothing unless TLS next hops were resolved), as it is asked per message a
+    /// worker hands to the owner of a connection, who may have to open it.
+    pub fn resolved_tls_name(&self, peer: &Peer) -> Option<std::sync::Arc<str>> {
+        if peer.transport != Transport::Tls || self.tls_names.is_empty() {
+            return None;
         }
+        self.tls_names.get(&peer.addr).cloned()
     }
 
     /// Names cached by this worker's resolver.

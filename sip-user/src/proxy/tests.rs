@@ -19,19 +19,9 @@ pub(super) const SECRET: &[u8] = b"proxy tests flow secret";
 
 pub(super) fn config() -> ProxyConfig {
     ProxyConfig {
-        identity: Identity::new(ME, 5060),
-        record_route: true,
-        supported: vec![],
-        timers: Timers::default(),
-        admission: crate::sip::transaction::Admission::UNLIMITED,
         max_dialogs: 1000,
-        memory_ceiling: usize::MAX,
-        dialog_limits: Limits::default(),
         retry_after: 30,
-        worker: 0,
-        policy: Policy::default(),
-        flow_key: FlowKey::new(SECRET),
-        path: PathPolicy::Always,
+        ..ProxyConfig::new(Identity::new(ME, 5060), FlowKey::new(SECRET))
     }
 }
 

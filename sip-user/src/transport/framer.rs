@@ -11,6 +11,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
 
+use crate::sip::{HeaderName, scan::parse_u64};
+
 /// How much a connection may make us hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimits {
@@ -179,8 +181,9 @@ impl Framer {
     }
 }
 
-/// The Content-Length (or compact `l`, RFC 3261 §7.3.3) of a header section, names compared
-/// without case, white space allowed around the colon and the value.
+/// The Content-Length (or compact `l`, RFC 3261 §7.3.3) of a header section, with the stack's
+/// own header-name table and number parser; white space allowed around the colon and the value.
+/// Only this header is looked at: the whole message is parsed once, by the worker.
 fn content_length(head: &[u8]) -> Result<usize, FrameError> {
     let mut found = None;
     for line in head.split(|&b| b == b'\n').skip(1) {
@@ -188,17 +191,11 @@ fn content_length(head: &[u8]) -> Result<usize, FrameError> {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let name = line[..colon].trim_ascii_end();
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+        if HeaderName::from_bytes(line[..colon].trim_ascii_end()) != HeaderName::ContentLength {
             continue;
         }
-        let value = line[colon + 1..].trim_ascii();
-        if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
-            return Err(FrameError::BadContentLength);
-        }
-        let n = value
-            .iter()
-            .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+        let n = parse_u64(line[colon + 1..].trim_ascii(), MAX_CONTENT_LENGTH)
+            .ok_or(FrameError::BadContentLength)? as usize;
         // Two different lengths: the stream cannot be framed.
         if found.is_some_and(|f| f != n) {
             return Err(FrameError::BadContentLength);
@@ -207,6 +204,10 @@ fn content_length(head: &[u8]) -> Result<usize, FrameError> {
     }
     found.ok_or(FrameError::NoContentLength)
 }
+
+/// Larger than any message a connection may carry (the limits stop it first), small enough
+/// that adding it to an offset cannot overflow.
+const MAX_CONTENT_LENGTH: u64 = u32::MAX as u64;
 
 /// Every frame of `stream` fed in pieces of the given sizes (cycled), with the error that ended
 /// it if one did; for the fuzz target and tests.
