@@ -26,28 +26,16 @@ pub mod map_names {
     pub const RATE: &str = "RATE";
     pub const CPUS: &str = "CPUS";
     pub const WORKERS: &str = "WORKERS";
-    pub const STAGES: &str = "STAGES";
-}
-
-/// The XDP program is two stages joined by a tail call, so the kernel's verifier checks each
-/// from a clean state (together, the paths of the first multiply the work of the second past
-/// the verifier's 1M-instruction budget). Stage names and their `STAGES` program-array slots.
-pub mod stage {
-    /// Entry: Ethernet/IP/UDP, blocklist, first line, rate limit, keep-alives.
-    pub const ENTRY: &str = "sip_fastpath";
-    /// Headers: Call-ID and User-Agent scan, then Call-ID hash and steering.
-    pub const HEADERS: &str = "sip_fastpath_headers";
-    pub const HEADERS_SLOT: u32 = 0;
-    /// Scanner: only when a User-Agent was found and signatures are configured; the scanner
-    /// check, then Call-ID hash and steering.
-    pub const SCANNER: &str = "sip_fastpath_scanner";
-    pub const SCANNER_SLOT: u32 = 1;
-    pub const COUNT: u32 = 2;
 }
 
 /// Name of the XDP entry point in the object, and of the empty baseline program.
-pub const PROGRAM_NAME: &str = stage::ENTRY;
+pub const PROGRAM_NAME: &str = "sip_fastpath";
 pub const EMPTY_PROGRAM_NAME: &str = "sip_fastpath_empty";
+
+/// The coarsest step of the clock the rate limiter reads (`bpf_ktime_get_coarse_ns`: one tick,
+/// 10 ms at `CONFIG_HZ=100`). Added to the limiter's tolerance: within one tick the clock stands
+/// still while a source's virtual time runs ahead by one interval per packet.
+pub const CLOCK_QUANTUM_NS: u64 = 10_000_000;
 
 /// `FilterConfig::flags`: redirect SIP messages to `steer_cpus[hash % steer_len]` via the CPUMAP.
 pub const FLAG_STEERING: u32 = 1 << 0;
@@ -83,7 +71,8 @@ pub struct FilterConfig {
     pub num_tcp_ports: u32,
     pub _pad: u32,
     /// Rate limiter (GCRA, the token bucket in virtual-time form): nanoseconds between packets
-    /// at the allowed rate, and how far ahead of real time a source may run (the burst).
+    /// at the allowed rate, and how far ahead of real time a source may run (the burst, plus
+    /// [`CLOCK_QUANTUM_NS`]).
     pub rate_interval_ns: u64,
     pub rate_tolerance_ns: u64,
     pub num_scanners: u32,
@@ -279,13 +268,9 @@ pub struct Scratch {
     /// The UDP payload as `[start, end)` frame offsets.
     pub start: u32,
     pub end: u32,
-    /// Header scan: where the next step starts, and whether that is the start of a line.
-    pub pos: u32,
-    pub at_line_start: u32,
-    /// Runs of the headers stage for this packet (it tail-calls itself to continue a scan).
-    pub scan_calls: u32,
     /// Set once this CPU has logged a steering problem (log once, not per packet).
     pub warned: u32,
+    pub _pad: u32,
 }
 
 /// The per-CPU entry of `CPU_STATE`: counters, the last result and the scratch space, fetched

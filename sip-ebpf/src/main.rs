@@ -15,6 +15,7 @@
 //! Anything unexpected passes: the program never drops what userspace must answer.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod net;
@@ -27,16 +28,16 @@ mod swar;
 mod program {
     use aya_ebpf::{
         bindings::xdp_action,
-        helpers::bpf_ktime_get_ns,
+        helpers::bpf_ktime_get_coarse_ns,
         macros::{map, xdp},
-        maps::{Array, CpuMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
+        maps::{Array, CpuMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
         programs::XdpContext,
     };
     use aya_log_ebpf::warn;
     use sip_common::{
         CpuState, FLAG_ALLOWLIST, FLAG_BLOCKLIST, FLAG_RATE_LIMIT, FLAG_STEERING, FilterConfig,
         MAX_CIDRS, MAX_RATE_SOURCES, MAX_STEER_CPUS, RateState, SourceAddr, WorkerStats, method,
-        reason, slot_for_hash, stage, verdict,
+        reason, slot_for_hash, verdict,
     };
 
     use crate::net::{self, Packet, SipDatagram};
@@ -57,9 +58,6 @@ mod program {
     static CPUS: CpuMap = CpuMap::with_max_entries(MAX_STEER_CPUS as u32, 0);
     /// Written by the daemon only (see `WorkerStats`); lives here so it is created and pinned
     /// with the other maps.
-    /// The second stage (see `sip_common::stage`), filled in by the loader.
-    #[map]
-    static STAGES: ProgramArray = ProgramArray::with_max_entries(stage::COUNT, 0);
     #[map]
     static WORKERS: Array<WorkerStats> = Array::with_max_entries(MAX_STEER_CPUS as u32, 0);
 
@@ -81,49 +79,7 @@ mod program {
         };
         // SAFETY: this CPU's entry; `first_line` sets the method once it recognises one.
         unsafe { (*st).last.method = method::NONE };
-        match try_entry(&ctx, st) {
-            Some(out) => finish(st, out),
-            None => {
-                // SAFETY: the slot holds a program of this object (set by the loader); on
-                // success `tail_call` does not return.
-                unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
-                // No second stage loaded: fail open, the message still reaches userspace.
-                finish(st, Outcome::of(reason::UNSTEERED))
-            }
-        }
-    }
-
-    #[xdp]
-    pub fn sip_fastpath_headers(ctx: XdpContext) -> u32 {
-        let Some(st) = CPU_STATE.get_ptr_mut(0) else {
-            return xdp_action::XDP_PASS;
-        };
-        match try_headers(&ctx, st) {
-            Step::Done(out) => finish(st, out),
-            Step::Again => {
-                // SAFETY: as in the entry stage. Continues the scan where this run stopped.
-                unsafe { STAGES.tail_call(&ctx, stage::HEADERS_SLOT) };
-                finish(st, hash_and_steer(&ctx, st))
-            }
-            Step::Scanner => {
-                // SAFETY: as in the entry stage.
-                unsafe { STAGES.tail_call(&ctx, stage::SCANNER_SLOT) };
-                finish(st, hash_and_steer(&ctx, st))
-            }
-        }
-    }
-
-    #[xdp]
-    pub fn sip_fastpath_scanner(ctx: XdpContext) -> u32 {
-        let Some(st) = CPU_STATE.get_ptr_mut(0) else {
-            return xdp_action::XDP_PASS;
-        };
-        let out = match (CONFIG.get(0), datagram_from_scratch(st, [0; 16])) {
-            (Some(cfg), Some(d)) if sip::is_scanner(&ctx, &d, st, cfg) => {
-                Outcome::of(reason::SCANNER)
-            }
-            _ => hash_and_steer(&ctx, st),
-        };
+        let out = try_run(&ctx, st);
         finish(st, out)
     }
 
@@ -161,22 +117,21 @@ mod program {
         xdp_action::XDP_PASS
     }
 
-    /// The first stage: `Some(outcome)` when decided here, `None` to continue in the second
-    /// stage (the payload offsets are then in `scratch`).
+    /// The checks in the order of the module doc.
     #[inline(always)]
-    fn try_entry(ctx: &XdpContext, st: *mut CpuState) -> Option<Outcome> {
+    fn try_run(ctx: &XdpContext, st: *mut CpuState) -> Outcome {
         let Some(cfg) = CONFIG.get(0) else {
-            return Some(Outcome::of(reason::OTHER));
+            return Outcome::of(reason::OTHER);
         };
         let d = match net::classify(ctx, cfg) {
             Packet::Sip(d) => d,
-            Packet::Syn(src) => return Some(Outcome::of(syn_verdict(cfg, src))),
-            Packet::Other => return Some(Outcome::of(reason::OTHER)),
-            Packet::Fragment => return Some(Outcome::of(reason::FRAGMENT)),
-            Packet::Malformed => return Some(Outcome::of(reason::MALFORMED)),
+            Packet::Syn(src) => return Outcome::of(syn_verdict(cfg, src)),
+            Packet::Other => return Outcome::of(reason::OTHER),
+            Packet::Fragment => return Outcome::of(reason::FRAGMENT),
+            Packet::Malformed => return Outcome::of(reason::MALFORMED),
         };
         if cfg.flags & FLAG_BLOCKLIST != 0 && BLOCKLIST.get(Key::new(128, d.src)).is_some() {
-            return Some(Outcome::of(reason::BLOCKLIST));
+            return Outcome::of(reason::BLOCKLIST);
         }
         // Each header layout (VLAN or not, IPv4 options, IPv6 extension headers) gives the
         // payload different offsets; read back from map memory they are one unknown pair, so
@@ -187,63 +142,36 @@ mod program {
             (*st).scratch.end = d.end as u32;
         }
         let Some(d) = datagram_from_scratch(st, d.src) else {
-            return Some(Outcome::of(reason::MALFORMED));
+            return Outcome::of(reason::MALFORMED);
         };
         let shape = sip::first_line(ctx, &d, st);
         if let Shape::NotSip = shape {
-            return Some(Outcome::of(reason::NOT_SIP));
+            return Outcome::of(reason::NOT_SIP);
         }
         if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, d.src) {
-            return Some(Outcome::of(reason::RATE_LIMIT));
+            return Outcome::of(reason::RATE_LIMIT);
         }
         match shape {
-            Shape::Keepalive => return Some(Outcome::of(reason::KEEPALIVE)),
-            Shape::Empty => return Some(Outcome::of(reason::EMPTY)),
+            Shape::Keepalive => return Outcome::of(reason::KEEPALIVE),
+            Shape::Empty => return Outcome::of(reason::EMPTY),
             Shape::Sip | Shape::NotSip => {}
         }
-        sip::start_header_scan(st);
-        // SAFETY: this CPU's entry (see the entry point).
-        unsafe { (*st).scratch.scan_calls = 0 };
-        None
-    }
-
-    enum Step {
-        Done(Outcome),
-        /// The header scan goes on in another run of this stage.
-        Again,
-        /// A User-Agent was found and signatures are configured.
-        Scanner,
-    }
-
-    /// The second stage, after a tail call from the first (or from itself).
-    #[inline(always)]
-    fn try_headers(ctx: &XdpContext, st: *mut CpuState) -> Step {
-        let Some(cfg) = CONFIG.get(0) else {
-            return Step::Done(Outcome::of(reason::UNSTEERED));
+        // Scanners send requests (OPTIONS, REGISTER, INVITE): a response's User-Agent is not
+        // looked for, so its scan ends at the Call-ID.
+        // SAFETY: this CPU's entry (see the entry point); `first_line` set the method.
+        let want_ua = cfg.num_scanners > 0 && unsafe { (*st).last.method } != method::RESPONSE;
+        let Some(k) = sip::canon_key(ctx) else {
+            return Outcome::of(reason::MALFORMED);
         };
-        let want_ua = cfg.num_scanners > 0;
-        let done = sip::scan_headers(ctx, st, want_ua);
-        // SAFETY: this CPU's entry (see the entry point).
-        let calls = unsafe {
-            (*st).scratch.scan_calls += 1;
-            (*st).scratch.scan_calls
-        };
-        if !done && calls < sip::MAX_SCAN_CALLS {
-            return Step::Again;
-        }
-        // SAFETY: as above.
-        if want_ua && unsafe { (*st).scratch.user_agent } != 0 {
-            return Step::Scanner;
-        }
-        Step::Done(hash_and_steer(ctx, st))
-    }
-
-    /// The last step of both later stages.
-    #[inline(always)]
-    fn hash_and_steer(ctx: &XdpContext, st: *mut CpuState) -> Outcome {
+        sip::scan_headers(ctx, st, want_ua, k);
+        // From here on, only what is in `scratch` and the config: every way the scan ended
+        // continues in one verifier state.
         let (Some(cfg), Some(d)) = (CONFIG.get(0), datagram_from_scratch(st, [0; 16])) else {
             return Outcome::of(reason::UNSTEERED);
         };
+        if sip::is_scanner(ctx, &d, st, cfg, k) {
+            return Outcome::of(reason::SCANNER);
+        }
         let Some(hash) = sip::call_id_hash(ctx, &d, st) else {
             return Outcome::of(reason::NO_CALL_ID);
         };
@@ -286,13 +214,18 @@ mod program {
     /// GCRA, the virtual-time form of a token bucket: a source may run at most `burst` packets
     /// ahead of its allowed rate. One `u64` of state per source; concurrent updates from two CPUs
     /// can let a packet or two more through, never fewer.
+    ///
+    /// The clock is the kernel's coarse one (advanced once per tick, 1–10 ms): on the machines
+    /// measured `bpf_ktime_get_ns` cost ~100 ns per call, more than the rest of the program, and
+    /// a limiter needs no better resolution. The loader adds one tick (`CLOCK_QUANTUM_NS`) to the
+    /// tolerance so a source at exactly its rate is never refused while the clock stands still.
     #[inline(always)]
     fn over_rate(cfg: &FilterConfig, src: SourceAddr) -> bool {
         if cfg.flags & FLAG_ALLOWLIST != 0 && ALLOWLIST.get(Key::new(128, src)).is_some() {
             return false;
         }
         // SAFETY: a BPF helper with no arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         match RATE.get_ptr_mut(src) {
             Some(state) => {
                 // SAFETY: `state` points to the map's value for this key, valid during this run.

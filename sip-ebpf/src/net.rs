@@ -21,7 +21,8 @@ const UDP_HLEN: usize = 8;
 const MAX_IPV6_EXT: usize = 3;
 
 /// A UDP datagram to one of the SIP ports: its source, and its payload as `[start, end)` offsets
-/// from the start of the frame (`end` is the UDP length, never past the frame).
+/// from the start of the frame (`end` is where the UDP length ends, or the end of the frame's
+/// linear data if that comes first).
 pub struct SipDatagram {
     pub src: SourceAddr,
     pub start: usize,
@@ -84,6 +85,8 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
     }
     let src: SourceAddr;
     let l4: u8;
+    // Where the IP packet ends by its own length field (the UDP length must fit in it).
+    let ip_end: usize;
     match proto {
         ETH_P_IP => {
             let ver_ihl: u8 = read_at(ctx, off)?;
@@ -101,11 +104,13 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
             }
             let a: [u8; 4] = read_at(ctx, off + 12)?;
             src = mapped_v4(a);
+            ip_end = off + read_be16(ctx, off + 2)? as usize;
             off += ihl;
         }
         ETH_P_IPV6 => {
             let mut next: u8 = read_at(ctx, off + 6)?;
             src = read_at(ctx, off + 8)?;
+            ip_end = off + IPV6_HLEN + read_be16(ctx, off + 4)? as usize;
             off += IPV6_HLEN;
             for _ in 0..MAX_IPV6_EXT {
                 match next {
@@ -148,11 +153,16 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
     }
     let udp_len = read_be16(ctx, off + 4)? as usize;
     let start = off + UDP_HLEN;
-    let end = off + udp_len;
-    // The UDP length must cover its header and fit in the frame (Ethernet padding may follow it).
-    if udp_len < UDP_HLEN || ptr_at::<u8>(ctx, end - 1).is_err() {
+    // The UDP length must cover its header and fit in the IP packet (Ethernet padding may
+    // follow it).
+    if udp_len < UDP_HLEN || off + udp_len > ip_end || ptr_at::<[u8; UDP_HLEN]>(ctx, off).is_err() {
         return Ok(Packet::Malformed);
     }
+    // A datagram longer than the frame's linear data (a multi-buffer frame: jumbo MTU, GRO, or
+    // a test run over one page) is checked on the part that is there: the first line and the
+    // headers, where the Call-ID usually is. The rest is the stack's.
+    let frame_len = ctx.data_end() - ctx.data();
+    let end = (off + udp_len).min(frame_len);
     Ok(Packet::Sip(SipDatagram { src, start, end }))
 }
 

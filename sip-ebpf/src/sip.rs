@@ -1,10 +1,11 @@
 //! The SIP checks of the XDP program: is the first line SIP-shaped, where are the `Call-ID` and
 //! `User-Agent` headers, what is the Call-ID hash, does the User-Agent name a scanner.
 //!
-//! The header scan jumps from line start to line start, eight bytes per step: each step loads one
-//! word, compares header names on it when it starts a line (RFC 3261 §7.3.1: names are
-//! case-insensitive; §7.3.3: `i` is the compact form of `Call-ID`), and looks for the LF that ends
-//! the line. It stops at the blank line that ends the header section (§7), so bodies cost nothing.
+//! The header scan and the scanner check are `may_goto` loops (see [`next_round`]): one program,
+//! no tail calls. The scan goes from line start to line start, up to 32 bytes per round: it
+//! compares header names on a line's first word (RFC 3261 §7.3.1: names are case-insensitive;
+//! §7.3.3: `i` is the compact form of `Call-ID`) and looks for the LF that ends the line. It stops
+//! at the blank line that ends the header section (§7), so bodies cost nothing.
 
 use aya_ebpf::programs::XdpContext;
 use sip_common::{
@@ -13,17 +14,15 @@ use sip_common::{
 };
 
 use crate::net::{SipDatagram, read_at};
-use crate::swar::{byte, eq_bytes, first_flagged, fold_case, low_bytes, valid_bytes, word};
+use crate::swar::{
+    below_lowest, byte, eq_bytes, first_flagged, fold_case, low_bytes, valid_bytes, word,
+    zero_bytes, zero_bytes_lowest,
+};
 
-/// Header scan steps per run of the headers stage (each step: a word or a line, whichever is
-/// shorter). The verifier's work grows faster than linearly with this (16: ~210k instructions,
-/// 32: ~875k, 64: over the 1M budget), so the stage scans in chunks and tail-calls itself to go
-/// on: [`MAX_SCAN_CALLS`] chunks of 16 = 480 steps, ~3 KiB of ordinary headers (40-byte lines
-/// take 6 steps) and at least 1,500 bytes even of 3-byte lines.
-pub const SCAN_STEPS_PER_CALL: usize = 16;
-/// Runs of the headers stage per packet. The kernel allows 33 tail calls in a chain; the entry
-/// uses one and the scanner stage one.
-pub const MAX_SCAN_CALLS: u32 = 30;
+/// Offsets the header scan carries across loop iterations are masked with this (see
+/// [`next_round`]), so the scan covers the first 4 KiB of a datagram: all of the linear data of
+/// a one-page frame, where the driver puts it.
+pub const SCAN_LIMIT: usize = 4095;
 /// No offset past this is read: the verifier needs a bound, and SIP over UDP stays under 1,500
 /// bytes (RFC 3261 §18.1.1) while a frame on a jumbo link stays under 9,216.
 pub const MAX_OFFSET: usize = 9216;
@@ -33,6 +32,10 @@ const MAX_LINE1_WORDS: usize = 128;
 const MAX_METHOD_LEN: usize = 64;
 
 const FLAG_BYTES: u64 = 0x8080_8080_8080_8080;
+/// LF, CR and 0x01 repeated in every byte of a word.
+const LFS: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+const CRS: u64 = 0x0d0d_0d0d_0d0d_0d0d;
+const ONES: u64 = 0x0101_0101_0101_0101;
 
 /// What the first line says.
 pub enum Shape {
@@ -73,10 +76,12 @@ pub fn opaque(x: usize) -> Option<usize> {
     (x <= MAX_OFFSET).then_some(x)
 }
 
-/// Reads a value the program stored in map memory, so the verifier sees an unknown number.
+/// Reads a value from map memory (the program's own `CPU_STATE` entry, or the config), so the
+/// verifier sees an unknown number, and LLVM cannot keep it in a register across a loop.
 #[inline(always)]
 pub fn reload(p: *const u32) -> usize {
-    // SAFETY: `p` points into this CPU's `CPU_STATE` entry, valid for the whole program run.
+    // SAFETY: `p` points into a map value (this CPU's `CPU_STATE` entry or the `CONFIG`
+    // entry), valid for the whole program run.
     unsafe { core::ptr::read_volatile(p) as usize }
 }
 
@@ -277,73 +282,179 @@ fn ends_with_version(ctx: &XdpContext, d: &SipDatagram, lf: usize) -> bool {
     false
 }
 
-/// Starts a header scan at the second line (see [`scan_headers`]).
+/// The 8 bytes at `p`.
+///
+/// # Safety
+/// `p..p + 8` must have been checked against the packet's end.
 #[inline(always)]
-pub fn start_header_scan(st: *mut CpuState) {
-    // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
-    unsafe {
-        let s = &raw mut (*st).scratch;
-        (*s).pos = (*s).line2;
-        (*s).at_line_start = 1;
-        (*s).call_id = 0;
-        (*s).user_agent = 0;
+unsafe fn read_word(p: usize) -> u64 {
+    // SAFETY: the caller checked the bounds; packet data has no alignment.
+    unsafe { (p as *const u64).read_unaligned() }
+}
+
+/// LF flags of four consecutive words (the lowest flag of each is exact).
+#[inline(always)]
+fn lf_flags(w0: u64, w1: u64, w2: u64, w3: u64) -> [u64; 4] {
+    [
+        zero_bytes_lowest(w0 ^ LFS),
+        zero_bytes_lowest(w1 ^ LFS),
+        zero_bytes_lowest(w2 ^ LFS),
+        zero_bytes_lowest(w3 ^ LFS),
+    ]
+}
+
+/// Offset (0..32) of the first flagged byte of four words' flags; one must be non-zero.
+#[inline(always)]
+fn first_of(m: [u64; 4]) -> u32 {
+    if m[0] != 0 {
+        first_flagged(m[0])
+    } else if m[1] != 0 {
+        8 + first_flagged(m[1])
+    } else if m[2] != 0 {
+        16 + first_flagged(m[2])
+    } else {
+        24 + first_flagged(m[3])
     }
 }
 
-/// Runs up to [`SCAN_STEPS_PER_CALL`] steps of the header scan, recording the `Call-ID` and
-/// `User-Agent` headers in `scratch.call_id` and `scratch.user_agent` (0 = absent). Returns
-/// true when the scan is over (blank line, end of the datagram, or everything found), false
-/// when the caller should continue it (the headers stage tail-calls itself for that).
+/// One more round of a scan loop, or `false` when the kernel's loop budget is spent.
+///
+/// `may_goto` (kernel 6.9+) lets a loop run without the verifier walking every iteration: the
+/// verifier only needs each iteration's start state to be one it has seen. To make that so, the
+/// offsets a loop carries are made *canonical* here, in the same asm block: `x &= 4095` bounds
+/// them, and `x ^= k; x ^= k` (a no-op at run time) with `k` a packet value the program never
+/// compares makes the verifier forget everything but those bounds. Without it every iteration
+/// has a different known range and the verifier cannot prune (it ran out of its 1M-instruction
+/// budget). In a separate asm block, LLVM moved the masking away from `may_goto` and pruning
+/// stopped working, so the two stay together. Real offsets stay below [`SCAN_LIMIT`] + 1.
 #[inline(always)]
-pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool) -> bool {
+fn next_round(pos: &mut u64, end: &mut u64, k: u64) -> bool {
+    let spent: u64;
+    // SAFETY: ALU operations on the given registers and `may_goto`, which either falls through
+    // or jumps over the one instruction after it (to the end of this block); no memory access.
+    // `.8byte`: the raw `may_goto +1` (BPF_JMP | BPF_JCOND, offset 1), which this LLVM's BPF
+    // assembler has no mnemonic for in inline asm.
+    unsafe {
+        core::arch::asm!(
+            "{pos} &= 4095",
+            "{pos} ^= {k}",
+            "{pos} ^= {k}",
+            "{end} &= 4095",
+            "{end} ^= {k}",
+            "{end} ^= {k}",
+            "{spent} = 1",
+            ".8byte 0x00000000000100e5",
+            "{spent} = 0",
+            pos = inout(reg) *pos,
+            end = inout(reg) *end,
+            k = in(reg) k,
+            spent = out(reg) spent,
+            options(nostack),
+        );
+    }
+    spent == 0
+}
+
+/// A packet value the verifier knows nothing about, for [`next_round`]: low bits of the
+/// destination MAC, which no check compares. `None` only if the frame has no Ethernet header
+/// (already excluded): no constant stand-in, which would let the verifier see through the masking.
+#[inline(always)]
+pub fn canon_key(ctx: &XdpContext) -> Option<u64> {
+    read_at::<u16>(ctx, 4)
+        .ok()
+        .map(|v| v as u64 & SCAN_LIMIT as u64)
+}
+
+/// The header scan: from the second line to the blank line that ends the header section
+/// (RFC 3261 §7), records the `Call-ID` and `User-Agent` headers in `scratch.call_id` and
+/// `scratch.user_agent` (0 = absent); stops early once it has what it needs.
+///
+/// One loop round looks at up to 32 bytes: at a line start it checks the header name on the
+/// first word (names are case-insensitive, §7.3.1; `i` is `Call-ID`'s compact form, §7.3.3), then
+/// finds the LF that ends the line in four words loaded after one bounds check, so a 40-byte
+/// header line costs about two rounds. Near the datagram's end it goes one checked word at a
+/// time. Datagrams longer than [`SCAN_LIMIT`] are scanned up to it.
+#[inline(always)]
+pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) {
+    let data = ctx.data();
+    let data_end = ctx.data_end();
     // SAFETY (all accesses to `*s` below): this CPU's `CPU_STATE` entry, see `reload`.
-    // The loop keeps its position and line-start flag in `*s`, not in registers: read back from
-    // map memory they are unknown to the verifier, so every path through one step ends in the
-    // same state and the verifier checks one state per step instead of one per path.
     let s = unsafe { &raw mut (*st).scratch };
-    for _ in 0..SCAN_STEPS_PER_CALL {
-        let off = reload(unsafe { &raw const (*s).pos });
-        let end = fresh_end(st);
-        let Some((w, n)) = load_word(ctx, off, end) else {
-            return true;
-        };
-        if reload(unsafe { &raw const (*s).at_line_start }) != 0 {
-            if byte(w, 0) == b'\n' || w & 0xffff == word(b"\r\n") {
-                return true; // the blank line: end of the header section
-            }
-            let f = fold_case(w);
-            if f & low_bytes(7) == word(b"call-id") && is_name_end(byte(w, 7)) {
-                if unsafe { (*s).call_id } == 0 {
-                    unsafe { (*s).call_id = (off + 7) as u32 };
-                }
-            } else if f & 0xff == b'i' as u64 && is_name_end(byte(w, 1)) {
-                if unsafe { (*s).call_id } == 0 {
-                    unsafe { (*s).call_id = (off + 1) as u32 };
-                }
-            } else if want_ua
-                && f == word(b"user-age")
-                && let Some((w2, _)) = load_word(ctx, off + 8, end)
-                && fold_case(w2) & 0xffff == word(b"nt")
-                && is_name_end(byte(w2, 2))
-            {
-                unsafe { (*s).user_agent = (off + 10) as u32 };
-            }
-        }
-        let m = eq_bytes(w, b'\n') & valid_bytes(n);
-        let (next, line_start) = if m != 0 {
-            (off + first_flagged(m) as usize + 1, 1)
+    unsafe {
+        (*s).call_id = 0;
+        (*s).user_agent = 0;
+    }
+    let mut pos = reload(unsafe { &raw const (*s).line2 }) as u64;
+    let mut end = fresh_end(st).min(SCAN_LIMIT) as u64;
+    let mut line_start = true;
+    while next_round(&mut pos, &mut end, k) {
+        let off = pos as usize;
+        let lim = end as usize;
+        let p = data + off;
+        let chunk = off + 32 <= lim && p + 32 <= data_end;
+        let (w0, n0, w1) = if chunk {
+            // SAFETY: `p + 32 <= data_end` was checked just above.
+            unsafe { (read_word(p), 8, read_word(p + 8)) }
         } else {
-            (off + 8, 0)
+            let Some((w0, n0)) = load_word(ctx, off, lim) else {
+                break;
+            };
+            let w1 = load_word(ctx, off + 8, lim).map_or(0, |(w, _)| w);
+            (w0, n0, w1)
         };
-        unsafe {
-            (*s).pos = next as u32;
-            (*s).at_line_start = line_start;
+        if line_start {
+            if byte(w0, 0) == b'\n' || w0 & 0xffff == word(b"\r\n") {
+                break; // the blank line: end of the header section
+            }
+            let f = fold_case(w0);
+            match byte(f, 0) {
+                b'c' if f & low_bytes(7) == word(b"call-id") && is_name_end(byte(w0, 7)) => unsafe {
+                    if (*s).call_id == 0 {
+                        (*s).call_id = (off + 7) as u32;
+                    }
+                },
+                b'i' if is_name_end(byte(w0, 1)) => unsafe {
+                    if (*s).call_id == 0 {
+                        (*s).call_id = (off + 1) as u32;
+                    }
+                },
+                b'u' if want_ua
+                    && f == word(b"user-age")
+                    && fold_case(w1) & 0xffff == word(b"nt")
+                    && is_name_end(byte(w1, 2)) =>
+                unsafe { (*s).user_agent = (off + 10) as u32 },
+                _ => {}
+            }
+            if unsafe { (*s).call_id } != 0 && (!want_ua || unsafe { (*s).user_agent } != 0) {
+                break;
+            }
         }
-        if unsafe { (*s).call_id } != 0 && (!want_ua || unsafe { (*s).user_agent } != 0) {
-            return true;
+        // Where this line ends (the lowest flag of `zero_bytes_lowest` is exact).
+        let m0 = zero_bytes_lowest(w0 ^ LFS) & valid_bytes(n0);
+        let lf = if m0 != 0 {
+            Some(first_flagged(m0))
+        } else if !chunk {
+            if n0 < 8 {
+                break; // the datagram ends inside this line
+            }
+            None
+        } else {
+            // SAFETY: inside the 32 bytes checked above.
+            let (w2, w3) = unsafe { (read_word(p + 16), read_word(p + 24)) };
+            let m = lf_flags(0, w1, w2, w3);
+            (m[1] | m[2] | m[3] != 0).then(|| first_of(m))
+        };
+        match lf {
+            Some(at) => {
+                pos += at as u64 + 1;
+                line_start = true;
+            }
+            None => {
+                pos += if chunk { 32 } else { 8 };
+                line_start = false;
+            }
         }
     }
-    false
 }
 
 /// From just past a header name, skips `*WSP ":" LWS` (RFC 3261 §7.3.1, §25.1, one fold) and
@@ -401,18 +512,23 @@ pub fn call_id_hash(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Opt
         let Some((w, n)) = load_word(ctx, off, fresh_end(st)) else {
             break;
         };
-        let stop = eq_bytes(w, b'\r')
-            | eq_bytes(w, b'\n')
-            | eq_bytes(w, b' ')
-            | eq_bytes(w, b'\t')
-            | (!valid_bytes(n) & FLAG_BYTES);
-        if stop != 0 {
-            let k = first_flagged(stop);
-            if k > 0 {
-                hasher.write_word(w & low_bytes(k));
-                len += k;
+        // Terminators (CR, LF, SP, HT) are all below 0x21: a cheap test first, the exact one
+        // only on the word that has such a byte (usually the value's last).
+        let past = !valid_bytes(n) & FLAG_BYTES;
+        if below_lowest(w, 0x21) | past != 0 {
+            let stop = eq_bytes(w, b'\r')
+                | eq_bytes(w, b'\n')
+                | eq_bytes(w, b' ')
+                | eq_bytes(w, b'\t')
+                | past;
+            if stop != 0 {
+                let k = first_flagged(stop);
+                if k > 0 {
+                    hasher.write_word(w & low_bytes(k));
+                    len += k;
+                }
+                break;
             }
-            break;
         }
         if n < 8 {
             break; // unreachable: a short word always holds a stop flag; tells the verifier
@@ -427,24 +543,21 @@ pub fn call_id_hash(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Opt
     Some(hasher.finish(len))
 }
 
-/// Words of the `User-Agent` value loaded for the scanner check: the searched window plus the
-/// 16 bytes a signature starting in its last word may reach into.
-const UA_WORDS: usize = SCANNER_WINDOW / 8 + 2;
-
 /// True if the `User-Agent` value holds one of the configured signatures (case-folded) within
 /// its first `SCANNER_WINDOW` bytes.
 ///
-/// Loads the window once; the search then runs on registers: per word, flag the bytes equal to
-/// each signature's first byte (SWAR), and only at flagged positions compare the whole signature,
-/// assembled from adjacent words by shifts. No packet access depends on a match position, which
-/// keeps the verifier's work linear (an earlier version loaded at each candidate and ran out of
-/// its 1M-instruction budget).
+/// A [`next_round`] loop over the value's words: each round loads the word and the two after it
+/// (a signature is at most 16 bytes), cuts them at the value's end (CR or LF), flags the bytes
+/// equal to each signature's first byte (SWAR), and only at flagged positions compares the whole
+/// signature, assembled from the three words by shifts. Unrolled instead, the rounds times the
+/// signatures times the candidates ran out of the verifier's 1M-instruction budget.
 #[inline(always)]
 pub fn is_scanner(
     ctx: &XdpContext,
     d: &SipDatagram,
     st: *mut CpuState,
     cfg: &FilterConfig,
+    k: u64,
 ) -> bool {
     // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
     let name_end = reload(unsafe { &raw const (*st).scratch.user_agent });
@@ -452,41 +565,54 @@ pub fn is_scanner(
         return false;
     }
     let start = reload(unsafe { &raw const (*st).scratch.value });
-    // The value's words, folded, with every byte from its end (CR/LF, or the datagram's end) on
-    // zeroed: signatures are printable, so nothing past the value can match. Computed with masks
-    // rather than an early exit, so no path carries a different constant length and the
-    // verifier can merge them.
-    let mut w = [0u64; UA_WORDS];
-    let mut alive = u64::MAX;
-    for (j, slot) in w.iter_mut().enumerate() {
-        // Whole words only: the header section ends in CRLF CRLF, so at most the last three
-        // bytes of a User-Agent value can fall in a datagram's final partial word.
-        let off = start + j * 8;
-        let (word, n) = if off + 8 <= fresh_end(st) && off <= MAX_OFFSET {
-            read_at::<u64>(ctx, off).map_or((0, 0), |w| (w, 8))
-        } else {
-            (0, 0)
-        };
-        let stop = eq_bytes(word, b'\r') | eq_bytes(word, b'\n') | (!valid_bytes(n) & FLAG_BYTES);
-        let keep = if stop != 0 {
-            low_bytes(first_flagged(stop))
-        } else {
-            u64::MAX
-        };
-        *slot = fold_case(word) & keep & alive;
-        if stop != 0 {
-            alive = 0;
-        }
+    if start > MAX_OFFSET {
+        return false;
     }
-    let nsigs = cfg.num_scanners as usize;
-    for j in 0..SCANNER_WINDOW / 8 {
-        let (f0, f1, f2) = (w[j], w[j + 1], w[j + 2]);
+    let mut rel = 0u64;
+    let mut unused = 0u64;
+    while next_round(&mut rel, &mut unused, k) {
+        let rel_now = rel as usize;
+        if rel_now >= SCANNER_WINDOW {
+            return false;
+        }
+        let off = start + rel_now;
+        let (w0, w1, w2) = (
+            word_or_zero(ctx, off),
+            word_or_zero(ctx, off + 8),
+            word_or_zero(ctx, off + 16),
+        );
+        // Cut at the value's end: lowest flags are exact, and only the lowest is used.
+        let (s0, s1, s2) = (
+            value_end_flags(w0),
+            value_end_flags(w1),
+            value_end_flags(w2),
+        );
+        let (f0, f1, f2) = if s0 != 0 {
+            (fold_case(w0) & low_bytes(first_flagged(s0)), 0, 0)
+        } else if s1 != 0 {
+            (
+                fold_case(w0),
+                fold_case(w1) & low_bytes(first_flagged(s1)),
+                0,
+            )
+        } else if s2 != 0 {
+            (
+                fold_case(w0),
+                fold_case(w1),
+                fold_case(w2) & low_bytes(first_flagged(s2)),
+            )
+        } else {
+            (fold_case(w0), fold_case(w1), fold_case(w2))
+        };
+        // Read in each round: a count kept in a register would leave the loop with a range
+        // narrowed by each `i >= nsigs` exit, and no two rounds would start in the same state.
+        let nsigs = reload(&raw const cfg.num_scanners);
         for i in 0..MAX_SCANNERS {
             if i >= nsigs {
                 break;
             }
             let sig = &cfg.scanners[i];
-            let mut cand = eq_bytes(f0, sig.words[0] as u8);
+            let mut cand = zero_bytes(f0 ^ (sig.words[0] & 0xff).wrapping_mul(ONES));
             for _ in 0..8 {
                 if cand == 0 {
                     break;
@@ -500,8 +626,24 @@ pub fn is_scanner(
                 }
             }
         }
+        if s0 != 0 || w0 == 0 {
+            return false; // the value ended in this word (or the datagram did)
+        }
+        rel += 8;
     }
     false
+}
+
+/// The 8 bytes at `off`, or 0 if they are not all in the packet.
+#[inline(always)]
+fn word_or_zero(ctx: &XdpContext, off: usize) -> u64 {
+    read_at::<u64>(ctx, off).unwrap_or(0)
+}
+
+/// 0x80 at the first CR or LF of `w` (possibly at bytes after it too).
+#[inline(always)]
+fn value_end_flags(w: u64) -> u64 {
+    zero_bytes_lowest(w ^ CRS) | zero_bytes_lowest(w ^ LFS)
 }
 
 /// The 8 bytes starting at byte `k` of `lo`, continuing into `hi`.

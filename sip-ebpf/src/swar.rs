@@ -7,11 +7,28 @@
 const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 const ONES: u64 = 0x0101_0101_0101_0101;
 const CASE: u64 = 0x2020_2020_2020_2020;
+const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// 0x80 in every byte of `x` that is zero, 0 elsewhere (exact: no false positives).
 #[inline(always)]
 pub fn zero_bytes(x: u64) -> u64 {
     !(((x & LO7).wrapping_add(LO7)) | x | LO7)
+}
+
+/// 0x80 in the lowest zero byte of `x`, possibly also in bytes above it, nowhere below it: the
+/// classic `(x - 0x01..) & !x & 0x80..` test in three operations instead of [`zero_bytes`]'s
+/// five. Bytes above a zero byte may be flagged by the borrow, so use it where only the lowest
+/// flag ([`first_flagged`]) or "any flag" matters.
+#[inline(always)]
+pub fn zero_bytes_lowest(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
+/// Like [`zero_bytes_lowest`], for the bytes of `x` below `n` (`n` ≤ 0x80): 0x80 in the lowest
+/// such byte, possibly in bytes above it.
+#[inline(always)]
+pub fn below_lowest(x: u64, n: u8) -> u64 {
+    x.wrapping_sub((n as u64).wrapping_mul(ONES)) & !x & HIGH
 }
 
 /// 0x80 in every byte of `w` equal to `b`.

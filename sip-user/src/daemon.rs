@@ -139,8 +139,8 @@ pub async fn run(
 
     let mut fast_path = FastPath::load()?;
     fast_path.apply(&settings)?;
-    for (stage, n) in fast_path.verified_instructions() {
-        log::info!("XDP stage {stage} verified ({n} instructions processed by the verifier)");
+    for (program, n) in fast_path.verified_instructions() {
+        log::info!("XDP program {program} verified ({n} instructions processed by the verifier)");
     }
     let pin_dir = pin_root.join(&iface);
     prepare_pin_dir(&pin_root, &pin_dir)?;

@@ -2,13 +2,12 @@
 
 use std::path::Path;
 
-use aya::maps::ProgramArray;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, CpuMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{ProgramFd, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use sip_common::{CpuState, EMPTY_PROGRAM_NAME, FilterConfig, PROGRAM_NAME, map_names, stage};
+use sip_common::{CpuState, EMPTY_PROGRAM_NAME, FilterConfig, PROGRAM_NAME, map_names};
 
 use crate::filter::{FilterError, FilterSettings};
 
@@ -63,7 +62,6 @@ pub enum LoadError {
 /// The loaded (verified) XDP program and its maps.
 pub struct FastPath {
     ebpf: Ebpf,
-    stages: Option<ProgramArray<aya::maps::MapData>>,
 }
 
 impl FastPath {
@@ -73,35 +71,8 @@ impl FastPath {
             return Err(LoadError::NoObject);
         }
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
-        load_program(&mut ebpf, stage::ENTRY)?;
-        load_program(&mut ebpf, stage::HEADERS)?;
-        load_program(&mut ebpf, stage::SCANNER)?;
-        let mut fast_path = Self { ebpf, stages: None };
-        fast_path.link_stages()?;
-        Ok(fast_path)
-    }
-
-    /// Puts the second stage in the `STAGES` slot the entry tail-calls.
-    fn link_stages(&mut self) -> Result<(), LoadError> {
-        let name = map_names::STAGES;
-        let map = self
-            .ebpf
-            .take_map(name)
-            .ok_or(LoadError::MissingMap(name))?;
-        let mut stages: ProgramArray<_> =
-            ProgramArray::try_from(map).map_err(|source| LoadError::Map { map: name, source })?;
-        for (slot, prog) in [
-            (stage::HEADERS_SLOT, stage::HEADERS),
-            (stage::SCANNER_SLOT, stage::SCANNER),
-        ] {
-            let fd = self.fd_of(prog)?;
-            stages
-                .set(slot, fd, 0)
-                .map_err(|source| LoadError::Map { map: name, source })?;
-        }
-        // The slot lives as long as the map; keep our handle with the object.
-        self.stages = Some(stages);
-        Ok(())
+        load_program(&mut ebpf, PROGRAM_NAME)?;
+        Ok(Self { ebpf })
     }
 
     /// Loads the empty baseline program from the same object (for `bench-xdp`).
@@ -134,9 +105,9 @@ impl FastPath {
         self.fd_of(PROGRAM_NAME)
     }
 
-    /// Instructions the verifier processed for each stage (the budget is 1M per program).
+    /// Instructions the verifier processed, per loaded XDP program (the budget is 1M each).
     pub fn verified_instructions(&self) -> Vec<(&'static str, u32)> {
-        [stage::ENTRY, stage::HEADERS, stage::SCANNER]
+        [PROGRAM_NAME]
             .into_iter()
             .filter_map(|name| {
                 let n = self

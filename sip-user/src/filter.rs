@@ -2,8 +2,8 @@
 //! ([`sip_common::FilterConfig`]).
 
 use sip_common::{
-    FLAG_ALLOWLIST, FLAG_BLOCKLIST, FLAG_RATE_LIMIT, FLAG_STEERING, FilterConfig, MAX_SCANNER_LEN,
-    MAX_SCANNERS, MAX_SIP_PORTS, MAX_STEER_CPUS, ScannerSig,
+    CLOCK_QUANTUM_NS, FLAG_ALLOWLIST, FLAG_BLOCKLIST, FLAG_RATE_LIMIT, FLAG_STEERING, FilterConfig,
+    MAX_SCANNER_LEN, MAX_SCANNERS, MAX_SIP_PORTS, MAX_STEER_CPUS, ScannerSig,
 };
 
 use crate::cidr::Cidr;
@@ -118,7 +118,8 @@ impl FilterSettings {
         if self.rate_limit_pps > 0 {
             c.flags |= FLAG_RATE_LIMIT;
             c.rate_interval_ns = 1_000_000_000 / self.rate_limit_pps as u64;
-            c.rate_tolerance_ns = c.rate_interval_ns * self.rate_limit_burst as u64;
+            c.rate_tolerance_ns =
+                c.rate_interval_ns * self.rate_limit_burst as u64 + CLOCK_QUANTUM_NS;
         }
         if !self.blocklist.is_empty() {
             c.flags |= FLAG_BLOCKLIST;
@@ -163,7 +164,7 @@ mod tests {
         assert_eq!(c.ports[0], 5060);
         assert_eq!(c.flags & FLAG_RATE_LIMIT, FLAG_RATE_LIMIT);
         assert_eq!(c.rate_interval_ns, 5_000_000);
-        assert_eq!(c.rate_tolerance_ns, 2_000_000_000);
+        assert_eq!(c.rate_tolerance_ns, 2_000_000_000 + CLOCK_QUANTUM_NS);
         assert_eq!(c.num_scanners, 3);
         assert_eq!(c.flags & FLAG_STEERING, 0);
     }

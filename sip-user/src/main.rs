@@ -96,6 +96,12 @@ enum Command {
         /// Measurements per packet kind; the minimum is reported.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Run without scanner signatures (shows what the User-Agent check costs).
+        #[arg(long)]
+        no_scanners: bool,
+        /// Run without the per-source rate limiter (shows what it costs).
+        #[arg(long)]
+        no_rate_limit: bool,
     },
 }
 
@@ -238,11 +244,20 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::BenchXdp { repeat, rounds } => {
+        Command::BenchXdp {
+            repeat,
+            rounds,
+            no_scanners,
+            no_rate_limit,
+        } => {
             if repeat == 0 {
                 bail!("--repeat must be at least 1");
             }
-            let report = sip_user::bench::run(repeat, rounds)?;
+            let features = sip_user::bench::Features {
+                scanners: !no_scanners,
+                rate_limit: !no_rate_limit,
+            };
+            let report = sip_user::bench::run(repeat, rounds, features)?;
             print!("{}", report.render());
         }
     }

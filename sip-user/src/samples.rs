@@ -47,6 +47,31 @@ pub fn typical(call_id: &str) -> [(&'static str, Vec<u8>); 6] {
     ]
 }
 
+/// An INVITE of `len` bytes (exactly, for `len` of 300 or more) whose Call-ID is its last
+/// header (padded with `X-P` headers before it): the header scan's worst case, all of a full-size datagram to read.
+pub fn call_id_last(call_id: &str, len: usize) -> Vec<u8> {
+    let head = "INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
+                Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds\r\n\
+                Max-Forwards: 70\r\n\
+                To: Bob <sip:bob@biloxi.example.com>\r\n\
+                From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+                CSeq: 314159 INVITE\r\n\
+                Content-Length: 0\r\n";
+    let tail = format!("Call-ID: {call_id}\r\n\r\n");
+    let mut m = head.to_string();
+    // `X-P: ` + filler + CRLF lines of 40 bytes, the last one sized to make the total exact.
+    let mut room = len.saturating_sub(m.len() + tail.len());
+    while room >= 7 {
+        let line = if room >= 40 + 7 { 40 } else { room };
+        m.push_str("X-P: ");
+        m.push_str(&"p".repeat(line - 7));
+        m.push_str("\r\n");
+        room -= line;
+    }
+    m.push_str(&tail);
+    m.into_bytes()
+}
+
 /// 200 bytes that are not SIP (a deterministic pseudo-random fill).
 pub fn junk() -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;
@@ -58,4 +83,24 @@ pub fn junk() -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Header, Parsed, parse};
+
+    #[test]
+    fn call_id_last_has_the_length_asked_and_the_call_id_last() {
+        for len in [300, 851, 1416, 1417, 1418, 1419, 3000] {
+            let m = call_id_last("abc@host", len);
+            assert_eq!(m.len(), len);
+            let mut headers = [Header::EMPTY; 128];
+            let Ok(Parsed::Message(msg)) = parse(&m, &mut headers) else {
+                panic!("{len}: does not parse");
+            };
+            assert_eq!(msg.call_id(), Some(&b"abc@host"[..]));
+            assert!(m.ends_with(b"Call-ID: abc@host\r\n\r\n"));
+        }
+    }
 }

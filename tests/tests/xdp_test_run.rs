@@ -68,20 +68,16 @@ fn rfc4475_messages_are_never_dropped_and_hashes_match() {
     assert_eq!(files.len(), 49, "all 49 RFC 4475 messages");
     let mut with_call_id = 0;
     let mut parsed_with_call_id = 0;
+    let mut long_steered = 0;
     for (file, class) in files {
         let bytes = std::fs::read(rfc4475_dir().join(&file)).unwrap();
         let d = classify(&c, &bytes);
         assert_ne!(d.verdict, "drop", "{file} ({class}) was dropped: {d:?}");
         if bytes.len() > MAX_LINEAR_PAYLOAD {
             // Larger than the linear part of an XDP test-run frame (and than any unfragmented
-            // datagram on a 1500-byte link): the program sees a UDP length past the frame and
-            // leaves it to the stack, unsteered.
-            assert_eq!(
-                (d.verdict, d.reason),
-                ("pass", "malformed"),
-                "{file}: {d:?}"
-            );
-            continue;
+            // datagram on a 1500-byte link): the program scans the part that is there, and the
+            // Call-ID is in it (longreq's is at byte 1,124), so it is steered like the rest.
+            long_steered += usize::from(d.reason == "steered");
         }
         // The userspace parser's Call-ID: from the whole message where it parses, else from
         // its header lines (the invalid messages' start lines may be broken; the kernel still
@@ -111,6 +107,7 @@ fn rfc4475_messages_are_never_dropped_and_hashes_match() {
             None => assert_eq!(d.reason, "no_call_id", "{file}: {d:?}"),
         }
     }
+    assert_eq!(long_steered, 1, "longreq is steered from its linear part");
     assert!(
         with_call_id >= 44,
         "only {with_call_id} messages had a Call-ID"
@@ -190,6 +187,26 @@ fn scanner_user_agents_are_dropped_case_insensitively() {
         let d = classify(&c, msg.as_bytes());
         assert_eq!((d.verdict, d.reason), ("drop", "scanner"), "{ua}: {d:?}");
     }
+    // Anywhere in the value's first 48 bytes, also when the User-Agent is the last header
+    // and the datagram ends right after it; not beyond the window.
+    let with_ua = |ua: &str, last: bool| {
+        let ua_line = format!("User-Agent: {ua}\r\n");
+        let msg = if last {
+            format!("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: w\r\n{ua_line}\r\n")
+        } else {
+            format!("OPTIONS sip:a@b SIP/2.0\r\n{ua_line}Call-ID: w\r\nContent-Length: 0\r\n\r\n")
+        };
+        classify(&c, msg.as_bytes()).reason
+    };
+    let deep = format!("{}friendly-scanner", "x".repeat(32));
+    assert_eq!(with_ua(&deep, false), "scanner");
+    assert_eq!(with_ua(&deep, true), "scanner");
+    assert_eq!(with_ua("sipcli", true), "scanner");
+    let beyond = format!("{}friendly-scanner", "x".repeat(48));
+    assert_eq!(with_ua(&beyond, false), "steered");
+    // Scanners send requests: a response's User-Agent is not looked at.
+    let response = b"SIP/2.0 200 OK\r\nUser-Agent: friendly-scanner\r\nCall-ID: r\r\n\r\n";
+    assert_eq!(classify(&c, response).reason, "steered");
     // A real phone's User-Agent passes, and so does a signature in another header.
     let ok = samples::invite("ua-ok@example.com");
     assert_eq!(classify(&c, &ok).verdict, "redirect");
@@ -297,11 +314,20 @@ fn vlan_ipv6_options_and_truncation() {
         .classify_frame(&FrameSpec::ipv4_to_port(8080).build(&payload))
         .unwrap();
     assert_eq!((d.verdict, d.reason), ("pass", "other"));
-    // Truncated frames: IP header cut, UDP length past the frame.
+    // Truncated frames: IP header cut → malformed; the datagram running past the frame's
+    // linear data (what a multi-buffer frame looks like) → the part there is scanned, and this
+    // one's Call-ID is in it.
     let full = v4.build(&payload);
     let d = c.classify_frame(&full[..30]).unwrap();
     assert_eq!((d.verdict, d.reason), ("pass", "malformed"), "{d:?}");
     let d = c.classify_frame(&full[..full.len() - 10]).unwrap();
+    assert_eq!((d.verdict, d.call_id_hash), ("redirect", want), "{d:?}");
+    // A UDP length past the IP packet's own length is malformed.
+    let mut bad_len = full.clone();
+    let udp_len_at = 14 + 20 + 4;
+    let claimed = u16::from_be_bytes([bad_len[udp_len_at], bad_len[udp_len_at + 1]]) + 10;
+    bad_len[udp_len_at..udp_len_at + 2].copy_from_slice(&claimed.to_be_bytes());
+    let d = c.classify_frame(&bad_len).unwrap();
     assert_eq!((d.verdict, d.reason), ("pass", "malformed"), "{d:?}");
     // A blocklisted IPv6 source.
     let bad = FrameSpec {
