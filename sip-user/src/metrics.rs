@@ -78,6 +78,7 @@ pub struct Metrics {
     health_failures: IntCounterVec,
     heap: IntGaugeVec,
     transport_messages: IntCounterVec,
+    udp_calls: IntCounterVec,
     connections: IntCounterVec,
     connections_closed: IntCounterVec,
     connections_open: IntGaugeVec,
@@ -330,6 +331,13 @@ impl Metrics {
                 "SIP messages received (in) and sent (out) by the workers, by transport.",
                 &["worker", "transport", "direction"],
             ),
+            udp_calls: counter(
+                &r,
+                "udp_system_calls_total",
+                "recvmmsg (receive) and sendmmsg (send) calls of the workers' UDP sockets: \
+                 transport_messages_total{transport=\"udp\"} divided by these is the batch size.",
+                &["worker", "direction"],
+            ),
             connections: counter(
                 &r,
                 "connections_total",
@@ -391,6 +399,7 @@ impl Metrics {
                 self.transport_messages
                     .with_label_values(&[&w, t.name(), "out"])
             }),
+            udp_calls: Direction::ALL.map(|d| self.udp_calls.with_label_values(&[&w, d.name()])),
             connections: self.connections.clone(),
             connections_closed: self.connections_closed.clone(),
             tls_handshake_failures: self.tls_handshake_failures.clone(),
@@ -540,6 +549,24 @@ impl BackendMetrics {
 }
 
 /// One worker's children.
+/// Which way a batched UDP call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Receive = 0,
+    Send = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Receive, Direction::Send];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Receive => "receive",
+            Direction::Send => "send",
+        }
+    }
+}
+
 pub struct WorkerMetrics {
     pub send_errors: IntCounter,
     outcomes: [IntCounter; Outcome::ALL.len()],
@@ -559,6 +586,7 @@ pub struct WorkerMetrics {
     pub backends: Vec<BackendMetrics>,
     messages_in: [IntCounter; 3],
     messages_out: [IntCounter; 3],
+    udp_calls: [IntCounter; 2],
     connections: IntCounterVec,
     connections_closed: IntCounterVec,
     connections_open: [IntGauge; 3],
@@ -573,6 +601,11 @@ impl WorkerMetrics {
 
     pub fn sent(&self, t: Transport) {
         self.messages_out[t.index()].inc();
+    }
+
+    /// `calls` batched UDP system calls made.
+    pub fn udp_calls(&self, d: Direction, calls: u32) {
+        self.udp_calls[d as usize].inc_by(u64::from(calls));
     }
 
     /// A connection accepted or refused (rare: the child is looked up each time).

@@ -324,10 +324,5 @@ fn worker_thread(
             return;
         }
     };
-    rt.block_on(async move {
-        match tokio::net::UdpSocket::from_std(socket.into()) {
-            Ok(socket) => worker.run(socket, listeners).await,
-            Err(e) => log::error!("worker for CPU {cpu}: {e}"),
-        }
-    });
+    rt.block_on(worker.run(socket.into(), listeners));
 }

@@ -1,6 +1,7 @@
-//! SIP over streams (RFC 3261 §18.3): TCP listeners, one task per connection that frames
-//! messages off the stream ([`framer`]) and writes what the worker sends back, and the rule
-//! that says which worker owns a connection ([`owner_of`]).
+//! The transports: a worker's UDP socket with batched I/O ([`udp`]); and SIP over streams
+//! (RFC 3261 §18.3): TCP listeners, one task per connection that frames messages off the stream
+//! ([`framer`]) and writes what the worker sends back, and the rule that says which worker owns
+//! a connection ([`owner_of`]).
 //!
 //! A connection is owned by the worker its peer's IP hashes to, whichever worker's listener
 //! accepted it: every worker can then tell where to send a response or a request for a
@@ -12,6 +13,7 @@ pub mod listener;
 pub mod stream;
 pub mod table;
 pub mod tls;
+pub mod udp;
 
 use std::net::IpAddr;
 
