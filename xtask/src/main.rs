@@ -61,7 +61,11 @@ enum Cmd {
     Demo,
     /// Highest call rate at zero failed calls and sipp's response times, for sip-fastpath and
     /// Kamailio 5.6 (dispatcher, Call-ID hash) in the same namespaces.
-    BenchE2e,
+    BenchE2e {
+        /// Only the UDP ladders (skips TLS; about half the time).
+        #[arg(long)]
+        udp_only: bool,
+    },
     /// The daemon's memory (RSS) at idle, under a steady 1,000 calls/s, with 10,000 calls held
     /// open, and 60 s after the load, in the end-to-end test namespaces (about 4 minutes).
     BenchMemory,
@@ -123,27 +127,32 @@ fn main() -> anyhow::Result<()> {
             fuzz(&root, target, seconds)
         }
         Cmd::BenchInstructions { iterations } => bench_instructions(&root, iterations),
-        Cmd::BenchE2e => {
+        Cmd::BenchE2e { udp_only } => {
             setup()?;
-            run_namespace_program(&root, "bench-e2e")
+            run_namespace_program(
+                &root,
+                "bench-e2e",
+                if udp_only { &["--udp-only"] } else { &[] },
+            )
         }
         Cmd::BenchMemory => {
             setup()?;
-            run_namespace_program(&root, "bench-memory")
+            run_namespace_program(&root, "bench-memory", &[])
         }
         Cmd::Demo => {
             setup()?;
-            run_namespace_program(&root, "demo")
+            run_namespace_program(&root, "demo", &[])
         }
     }
 }
 
 /// Builds the release binary and the `tests` crate's program `bin`, and runs it against it.
-fn run_namespace_program(root: &Path, bin: &str) -> anyhow::Result<()> {
+fn run_namespace_program(root: &Path, bin: &str, args: &[&str]) -> anyhow::Result<()> {
     build(root, true)?;
     cargo(root, &["build", "--release", "-p", "tests", "--bin", bin])
         .status_ok(&format!("building {bin}"))?;
     Command::new(root.join("target/release").join(bin))
+        .args(args)
         .env("SIP_FASTPATH_BIN", root.join("target/release/sip-fastpath"))
         .status_ok(bin)
 }

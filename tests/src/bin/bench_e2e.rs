@@ -9,10 +9,7 @@
 //! responses in another order; RFC 3261 lets a UA ignore a late provisional response), and
 //! counts them, so a proxy's rate is not cut by sipp's strictness and its reordering shows.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use anyhow::Context;
 use tests::{
@@ -21,6 +18,7 @@ use tests::{
     certs::Certs,
     kamailio::{self, Kamailio},
     lan::Lan,
+    perf::{PerfStat, namespace_pids},
     require_root,
     sipp::{Backend, Caller, LogDir},
     tls_clients::TlsRelay,
@@ -44,10 +42,16 @@ struct Step {
     machine_ms_per_call: f64,
     /// Responses that reached the caller out of order (a 180 after the 200).
     unexpected: u64,
+    /// System calls and context switches of the proxy's processes per call (`perf stat`;
+    /// NaN when perf could not count).
+    syscalls_per_call: f64,
+    switches_per_call: f64,
 }
 
 fn main() -> anyhow::Result<()> {
     require_root();
+    // `--udp-only`: skip the TLS ladders (about half the time).
+    let with_tls = !std::env::args().any(|a| a == "--udp-only");
     let lan = Lan::new(
         "bench",
         &[("edge", EDGE), ("caller", CALLER), ("b1", B1), ("b2", B2)],
@@ -84,8 +88,12 @@ fn main() -> anyhow::Result<()> {
     let config = format!("{}{}", bench_config(), certs.tls_section(false));
     let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &config, "bench")?;
     let ours = ladder(edge, caller, &logs.0, &udp)?;
-    println!("sip-fastpath, TLS (sipp -t t1 through socat):");
-    let ours_tls = ladder(edge, caller, &logs.0, &tls)?;
+    let ours_tls = if with_tls {
+        println!("sip-fastpath, TLS (sipp -t t1 through socat):");
+        ladder(edge, caller, &logs.0, &tls)?
+    } else {
+        Vec::new()
+    };
     drop(daemon);
 
     println!("Kamailio 5.6 dispatcher (4 UDP children, 4 TCP children with the tls module), UDP:");
@@ -120,14 +128,18 @@ fn main() -> anyhow::Result<()> {
     );
     let mut kamailio = Kamailio::start(edge, &cfg, &logs.0, "kamailio")?;
     let theirs = ladder(edge, caller, &logs.0, &udp);
-    println!("Kamailio 5.6, TLS (sipp -t t1 through socat):");
-    let theirs_tls = theirs.is_ok().then(|| ladder(edge, caller, &logs.0, &tls));
+    let theirs_tls = (with_tls && theirs.is_ok()).then(|| {
+        println!("Kamailio 5.6, TLS (sipp -t t1 through socat):");
+        ladder(edge, caller, &logs.0, &tls)
+    });
     kamailio.stop();
     drop(relay);
     let theirs = theirs?;
-    let theirs_tls = theirs_tls.expect("run after the UDP ladder")?;
-
     compare("UDP", &ours, "Kamailio 5.6", &theirs);
+    let Some(theirs_tls) = theirs_tls else {
+        return Ok(());
+    };
+    let theirs_tls = theirs_tls?;
     compare("TLS", &ours_tls, "Kamailio 5.6 TLS", &theirs_tls);
     // The goal: a TLS call costs sip-fastpath no more proxy CPU than a UDP call costs Kamailio.
     println!("\n| offered calls/s | proxy CPU per call, sip-fastpath TLS / Kamailio UDP |");
@@ -196,12 +208,12 @@ fn compare(transport: &str, ours: &[Step], their_name: &str, theirs: &[Step]) {
     }
     // CPU compares only at the same offered rate (per-call cost falls as the rate rises).
     println!(
-        "\n| offered calls/s | proxy CPU per call, ours / theirs | machine CPU per call, ours / theirs |"
+        "\n| offered calls/s | proxy CPU per call, ours / theirs | machine CPU per call, ours / theirs | system calls per call, ours / theirs | context switches per call, ours / theirs |"
     );
-    println!("|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|");
     cpu_at_same_rates(ours, theirs, |o, t| {
         println!(
-            "| {} | {:.3} / {:.3} ms = {:.2}x | {:.3} / {:.3} ms = {:.2}x |",
+            "| {} | {:.3} / {:.3} ms = {:.2}x | {:.3} / {:.3} ms = {:.2}x | {:.1} / {:.1} = {:.2}x | {:.1} / {:.1} = {:.2}x |",
             o.rate,
             o.cpu_ms_per_call,
             t.cpu_ms_per_call,
@@ -209,6 +221,12 @@ fn compare(transport: &str, ours: &[Step], their_name: &str, theirs: &[Step]) {
             o.machine_ms_per_call,
             t.machine_ms_per_call,
             o.machine_ms_per_call / t.machine_ms_per_call,
+            o.syscalls_per_call,
+            t.syscalls_per_call,
+            o.syscalls_per_call / t.syscalls_per_call,
+            o.switches_per_call,
+            t.switches_per_call,
+            o.switches_per_call / t.switches_per_call,
         );
     });
 }
@@ -229,6 +247,7 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow:
         let calls = rate * SECONDS_PER_STEP;
         let cpu0 = namespace_cpu(edge)?;
         let machine0 = machine_cpu()?;
+        let perf = PerfStat::start(&namespace_pids(edge)?);
         let r = Caller {
             calls,
             rate,
@@ -255,12 +274,26 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow:
                     cpu_ms_per_call: f64::NAN,
                     machine_ms_per_call: f64::NAN,
                     unexpected: 0,
+                    syscalls_per_call: f64::NAN,
+                    switches_per_call: f64::NAN,
                 });
                 break;
             }
         };
         let cpu = namespace_cpu(edge)? - cpu0;
         let machine = machine_cpu()? - machine0;
+        let ok_calls = r.successful.max(1) as f64;
+        let (syscalls_per_call, switches_per_call) = match perf.map(PerfStat::finish) {
+            Some(Ok(c)) => (
+                c.syscalls as f64 / ok_calls,
+                c.context_switches as f64 / ok_calls,
+            ),
+            Some(Err(e)) => {
+                println!("  (perf: {e:#})");
+                (f64::NAN, f64::NAN)
+            }
+            None => (f64::NAN, f64::NAN),
+        };
         let step = Step {
             rate,
             calls: r.successful + r.failed,
@@ -271,9 +304,11 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow:
             cpu_ms_per_call: cpu.as_secs_f64() * 1000.0 / (r.successful.max(1) as f64),
             machine_ms_per_call: machine.as_secs_f64() * 1000.0 / (r.successful.max(1) as f64),
             unexpected: r.unexpected,
+            syscalls_per_call,
+            switches_per_call,
         };
         println!(
-            "  {rate:>5}/s: {} ok, {} failed, p50 {:.1} ms, p99 {:.1} ms, {:.0} calls/s achieved, {:.3} ms CPU per call ({:.3} machine), {} out of order, {} retransmissions",
+            "  {rate:>5}/s: {} ok, {} failed, p50 {:.1} ms, p99 {:.1} ms, {:.0} calls/s achieved, {:.3} ms CPU per call ({:.3} machine), {:.1} system calls and {:.1} context switches per call, {} out of order, {} retransmissions",
             r.successful,
             step.failed,
             step.p50,
@@ -281,6 +316,8 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow:
             step.achieved,
             step.cpu_ms_per_call,
             step.machine_ms_per_call,
+            step.syscalls_per_call,
+            step.switches_per_call,
             step.unexpected,
             r.retransmissions
         );
@@ -295,7 +332,6 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow:
     Ok(steps)
 }
 
-/// User plus system CPU time of every process in the namespace.
 /// Clock ticks per second, the unit of /proc's CPU times.
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -320,28 +356,12 @@ fn machine_cpu() -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(busy / clock_ticks()))
 }
 
+/// User plus system CPU time of every process in the namespace.
 fn namespace_cpu(ns: &Netns) -> anyhow::Result<Duration> {
-    use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(ns.path())?.ino();
-    let want = format!("net:[{inode}]");
     let ticks = clock_ticks();
     let mut total = 0.0;
-    let started = Instant::now();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let pid = entry.file_name();
-        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let dir = entry.path();
-        if std::fs::read_link(dir.join("ns/net"))
-            .ok()
-            .and_then(|l| l.to_str().map(String::from))
-            != Some(want.clone())
-        {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+    for pid in namespace_pids(ns)? {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
         // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
@@ -352,9 +372,6 @@ fn namespace_cpu(ns: &Netns) -> anyhow::Result<Duration> {
             f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
         );
         total += (u + s) / ticks;
-        if started.elapsed() > Duration::from_secs(5) {
-            break;
-        }
     }
     Ok(Duration::from_secs_f64(total))
 }
