@@ -19,6 +19,7 @@ pub mod certs;
 pub mod dns;
 pub mod kamailio;
 pub mod lan;
+pub mod loadgen;
 pub mod perf;
 pub mod phones;
 pub mod sipp;

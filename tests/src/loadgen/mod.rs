@@ -1,0 +1,28 @@
+//! A SIP load generator that is not the bottleneck: a UAC that places calls at a given rate
+//! (INVITE, 100/180/200, ACK, BYE, 200) and a UAS that answers them, each on one thread with
+//! batched UDP I/O (the daemon's own `recvmmsg`/`sendmmsg` socket), checking every message it
+//! gets and measuring latency in microseconds (request sent → final response, per method).
+//!
+//! Why not sipp alone: one sipp caller tops out near 3,000 calls/s on these machines and reports
+//! whole milliseconds, so it can neither find a proxy's capacity nor see its latency. sipp stays
+//! as the independent cross-check (`tests/tests/loadgen.rs`).
+//!
+//! Every run is bounded: the UAC stops starting calls after `calls`, and gives up on a call after
+//! 64·T1 (32 s); the UAS stops when its cancel flag is set.
+
+pub mod uac;
+pub mod uas;
+mod wire;
+
+pub use uac::{Uac, UacReport};
+pub use uas::{Answer, Uas, UasReport, UasThread};
+
+/// RFC 3261 T1 (500 ms): the first retransmission interval over UDP.
+pub const T1: std::time::Duration = std::time::Duration::from_millis(500);
+/// RFC 3261 T2 (4 s): the longest retransmission interval of non-INVITE requests and 2xx.
+pub const T2: std::time::Duration = std::time::Duration::from_secs(4);
+/// 64·T1: how long a transaction may take before it has failed.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+
+/// Pins the calling thread to `cpu` (the bench runs each role on its own CPU).
+pub use sip_user::testrun::pin_current_thread as pin_to;
