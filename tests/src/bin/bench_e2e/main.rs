@@ -12,9 +12,11 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
+
+mod capacity;
 use tests::{
     Daemon, EDGE_IFACE, Netns,
-    bed::{B1, B2, CALLER, EDGE, config},
+    bed::{B1, B2, CALLER, EDGE, config, config_full},
     certs::Certs,
     kamailio::{self, Kamailio},
     lan::Lan,
@@ -50,19 +52,27 @@ struct Step {
 
 fn main() -> anyhow::Result<()> {
     require_root();
-    // `--udp-only`: skip the TLS ladders (about half the time).
-    let with_tls = !std::env::args().any(|a| a == "--udp-only");
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    // `--udp-only`: skip the TLS ladders; `--capacity-only`: only the load generator's
+    // capacity runs; `--no-capacity`: only sipp's ladders.
+    let with_tls = !flag("--udp-only");
     let lan = Lan::new(
         "bench",
         &[("edge", EDGE), ("caller", CALLER), ("b1", B1), ("b2", B2)],
     )?;
     let logs = LogDir::new("bench")?;
+    let edge = &lan.host("edge").ns;
+    let caller = &lan.host("caller").ns;
+    if !flag("--no-capacity") {
+        capacity_side_by_side(&lan, &logs.0)?;
+        if flag("--capacity-only") {
+            return Ok(());
+        }
+    }
     let _backends = [
         Backend::start(&lan.host("b1").ns, B1, "uas_bench", &logs.0)?,
         Backend::start(&lan.host("b2").ns, B2, "uas_bench", &logs.0)?,
     ];
-    let edge = &lan.host("edge").ns;
-    let caller = &lan.host("caller").ns;
     let certs = Certs::new("bench")?;
     let udp = Load {
         target: format!("{EDGE}:5060"),
@@ -229,6 +239,52 @@ fn compare(transport: &str, ours: &[Step], their_name: &str, theirs: &[Step]) {
             o.switches_per_call / t.switches_per_call,
         );
     });
+}
+
+/// Both proxies on one CPU with the load generator on the other (see `capacity`), before the
+/// sipp ladders (its backends take the backends' ports).
+fn capacity_side_by_side(lan: &Lan, logs: &Path) -> anyhow::Result<()> {
+    let edge = &lan.host("edge").ns;
+    let caller = &lan.host("caller").ns;
+    let backends = capacity::start_backends(lan)?;
+    // One worker. The limits that shield a node from one outside source are raised: the load
+    // generator is one source, and this measures CPU, not those shares.
+    let config = config_full(
+        1000,
+        "workers = 1",
+        &format!(
+            "[[backends]]\naddress = \"{B1}:5060\"\nweight = 1\n\
+             [[backends]]\naddress = \"{B2}:5060\"\nweight = 1\n\
+             [limits]\ntransactions = 4194304\nper_source = 4194304\nmemory_mb = 8192\n"
+        ),
+    );
+    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &config, "capacity")?;
+    capacity::pin_namespace(edge, capacity::PROXY_CPU)?;
+    let ours = capacity::measure("sip-fastpath", edge, caller)?;
+    drop(daemon);
+    let list = logs.join("dispatcher-capacity.list");
+    std::fs::write(&list, format!("1 sip:{B1}:5060\n1 sip:{B2}:5060\n"))?;
+    let list_value = format!("{}\"", list.display());
+    let cfg = kamailio::config(
+        "dispatcher.cfg",
+        &[("LISTEN", EDGE), ("LIST\"", &list_value)],
+    )?
+    .replace("children=4", "children=1");
+    // 1 GB of shared memory: its transactions must not be what limits it.
+    let mut kamailio = Kamailio::start_with_memory(edge, &cfg, logs, "kamailio-capacity", 1024)?;
+    capacity::pin_namespace(edge, capacity::PROXY_CPU)?;
+    let theirs = capacity::measure("Kamailio 5.6", edge, caller);
+    kamailio.stop();
+    let theirs = theirs?;
+    for b in backends {
+        let seen = b.finish()?;
+        println!(
+            "  load generator backend: {} calls completed, {} unexpected",
+            seen.completed, seen.unexpected
+        );
+    }
+    capacity::compare(&ours, &theirs);
+    Ok(())
 }
 
 fn bench_config() -> String {

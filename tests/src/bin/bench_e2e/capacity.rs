@@ -1,0 +1,234 @@
+//! Capacity side by side: each proxy pinned to CPU 0 (sip-fastpath with one worker, Kamailio with
+//! one UDP child and its timer processes), the load generator (`tests::loadgen`: one UAC, two
+//! UAS backends) pinned to CPU 1; the rate rises until a step fails a call, its INVITE p99 passes
+//! 50 ms, or it achieves less than 90 % of the offered rate. Then a run at half the highest clean
+//! rate gives the latency to compare (p50/p99/p99.9) and the cost per call.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use tests::{
+    Netns,
+    bed::{B1, B2, CALLER, EDGE},
+    lan::Lan,
+    loadgen::{Answer, Uac, Uas, UasThread},
+    perf::{PerfStat, namespace_pids},
+};
+
+/// Where each side runs.
+pub const PROXY_CPU: usize = 0;
+pub const LOAD_CPU: usize = 1;
+/// Offered calls per second, in order; a step lasts [`STEP_SECONDS`].
+const RATES: &[u32] = &[2000];
+const STEP_SECONDS: u32 = 5;
+/// A step whose INVITE→200 p99 passes this is past capacity.
+const P99_LIMIT_US: u64 = 50_000;
+
+/// One step of a ladder.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub rate: u32,
+    pub completed: u64,
+    pub failed: u64,
+    pub achieved: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    /// The proxy's processes' CPU time per completed call.
+    pub cpu_us_per_call: f64,
+    pub syscalls_per_call: f64,
+}
+
+impl Step {
+    fn clean(&self) -> bool {
+        self.failed == 0
+            && self.completed > 0
+            && self.p99_us <= P99_LIMIT_US
+            && self.achieved >= 0.9 * self.rate as f64
+    }
+}
+
+/// A proxy's ladder and its run at half its highest clean rate.
+pub struct Capacity {
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub half: Option<Step>,
+}
+
+impl Capacity {
+    pub fn best(&self) -> Option<&Step> {
+        self.steps.iter().rev().find(|s| s.clean())
+    }
+}
+
+/// The two loadgen backends, answering at B1 and B2 on the load CPU.
+pub fn start_backends(lan: &Lan) -> anyhow::Result<[UasThread; 2]> {
+    let start = |role: &str, addr: &str| -> anyhow::Result<UasThread> {
+        let at: SocketAddr = format!("{addr}:5060").parse()?;
+        let socket = lan.host(role).ns.inside(move || Ok(UdpSocket::bind(at)?))?;
+        Ok(Uas {
+            socket,
+            keep_call_ids: false,
+            answer: Answer::Accept,
+            cpu: Some(LOAD_CPU),
+        }
+        .spawn())
+    };
+    Ok([start("b1", B1)?, start("b2", B2)?])
+}
+
+/// Moves every thread of every process in `ns` (the proxy under test) to `cpu`.
+pub fn pin_namespace(ns: &Netns, cpu: usize) -> anyhow::Result<()> {
+    for pid in namespace_pids(ns)? {
+        let ok = std::process::Command::new("taskset")
+            .args(["-a", "-cp", &cpu.to_string(), &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "taskset could not pin process {pid} to CPU {cpu}");
+    }
+    Ok(())
+}
+
+/// Runs the ladder against the proxy now running (and pinned) in `edge`.
+pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capacity> {
+    println!("{name}, capacity on CPU {PROXY_CPU} (load generator on CPU {LOAD_CPU}):");
+    let mut steps = Vec::new();
+    for &rate in RATES {
+        let step = run_step(edge, caller, rate)?;
+        print_step(&step);
+        let clean = step.clean();
+        steps.push(step);
+        if !clean {
+            break;
+        }
+        // Let the finished calls' transactions expire between steps.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let mut capacity = Capacity {
+        name: name.to_string(),
+        steps,
+        half: None,
+    };
+    if let Some(best) = capacity.best().map(|s| s.rate) {
+        std::thread::sleep(Duration::from_secs(5));
+        let half = run_step(edge, caller, best / 2)?;
+        print!("  at half its highest clean rate: ");
+        print_step(&half);
+        capacity.half = Some(half);
+    }
+    Ok(capacity)
+}
+
+fn run_step(edge: &Netns, caller: &Netns, rate: u32) -> anyhow::Result<Step> {
+    let calls = u64::from(rate * STEP_SECONDS);
+    let local: SocketAddr = format!("{CALLER}:0").parse()?;
+    let socket = caller.inside(move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        // Room for a burst of responses at the highest rates.
+        let _ = s.set_recv_buffer_size(8 << 20);
+        s.bind(&local.into())?;
+        Ok(UdpSocket::from(s))
+    })?;
+    let target: SocketAddr = format!("{EDGE}:5060").parse()?;
+    let cpu0 = crate::namespace_cpu(edge)?;
+    let perf = PerfStat::start(&namespace_pids(edge)?);
+    let report = std::thread::spawn(move || {
+        Uac {
+            socket,
+            target,
+            rate,
+            calls,
+            hold: Duration::ZERO,
+            cpu: Some(LOAD_CPU),
+        }
+        .run()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the UAC thread panicked"))??;
+    let cpu = crate::namespace_cpu(edge)? - cpu0;
+    let done = report.completed.max(1) as f64;
+    let syscalls_per_call = match perf.map(PerfStat::finish) {
+        Some(Ok(c)) => c.syscalls as f64 / done,
+        _ => f64::NAN,
+    };
+    let h = &report.invite_us;
+    Ok(Step {
+        rate,
+        completed: report.completed,
+        failed: report.failed,
+        achieved: report.rate(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        cpu_us_per_call: cpu.as_secs_f64() * 1e6 / done,
+        syscalls_per_call,
+    })
+}
+
+fn print_step(s: &Step) {
+    println!(
+        "  {:>6}/s: {} completed, {} failed, {:.0} calls/s, INVITE→200 p50 {} µs p99 {} µs p99.9 {} µs, {:.1} µs CPU and {:.1} system calls per call",
+        s.rate,
+        s.completed,
+        s.failed,
+        s.achieved,
+        s.p50_us,
+        s.p99_us,
+        s.p999_us,
+        s.cpu_us_per_call,
+        s.syscalls_per_call
+    );
+}
+
+/// The comparison table.
+pub fn compare(ours: &Capacity, theirs: &Capacity) {
+    println!(
+        "\nCapacity on one CPU (load generator on the other):\n\n| proxy | highest clean rate (offered) | achieved calls/s | at half that rate: p50 / p99 / p99.9 µs | proxy CPU µs per call | system calls per call |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for c in [ours, theirs] {
+        match (c.best(), &c.half) {
+            (Some(b), Some(h)) => println!(
+                "| {} | {} | {:.0} | {} / {} / {} | {:.1} | {:.1} |",
+                c.name,
+                b.rate,
+                b.achieved,
+                h.p50_us,
+                h.p99_us,
+                h.p999_us,
+                h.cpu_us_per_call,
+                h.syscalls_per_call
+            ),
+            _ => println!("| {} | none | | | | |", c.name),
+        }
+    }
+    if let (Some(a), Some(b), Some(ha), Some(hb)) =
+        (ours.best(), theirs.best(), &ours.half, &theirs.half)
+    {
+        println!(
+            "\nratios {} / {}: highest clean rate {:.2}x; at half each one's capacity: p99 {:.2}x, CPU per call {:.2}x, system calls per call {:.2}x",
+            ours.name,
+            theirs.name,
+            a.achieved / b.achieved,
+            ha.p99_us as f64 / hb.p99_us.max(1) as f64,
+            ha.cpu_us_per_call / hb.cpu_us_per_call,
+            ha.syscalls_per_call / hb.syscalls_per_call,
+        );
+    }
+    // CPU per call compares only at the same offered rate (it falls as the rate rises).
+    println!("\n| offered calls/s | proxy CPU µs per call, ours / theirs |\n|---:|---:|");
+    for o in ours.steps.iter().filter(|s| s.clean()) {
+        if let Some(t) = theirs.steps.iter().find(|t| t.rate == o.rate && t.clean()) {
+            println!(
+                "| {} | {:.1} / {:.1} = {:.2}x |",
+                o.rate,
+                o.cpu_us_per_call,
+                t.cpu_us_per_call,
+                o.cpu_us_per_call / t.cpu_us_per_call
+            );
+        }
+    }
+}
