@@ -37,6 +37,17 @@ impl Kamailio {
     /// Starts Kamailio with `cfg` (the config's text) in `ns`, logging to `<logs>/<name>.log`,
     /// and waits (5 s at most) until it listens.
     pub fn start(ns: &Netns, cfg: &str, logs: &Path, name: &str) -> anyhow::Result<Self> {
+        Self::start_with_memory(ns, cfg, logs, name, 256)
+    }
+
+    /// As [`Self::start`], with `shm_mb` of shared memory (its transactions live there).
+    pub fn start_with_memory(
+        ns: &Netns,
+        cfg: &str,
+        logs: &Path,
+        name: &str,
+        shm_mb: u32,
+    ) -> anyhow::Result<Self> {
         let cfg_path = logs.join(format!("{name}.cfg"));
         std::fs::write(&cfg_path, cfg)?;
         let run_dir = logs.join(format!("{name}-run"));
@@ -47,9 +58,9 @@ impl Kamailio {
             .command("kamailio")
             .arg("-f")
             .arg(&cfg_path)
-            // 256 MB shared and 16 MB per process: what bench-e2e measured Kamailio with; less
-            // starves its transaction table at a thousand calls a second.
-            .args(["-DD", "-E", "-m", "256", "-M", "16", "-Y"])
+            // 256 MB shared (by default) and 16 MB per process: what bench-e2e measured Kamailio
+            // with; less starves its transaction table at a thousand calls a second.
+            .args(["-DD", "-E", "-m", &shm_mb.to_string(), "-M", "16", "-Y"])
             .arg(&run_dir)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

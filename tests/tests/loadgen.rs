@@ -29,6 +29,7 @@ fn the_uac_counts_as_completed_exactly_the_calls_the_uas_completed() -> anyhow::
         socket: uas_socket,
         keep_call_ids: true,
         answer: Answer::Accept,
+        cpu: None,
     }
     .spawn();
     let report = Uac {
@@ -37,6 +38,7 @@ fn the_uac_counts_as_completed_exactly_the_calls_the_uas_completed() -> anyhow::
         rate: 1000,
         calls: 2000,
         hold: Duration::ZERO,
+        cpu: None,
     }
     .run()?;
     let seen = uas.finish()?;
@@ -76,6 +78,7 @@ fn calls_the_uas_refuses_are_failed_not_completed() -> anyhow::Result<()> {
         socket: uas_socket,
         keep_call_ids: true,
         answer: Answer::Busy,
+        cpu: None,
     }
     .spawn();
     let report = Uac {
@@ -84,6 +87,7 @@ fn calls_the_uas_refuses_are_failed_not_completed() -> anyhow::Result<()> {
         rate: 200,
         calls: 50,
         hold: Duration::ZERO,
+        cpu: None,
     }
     .run()?;
     let seen = uas.finish()?;
@@ -111,6 +115,7 @@ fn through_the_proxy_it_agrees_with_sipp() -> anyhow::Result<()> {
             socket,
             keep_call_ids: true,
             answer: Answer::Accept,
+            cpu: None,
         }
         .spawn())
     };
@@ -143,6 +148,7 @@ fn through_the_proxy_it_agrees_with_sipp() -> anyhow::Result<()> {
         rate,
         calls: u64::from(calls),
         hold: Duration::from_millis(100),
+        cpu: None,
     }
     .run()?;
     let [a, b] = uas;

@@ -59,12 +59,19 @@ enum Cmd {
     /// sip-fastpath as a load balancer in network namespaces: sipp calls through it to two sipp
     /// backends while a third host floods it; prints the results, the split and the counters.
     Demo,
-    /// Highest call rate at zero failed calls and sipp's response times, for sip-fastpath and
-    /// Kamailio 5.6 (dispatcher, Call-ID hash) in the same namespaces.
+    /// Capacity on one CPU with the project's load generator, then the highest call rate at
+    /// zero failed calls and sipp's response times, for sip-fastpath and Kamailio 5.6
+    /// (dispatcher, Call-ID hash) in the same namespaces.
     BenchE2e {
-        /// Only the UDP ladders (skips TLS; about half the time).
+        /// Only the UDP ladders (skips TLS).
         #[arg(long)]
         udp_only: bool,
+        /// Only the capacity runs (each proxy on one CPU, the load generator on the other).
+        #[arg(long, conflicts_with = "no_capacity")]
+        capacity_only: bool,
+        /// Only the sipp ladders.
+        #[arg(long)]
+        no_capacity: bool,
     },
     /// The daemon's memory (RSS) at idle, under a steady 1,000 calls/s, with 10,000 calls held
     /// open, and 60 s after the load, in the end-to-end test namespaces (about 4 minutes).
@@ -127,13 +134,19 @@ fn main() -> anyhow::Result<()> {
             fuzz(&root, target, seconds)
         }
         Cmd::BenchInstructions { iterations } => bench_instructions(&root, iterations),
-        Cmd::BenchE2e { udp_only } => {
+        Cmd::BenchE2e {
+            udp_only,
+            capacity_only,
+            no_capacity,
+        } => {
             setup()?;
-            run_namespace_program(
-                &root,
-                "bench-e2e",
-                if udp_only { &["--udp-only"] } else { &[] },
-            )
+            let flags = [
+                (udp_only, "--udp-only"),
+                (capacity_only, "--capacity-only"),
+                (no_capacity, "--no-capacity"),
+            ];
+            let args: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
+            run_namespace_program(&root, "bench-e2e", &args)
         }
         Cmd::BenchMemory => {
             setup()?;

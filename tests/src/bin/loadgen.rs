@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tests::loadgen::{Answer, Uac, UacReport, Uas, pin_to};
+use tests::loadgen::{Answer, Uac, UacReport, Uas};
 
 #[derive(Parser)]
 #[command(about = "SIP load generator: a UAC placing calls at a rate, a UAS answering them")]
@@ -73,9 +73,6 @@ fn main() -> anyhow::Result<()> {
             cpu,
             seconds,
         } => {
-            if let Some(cpu) = cpu {
-                pin_to(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
-            }
             let socket = bind(listen)?;
             let stop = Arc::new(AtomicBool::new(false));
             let timer = stop.clone();
@@ -87,6 +84,7 @@ fn main() -> anyhow::Result<()> {
                 socket,
                 keep_call_ids: false,
                 answer: Answer::Accept,
+                cpu,
             }
             .run(stop)?;
             println!("{report:?}");
@@ -103,15 +101,13 @@ fn main() -> anyhow::Result<()> {
             if rate == 0 || calls == 0 {
                 bail!("--rate and --calls must be at least 1");
             }
-            if let Some(cpu) = cpu {
-                pin_to(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
-            }
             let report = Uac {
                 socket: bind(local)?,
                 target,
                 rate,
                 calls,
                 hold: Duration::from_millis(hold_ms),
+                cpu,
             }
             .run()?;
             if json {

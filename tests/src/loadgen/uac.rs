@@ -26,6 +26,8 @@ pub struct Uac {
     pub calls: u64,
     /// Between the ACK and the BYE.
     pub hold: Duration,
+    /// Pin the thread that runs it to this CPU.
+    pub cpu: Option<usize>,
 }
 
 /// What a UAC run measured.
@@ -94,6 +96,9 @@ enum Due {
 impl Uac {
     /// Runs the calls on a runtime of the calling thread; returns when every call ended.
     pub fn run(self) -> anyhow::Result<UacReport> {
+        if let Some(cpu) = self.cpu {
+            super::pin_to(cpu)?;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()

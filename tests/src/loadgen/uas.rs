@@ -24,6 +24,8 @@ pub struct Uas {
     /// Record the Call-ID of every completed call (for tests; costs memory per call).
     pub keep_call_ids: bool,
     pub answer: Answer,
+    /// Pin the thread that runs it to this CPU.
+    pub cpu: Option<usize>,
 }
 
 /// How a [`Uas`] answers INVITEs.
@@ -110,6 +112,9 @@ struct Answered {
 impl Uas {
     /// Answers until `stop` is set (checked at least every 50 ms).
     pub fn run(self, stop: Arc<AtomicBool>) -> anyhow::Result<UasReport> {
+        if let Some(cpu) = self.cpu {
+            super::pin_to(cpu)?;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -122,6 +127,7 @@ impl Uas {
             socket,
             keep_call_ids,
             answer: mode,
+            cpu: _,
         } = self;
         let local = socket.local_addr()?;
         let mut udp = UdpIo::new(socket)?;

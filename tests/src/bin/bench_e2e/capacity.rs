@@ -21,8 +21,12 @@ use tests::{
 pub const PROXY_CPU: usize = 0;
 pub const LOAD_CPU: usize = 1;
 /// Offered calls per second, in order; a step lasts [`STEP_SECONDS`].
-const RATES: &[u32] = &[2000];
+const RATES: &[u32] = &[
+    1000, 2000, 3000, 4000, 5000, 6000, 8000, 10_000, 12_000, 14_000, 16_000, 20_000, 25_000,
+];
 const STEP_SECONDS: u32 = 5;
+/// The run at half capacity is longer: its p99.9 rests on a few hundred calls otherwise.
+const HALF_SECONDS: u32 = 15;
 /// A step whose INVITE→200 p99 passes this is past capacity.
 const P99_LIMIT_US: u64 = 50_000;
 
@@ -97,7 +101,7 @@ pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capac
     println!("{name}, capacity on CPU {PROXY_CPU} (load generator on CPU {LOAD_CPU}):");
     let mut steps = Vec::new();
     for &rate in RATES {
-        let step = run_step(edge, caller, rate)?;
+        let step = run_step(edge, caller, rate, STEP_SECONDS)?;
         print_step(&step);
         let clean = step.clean();
         steps.push(step);
@@ -114,7 +118,7 @@ pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capac
     };
     if let Some(best) = capacity.best().map(|s| s.rate) {
         std::thread::sleep(Duration::from_secs(5));
-        let half = run_step(edge, caller, best / 2)?;
+        let half = run_step(edge, caller, best / 2, HALF_SECONDS)?;
         print!("  at half its highest clean rate: ");
         print_step(&half);
         capacity.half = Some(half);
@@ -122,8 +126,8 @@ pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capac
     Ok(capacity)
 }
 
-fn run_step(edge: &Netns, caller: &Netns, rate: u32) -> anyhow::Result<Step> {
-    let calls = u64::from(rate * STEP_SECONDS);
+fn run_step(edge: &Netns, caller: &Netns, rate: u32, seconds: u32) -> anyhow::Result<Step> {
+    let calls = u64::from(rate * seconds);
     let local: SocketAddr = format!("{CALLER}:0").parse()?;
     let socket = caller.inside(move || {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;

@@ -1,5 +1,6 @@
-//! `cargo xtask bench-e2e`: the highest call rate at zero failed calls, and sipp's response
-//! times, for sip-fastpath and for Kamailio 5.6 (dispatcher, algorithm 0 = Call-ID hash) in the
+//! `cargo xtask bench-e2e`: first each proxy's capacity on one CPU, driven by the project's load
+//! generator (`capacity`); then, with sipp as the independent check, the highest call rate at
+//! zero failed calls and sipp's response times, for sip-fastpath and for Kamailio 5.6 (dispatcher, algorithm 0 = Call-ID hash) in the
 //! same namespaces, with the same backends and scenario, one after the other, over UDP and
 //! over TLS (sipp on one TCP connection through socat, which speaks TLS 1.3 to the proxy; the
 //! backends stay on UDP). The proxy's CPU time is summed over every process in its namespace.
