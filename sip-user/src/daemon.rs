@@ -89,6 +89,12 @@ pub enum DaemonError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "--pin-root {0} is not on a bpf filesystem, and maps can only be pinned on one (the \
+         kernel answers EPERM): use a folder under /sys/fs/bpf, or mount one there first \
+         (mount -t bpf bpf <folder>)"
+    )]
+    PinRootNotBpffs(String),
     #[error("interface `{0}` does not exist (in this network namespace)")]
     NoInterface(String),
     #[error(
@@ -617,6 +623,10 @@ fn prepare_pin_dir(root: &Path, dir: &Path) -> Result<(), DaemonError> {
         mount_bpffs(bpffs).map_err(err(bpffs))?;
     }
     std::fs::create_dir_all(dir).map_err(err(dir))?;
+    // BPF_OBJ_PIN anywhere else fails with a bare EPERM: say why before trying.
+    if !is_bpffs(dir) {
+        return Err(DaemonError::PinRootNotBpffs(root.display().to_string()));
+    }
     Ok(())
 }
 
@@ -712,4 +722,20 @@ fn start_log_drain(fast_path: &mut FastPath) -> Option<tokio::task::JoinHandle<(
             guard.clear_ready();
         }
     }))
+}
+
+#[cfg(test)]
+mod pin_dir_tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_root_off_bpffs_is_refused_with_the_reason() {
+        let root = std::env::temp_dir().join(format!("sfp-pin-root-{}", std::process::id()));
+        let e = prepare_pin_dir(&root, &root.join("eth0")).unwrap_err();
+        let _ = std::fs::remove_dir_all(&root);
+        let text = e.to_string();
+        assert!(matches!(e, DaemonError::PinRootNotBpffs(_)), "{text}");
+        assert!(text.contains("not on a bpf filesystem"), "{text}");
+        assert!(text.contains("/sys/fs/bpf"), "{text}");
+    }
 }
