@@ -3,11 +3,7 @@
 use std::time::{Duration, Instant};
 
 use tests::{
-    Netns, kamailio,
-    kamailio::Kamailio,
-    perf::namespace_pids,
-    require_root,
-    sipp::LogDir,
+    Netns, kamailio, kamailio::Kamailio, perf::namespace_pids, require_root, sipp::LogDir,
 };
 
 /// Kamailio forks workers that outlive a killed parent: stopping it must stop its whole process
