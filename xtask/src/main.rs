@@ -115,6 +115,22 @@ fn main() -> anyhow::Result<()> {
             // The tests drive the debug binary; the XDP object is the same release build.
             build(&root, false)?;
             let bin = root.join("target/debug/sip-fastpath");
+            // Formatting and lints are part of the test: a change that breaks them fails here.
+            cargo(&root, &["fmt", "--all", "--check"]).status_ok("cargo fmt --check")?;
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    "sip-ebpf",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+            .status_ok("cargo clippy")?;
             cargo(&root, &["test", "--workspace", "--exclude", "sip-ebpf"])
                 .env("SIP_FASTPATH_BIN", &bin)
                 .env("SIP_FASTPATH_REQUIRE_EBPF", "1")
@@ -245,8 +261,17 @@ fn install_debian(packages: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Nightly rust-src and bpf-linker for the eBPF build.
+/// rustfmt and clippy (checked by `cargo xtask test`), nightly rust-src and bpf-linker for the
+/// eBPF build.
 fn setup_toolchain() -> anyhow::Result<()> {
+    for (tool, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        if !succeeds(Command::new("cargo").args([tool, "--version"])) {
+            println!("xtask setup: adding {component}");
+            Command::new("rustup")
+                .args(["component", "add", component])
+                .status_ok(&format!("rustup component add {component}"))?;
+        }
+    }
     let has_rust_src = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()
