@@ -12,7 +12,7 @@ use tests::{
     Daemon, EDGE_IFACE,
     bed::{B1, B2, CALLER, EDGE, config},
     lan::Lan,
-    loadgen::{Answer, Uac, Uas},
+    loadgen::{Answer, Uac, Uas, backend_in},
     require_root,
     sipp::{Caller, LogDir},
 };
@@ -109,15 +109,12 @@ fn through_the_proxy_it_agrees_with_sipp() -> anyhow::Result<()> {
     )?;
     let logs = LogDir::new("loadgen")?;
     let backend = |role: &str, addr: &str| -> anyhow::Result<_> {
-        let at: SocketAddr = format!("{addr}:5060").parse()?;
-        let socket = lan.host(role).ns.inside(move || Ok(UdpSocket::bind(at)?))?;
-        Ok(Uas {
-            socket,
-            keep_call_ids: true,
-            answer: Answer::Accept,
-            cpu: None,
-        }
-        .spawn())
+        backend_in(
+            &lan.host(role).ns,
+            format!("{addr}:5060").parse()?,
+            true,
+            None,
+        )
     };
     let uas = [backend("b1", B1)?, backend("b2", B2)?];
     let _daemon = Daemon::start(

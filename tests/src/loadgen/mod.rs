@@ -15,7 +15,7 @@ pub mod uas;
 mod wire;
 
 pub use uac::{Uac, UacReport};
-pub use uas::{Answer, Uas, UasReport, UasThread};
+pub use uas::{Answer, Uas, UasReport, UasThread, backend_in};
 
 /// RFC 3261 T1 (500 ms): the first retransmission interval over UDP.
 pub const T1: std::time::Duration = std::time::Duration::from_millis(500);
@@ -26,3 +26,19 @@ pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32)
 
 /// Pins the calling thread to `cpu` (the bench runs each role on its own CPU).
 pub use sip_user::testrun::pin_current_thread as pin_to;
+
+/// Runs `work` to its end on a single-threaded runtime of the calling thread, pinned to `cpu`
+/// first when given: each role of the load generator is one thread.
+fn on_this_thread<T>(
+    cpu: Option<usize>,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    if let Some(cpu) = cpu {
+        pin_to(cpu)?;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?
+        .block_on(work)
+}

@@ -96,14 +96,7 @@ enum Due {
 impl Uac {
     /// Runs the calls on a runtime of the calling thread; returns when every call ended.
     pub fn run(self) -> anyhow::Result<UacReport> {
-        if let Some(cpu) = self.cpu {
-            super::pin_to(cpu)?;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        rt.block_on(self.place_calls())
+        super::on_this_thread(self.cpu, self.place_calls())
     }
 
     async fn place_calls(self) -> anyhow::Result<UacReport> {

@@ -55,6 +55,23 @@ impl Uas {
     }
 }
 
+/// A UAS accepting calls at `at` inside `ns` (its socket is made there), on its own thread.
+pub fn backend_in(
+    ns: &crate::Netns,
+    at: SocketAddr,
+    keep_call_ids: bool,
+    cpu: Option<usize>,
+) -> anyhow::Result<UasThread> {
+    let socket = ns.inside(move || Ok(UdpSocket::bind(at)?))?;
+    Ok(Uas {
+        socket,
+        keep_call_ids,
+        answer: Answer::Accept,
+        cpu,
+    }
+    .spawn())
+}
+
 impl UasThread {
     /// Stops it and returns what it saw.
     pub fn finish(mut self) -> anyhow::Result<UasReport> {
@@ -112,14 +129,7 @@ struct Answered {
 impl Uas {
     /// Answers until `stop` is set (checked at least every 50 ms).
     pub fn run(self, stop: Arc<AtomicBool>) -> anyhow::Result<UasReport> {
-        if let Some(cpu) = self.cpu {
-            super::pin_to(cpu)?;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        rt.block_on(self.serve(stop))
+        super::on_this_thread(self.cpu, self.serve(stop))
     }
 
     async fn serve(self, stop: Arc<AtomicBool>) -> anyhow::Result<UasReport> {

@@ -13,7 +13,7 @@ use tests::{
     Netns,
     bed::{B1, B2, CALLER, EDGE},
     lan::Lan,
-    loadgen::{Answer, Uac, Uas, UasThread},
+    loadgen::{Uac, UasThread, backend_in},
     perf::{PerfStat, namespace_pids},
 };
 
@@ -70,15 +70,12 @@ impl Capacity {
 /// The two loadgen backends, answering at B1 and B2 on the load CPU.
 pub fn start_backends(lan: &Lan) -> anyhow::Result<[UasThread; 2]> {
     let start = |role: &str, addr: &str| -> anyhow::Result<UasThread> {
-        let at: SocketAddr = format!("{addr}:5060").parse()?;
-        let socket = lan.host(role).ns.inside(move || Ok(UdpSocket::bind(at)?))?;
-        Ok(Uas {
-            socket,
-            keep_call_ids: false,
-            answer: Answer::Accept,
-            cpu: Some(LOAD_CPU),
-        }
-        .spawn())
+        backend_in(
+            &lan.host(role).ns,
+            format!("{addr}:5060").parse()?,
+            false,
+            Some(LOAD_CPU),
+        )
     };
     Ok([start("b1", B1)?, start("b2", B2)?])
 }

@@ -224,20 +224,12 @@ fn compare(transport: &str, ours: &[Step], their_name: &str, theirs: &[Step]) {
     println!("|---:|---:|---:|---:|---:|");
     cpu_at_same_rates(ours, theirs, |o, t| {
         println!(
-            "| {} | {:.3} / {:.3} ms = {:.2}x | {:.3} / {:.3} ms = {:.2}x | {:.1} / {:.1} = {:.2}x | {:.1} / {:.1} = {:.2}x |",
+            "| {} | {} | {} | {} | {} |",
             o.rate,
-            o.cpu_ms_per_call,
-            t.cpu_ms_per_call,
-            o.cpu_ms_per_call / t.cpu_ms_per_call,
-            o.machine_ms_per_call,
-            t.machine_ms_per_call,
-            o.machine_ms_per_call / t.machine_ms_per_call,
-            o.syscalls_per_call,
-            t.syscalls_per_call,
-            o.syscalls_per_call / t.syscalls_per_call,
-            o.switches_per_call,
-            t.switches_per_call,
-            o.switches_per_call / t.switches_per_call,
+            vs(o.cpu_ms_per_call, t.cpu_ms_per_call, " ms", 3),
+            vs(o.machine_ms_per_call, t.machine_ms_per_call, " ms", 3),
+            vs(o.syscalls_per_call, t.syscalls_per_call, "", 1),
+            vs(o.switches_per_call, t.switches_per_call, "", 1),
         );
     });
 }
@@ -286,6 +278,14 @@ fn capacity_side_by_side(lan: &Lan, logs: &Path) -> anyhow::Result<()> {
     }
     capacity::compare(&ours, &theirs);
     Ok(())
+}
+
+/// `ours / theirs unit = ratio` for a table cell.
+fn vs(ours: f64, theirs: f64, unit: &str, decimals: usize) -> String {
+    format!(
+        "{ours:.decimals$} / {theirs:.decimals$}{unit} = {:.2}x",
+        ours / theirs
+    )
 }
 
 fn bench_config() -> String {
