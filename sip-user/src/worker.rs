@@ -287,7 +287,7 @@ impl Worker {
     fn take_pool(&mut self, m: &mut WorkerMetrics) {
         let pool = self.pool.borrow_and_update().clone();
         m.backends = self.metrics.backends(&pool);
-        self.proxy.pool = (*pool).clone();
+        self.proxy.pool = pool;
     }
 
     /// Parses the message (a datagram, or one framed off a stream) once: its Call-ID names the

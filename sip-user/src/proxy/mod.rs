@@ -34,6 +34,7 @@ pub mod target;
 use std::{
     collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -295,7 +296,9 @@ enum Routed {
 #[derive(Debug)]
 pub struct Proxy {
     cfg: ProxyConfig,
-    pub pool: Pool,
+    /// Shared with the other workers and the pool keeper: a new pool (health, reload) is a
+    /// pointer swap, not a copy per worker.
+    pub pool: Arc<Pool>,
     txs: TransactionLayer,
     dialogs: DialogTable,
     /// Client transaction → what it forwards.
@@ -340,7 +343,7 @@ impl Proxy {
             txs: TransactionLayer::new(cfg.timers).with_admission(cfg.admission),
             dialogs: DialogTable::new(cfg.max_dialogs, cfg.dialog_limits),
             cfg,
-            pool,
+            pool: Arc::new(pool),
             links: HashMap::new(),
             server_links: HashMap::new(),
             next_branch: 0,
