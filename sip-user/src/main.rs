@@ -16,6 +16,11 @@ use sip_user::{
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line:
+    /// timestamp, level, target, fields.message) for a log shipper. The level comes from
+    /// RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -105,6 +110,33 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    match format {
+        LogFormat::Text => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .init();
+        }
+        LogFormat::Json => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            // `try_init` also installs the bridge that turns `log` records into events.
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init()
+                .map_err(|e| anyhow::anyhow!("setting up JSON logging: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// The system allocator, counting the bytes it hands out (one atomic per allocation) so that
 /// `limits.memory_mb` can refuse new requests before a flood of large messages grows the heap.
 #[global_allocator]
@@ -112,8 +144,9 @@ static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::Syste
 
 fn main() -> anyhow::Result<()> {
     sip_user::heap::count_allocations_with(|| ALLOCATOR.allocated());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let command = Cli::parse().command;
+    let cli = Cli::parse();
+    init_logging(cli.log_format)?;
+    let command = cli.command;
     if !matches!(command, Command::Run { .. }) {
         // The one-shot commands print; piped into `head`, they should end quietly as Unix tools
         // do rather than panic on a closed stdout. (Not the daemon: its sockets must see EPIPE.)

@@ -165,9 +165,22 @@ pub struct Daemon {
     dir: PathBuf,
     netns: PathBuf,
     mode: String,
+    /// With `--log-format json`, its stderr goes here (kept after the daemon stops; the
+    /// caller removes it).
+    pub json_log: Option<PathBuf>,
 }
 
 impl Daemon {
+    /// As [`Daemon::start`], logging JSON lines (`--log-format json`) to [`Daemon::json_log`].
+    pub fn start_json_logging(
+        ns: &Netns,
+        iface: &str,
+        config: &str,
+        tag: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(ns, iface, "auto", config, tag, true)
+    }
+
     /// Starts the daemon in `ns` (network namespace only, so it shares the host's bpffs and the
     /// test can read its pinned maps) and waits until its workers publish stats.
     pub fn start(
@@ -176,6 +189,17 @@ impl Daemon {
         mode: &str,
         config: &str,
         tag: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(ns, iface, mode, config, tag, false)
+    }
+
+    fn start_inner(
+        ns: &Netns,
+        iface: &str,
+        mode: &str,
+        config: &str,
+        tag: &str,
+        json: bool,
     ) -> anyhow::Result<Self> {
         let bin = binary();
         if !bin.exists() {
@@ -198,7 +222,15 @@ impl Daemon {
             dir,
             netns: ns.path(),
             mode: mode.to_string(),
+            json_log: None,
         };
+        if json {
+            // Outside `dir`, which goes with the daemon: the caller reads it after the stop and
+            // removes it.
+            d.json_log = Some(
+                std::env::temp_dir().join(format!("sfp-{tag}-{}-log.json", std::process::id())),
+            );
+        }
         d.spawn()?;
         Ok(d)
     }
@@ -206,7 +238,8 @@ impl Daemon {
     /// Starts the process and waits (20 s at most) until its workers publish stats.
     fn spawn(&mut self) -> anyhow::Result<()> {
         let netns_arg = format!("--net={}", self.netns.display());
-        let child = Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(netns_arg)
             .arg(binary())
             .args([
@@ -220,9 +253,16 @@ impl Daemon {
             .arg(self.dir.join("config.toml"))
             .arg("--pin-root")
             .arg(&self.pin_root)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting sip-fastpath")?;
+            .stdin(Stdio::null());
+        if let Some(log) = &self.json_log {
+            command.args(["--log-format", "json"]);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?;
+            command.stderr(file);
+        }
+        let child = command.spawn().context("starting sip-fastpath")?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
