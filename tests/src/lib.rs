@@ -168,7 +168,12 @@ pub struct Daemon {
     /// With `--log-format json`, its stderr goes here (kept after the daemon stops; the
     /// caller removes it).
     pub json_log: Option<PathBuf>,
+    /// Run as `nobody` with only these capabilities (`cap_bpf`, …) instead of as root.
+    caps: Option<Vec<String>>,
 }
+
+/// The unprivileged user [`Daemon::start_with_caps`] runs the daemon as.
+pub const NOBODY: u32 = 65534;
 
 impl Daemon {
     /// As [`Daemon::start`], logging JSON lines (`--log-format json`) to [`Daemon::json_log`].
@@ -178,7 +183,21 @@ impl Daemon {
         config: &str,
         tag: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(ns, iface, "auto", config, tag, true)
+        Self::start_inner(ns, iface, "auto", config, tag, true, None)
+    }
+
+    /// As [`Daemon::start`], as the user `nobody` holding only `caps` (capability names as
+    /// systemd writes them, `CAP_BPF`), as the systemd unit runs it. Its pin folder is made
+    /// and handed to that user first, as the unit's `ExecStartPre` does.
+    pub fn start_with_caps(
+        ns: &Netns,
+        iface: &str,
+        config: &str,
+        tag: &str,
+        caps: &[&str],
+    ) -> anyhow::Result<Self> {
+        let caps = caps.iter().map(|c| c.to_ascii_lowercase()).collect();
+        Self::start_inner(ns, iface, "auto", config, tag, false, Some(caps))
     }
 
     /// Starts the daemon in `ns` (network namespace only, so it shares the host's bpffs and the
@@ -190,7 +209,7 @@ impl Daemon {
         config: &str,
         tag: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(ns, iface, mode, config, tag, false)
+        Self::start_inner(ns, iface, mode, config, tag, false, None)
     }
 
     fn start_inner(
@@ -200,6 +219,7 @@ impl Daemon {
         config: &str,
         tag: &str,
         json: bool,
+        caps: Option<Vec<String>>,
     ) -> anyhow::Result<Self> {
         let bin = binary();
         if !bin.exists() {
@@ -223,7 +243,12 @@ impl Daemon {
             netns: ns.path(),
             mode: mode.to_string(),
             json_log: None,
+            caps,
         };
+        if d.caps.is_some() {
+            std::fs::create_dir_all(&d.pin_root)?;
+            std::os::unix::fs::chown(&d.pin_root, Some(NOBODY), Some(NOBODY))?;
+        }
         if json {
             // Outside `dir`, which goes with the daemon: the caller reads it after the stop and
             // removes it.
@@ -239,8 +264,23 @@ impl Daemon {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let netns_arg = format!("--net={}", self.netns.display());
         let mut command = Command::new("nsenter");
+        command.arg(netns_arg);
+        if let Some(caps) = &self.caps {
+            // capsh keeps the listed capabilities across the change to `nobody` and makes them
+            // ambient, so the daemon it execs holds exactly those (as systemd's
+            // AmbientCapabilities does).
+            let list = caps.join(",");
+            command
+                .arg("capsh")
+                .arg(format!(
+                    "--caps={list},cap_setuid,cap_setgid,cap_setpcap+eip"
+                ))
+                .args(["--keep=1", "--user=nobody"])
+                .arg(format!("--inh={list}"))
+                .arg(format!("--addamb={list}"))
+                .args(["--", "-c", "exec \"$0\" \"$@\""]);
+        }
         command
-            .arg(netns_arg)
             .arg(binary())
             .args([
                 "run",

@@ -100,6 +100,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "sipsak",
     "openssl",
     "socat",
+    // The systemd unit's checks: systemd-analyze verify (systemd), and capsh (libcap2-bin) to
+    // run the daemon as an unprivileged user with only the unit's capabilities. bench-e2e pins
+    // with taskset (util-linux) and counts system calls with perf (linux-perf).
+    "systemd",
+    "libcap2-bin",
+    "util-linux",
+    "linux-perf",
 ];
 
 fn main() -> anyhow::Result<()> {
