@@ -90,6 +90,23 @@ fn the_units_capabilities_are_enough_and_each_is_needed() -> anyhow::Result<()> 
         uid_line.split_whitespace().nth(1) == Some("65534"),
         "not running as nobody: {uid_line}"
     );
+    // Killed outright (no chance to detach), the program goes with the process: it is attached
+    // through a BPF link, which the kernel drops with the last file descriptor.
+    let daemon = Daemon::start_with_caps(edge, EDGE_IFACE, config, "caps-kill", &caps)?;
+    let pid = daemon.pid().expect("running") as i32;
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut link = edge.exec(&["ip", "link", "show", EDGE_IFACE])?;
+    while link.contains("xdp") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        link = edge.exec(&["ip", "link", "show", EDGE_IFACE])?;
+    }
+    assert!(
+        !link.contains("xdp"),
+        "still attached after SIGKILL: {link}"
+    );
+    drop(daemon);
     // Without any one of them, it cannot start.
     for missing in &caps {
         let fewer: Vec<&str> = caps.iter().copied().filter(|c| c != missing).collect();
