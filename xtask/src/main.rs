@@ -20,9 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the eBPF toolchain and test tools (idempotent): nightly rust-src, llvm-22-dev,
-    /// bpf-linker (LLVM 22), and Debian's iproute2, ethtool, bpftool, sip-tester, valgrind,
-    /// curl, nftables, dnsmasq-base, kamailio.
+    /// Install the eBPF toolchain and test tools (idempotent): nightly rust-src, rustfmt,
+    /// clippy, llvm-22-dev, bpf-linker (LLVM 22), cargo-fuzz, and the Debian packages the tests
+    /// use (sipp, Kamailio, dnsmasq, sipsak, openssl, socat, systemd, capsh, perf, …).
+    /// `build` and `bench-xdp` install only what building takes.
     Setup,
     /// Build the XDP program and the release binary at target/release/sip-fastpath.
     Build,
@@ -78,9 +79,11 @@ enum Cmd {
     BenchMemory,
 }
 
-/// Debian packages the build and the tests need.
-const DEBIAN_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
+/// Debian packages the build needs: LLVM 22 for bpf-linker.
+const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
+
+/// Debian packages the tests, benchmarks and the demo need besides.
+const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
     "bpftool",
@@ -112,13 +115,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
-        Cmd::Setup => setup(),
+        Cmd::Setup => setup(Needs::Everything),
         Cmd::Build => {
-            setup()?;
+            setup(Needs::Build)?;
             build(&root, true)
         }
         Cmd::Test => {
-            setup()?;
+            setup(Needs::Everything)?;
             // The tests drive the debug binary; the XDP object is the same release build.
             build(&root, false)?;
             let bin = root.join("target/debug/sip-fastpath");
@@ -146,14 +149,14 @@ fn main() -> anyhow::Result<()> {
             fuzz(&root, FuzzTarget::All, TEST_FUZZ_SECONDS)
         }
         Cmd::BenchXdp { repeat } => {
-            setup()?;
+            setup(Needs::Build)?;
             build(&root, true)?;
             Command::new(root.join("target/release/sip-fastpath"))
                 .args(["bench-xdp", "--repeat", &repeat.to_string()])
                 .status_ok("sip-fastpath bench-xdp")
         }
         Cmd::Fuzz { seconds, target } => {
-            setup()?;
+            setup(Needs::Everything)?;
             fuzz(&root, target, seconds)
         }
         Cmd::BenchInstructions { iterations } => bench_instructions(&root, iterations),
@@ -162,7 +165,7 @@ fn main() -> anyhow::Result<()> {
             capacity_only,
             no_capacity,
         } => {
-            setup()?;
+            setup(Needs::Everything)?;
             let flags = [
                 (udp_only, "--udp-only"),
                 (capacity_only, "--capacity-only"),
@@ -172,11 +175,11 @@ fn main() -> anyhow::Result<()> {
             run_namespace_program(&root, "bench-e2e", &args)
         }
         Cmd::BenchMemory => {
-            setup()?;
+            setup(Needs::Everything)?;
             run_namespace_program(&root, "bench-memory", &[])
         }
         Cmd::Demo => {
-            setup()?;
+            setup(Needs::Everything)?;
             run_namespace_program(&root, "demo", &[])
         }
     }
@@ -219,9 +222,22 @@ fn build(root: &Path, release: bool) -> anyhow::Result<()> {
         .status_ok("cargo build (with the XDP program)")
 }
 
-fn setup() -> anyhow::Result<()> {
-    install_debian(DEBIAN_PACKAGES)?;
+/// What a command needs installed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// The toolchain and what building the XDP object takes.
+    Build,
+    /// Also the test peers (sipp, Kamailio, …) and cargo-fuzz.
+    Everything,
+}
+
+fn setup(needs: Needs) -> anyhow::Result<()> {
+    install_debian(BUILD_PACKAGES)?;
     setup_toolchain()?;
+    if needs == Needs::Build {
+        return Ok(());
+    }
+    install_debian(TEST_PACKAGES)?;
     if !succeeds(
         Command::new("cargo")
             .args(["fuzz", "--version"])
@@ -340,7 +356,7 @@ fn per_iteration(bin: &Path, what: &str, message: &str, iterations: u64) -> anyh
 }
 
 fn bench_instructions(root: &Path, iterations: u64) -> anyhow::Result<()> {
-    setup()?;
+    setup(Needs::Everything)?;
     if iterations == 0 {
         bail!("--iterations must be at least 1");
     }
