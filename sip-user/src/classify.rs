@@ -54,8 +54,8 @@ impl Classifier {
         let mut fast_path = FastPath::load()?;
         fast_path.apply(&settings)?;
         // Per-CPU results are read from the slot of the CPU the test run ran on: stay on one.
-        let cpu = testrun::current_cpu().unwrap_or(0);
-        testrun::pin_current_thread(cpu).map_err(ClassifyError::Pin)?;
+        let cpu = crate::sys::current_cpu().unwrap_or(0);
+        crate::sys::pin_current_thread(cpu).map_err(ClassifyError::Pin)?;
         Ok(Self { fast_path, cpu })
     }
 

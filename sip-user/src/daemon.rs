@@ -27,6 +27,7 @@ use crate::{
     sip::transaction::Admission,
     sip::{dialog::Limits, peer::Transport},
     stats::DEFAULT_PIN_ROOT,
+    sys,
     transport::{
         table::TlsSetup,
         tls::{self, TlsError},
@@ -37,7 +38,6 @@ use crate::{
 
 /// How often the workers' counters are published to the pinned `WORKERS` map.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Retry-After of the 503 sent when no backend is up.
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -130,7 +130,7 @@ pub async fn run(
     } = options;
     config.validate().map_err(DaemonError::Config)?;
     crate::heap::configure_for_daemon();
-    if !Path::new("/sys/class/net").join(&iface).exists() && if_index(&iface).is_none() {
+    if !Path::new("/sys/class/net").join(&iface).exists() && sys::if_index(&iface).is_none() {
         return Err(DaemonError::NoInterface(iface));
     }
     let cpus = worker_cpus(config.workers)?;
@@ -385,39 +385,7 @@ fn advertise_address(config: &Config, iface: &str) -> Result<IpAddr, DaemonError
     if !listen.is_unspecified() {
         return Ok(listen);
     }
-    first_ipv4(iface).ok_or_else(|| DaemonError::NoAddress(iface.to_string()))
-}
-
-fn first_ipv4(iface: &str) -> Option<IpAddr> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = list;
-    while !cur.is_null() && found.is_none() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: a NUL-terminated name owned by the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        // SAFETY: ifa_addr is non-null; its family says which sockaddr it is.
-        let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-        if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET {
-            // SAFETY: an AF_INET address is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            found = Some(IpAddr::from(
-                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-            ));
-        }
-    }
-    // SAFETY: `list` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
-    found
+    sys::first_ipv4(iface).ok_or_else(|| DaemonError::NoAddress(iface.to_string()))
 }
 
 /// What a scrape reads besides the metrics the daemon updates itself.
@@ -619,51 +587,15 @@ fn prepare_pin_dir(root: &Path, dir: &Path) -> Result<(), DaemonError> {
         move |source| DaemonError::PinDir { path, source }
     };
     let bpffs = Path::new("/sys/fs/bpf");
-    if root.starts_with(bpffs) && !is_bpffs(bpffs) {
-        mount_bpffs(bpffs).map_err(err(bpffs))?;
+    if root.starts_with(bpffs) && !sys::is_bpffs(bpffs) {
+        sys::mount_bpffs(bpffs).map_err(err(bpffs))?;
     }
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     // BPF_OBJ_PIN anywhere else fails with a bare EPERM: say why before trying.
-    if !is_bpffs(dir) {
+    if !sys::is_bpffs(dir) {
         return Err(DaemonError::PinRootNotBpffs(root.display().to_string()));
     }
     Ok(())
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid C string and `st` a properly sized out-parameter.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
-}
-
-fn mount_bpffs(path: &Path) -> std::io::Result<()> {
-    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: all arguments are valid C strings or null (no mount data).
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn if_index(iface: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(iface).ok()?;
-    // SAFETY: `c` is a valid C string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
 }
 
 fn pin_workers_map(

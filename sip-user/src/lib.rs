@@ -18,6 +18,8 @@
 //! - [`backend`]: the backend pool: weighted rendezvous choice per Call-ID, health, draining.
 //! - [`proxy`]: the proxy core (RFC 3261 §16), sans-IO: one per worker.
 //! - [`bench`]: `sip-fastpath bench-xdp`, the kernel path's cost next to an empty program.
+//! - [`transport`]: a worker's batched UDP socket, TCP/TLS connections and their framing.
+//! - [`sys`]: the libc calls (interfaces, bpffs, CPU pinning) behind safe wrappers.
 
 pub mod backend;
 pub mod bench;
@@ -35,6 +37,7 @@ pub mod proxy;
 pub mod samples;
 pub mod sip;
 pub mod stats;
+pub mod sys;
 pub mod testrun;
 pub mod transport;
 pub mod worker;

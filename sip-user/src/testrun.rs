@@ -79,24 +79,3 @@ pub fn test_run(prog: &ProgramFd, frame: &[u8], repeat: u32) -> Result<TestRun, 
         ns_per_run: attr.duration,
     })
 }
-
-/// Pins the calling thread to `cpu`, so that a test run's per-CPU results can be read back
-/// from that CPU's slot.
-pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in bounds for cpu < 1024.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// The CPU the calling thread runs on.
-pub fn current_cpu() -> Option<usize> {
-    // SAFETY: no arguments; returns -1 on error.
-    let cpu = unsafe { libc::sched_getcpu() };
-    usize::try_from(cpu).ok()
-}

@@ -310,7 +310,7 @@ fn worker_thread(
     listeners: Vec<(std::net::TcpListener, Transport)>,
 ) {
     let cpu = worker.cpu;
-    if let Err(e) = crate::testrun::pin_current_thread(cpu as usize) {
+    if let Err(e) = crate::sys::pin_current_thread(cpu as usize) {
         log::warn!("worker for CPU {cpu}: could not pin the thread: {e}");
     }
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -25,7 +25,7 @@ pub const T2: std::time::Duration = std::time::Duration::from_secs(4);
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
 
 /// Pins the calling thread to `cpu` (the bench runs each role on its own CPU).
-pub use sip_user::testrun::pin_current_thread as pin_to;
+pub use sip_user::sys::pin_current_thread as pin_to;
 
 /// Runs `work` to its end on a single-threaded runtime of the calling thread, pinned to `cpu`
 /// first when given: each role of the load generator is one thread.
