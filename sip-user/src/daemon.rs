@@ -274,7 +274,7 @@ async fn run_attached(
         iface: a.iface.to_string(),
         workers: workers.counters.clone(),
     };
-    let metrics_server = match start_metrics(config, metrics, scrape, &cancel).await {
+    let metrics_server = match start_metrics(config, metrics.clone(), scrape, &cancel).await {
         Ok(server) => server,
         Err(e) => {
             cancel.cancel();
@@ -301,6 +301,8 @@ async fn run_attached(
             return Err(e);
         }
     };
+    metrics.set_xdp_attached(a.iface, true);
+    metrics.set_limits(&config.limits);
 
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
     let mut workers_map = workers_map;
@@ -316,8 +318,9 @@ async fn run_attached(
         }
     }
     log::info!("shutting down: detaching XDP from {}", a.iface);
-    if let Err(e) = fast_path.detach(link) {
-        log::error!("detaching XDP from {}: {e}", a.iface);
+    match fast_path.detach(link) {
+        Ok(()) => metrics.set_xdp_attached(a.iface, false),
+        Err(e) => log::error!("detaching XDP from {}: {e}", a.iface),
     }
     cancel.cancel();
     let final_stats = workers.snapshot(false);

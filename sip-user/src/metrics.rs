@@ -46,6 +46,8 @@ const PROBE_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0
 /// Every metric the daemon exports.
 pub struct Metrics {
     pub registry: Registry,
+    xdp_attached: IntGaugeVec,
+    limits: IntGaugeVec,
     kernel_packets: IntCounterVec,
     kernel_methods: IntCounterVec,
     messages: IntCounterVec,
@@ -128,6 +130,19 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         Metrics {
+            xdp_attached: gauge(
+                &r,
+                "xdp_attached",
+                "1 while the XDP program is attached to the interface, 0 once detached.",
+                &["iface"],
+            ),
+            limits: gauge(
+                &r,
+                "limit",
+                "The configured per-worker limits ([limits]: transactions, per_source, dialogs, \
+                 handoff_queue), for ratios such as dialogs / limit.",
+                &["limit"],
+            ),
             kernel_packets: counter(
                 &r,
                 "kernel_packets_total",
@@ -481,6 +496,27 @@ impl Metrics {
                 &self.handoff_dropped.with_label_values(&[&w]),
                 get(&c.handoff_dropped),
             );
+        }
+    }
+
+    /// Whether XDP is attached to `iface` now.
+    pub fn set_xdp_attached(&self, iface: &str, attached: bool) {
+        self.xdp_attached
+            .with_label_values(&[iface])
+            .set(i64::from(attached));
+    }
+
+    /// The configured per-worker limits, set once at start and on reload.
+    pub fn set_limits(&self, limits: &crate::config::LimitsSection) {
+        for (name, value) in [
+            ("transactions", limits.transactions),
+            ("per_source", limits.per_source),
+            ("dialogs", limits.dialogs),
+            ("handoff_queue", limits.handoff_queue),
+        ] {
+            self.limits
+                .with_label_values(&[name])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 
