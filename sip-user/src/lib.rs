@@ -8,7 +8,7 @@
 //! - [`testrun`]: `BPF_PROG_TEST_RUN`; [`frame`]: builds test frames around a payload.
 //! - [`classify`]: "what would the fast path do with this packet?" (`sip-fastpath classify`).
 //! - [`stats`]: reads the kernel counters (`sip-fastpath stats`).
-//! - [`daemon`]: `run(config, shutdown)`: attach, steer, receive, detach.
+//! - [`daemon`]: `run(options, shutdown)`: attach, steer, receive, detach.
 //! - [`workers`]: the per-CPU sockets (an `SO_REUSEPORT` group steered by CPU) and threads;
 //!   [`worker`]: one worker's loop around its [`proxy::Proxy`].
 //! - [`pool_keeper`]: probes the backends, applies reloads, publishes the pool to the workers.

@@ -22,7 +22,7 @@ pub struct Header<'b> {
 }
 
 impl Header<'_> {
-    /// A placeholder for header storage arrays: `[EMPTY_HEADER; 64]`.
+    /// A placeholder for header storage arrays: `[Header::EMPTY; 64]`.
     pub const EMPTY: Header<'static> = Header {
         name: HeaderName::Other,
         raw_name: b"",
@@ -182,8 +182,9 @@ pub fn parse<'h, 'b>(
 }
 
 /// The header lines of a datagram whose first line is skipped unread: for callers that need a
-/// header even when the start line is malformed (the workers' steering check, the kernel-hash
-/// tests). The same header-line parser as [`parse`].
+/// header even when the start line is malformed (the tests that compare the XDP program's
+/// Call-ID hash with the parser's on RFC 4475's invalid messages). The same header-line parser
+/// as [`parse`].
 pub fn parse_headers_only<'h, 'b>(
     buf: &'b [u8],
     headers: &'h mut [Header<'b>],
