@@ -15,8 +15,8 @@ use sip_common::{
 
 use crate::net::{SipDatagram, read_at};
 use crate::swar::{
-    below_lowest, byte, eq_bytes, first_flagged, fold_case, low_bytes, valid_bytes, word,
-    zero_bytes, zero_bytes_lowest,
+    FLAG_BYTES, below_lowest, byte, eq_bytes, eq_bytes_lowest, first_flagged, fold_case, low_bytes,
+    valid_bytes, word,
 };
 
 /// Offsets the header scan carries across loop iterations are masked with this (see
@@ -30,12 +30,6 @@ pub const MAX_OFFSET: usize = 9216;
 const MAX_LINE1_WORDS: usize = 128;
 /// Longest method token (RFC 4475 §3.1.1.2's is 43 bytes).
 const MAX_METHOD_LEN: usize = 64;
-
-const FLAG_BYTES: u64 = 0x8080_8080_8080_8080;
-/// LF, CR and 0x01 repeated in every byte of a word.
-const LFS: u64 = 0x0a0a_0a0a_0a0a_0a0a;
-const CRS: u64 = 0x0d0d_0d0d_0d0d_0d0d;
-const ONES: u64 = 0x0101_0101_0101_0101;
 
 /// What the first line says.
 pub enum Shape {
@@ -292,14 +286,15 @@ unsafe fn read_word(p: usize) -> u64 {
     unsafe { (p as *const u64).read_unaligned() }
 }
 
-/// LF flags of four consecutive words (the lowest flag of each is exact).
+/// LF flags of three consecutive words, the first of a four-word chunk being known to have none
+/// (the lowest flag of each is exact).
 #[inline(always)]
-fn lf_flags(w0: u64, w1: u64, w2: u64, w3: u64) -> [u64; 4] {
+fn lf_flags(w1: u64, w2: u64, w3: u64) -> [u64; 4] {
     [
-        zero_bytes_lowest(w0 ^ LFS),
-        zero_bytes_lowest(w1 ^ LFS),
-        zero_bytes_lowest(w2 ^ LFS),
-        zero_bytes_lowest(w3 ^ LFS),
+        0,
+        eq_bytes_lowest(w1, b'\n'),
+        eq_bytes_lowest(w2, b'\n'),
+        eq_bytes_lowest(w3, b'\n'),
     ]
 }
 
@@ -429,8 +424,8 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
                 break;
             }
         }
-        // Where this line ends (the lowest flag of `zero_bytes_lowest` is exact).
-        let m0 = zero_bytes_lowest(w0 ^ LFS) & valid_bytes(n0);
+        // Where this line ends (the lowest flag of `eq_bytes_lowest` is exact).
+        let m0 = eq_bytes_lowest(w0, b'\n') & valid_bytes(n0);
         let lf = if m0 != 0 {
             Some(first_flagged(m0))
         } else if !chunk {
@@ -441,7 +436,7 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
         } else {
             // SAFETY: inside the 32 bytes checked above.
             let (w2, w3) = unsafe { (read_word(p + 16), read_word(p + 24)) };
-            let m = lf_flags(0, w1, w2, w3);
+            let m = lf_flags(w1, w2, w3);
             (m[1] | m[2] | m[3] != 0).then(|| first_of(m))
         };
         match lf {
@@ -612,7 +607,7 @@ pub fn is_scanner(
                 break;
             }
             let sig = &cfg.scanners[i];
-            let mut cand = zero_bytes(f0 ^ (sig.words[0] & 0xff).wrapping_mul(ONES));
+            let mut cand = eq_bytes(f0, sig.words[0] as u8);
             for _ in 0..8 {
                 if cand == 0 {
                     break;
@@ -643,7 +638,7 @@ fn word_or_zero(ctx: &XdpContext, off: usize) -> u64 {
 /// 0x80 at the first CR or LF of `w` (possibly at bytes after it too).
 #[inline(always)]
 fn value_end_flags(w: u64) -> u64 {
-    zero_bytes_lowest(w ^ CRS) | zero_bytes_lowest(w ^ LFS)
+    eq_bytes_lowest(w, b'\r') | eq_bytes_lowest(w, b'\n')
 }
 
 /// The 8 bytes starting at byte `k` of `lo`, continuing into `hi`.

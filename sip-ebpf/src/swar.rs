@@ -7,7 +7,8 @@
 const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 const ONES: u64 = 0x0101_0101_0101_0101;
 const CASE: u64 = 0x2020_2020_2020_2020;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+/// 0x80 in every byte: the flag bit of every byte of a word.
+pub const FLAG_BYTES: u64 = 0x8080_8080_8080_8080;
 
 /// 0x80 in every byte of `x` that is zero, 0 elsewhere (exact: no false positives).
 #[inline(always)]
@@ -21,14 +22,21 @@ pub fn zero_bytes(x: u64) -> u64 {
 /// flag ([`first_flagged`]) or "any flag" matters.
 #[inline(always)]
 pub fn zero_bytes_lowest(x: u64) -> u64 {
-    x.wrapping_sub(ONES) & !x & HIGH
+    x.wrapping_sub(ONES) & !x & FLAG_BYTES
 }
 
 /// Like [`zero_bytes_lowest`], for the bytes of `x` below `n` (`n` ≤ 0x80): 0x80 in the lowest
 /// such byte, possibly in bytes above it.
 #[inline(always)]
 pub fn below_lowest(x: u64, n: u8) -> u64 {
-    x.wrapping_sub((n as u64).wrapping_mul(ONES)) & !x & HIGH
+    x.wrapping_sub((n as u64).wrapping_mul(ONES)) & !x & FLAG_BYTES
+}
+
+/// Like [`eq_bytes`], with [`zero_bytes_lowest`]'s guarantee (only the lowest flag is exact),
+/// in three operations after the xor.
+#[inline(always)]
+pub fn eq_bytes_lowest(w: u64, b: u8) -> u64 {
+    zero_bytes_lowest(w ^ (b as u64).wrapping_mul(ONES))
 }
 
 /// 0x80 in every byte of `w` equal to `b`.

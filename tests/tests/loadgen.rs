@@ -12,7 +12,7 @@ use tests::{
     Daemon, EDGE_IFACE,
     bed::{B1, B2, CALLER, EDGE, config},
     lan::Lan,
-    loadgen::{Answer, Uac, Uas, backend_in},
+    loadgen::{Answer, Uac, UacReport, Uas, UasReport, backend_in},
     require_root,
     sipp::{Caller, LogDir},
 };
@@ -21,27 +21,33 @@ fn loopback() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").expect("a loopback socket")
 }
 
-#[test]
-fn the_uac_counts_as_completed_exactly_the_calls_the_uas_completed() -> anyhow::Result<()> {
+/// `calls` at `rate` from a UAC to a UAS answering with `answer`, both on loopback: what each
+/// side saw.
+fn on_loopback(answer: Answer, rate: u32, calls: u64) -> anyhow::Result<(UacReport, UasReport)> {
     let uas_socket = loopback();
     let target = uas_socket.local_addr()?;
     let uas = Uas {
         socket: uas_socket,
         keep_call_ids: true,
-        answer: Answer::Accept,
+        answer,
         cpu: None,
     }
     .spawn();
     let report = Uac {
         socket: loopback(),
         target,
-        rate: 1000,
-        calls: 2000,
+        rate,
+        calls,
         hold: Duration::ZERO,
         cpu: None,
     }
     .run()?;
-    let seen = uas.finish()?;
+    Ok((report, uas.finish()?))
+}
+
+#[test]
+fn the_uac_counts_as_completed_exactly_the_calls_the_uas_completed() -> anyhow::Result<()> {
+    let (report, seen) = on_loopback(Answer::Accept, 1000, 2000)?;
     assert_eq!(
         (
             report.started,
@@ -72,25 +78,7 @@ fn the_uac_counts_as_completed_exactly_the_calls_the_uas_completed() -> anyhow::
 
 #[test]
 fn calls_the_uas_refuses_are_failed_not_completed() -> anyhow::Result<()> {
-    let uas_socket = loopback();
-    let target = uas_socket.local_addr()?;
-    let uas = Uas {
-        socket: uas_socket,
-        keep_call_ids: true,
-        answer: Answer::Busy,
-        cpu: None,
-    }
-    .spawn();
-    let report = Uac {
-        socket: loopback(),
-        target,
-        rate: 200,
-        calls: 50,
-        hold: Duration::ZERO,
-        cpu: None,
-    }
-    .run()?;
-    let seen = uas.finish()?;
+    let (report, seen) = on_loopback(Answer::Busy, 200, 50)?;
     assert_eq!(
         (report.completed, report.failed, report.invalid),
         (0, 50, 0),

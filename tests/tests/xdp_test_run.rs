@@ -10,7 +10,6 @@ use std::{
 
 use sip_common::hash_call_id;
 use sip_user::{
-    cidr::Cidr,
     classify::{Classifier, Decision},
     filter::FilterSettings,
     frame::FrameSpec,
@@ -375,10 +374,6 @@ fn blocklist_beats_allowlist_and_rate_limit_counts_per_source() {
     for _ in 0..10 {
         assert_eq!(c.classify_frame(&carrier).unwrap().reason, "steered");
     }
-    let _ = Cidr {
-        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        len: 32,
-    };
 }
 
 /// `sip_tcp_ports`: a SYN (a new connection) meets the blocklist and the source's rate, the

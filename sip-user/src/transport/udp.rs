@@ -36,6 +36,8 @@ pub struct UdpIo {
     fd: AsyncFd<UdpSocket>,
     recv: RecvBuffers,
     send_headers: MultiHeaders<SockaddrStorage>,
+    /// The destinations of one `sendmmsg`, reused (only as many written as are sent).
+    send_addrs: Vec<Option<SockaddrStorage>>,
 }
 
 /// `BATCH` receive buffers in one allocation: large enough to be mapped on its own, so only the
@@ -68,6 +70,7 @@ impl UdpIo {
                 headers: MultiHeaders::preallocate(BATCH, None),
             },
             send_headers: MultiHeaders::preallocate(BATCH, None),
+            send_addrs: Vec::with_capacity(BATCH),
         })
     }
 
@@ -117,7 +120,15 @@ impl UdpIo {
         while at < batch.len() {
             let chunk = &batch[at..batch.len().min(at + BATCH)];
             out.calls += 1;
-            match send_chunk(self.fd.get_ref(), &mut self.send_headers, chunk) {
+            self.send_addrs.clear();
+            self.send_addrs
+                .extend(chunk.iter().map(|(_, a)| Some(SockaddrStorage::from(*a))));
+            match send_chunk(
+                self.fd.get_ref(),
+                &mut self.send_headers,
+                chunk,
+                &self.send_addrs,
+            ) {
                 Ok(n) if n > 0 => at += n,
                 Ok(_) => {
                     // Nothing sent and no error: do not spin.
@@ -177,18 +188,17 @@ impl RecvBuffers {
     }
 }
 
-/// One `sendmmsg` of up to `BATCH` datagrams; how many the kernel took.
+/// One `sendmmsg` of up to `BATCH` datagrams to `addrs` (one each); how many the kernel took.
 fn send_chunk(
     socket: &UdpSocket,
     headers: &mut MultiHeaders<SockaddrStorage>,
     chunk: &[(Bytes, SocketAddr)],
+    addrs: &[Option<SockaddrStorage>],
 ) -> Result<usize, Errno> {
     // On the stack: no allocation per call.
-    let n = chunk.len().min(BATCH);
+    let n = chunk.len().min(BATCH).min(addrs.len());
     let slices: [[IoSlice<'_>; 1]; BATCH] =
         std::array::from_fn(|i| [IoSlice::new(chunk.get(i).map_or(&[][..], |(b, _)| b))]);
-    let addrs: [Option<SockaddrStorage>; BATCH] =
-        std::array::from_fn(|i| chunk.get(i).map(|(_, a)| SockaddrStorage::from(*a)));
     let results = sendmmsg(
         socket.as_raw_fd(),
         headers,

@@ -10,7 +10,7 @@
 //! calls, the rate achieved, and INVITE and BYE latency percentiles in microseconds.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,9 +18,9 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
-use tests::loadgen::{Answer, Uac, UacReport, Uas};
+use tests::loadgen::{Answer, Uac, UacReport, Uas, bind};
 
 #[derive(Parser)]
 #[command(about = "SIP load generator: a UAC placing calls at a rate, a UAS answering them")]
@@ -118,21 +118,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    // Room for bursts at tens of thousands of calls a second.
-    let _ = socket.set_recv_buffer_size(8 << 20);
-    let _ = socket.set_send_buffer_size(8 << 20);
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("binding {addr}"))?;
-    Ok(socket.into())
 }
 
 fn print_report(r: &UacReport) {

@@ -14,7 +14,10 @@ use std::{
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use sip_user::{sip::HeaderName, transport::udp::UdpIo};
+use sip_user::{
+    sip::{HeaderName, Message, build, with_message},
+    transport::udp::UdpIo,
+};
 
 use super::{CALL_TIMEOUT, T1, T2, wire};
 
@@ -279,7 +282,7 @@ fn on_response(
     now: Instant,
     hold: Duration,
 ) -> u64 {
-    let ended = wire::read(datagram, |seen, headers| {
+    let ended = wire::read(datagram, |seen, response| {
         let Some(status) = seen.status else {
             return Err(()); // a UAC gets no requests in this scenario
         };
@@ -307,9 +310,8 @@ fn on_response(
                         .invite_us
                         .record(now.duration_since(call.invite_at).as_micros() as u64);
                     // The route set: the 200's Record-Route entries in reverse (§12.1.2).
-                    let mut rr: Vec<&[u8]> = headers
-                        .iter()
-                        .filter(|h| h.name == HeaderName::RecordRoute)
+                    let mut rr: Vec<&[u8]> = response
+                        .headers_named(HeaderName::RecordRoute)
                         .flat_map(|h| h.value.split(|&b| b == b','))
                         .map(|v| v.trim_ascii())
                         .collect();
@@ -337,7 +339,7 @@ fn on_response(
                 (_, State::Calling | State::Proceeding) => {
                     // A final error: the proxy's transaction layer ACKs it hop by hop toward
                     // us, so ACK it as the transaction layer would (§17.1.1.3).
-                    out.push((ctx.error_ack(n, seen.to_tag.unwrap_or(b"")), ctx.target));
+                    out.push((ctx.error_ack(n, response), ctx.target));
                     call.state = State::Failed;
                     report.failed += 1;
                     return Ok(1);
@@ -379,29 +381,11 @@ fn on_response(
 }
 
 impl Ctx {
-    /// The ACK for a non-2xx final response to the INVITE (same branch as the INVITE).
-    fn error_ack(&self, n: u64, to_tag: &[u8]) -> Bytes {
-        let (l, t) = (self.local, self.target);
-        let mut m = format!(
-            "ACK sip:service@{t} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {l};branch=z9hG4bK-lg{n}-1;rport\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:loadgen@{l}>;tag=lg{n}\r\n\
-             To: <sip:service@{t}>"
-        )
-        .into_bytes();
-        if !to_tag.is_empty() {
-            m.extend_from_slice(b";tag=");
-            m.extend_from_slice(to_tag);
-        }
-        m.extend_from_slice(
-            format!(
-                "\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-                self.call_id(n)
-            )
-            .as_bytes(),
-        );
-        Bytes::from(m)
+    /// The ACK for a non-2xx final `response` to call `n`'s INVITE (RFC 3261 §17.1.1.3), by the
+    /// stack's own builder from the INVITE as sent (made again: error answers are rare).
+    fn error_ack(&self, n: u64, response: &Message<'_, '_>) -> Bytes {
+        let invite = self.invite(n);
+        with_message(&invite, |invite| build::ack_for_non_2xx(invite, response)).unwrap_or_default()
     }
 }
 

@@ -14,7 +14,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use sip_user::{sip::HeaderName, transport::udp::UdpIo};
+use sip_user::{
+    sip::{HeaderName, build},
+    transport::udp::UdpIo,
+};
 
 use super::{CALL_TIMEOUT, T1, T2, wire};
 
@@ -197,39 +200,30 @@ fn answer(
     report: &mut UasReport,
 ) {
     let keep_call_ids = step.keep_call_ids;
-    let handled = wire::read(datagram, |seen, headers| {
+    let handled = wire::read(datagram, |seen, request| {
         if seen.status.is_some() {
             report.unexpected += 1;
             return;
         }
-        let reply = |code: &str, with_tag: bool, with_contact: bool| {
-            let mut m = Vec::with_capacity(512);
-            m.extend_from_slice(b"SIP/2.0 ");
-            m.extend_from_slice(code.as_bytes());
-            m.extend_from_slice(b"\r\n");
-            wire::lines(headers, HeaderName::Via, &mut m);
-            wire::lines(headers, HeaderName::From, &mut m);
-            for h in headers.iter().filter(|h| h.name == HeaderName::To) {
-                m.extend_from_slice(b"To: ");
-                m.extend_from_slice(h.value);
-                if with_tag && seen.to_tag.is_none() {
-                    m.extend_from_slice(format!(";tag=uas{}", step.tag).as_bytes());
+        // RFC 3261 §8.2.6 responses, built by the stack's own builder; a 1xx/2xx to an INVITE
+        // (and to OPTIONS) also carries the Record-Route lines and our Contact (§12.1.1).
+        let tag = format!("uas{}", step.tag);
+        let contact = format!("Contact: <sip:uas@{}>", step.local);
+        let reply = |code: u16, reason: &str, dialog: bool| {
+            let mut extra: Vec<Vec<u8>> = Vec::new();
+            if dialog {
+                for h in request.headers_named(HeaderName::RecordRoute) {
+                    extra.push([b"Record-Route: ", h.value].concat());
                 }
-                m.extend_from_slice(b"\r\n");
+                extra.push(contact.clone().into_bytes());
             }
-            wire::lines(headers, HeaderName::CallId, &mut m);
-            wire::lines(headers, HeaderName::CSeq, &mut m);
-            if with_contact {
-                wire::lines(headers, HeaderName::RecordRoute, &mut m);
-                m.extend_from_slice(format!("Contact: <sip:uas@{}>\r\n", step.local).as_bytes());
-            }
-            m.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-            Bytes::from(m)
+            let extra: Vec<&[u8]> = extra.iter().map(Vec::as_slice).collect();
+            build::response(request, code, reason, Some(tag.as_bytes()), &extra)
         };
         match seen.method {
             b"INVITE" if step.mode == Answer::Busy => {
                 report.invites += 1;
-                out.push((reply("486 Busy Here", true, false), step.peer));
+                out.push((reply(486, "Busy Here", false), step.peer));
             }
             b"INVITE" => match calls.entry(seen.call_id.to_vec()) {
                 Entry::Occupied(e) => {
@@ -238,10 +232,10 @@ fn answer(
                 }
                 Entry::Vacant(e) => {
                     report.invites += 1;
-                    out.push((reply("100 Trying", false, false), step.peer));
+                    out.push((reply(100, "Trying", false), step.peer));
                     // 180 and 200 carry the same To tag (one dialog).
-                    let ringing = reply("180 Ringing", true, true);
-                    let ok = reply("200 OK", true, true);
+                    let ringing = reply(180, "Ringing", true);
+                    let ok = reply(200, "OK", true);
                     out.push((ringing, step.peer));
                     out.push((ok.clone(), step.peer));
                     let now = Instant::now();
@@ -275,7 +269,7 @@ fn answer(
                         // A BYE may overtake the ACK (UDP; or the ACK was lost): the dialog
                         // exists from our 200 on, so it ends here all the same (§15.1.2).
                         report.bye_before_ack += u64::from(!c.acked);
-                        let ok = reply("200 OK", false, false);
+                        let ok = reply(200, "OK", false);
                         out.push((ok.clone(), step.peer));
                         report.completed += 1;
                         if keep_call_ids {
@@ -285,17 +279,17 @@ fn answer(
                     }
                     None => {
                         report.unexpected += 1;
-                        out.push((reply("481 Call Does Not Exist", false, false), step.peer));
+                        out.push((reply(481, "Call Does Not Exist", false), step.peer));
                     }
                 }
             }
             b"OPTIONS" => {
                 report.options += 1;
-                out.push((reply("200 OK", true, true), step.peer));
+                out.push((reply(200, "OK", true), step.peer));
             }
             _ => {
                 report.unexpected += 1;
-                out.push((reply("501 Not Implemented", true, false), step.peer));
+                out.push((reply(501, "Not Implemented", false), step.peer));
             }
         }
     });

@@ -1,6 +1,8 @@
 //! Reading the parts of a SIP message the load generator checks, with the project's parser.
 
-use sip_user::sip::{Header, HeaderName, Parsed, address::Address, fields::CSeq, parse, via::Via};
+use sip_user::sip::{
+    Header, HeaderName, Message, Parsed, address::Address, fields::CSeq, parse, via::Via,
+};
 
 /// Header lines a message may have before the load generator calls it malformed.
 pub const MAX_HEADERS: usize = 64;
@@ -20,9 +22,9 @@ pub struct Seen<'b> {
     pub contact: Option<&'b [u8]>,
 }
 
-/// Parses `buf` and hands what it says (and its header lines) to `f`; `None` when it is not a
+/// Parses `buf` and hands what it says (and the message) to `f`; `None` when it is not a
 /// well-formed SIP message with a Call-ID, a CSeq and a Via branch.
-pub fn read<R>(buf: &[u8], f: impl FnOnce(&Seen<'_>, &[Header<'_>]) -> R) -> Option<R> {
+pub fn read<R>(buf: &[u8], f: impl FnOnce(&Seen<'_>, &Message<'_, '_>) -> R) -> Option<R> {
     let mut headers = [Header::EMPTY; MAX_HEADERS];
     let Ok(Parsed::Message(m)) = parse(buf, &mut headers) else {
         return None;
@@ -47,15 +49,5 @@ pub fn read<R>(buf: &[u8], f: impl FnOnce(&Seen<'_>, &[Header<'_>]) -> R) -> Opt
         to_tag,
         contact,
     };
-    Some(f(&seen, m.headers))
-}
-
-/// Every header line named `name`, as `Name: value\r\n` lines (in order).
-pub fn lines(headers: &[Header<'_>], name: HeaderName, out: &mut Vec<u8>) {
-    for h in headers.iter().filter(|h| h.name == name) {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
+    Some(f(&seen, &m))
 }

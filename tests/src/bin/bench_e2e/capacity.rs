@@ -4,16 +4,13 @@
 //! 50 ms, or it achieves less than 90 % of the offered rate. Then a run at half the highest clean
 //! rate gives the latency to compare (p50/p99/p99.9) and the cost per call.
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use tests::{
     Netns,
     bed::{B1, B2, CALLER, EDGE},
     lan::Lan,
-    loadgen::{Uac, UasThread, backend_in},
+    loadgen::{Uac, UasThread, backend_in, bind},
     perf::{PerfStat, namespace_pids},
 };
 
@@ -126,13 +123,7 @@ pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capac
 fn run_step(edge: &Netns, caller: &Netns, rate: u32, seconds: u32) -> anyhow::Result<Step> {
     let calls = u64::from(rate * seconds);
     let local: SocketAddr = format!("{CALLER}:0").parse()?;
-    let socket = caller.inside(move || {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-        // Room for a burst of responses at the highest rates.
-        let _ = s.set_recv_buffer_size(8 << 20);
-        s.bind(&local.into())?;
-        Ok(UdpSocket::from(s))
-    })?;
+    let socket = caller.inside(move || bind(local))?;
     let target: SocketAddr = format!("{EDGE}:5060").parse()?;
     let cpu0 = crate::namespace_cpu(edge)?;
     let perf = PerfStat::start(&namespace_pids(edge)?);
