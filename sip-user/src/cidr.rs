@@ -64,6 +64,25 @@ impl Cidr {
         }
     }
 
+    /// The same CIDR with the host bits cleared (`198.51.100.7/24` → `198.51.100.0/24`), the
+    /// form the admin API stores and shows.
+    pub fn network(&self) -> Cidr {
+        let addr = match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - self.len as u32).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Cidr {
+            addr,
+            len: self.len,
+        }
+    }
+
     /// True if `ip` is in this CIDR; IPv4 and IPv4-mapped IPv6 compare alike, as in the tries.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let (len, net) = self.trie_key();
@@ -110,6 +129,15 @@ mod tests {
                 .unwrap()
                 .contains("8.8.8.8".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn network_clears_the_host_bits() {
+        let n = |s: &str| s.parse::<Cidr>().unwrap().network().to_string();
+        assert_eq!(n("198.51.100.7/24"), "198.51.100.0/24");
+        assert_eq!(n("198.51.100.7"), "198.51.100.7/32");
+        assert_eq!(n("10.1.2.3/0"), "0.0.0.0/0");
+        assert_eq!(n("2001:db8:1::5/32"), "2001:db8::/32");
     }
 
     #[test]

@@ -80,6 +80,31 @@ pub struct Config {
     pub connections: ConnectionsSection,
     pub tls: TlsSection,
     pub filter: FilterSection,
+    pub admin: AdminSection,
+}
+
+/// `[admin]`: the admin HTTP API (`sip-fastpath ctl` talks to it). Off unless `tokens_file` is
+/// set: every route needs a bearer token from that file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Where the API listens: keep it on loopback or a management network.
+    pub listen: SocketAddr,
+    /// Lines of `name role token` (role `read` or `write`); re-read on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// Where the admin API listens unless `admin.listen` says otherwise (the metrics endpoint's
+/// port plus one).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9465";
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN.parse().expect("a valid address"),
+            tokens_file: None,
+        }
+    }
 }
 
 /// `[tls]`: the TLS listeners' certificate (re-read on SIGHUP) and what clients must offer.
@@ -703,6 +728,7 @@ impl Default for Config {
             connections: ConnectionsSection::default(),
             tls: TlsSection::default(),
             filter: FilterSection::default(),
+            admin: AdminSection::default(),
         }
     }
 }
@@ -772,7 +798,14 @@ impl Config {
                 self.workers
             ));
         }
-        self.metrics_addr()?;
+        if let Some(metrics) = self.metrics_addr()?
+            && self.admin.tokens_file.is_some()
+            && metrics == self.admin.listen
+        {
+            return Err(format!(
+                "admin.listen: {metrics} is the metrics endpoint's address too"
+            ));
+        }
         for (i, b) in self.backends.iter().enumerate() {
             b.validate(i, &self.backends[..i])?;
         }

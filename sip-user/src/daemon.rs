@@ -19,10 +19,16 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admin::{
+        self, AdminState,
+        auth::{Tokens, TokensError},
+        control::{Controller, ControllerSetup, Started},
+    },
     config::Config,
     ebpf::{FastPath, LoadError},
+    filter::FilterSettings,
     metrics::Metrics,
-    pool_keeper::{KeeperError, KeeperSetup, PoolKeeper, Reload},
+    pool_keeper::{KeeperError, KeeperSetup, PoolKeeper},
     proxy::{ProxyConfig, flow::FlowKey, rewrite::Identity},
     sip::transaction::Admission,
     sip::{dialog::Limits, peer::Transport},
@@ -108,6 +114,8 @@ pub enum DaemonError {
     Random(std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
     #[error("binding {what} to {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -154,6 +162,7 @@ pub async fn run(
         iface: &iface,
         mode,
         config: &config,
+        filter: settings,
         config_path: config_path.as_deref(),
         cpus: &cpus,
         pin_root: &pin_root,
@@ -171,6 +180,8 @@ struct Attached<'a> {
     iface: &'a str,
     mode: XdpModeChoice,
     config: &'a Config,
+    /// The filter as applied at load.
+    filter: FilterSettings,
     config_path: Option<&'a Path>,
     cpus: &'a [u32],
     pin_root: &'a Path,
@@ -183,6 +194,11 @@ async fn run_attached(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let config = a.config;
+    // A bad tokens file stops the start, as a bad config does.
+    let tokens = match &config.admin.tokens_file {
+        Some(path) => Some(Tokens::from_file(path)?),
+        None => None,
+    };
     fast_path.pin_state(a.pin_dir)?;
     let workers_map = pin_workers_map(fast_path, a.pin_dir)?;
     let log_drain = start_log_drain(fast_path);
@@ -201,8 +217,8 @@ async fn run_attached(
         probe_from: SocketAddr::new(advertise, 0),
     };
     let (keeper, pool_rx) = PoolKeeper::new(keeper_setup, metrics.clone()).await?;
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    let keeper = tokio::spawn(keeper.run(reload_rx, cancel.clone()));
+    let (keeper_tx, keeper_rx) = tokio::sync::mpsc::channel(16);
+    let keeper = tokio::spawn(keeper.run(keeper_rx, cancel.clone()));
 
     if config.flow_secret.is_none() {
         log::warn!(
@@ -247,7 +263,7 @@ async fn run_attached(
         addr: listen,
         cpus: a.cpus.to_vec(),
         proxy,
-        pool: pool_rx,
+        pool: pool_rx.clone(),
         metrics: metrics.clone(),
         dns: config.dns.clone(),
         sip_ports: config.sip_ports.clone(),
@@ -274,8 +290,19 @@ async fn run_attached(
         iface: a.iface.to_string(),
         workers: workers.counters.clone(),
     };
-    let metrics_server = match start_metrics(config, metrics.clone(), scrape, &cancel).await {
-        Ok(server) => server,
+    let tokens = Arc::new(std::sync::RwLock::new(tokens.unwrap_or_default()));
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(16);
+    let admin_state = AdminState {
+        tokens: tokens.clone(),
+        control: control_tx,
+        keeper: keeper_tx.clone(),
+        pool: pool_rx,
+        workers: workers.queues.clone(),
+        cpus: a.cpus.to_vec(),
+        metrics: metrics.clone(),
+    };
+    let servers = match start_http(config, metrics.clone(), scrape, admin_state, &cancel).await {
+        Ok(servers) => servers,
         Err(e) => {
             cancel.cancel();
             workers.join();
@@ -293,8 +320,8 @@ async fn run_attached(
         if config.steering { "on" } else { "off" },
     );
 
-    let link = match attach(fast_path, a.iface, a.mode) {
-        Ok(link) => link,
+    let (link, xdp_mode) = match attach(fast_path, a.iface, a.mode) {
+        Ok(attached) => attached,
         Err(e) => {
             cancel.cancel();
             workers.join();
@@ -304,16 +331,36 @@ async fn run_attached(
     metrics.set_xdp_attached(a.iface, true);
     metrics.set_limits(&config.limits);
 
+    let mut controller = Controller::new(ControllerSetup {
+        identity: Started {
+            iface: a.iface.to_string(),
+            xdp_mode,
+            cpus: a.cpus.to_vec(),
+            started: std::time::Instant::now(),
+            started_at: std::time::SystemTime::now(),
+        },
+        config: config.clone(),
+        config_path: a.config_path.map(Path::to_path_buf),
+        filter: a.filter,
+        keeper: keeper_tx,
+        tls: tls_tx,
+        tokens,
+    });
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
     let mut workers_map = workers_map;
     let mut hangup = hangup_signal();
     tokio::pin!(shutdown);
     loop {
+        let expiry = controller.next_expiry();
         tokio::select! {
             _ = &mut shutdown => break,
             _ = publish.tick() => publish_workers(&mut workers_map, &workers.snapshot(true)),
             Some(()) = next_hangup(&mut hangup) => {
-                reload(fast_path, config, a.config_path, a.cpus, &reload_tx, &tls_tx).await;
+                controller.reload(fast_path, "SIGHUP").await;
+            }
+            Some(control) = control_rx.recv() => controller.handle(fast_path, control).await,
+            _ = sleep_until(expiry), if expiry.is_some() => {
+                controller.expire(fast_path, std::time::Instant::now());
             }
         }
     }
@@ -327,7 +374,7 @@ async fn run_attached(
     workers.join();
     publish_workers(&mut workers_map, &final_stats);
     let _ = keeper.await;
-    if let Some(server) = metrics_server {
+    for server in servers {
         let _ = server.await;
     }
     if let Some(drain) = log_drain {
@@ -398,37 +445,49 @@ struct Scrape {
     workers: Vec<Arc<WorkerCounters>>,
 }
 
-async fn start_metrics(
+/// Starts the `/metrics` endpoint and, with a tokens file, the admin API.
+async fn start_http(
     config: &Config,
     metrics: Arc<Metrics>,
     scrape: Scrape,
+    admin_state: AdminState,
     cancel: &CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
-    let Some(addr) = config.metrics_addr().map_err(DaemonError::Config)? else {
-        return Ok(None);
+) -> Result<Vec<tokio::task::JoinHandle<()>>, DaemonError> {
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind { what, addr, source })
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            what: "the metrics endpoint",
-            addr,
-            source,
-        })?;
-    log::info!("metrics on http://{addr}/metrics");
-    let refresh = move |m: &Metrics| {
-        m.set_workers(&scrape.workers);
-        m.set_heap();
-        match crate::stats::read(&scrape.pin_root, &scrape.iface) {
-            Ok(s) => m.set_kernel(&s),
-            Err(e) => log::debug!("metrics: kernel counters: {e}"),
+    let mut servers = Vec::new();
+    if let Some(addr) = config.metrics_addr().map_err(DaemonError::Config)? {
+        let listener = bind("the metrics endpoint", addr).await?;
+        log::info!("metrics on http://{addr}/metrics");
+        let refresh: admin::Refresh = Arc::new(move |m: &Metrics| {
+            m.set_workers(&scrape.workers);
+            m.set_heap();
+            match crate::stats::read(&scrape.pin_root, &scrape.iface) {
+                Ok(s) => m.set_kernel(&s),
+                Err(e) => log::debug!("metrics: kernel counters: {e}"),
+            }
+        });
+        let router = admin::metrics_router(metrics, refresh);
+        servers.push(tokio::spawn(admin::serve(listener, router, cancel.clone())));
+    }
+    match &config.admin.tokens_file {
+        Some(path) => {
+            let addr = config.admin.listen;
+            let listener = bind("the admin API", addr).await?;
+            let n = admin_state.tokens.read().map_or(0, |t| t.len());
+            log::info!(
+                "admin API on http://{addr}/api/v1/ ({n} tokens from {})",
+                path.display()
+            );
+            let router = admin::router(Arc::new(admin_state));
+            servers.push(tokio::spawn(admin::serve(listener, router, cancel.clone())));
         }
-    };
-    Ok(Some(tokio::spawn(crate::metrics::serve(
-        listener,
-        metrics,
-        refresh,
-        cancel.clone(),
-    ))))
+        None => log::info!("admin API off (set admin.tokens_file to turn it on)"),
+    }
+    Ok(servers)
 }
 
 fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
@@ -449,119 +508,32 @@ async fn next_hangup(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> 
     }
 }
 
-/// SIGHUP: read the config file again; apply the backends, health checks and filter, and say
-/// which other changes need a restart. A bad file changes nothing.
-async fn reload(
-    fast_path: &mut FastPath,
-    running: &Config,
-    path: Option<&Path>,
-    cpus: &[u32],
-    keeper: &tokio::sync::mpsc::Sender<Reload>,
-    tls: &tokio::sync::watch::Sender<Option<Arc<rustls::ServerConfig>>>,
-) {
-    let Some(path) = path else {
-        log::warn!("SIGHUP: started without --config, nothing to reload");
-        return;
-    };
-    let new = match Config::from_file(path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("SIGHUP: keeping the running config: {e}");
-            return;
-        }
-    };
-    let steer: Vec<u32> = if running.steering {
-        cpus.to_vec()
-    } else {
-        Vec::new()
-    };
-    match new.filter_settings(&steer) {
-        Ok(settings) => {
-            if let Err(e) = fast_path.apply(&settings) {
-                log::error!("SIGHUP: applying the filter: {e}");
-            }
-        }
-        Err(e) => log::error!("SIGHUP: filter: {e}"),
-    }
-    // Certificates are re-read (renewed files take effect for new connections); turning TLS on
-    // or off needs the listeners, so a restart.
-    // (Read first: a `borrow()` in the match would hold the lock that `send_replace` takes.)
-    let tls_running = tls.borrow().is_some();
-    match (new.tls.files(), tls_running) {
-        (Some(files), true) => match tls::server_config(&files) {
-            Ok(c) => {
-                tls.send_replace(Some(c));
-                log::info!(
-                    "SIGHUP: TLS certificate re-read from {}",
-                    files.certificate.display()
-                );
-            }
-            Err(e) => log::error!("SIGHUP: keeping the running TLS certificate: {e}"),
-        },
-        (None, false) => {}
-        _ => log::warn!("SIGHUP: `tls` turned on or off; it takes effect at the next restart"),
-    }
-    let restart_only = [
-        ("sip_ports", new.sip_ports != running.sip_ports),
-        ("listen", new.listen != running.listen),
-        ("listeners", new.listeners != running.listeners),
-        ("connections", new.connections != running.connections),
-        (
-            "tls.handshake_timeout_ms",
-            new.tls.handshake_timeout_ms != running.tls.handshake_timeout_ms,
-        ),
-        (
-            "tls.trusted_names",
-            new.tls.trusted_names != running.tls.trusted_names,
-        ),
-        ("tls.server_ca", new.tls.server_ca != running.tls.server_ca),
-        ("workers", new.workers != running.workers),
-        ("steering", new.steering != running.steering),
-        ("metrics", new.metrics != running.metrics),
-        ("advertise", new.advertise != running.advertise),
-        ("record_route", new.record_route != running.record_route),
-        ("timers", new.timers != running.timers),
-        ("limits", new.limits != running.limits),
-        ("trusted", new.trusted != running.trusted),
-        ("domains", new.domains != running.domains),
-        ("flow_secret", new.flow_secret != running.flow_secret),
-        ("route_address", new.route_address != running.route_address),
-        ("path", new.path != running.path),
-        ("routes", new.routes != running.routes),
-    ];
-    for (field, changed) in restart_only {
-        if changed {
-            log::warn!("SIGHUP: `{field}` changed; it takes effect at the next restart");
-        }
-    }
-    let _ = keeper
-        .send(Reload {
-            backends: new.backends,
-            health: new.health,
-            dns: new.dns,
-        })
-        .await;
-    log::info!("SIGHUP: reloaded {}", path.display());
-}
-
+/// Attaches in the mode asked for; returns the link and the mode it got (`driver`, `skb`).
 fn attach(
     fast_path: &mut FastPath,
     iface: &str,
     mode: XdpModeChoice,
-) -> Result<aya::programs::xdp::XdpLinkId, DaemonError> {
-    let link = match mode {
-        XdpModeChoice::Native => fast_path.attach(iface, XdpMode::Driver)?,
-        XdpModeChoice::Skb => fast_path.attach(iface, XdpMode::Skb)?,
+) -> Result<(aya::programs::xdp::XdpLinkId, &'static str), DaemonError> {
+    let attached = match mode {
+        XdpModeChoice::Native => (fast_path.attach(iface, XdpMode::Driver)?, "driver"),
+        XdpModeChoice::Skb => (fast_path.attach(iface, XdpMode::Skb)?, "skb"),
         XdpModeChoice::Auto => match fast_path.attach(iface, XdpMode::Driver) {
-            Ok(link) => link,
+            Ok(link) => (link, "driver"),
             Err(e) => {
                 log::warn!("native XDP unavailable on {iface} ({e}); falling back to skb mode");
-                fast_path.attach(iface, XdpMode::Skb)?
+                (fast_path.attach(iface, XdpMode::Skb)?, "skb")
             }
         },
     };
-    log::info!("XDP attached to {iface}");
-    Ok(link)
+    log::info!("XDP attached to {iface} in {} mode", attached.1);
+    Ok(attached)
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The first `workers` online CPUs (all when 0). The reuseport selector indexes sockets by CPU

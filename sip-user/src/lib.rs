@@ -12,7 +12,11 @@
 //! - [`workers`]: the per-CPU sockets (an `SO_REUSEPORT` group steered by CPU) and threads;
 //!   [`worker`]: one worker's loop around its [`proxy::Proxy`].
 //! - [`pool_keeper`]: probes the backends, applies reloads, publishes the pool to the workers.
-//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint; [`heap`]: the allocator's
+//! - [`admin`]: the admin HTTP API (bearer tokens, live filter entries, drains, dialogs,
+//!   reloads) and the `/metrics` endpoint; its [`admin::control`] owns what changes while the
+//!   daemon runs (the reload on SIGHUP included).
+//! - [`ctl`]: `sip-fastpath ctl`, the admin API's client.
+//! - [`metrics`]: Prometheus metrics; [`heap`]: the allocator's
 //!   own accounting (in use, held free) and giving free memory back.
 //! - [`sip`]: the SIP stack without I/O: zero-copy parser, checks, transactions, dialogs.
 //! - [`backend`]: the backend pool: weighted rendezvous choice per Call-ID, health, draining.
@@ -21,11 +25,13 @@
 //! - [`transport`]: a worker's batched UDP socket, TCP/TLS connections and their framing.
 //! - [`sys`]: the libc calls (interfaces, bpffs, CPU pinning) behind safe wrappers.
 
+pub mod admin;
 pub mod backend;
 pub mod bench;
 pub mod cidr;
 pub mod classify;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod ebpf;
 pub mod filter;

@@ -93,6 +93,25 @@ enum Command {
         /// The TOML file, as given to `run --config`.
         file: PathBuf,
     },
+    /// Talk to a running daemon's admin API (`[admin]` in its config): show its status,
+    /// backends, filter and dialogs; drain backends, block and allow sources, reload.
+    ///
+    /// The token is read from SIP_FASTPATH_TOKEN, or from the file --token-file names (one
+    /// token from the daemon's admin.tokens_file; never on the command line, where `ps` shows
+    /// it). Exits 1 with the API's message when it refuses a request.
+    Ctl {
+        /// The admin API (the daemon's admin.listen).
+        #[arg(long, env = "SIP_FASTPATH_ADMIN", default_value = sip_user::ctl::DEFAULT_URL)]
+        url: String,
+        /// A file holding the token.
+        #[arg(long, env = "SIP_FASTPATH_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
     /// Measure the XDP program per packet next to an empty XDP program (needs root).
     BenchXdp {
         /// Test runs per measurement.
@@ -110,10 +129,87 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Version, uptime, interface and XDP mode, workers, config digest.
+    Status,
+    /// Backends with health, draining, weight, dialogs and requests.
+    Backends,
+    /// Stop sending new calls to a backend (`ip:port`, or an IP one backend has); its calls
+    /// finish there. Kept across reloads until `undrain` or a restart.
+    Drain { backend: String },
+    /// Send new calls to a drained backend again.
+    Undrain { backend: String },
+    /// Set a backend's weight (0 to 65535; 0 takes no new calls).
+    Weight { backend: String, weight: f64 },
+    /// The blocklist, allowlist, scanner signatures and rate limit in force, with where each
+    /// entry comes from.
+    Filter,
+    /// Drop a source (CIDR or address) in XDP at once.
+    Block {
+        cidr: String,
+        /// Remove it again after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Remove a source blocked with `block`.
+    Unblock { cidr: String },
+    /// Exempt a source from the rate limit (a carrier, a trunk).
+    Allow {
+        cidr: String,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Remove a source allowed with `allow`.
+    Disallow { cidr: String },
+    /// Dialog counts by state and worker; with a Call-ID, that call's dialogs.
+    Dialogs { call_id: Option<String> },
+    /// Read the config file again (as SIGHUP does) and print what was applied or not.
+    Reload,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
+}
+
+fn ctl_request(command: CtlCommand) -> sip_user::ctl::Request {
+    use sip_user::ctl::Request;
+    let backend = |backend, draining, weight| Request::Backend {
+        backend,
+        draining,
+        weight,
+    };
+    match command {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Backends => Request::Backends,
+        CtlCommand::Drain { backend: b } => backend(b, Some(true), None),
+        CtlCommand::Undrain { backend: b } => backend(b, Some(false), None),
+        CtlCommand::Weight { backend: b, weight } => backend(b, None, Some(weight)),
+        CtlCommand::Filter => Request::Filter,
+        CtlCommand::Block { cidr, ttl } => Request::Add {
+            list: "blocklist",
+            value: cidr,
+            ttl_s: ttl,
+        },
+        CtlCommand::Unblock { cidr } => Request::Remove {
+            list: "blocklist",
+            value: cidr,
+        },
+        CtlCommand::Allow { cidr, ttl } => Request::Add {
+            list: "allowlist",
+            value: cidr,
+            ttl_s: ttl,
+        },
+        CtlCommand::Disallow { cidr } => Request::Remove {
+            list: "allowlist",
+            value: cidr,
+        },
+        CtlCommand::Dialogs { call_id: None } => Request::Dialogs,
+        CtlCommand::Dialogs { call_id: Some(c) } => Request::Call(c),
+        CtlCommand::Reload => Request::Reload,
+    }
 }
 
 fn init_logging(format: LogFormat) -> anyhow::Result<()> {
@@ -171,6 +267,29 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(daemon::run(options, shutdown_signal()))?;
+        }
+        Command::Ctl {
+            url,
+            token_file,
+            json,
+            command,
+        } => {
+            let token = sip_user::ctl::token(
+                std::env::var("SIP_FASTPATH_TOKEN").ok(),
+                token_file.as_deref(),
+            )?;
+            let request = ctl_request(command);
+            let client = sip_user::ctl::Client::new(&url, token);
+            let answer = client.send(&request)?;
+            let ok = if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                answer.get("ok").and_then(|v| v.as_bool()) != Some(false)
+            } else {
+                sip_user::ctl::render(&request, answer, &mut std::io::stdout())?
+            };
+            if !ok {
+                std::process::exit(1);
+            }
         }
         Command::Stats {
             iface,

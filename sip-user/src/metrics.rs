@@ -1,4 +1,4 @@
-//! Prometheus metrics and the `/metrics` endpoint.
+//! Prometheus metrics (served at `/metrics` by [`crate::admin::metrics_router`]).
 //!
 //! Workers hold their own label children ([`WorkerMetrics`]), resolved once at start and on a
 //! backend reload, so an event is an atomic add and never a label lookup; their per-message
@@ -15,11 +15,6 @@ use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::Pool,
@@ -448,6 +443,13 @@ impl Metrics {
     }
 
     /// Backend state after a probe round or reload.
+    /// Requests sent to `backend` so far.
+    pub fn backend_requests(&self, backend: &SocketAddr) -> u64 {
+        self.backend_requests
+            .with_label_values(&[backend.to_string().as_str()])
+            .get()
+    }
+
     pub fn set_backend_state(&self, pool: &Pool) {
         for b in &pool.backends {
             let a = b.address.to_string();
@@ -704,74 +706,4 @@ impl WorkerMetrics {
         self.transactions.set(transactions as i64);
         self.dialogs.set(dialogs as i64);
     }
-}
-
-/// Serves `GET /metrics` on `listener` until `cancel` fires. `refresh` runs before each
-/// scrape (it reads the kernel counters).
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    refresh: impl Fn(&Metrics) + Send + Sync + 'static,
-    cancel: CancellationToken,
-) {
-    let refresh = Arc::new(refresh);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    log::warn!("metrics: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (metrics, refresh) = (metrics.clone(), refresh.clone());
-        tokio::spawn(async move {
-            let answered =
-                tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics, &*refresh))
-                    .await;
-            if let Ok(Err(e)) = answered {
-                log::debug!("metrics: {e}");
-            }
-        });
-    }
-}
-
-async fn answer(
-    mut stream: TcpStream,
-    metrics: &Metrics,
-    refresh: &(impl Fn(&Metrics) + ?Sized),
-) -> std::io::Result<()> {
-    let mut req = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || req.len() > 8192 {
-            return Ok(());
-        }
-        req.extend_from_slice(&chunk[..n]);
-    }
-    let (status, kind, body) = if req.starts_with(b"GET /metrics ") {
-        refresh(metrics);
-        (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        )
-    } else {
-        (
-            "404 Not Found",
-            "text/plain",
-            b"sip-fastpath serves GET /metrics\n".to_vec(),
-        )
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&body).await?;
-    stream.shutdown().await
 }

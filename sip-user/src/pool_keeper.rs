@@ -13,7 +13,7 @@ use std::{
 
 use tokio::{
     net::UdpSocket,
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,35 @@ pub struct Reload {
     pub backends: Vec<BackendSection>,
     pub health: HealthSection,
     pub dns: DnsSection,
+}
+
+/// A backend's draining and weight as the admin API set them, over what the config says; kept
+/// across reloads until set again or the daemon restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Override {
+    pub draining: Option<bool>,
+    pub weight: Option<f64>,
+}
+
+/// What the keeper is told.
+#[derive(Debug)]
+pub enum KeeperCommand {
+    Reload(Reload),
+    /// Drain, undrain or weigh the backend `address` names (`ip:port`, or an IP that one
+    /// backend has); the reply is the backend's address, or why not.
+    Override {
+        address: String,
+        change: Override,
+        reply: oneshot::Sender<Result<SocketAddr, OverrideError>>,
+    },
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum OverrideError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What the keeper starts from.
@@ -72,6 +101,7 @@ pub struct PoolKeeper {
     socket: UdpSocket,
     publish: watch::Sender<Arc<Pool>>,
     metrics: Arc<Metrics>,
+    overrides: HashMap<SocketAddr, Override>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +147,7 @@ impl PoolKeeper {
             socket,
             publish,
             metrics,
+            overrides: HashMap::new(),
         };
         keeper.resolver = keeper.build_resolver()?;
         keeper.schedule_all();
@@ -141,7 +172,11 @@ impl PoolKeeper {
     }
 
     /// Probes and applies reloads until `cancel` fires.
-    pub async fn run(mut self, mut reloads: mpsc::Receiver<Reload>, cancel: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<KeeperCommand>,
+        cancel: CancellationToken,
+    ) {
         let mut buf = vec![0u8; 65_535];
         let mut next_round = Instant::now();
         let mut expire_at: Option<Instant> = None;
@@ -197,7 +232,12 @@ impl PoolKeeper {
                         self.apply(&[result]);
                     }
                 }
-                Some(reload) = reloads.recv() => self.reload(reload),
+                Some(command) = commands.recv() => match command {
+                    KeeperCommand::Reload(reload) => self.reload(reload),
+                    KeeperCommand::Override { address, change, reply } => {
+                        let _ = reply.send(self.set_override(&address, change));
+                    }
+                },
             }
         }
     }
@@ -352,9 +392,38 @@ impl PoolKeeper {
         }
     }
 
-    /// The pool from the config and the last good lookups.
+    /// Applies an override from the admin API at once.
+    fn set_override(
+        &mut self,
+        address: &str,
+        change: Override,
+    ) -> Result<SocketAddr, OverrideError> {
+        let found = find_backend(&self.pool, address)?;
+        if let Some(w) = change.weight
+            && !(w.is_finite() && (0.0..=crate::config::MAX_WEIGHT as f64).contains(&w))
+        {
+            return Err(OverrideError::Invalid(format!(
+                "weight {w}: must be between 0 and {}",
+                crate::config::MAX_WEIGHT
+            )));
+        }
+        let o = self.overrides.entry(found).or_default();
+        o.draining = change.draining.or(o.draining);
+        o.weight = change.weight.or(o.weight);
+        self.rebuild();
+        self.publish();
+        Ok(found)
+    }
+
+    /// The pool from the config, the last good lookups and the admin API's overrides.
     fn rebuild(&mut self) {
-        let members = Member::from_config(&self.sections, &self.resolved);
+        let mut members = Member::from_config(&self.sections, &self.resolved);
+        for m in &mut members {
+            if let Some(o) = self.overrides.get(&m.address) {
+                m.draining = o.draining.unwrap_or(m.draining);
+                m.weight = o.weight.unwrap_or(m.weight);
+            }
+        }
         for gone in self.pool.reconcile(&members, &self.health) {
             log::info!("backend {gone} is no longer listed: draining (no new calls)");
         }
@@ -363,5 +432,79 @@ impl PoolKeeper {
     fn publish(&self) {
         self.metrics.set_backend_state(&self.pool);
         self.publish.send_replace(Arc::new(self.pool.clone()));
+    }
+}
+
+/// The backend `address` names: `ip:port` exactly, or an IP only one backend has.
+fn find_backend(pool: &Pool, address: &str) -> Result<SocketAddr, OverrideError> {
+    use OverrideError::{Invalid, NotFound};
+    let listed = || {
+        let all: Vec<String> = pool
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect();
+        if all.is_empty() {
+            "none".to_string()
+        } else {
+            all.join(", ")
+        }
+    };
+    if let Ok(exact) = address.parse::<SocketAddr>() {
+        return pool
+            .backends
+            .iter()
+            .find(|b| b.address == exact)
+            .map(|b| b.address)
+            .ok_or_else(|| NotFound(format!("no backend {address} (the pool has: {})", listed())));
+    }
+    let ip: std::net::IpAddr = address
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse()
+        .map_err(|_| Invalid(format!("`{address}` is not ip:port or an IP address")))?;
+    let mut at_ip = pool.backends.iter().filter(|b| b.address.ip() == ip);
+    match (at_ip.next(), at_ip.next()) {
+        (Some(b), None) => Ok(b.address),
+        (None, _) => Err(NotFound(format!(
+            "no backend at {ip} (the pool has: {})",
+            listed()
+        ))),
+        (Some(_), Some(_)) => Err(Invalid(format!(
+            "{ip} has more than one backend: name it as ip:port (the pool has: {})",
+            listed()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+
+    #[test]
+    fn a_backend_is_found_by_address_or_by_an_ip_only_it_has() {
+        let at = |s: &str| Backend::new(s.parse().unwrap(), 1.0, 3, 2);
+        let pool = Pool::new(vec![
+            at("10.0.0.1:5060"),
+            at("10.0.0.2:5060"),
+            at("10.0.0.2:5070"),
+        ]);
+        assert_eq!(
+            find_backend(&pool, "10.0.0.2:5070"),
+            Ok("10.0.0.2:5070".parse().unwrap())
+        );
+        assert_eq!(
+            find_backend(&pool, "10.0.0.1"),
+            Ok("10.0.0.1:5060".parse().unwrap())
+        );
+        let e = find_backend(&pool, "10.0.0.2").unwrap_err().to_string();
+        assert!(e.contains("more than one backend"), "{e}");
+        let e = find_backend(&pool, "10.0.0.9:5060").unwrap_err();
+        assert!(matches!(e, OverrideError::NotFound(_)));
+        let e = e.to_string();
+        assert!(e.starts_with("no backend 10.0.0.9:5060"), "{e}");
+        assert!(e.contains("10.0.0.1:5060"), "{e}");
+        let e = find_backend(&pool, "backend-a").unwrap_err().to_string();
+        assert!(e.contains("not ip:port"), "{e}");
     }
 }

@@ -20,14 +20,19 @@ use std::{
 
 use bytes::Bytes;
 use sip_common::{hash_call_id, slot_for_hash};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{Pool, dns::SrvResolver},
     config::DnsSection,
     metrics::{Direction, Metrics, WorkerMetrics},
-    proxy::{Proxy, ProxyEvent, resolve::Answer, target::Name},
+    proxy::{
+        Proxy, ProxyEvent,
+        inspect::{Inspection, Query},
+        resolve::Answer,
+        target::Name,
+    },
     sip::{
         Parsed, parse_any,
         peer::{Peer, Transport},
@@ -70,6 +75,12 @@ pub enum Handoff {
     Stream {
         stream: std::net::TcpStream,
         peer: Peer,
+    },
+    /// A question from the admin API about this worker's dialogs (answered between messages:
+    /// the tables are the worker's alone).
+    Inspect {
+        query: Query,
+        reply: oneshot::Sender<Inspection>,
     },
 }
 
@@ -225,6 +236,9 @@ impl Worker {
                             m.connection_event(peer.transport, "refused");
                         }
                     },
+                    Handoff::Inspect { query, reply } => {
+                        let _ = reply.send(self.proxy.inspect(&query, Instant::now()));
+                    }
                 },
                 Some(c) = from_conns.recv() => match c {
                     FromConnection::Message { peer, message } => {

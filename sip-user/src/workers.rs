@@ -17,21 +17,27 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
+    time::Duration,
 };
 
-use sip_common::{OUTCOME_KINDS, REFUSAL_KINDS, ROUTED_KINDS, WorkerStats};
+use sip_common::{
+    OUTCOME_KINDS, REFUSAL_KINDS, ROUTED_KINDS, WorkerStats, hash_call_id, slot_for_hash,
+};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::Pool,
     config::DnsSection,
     metrics::Metrics,
-    proxy::{Proxy, ProxyConfig, ProxyStats},
+    proxy::{
+        Proxy, ProxyConfig, ProxyStats,
+        inspect::{Inspection, Query},
+    },
     sip::peer::Transport,
     transport,
-    worker::{ResolverSetup, StreamSetup, Worker},
+    worker::{Handoff, ResolverSetup, StreamSetup, Worker},
 };
 
 /// What every worker starts from.
@@ -125,6 +131,41 @@ pub struct Workers {
     handles: Vec<JoinHandle<()>>,
     pub counters: Vec<Arc<WorkerCounters>>,
     pub cpus: Vec<u32>,
+    pub queues: WorkerQueues,
+}
+
+/// The workers' hand-over queues, by worker index: how the admin API asks them about their
+/// dialogs.
+#[derive(Clone, Debug)]
+pub struct WorkerQueues(Arc<[mpsc::Sender<Handoff>]>);
+
+impl WorkerQueues {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The worker whose dialogs hold `call_id` (the hash the kernel steers by).
+    pub fn owner_of(&self, call_id: &str) -> usize {
+        slot_for_hash(hash_call_id(call_id.as_bytes()), self.0.len() as u32) as usize
+    }
+
+    /// Asks worker `index`; `None` if it is gone or does not answer within `wait` (its queue
+    /// full of hand-overs, or it is busy).
+    pub async fn inspect(&self, index: usize, query: Query, wait: Duration) -> Option<Inspection> {
+        let (reply, answer) = oneshot::channel();
+        let queue = self.0.get(index)?;
+        tokio::time::timeout(wait, async {
+            queue.send(Handoff::Inspect { query, reply }).await.ok()?;
+            answer.await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
 }
 
 impl Workers {
@@ -179,6 +220,7 @@ impl Workers {
             handles: Vec::new(),
             counters: Vec::new(),
             cpus: cpus.clone(),
+            queues: WorkerQueues(peers.clone()),
         };
         for (index, (((socket, inbox), &cpu), listeners)) in sockets
             .into_iter()

@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
+pub mod admin;
 pub mod bed;
 pub mod certs;
 pub mod dns;

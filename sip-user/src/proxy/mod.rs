@@ -24,6 +24,7 @@
 
 pub mod exercise;
 pub mod flow;
+pub mod inspect;
 pub mod keepalive;
 pub mod outcome;
 pub mod resolve;

@@ -11,6 +11,7 @@
 //! key on the stack and hand out a `Copy` [`DialogRef`]: no allocation per message.
 
 pub mod id;
+pub mod inspect;
 pub mod session;
 
 use std::{

@@ -20,6 +20,28 @@ pub enum Phase {
     Terminated,
 }
 
+impl Phase {
+    /// The phases a stored dialog can be in, in the order of counts and metric labels.
+    pub const COUNTED: [Phase; 4] = [
+        Phase::Calling,
+        Phase::Ringing,
+        Phase::Connected,
+        Phase::Disconnecting,
+    ];
+
+    /// Its name in the admin API and `ctl dialogs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Calling => "calling",
+            Phase::Ringing => "ringing",
+            Phase::Connected => "connected",
+            Phase::Disconnecting => "disconnecting",
+            Phase::Terminated => "terminated",
+        }
+    }
+}
+
 /// RFC 3261 §12 dialog state, derived from the phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogState {

@@ -257,3 +257,49 @@ fn a_full_table_evicts_and_counts() {
         "the oldest deadline goes"
     );
 }
+
+#[test]
+fn inspection_counts_phases_and_backends_and_finds_a_call() {
+    let mut t = DialogTable::new(100, Limits::default());
+    let t0 = Instant::now();
+    let ringing = Call { id: "ring@h" };
+    let r = feed(&mut t, &ringing.request("INVITE", 1, "", false), t0).unwrap();
+    t.set_route(
+        r,
+        2,
+        crate::sip::peer::Peer::udp("192.0.2.1:5060".parse().unwrap()),
+    );
+    feed(
+        &mut t,
+        &ringing.response(180, "INVITE", 1, "callee", ""),
+        t0,
+    );
+    let calling = Call { id: "call@h" };
+    feed(
+        &mut t,
+        &calling.request("INVITE", 1, "", false),
+        t0 + secs(1),
+    )
+    .unwrap();
+
+    assert_eq!(t.phase_counts(), [1, 1, 0, 0]);
+    assert_eq!(
+        t.backend_counts(),
+        vec![0, 0, 1],
+        "only calls sent to a backend"
+    );
+    let found = t.find_call(b"ring@h", t0 + secs(3));
+    assert_eq!(
+        found,
+        vec![inspect::DialogInfo {
+            call_id: "ring@h".into(),
+            caller_tag: "caller".into(),
+            callee_tag: "callee".into(),
+            phase: Phase::Ringing,
+            backend: Some(2),
+            age_ms: 3000,
+        }]
+    );
+    assert_eq!(t.find_call(b"call@h", t0 + secs(1))[0].backend, None);
+    assert!(t.find_call(b"other@h", t0).is_empty());
+}

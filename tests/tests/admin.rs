@@ -1,0 +1,292 @@
+//! The admin API and `sip-fastpath ctl` against a running daemon on the test LAN: tokens and
+//! roles, live blocklist entries that take effect in XDP at once, expire and survive a SIGHUP,
+//! reloads with their errors in the answer, drains that move new calls, and dialogs by state
+//! and by Call-ID. Needs root, sipp and the built binary (`cargo xtask test`).
+
+use std::{net::SocketAddr, time::Duration};
+
+use tests::{
+    EDGE_ADDR,
+    admin::{ALICE, Admin, GRAFANA, http},
+    bed::{B1, B2, Bed, CALLER, FLOOD, assert_affinity, assert_all_succeeded, config},
+    reason,
+    udp::{self, status},
+};
+
+fn bed(tag: &str, admin: &Admin) -> anyhow::Result<Bed> {
+    Bed::new(
+        tag,
+        "uas_call",
+        &format!("{}{}", config(1000), admin.config()),
+    )
+}
+
+#[test]
+fn the_api_wants_a_token_and_a_write_token_to_change_anything() -> anyhow::Result<()> {
+    let admin = Admin::new("adm-auth")?;
+    let bed = bed("adm-auth", &admin)?;
+    let ns = &bed.lan.host("edge").ns;
+
+    let (code, body, headers) = http(ns, "GET", "/api/v1/status", None, None)?;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{headers}"
+    );
+    let (code, body, _) = http(
+        ns,
+        "GET",
+        "/api/v1/status",
+        Some("not-a-token-at-all"),
+        None,
+    )?;
+    assert_eq!(code, 401, "{body}");
+
+    let (code, body, _) = http(ns, "GET", "/api/v1/status", Some(GRAFANA), None)?;
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(status["interface"], tests::EDGE_IFACE, "{status}");
+    assert!(
+        ["driver", "skb"].contains(&status["xdp_mode"].as_str().unwrap_or("")),
+        "{status}"
+    );
+    assert_eq!(status["config_sha256"].as_str().map(str::len), Some(64));
+
+    let block = r#"{"cidr": "198.51.100.0/24"}"#;
+    let (code, body, _) = http(
+        ns,
+        "POST",
+        "/api/v1/filter/blocklist",
+        Some(GRAFANA),
+        Some(block),
+    )?;
+    assert_eq!(code, 403, "a read token may not write: {body}");
+    assert!(body.contains("read-only"), "{body}");
+    let (code, body, _) = http(
+        ns,
+        "POST",
+        "/api/v1/filter/blocklist",
+        Some(ALICE),
+        Some(block),
+    )?;
+    assert_eq!(code, 201, "{body}");
+
+    // Errors are JSON that name the problem.
+    let (code, body, _) = http(
+        ns,
+        "POST",
+        "/api/v1/filter/blocklist",
+        Some(ALICE),
+        Some(r#"{"cidr": "198.51.100.0/33"}"#),
+    )?;
+    assert_eq!(code, 400, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body)?;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("prefix length 33"),
+        "{error}"
+    );
+    let (code, body, _) = http(
+        ns,
+        "PATCH",
+        "/api/v1/backends/192.0.2.99:5060",
+        Some(ALICE),
+        Some(r#"{"draining": true}"#),
+    )?;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no backend 192.0.2.99:5060"), "{body}");
+    let (code, body, _) = http(ns, "GET", "/api/v1/nothing", Some(ALICE), None)?;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+
+    // ctl reads the token from a file and shows the API's refusal.
+    let run = admin.ctl(ns, "grafana", &["block", "203.0.113.9"])?;
+    assert!(!run.ok, "{run:?}");
+    assert!(
+        run.stderr.contains("read-only") && run.stderr.contains("HTTP 403"),
+        "{run:?}"
+    );
+    let run = admin.ctl(ns, "grafana", &["status"])?;
+    assert!(run.ok && run.stdout.contains("interface"), "{run:?}");
+    Ok(())
+}
+
+/// Sends OPTIONS from the flood host until one is answered 200 or `tries` went unanswered.
+fn answered(socket: &std::net::UdpSocket, tries: u32, first: u32) -> anyhow::Result<bool> {
+    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
+    for n in first..first + tries {
+        let msg = tests::sip_message("OPTIONS", &format!("admin-{n}"), n);
+        let got = udp::exchange(socket, edge, &msg, Duration::from_millis(400))?;
+        if got.iter().any(|d| d.starts_with(b"SIP/2.0 200")) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[test]
+fn a_source_blocked_by_api_is_dropped_at_once_until_unblocked_expired_or_reloaded_away()
+-> anyhow::Result<()> {
+    let admin = Admin::new("adm-block")?;
+    let bed = bed("adm-block", &admin)?;
+    let ns = &bed.lan.host("edge").ns;
+    let socket = bed
+        .lan
+        .host("flood")
+        .ns
+        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
+    assert!(answered(&socket, 5, 0)?, "answered before any block");
+
+    let filter = admin.ctl_json(ns, &["block", FLOOD])?;
+    let entry = &filter["blocklist"][0];
+    assert_eq!(entry["value"], format!("{FLOOD}/32"), "{filter}");
+    assert_eq!(
+        (&entry["source"], &entry["by"]),
+        (&"api".into(), &"alice".into())
+    );
+    assert!(!answered(&socket, 3, 10)?, "blocked: dropped in XDP");
+    let drops = reason(&bed.daemon.stats()?, "drop/blocklist");
+    assert!(
+        drops >= 3,
+        "the kernel counted the blocklist drops: {drops}"
+    );
+
+    // A SIGHUP of the unchanged config keeps the API's entry.
+    bed.daemon
+        .reload(&format!("{}{}", config(1000), admin.config()))?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!answered(&socket, 3, 20)?, "still blocked after SIGHUP");
+    let text = admin.ctl(ns, "alice", &["filter"])?;
+    assert!(text.ok && text.stdout.contains("api, by alice"), "{text:?}");
+
+    let run = admin.ctl(ns, "alice", &["unblock", FLOOD])?;
+    assert!(run.ok, "{run:?}");
+    assert!(answered(&socket, 10, 30)?, "unblocked: answered again");
+    let run = admin.ctl(ns, "alice", &["unblock", FLOOD])?;
+    assert!(!run.ok && run.stderr.contains("HTTP 404"), "{run:?}");
+
+    // With a TTL the entry goes by itself.
+    admin.ctl_json(ns, &["block", &format!("{FLOOD}/32"), "--ttl", "2"])?;
+    assert!(!answered(&socket, 2, 40)?, "blocked for 2 s");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(answered(&socket, 10, 50)?, "answered once the TTL ran out");
+    let filter = admin.ctl_json(ns, &["filter"])?;
+    assert_eq!(
+        filter["blocklist"].as_array().map(Vec::len),
+        Some(0),
+        "{filter}"
+    );
+
+    // A config entry cannot be removed by the API: it says where it is.
+    let blocked_in_file = format!(
+        "{}blocklist = [\"203.0.113.0/24\"]\n{}",
+        config(1000),
+        admin.config()
+    );
+    bed.daemon.set_config(&blocked_in_file)?;
+    let reload = admin.ctl_json(ns, &["reload"])?;
+    assert_eq!(reload["ok"], true, "{reload}");
+    let run = admin.ctl(ns, "alice", &["unblock", "203.0.113.0/24"])?;
+    assert!(
+        !run.ok && run.stderr.contains("config file's filter.blocklist"),
+        "{run:?}"
+    );
+
+    // A reload of a broken file answers with the error and keeps everything running.
+    bed.daemon.set_config("sip_ports = [0]\n")?;
+    let run = admin.ctl(ns, "alice", &["reload"])?;
+    assert!(!run.ok, "{run:?}");
+    assert!(
+        run.stdout.contains("error: keeping the running config"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("sip_ports"), "{run:?}");
+    assert!(
+        answered(&socket, 5, 60)?,
+        "still serving after the failed reload"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_drained_backend_gets_no_new_calls_and_dialogs_are_found_by_call_id() -> anyhow::Result<()> {
+    let admin = Admin::new("adm-drain")?;
+    let bed = bed("adm-drain", &admin)?;
+    let ns = &bed.lan.host("edge").ns;
+
+    // `drain` by IP alone: one backend has it.
+    let drained = admin.ctl_json(ns, &["drain", B1])?;
+    assert_eq!(drained["address"], format!("{B1}:5060"), "{drained}");
+    assert_eq!(drained["draining"], true, "{drained}");
+    let r = bed.call("uac_call", 20, 20)?;
+    assert_all_succeeded(&r, 20);
+    assert_eq!(
+        assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?,
+        [0, 20],
+        "every new call on B2 while B1 drains"
+    );
+    let table = admin.ctl(ns, "alice", &["backends"])?;
+    assert!(table.ok && table.stdout.contains("draining"), "{table:?}");
+    let backends = admin.ctl_json(ns, &["backends"])?;
+    let b2 = backends
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["address"] == format!("{B2}:5060")))
+        .cloned()
+        .unwrap_or_default();
+    assert!(b2["requests"].as_u64() >= Some(40), "INVITE and BYE: {b2}");
+
+    admin.ctl_json(ns, &["undrain", &format!("{B1}:5060")])?;
+    let r = bed.call("uac_call", 40, 40)?;
+    assert_all_succeeded(&r, 40);
+    let split = assert_affinity(&bed, &r, &["INVITE", "ACK", "BYE"])?;
+    // 40 calls with equal weights: B1 taking none would be a 1 in 10^12 chance.
+    assert!(split[0] > 0, "B1 takes calls again: {split:?}");
+
+    // A call left unacknowledged stays connected (awaiting its ACK) for 64·T1: long enough to
+    // look it up.
+    let socket = bed
+        .lan
+        .host("caller")
+        .ns
+        .udp_socket(format!("{CALLER}:5064").parse()?)?;
+    let call_id = "admin-lookup-1@192.0.2.2";
+    let invite = format!(
+        "INVITE sip:bob@{EDGE_ADDR} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5064;branch=z9hG4bKadm1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{CALLER}>;tag=adm1\r\nTo: <sip:bob@{EDGE_ADDR}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{CALLER}:5064>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
+    let got = udp::exchange(&socket, edge, invite.as_bytes(), Duration::from_secs(2))?;
+    let final_status = udp::final_response(&got).and_then(|t| status(&t));
+    assert_eq!(final_status, Some(200), "{got:?}");
+
+    let call = admin.ctl_json(ns, &["dialogs", call_id])?;
+    assert_eq!(call["call_id"], call_id, "{call}");
+    let dialog = &call["dialogs"][0];
+    assert_eq!(dialog["state"], "connected", "{call}");
+    assert_eq!(dialog["caller_tag"], "adm1", "{call}");
+    assert!(
+        [format!("{B1}:5060"), format!("{B2}:5060")]
+            .iter()
+            .any(|b| dialog["backend"] == *b),
+        "{call}"
+    );
+    let dialogs = admin.ctl_json(ns, &["dialogs"])?;
+    assert!(
+        dialogs["by_state"]["connected"].as_u64() >= Some(1),
+        "{dialogs}"
+    );
+    assert!(dialogs["total"].as_u64() >= Some(1), "{dialogs}");
+    let run = admin.ctl(ns, "alice", &["dialogs", "no-such-call@x"])?;
+    assert!(
+        !run.ok && run.stderr.contains("no dialog with Call-ID"),
+        "{run:?}"
+    );
+    Ok(())
+}
