@@ -81,6 +81,67 @@ pub struct Config {
     pub tls: TlsSection,
     pub filter: FilterSection,
     pub admin: AdminSection,
+    pub capture: CaptureSection,
+}
+
+/// `[capture]`: every SIP message received and sent, as HEPv3 to a collector (Homer, sngrep
+/// `-L`, Kamailio's sipcapture). Off unless `hep` is set.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSection {
+    /// The collector's `ip:port` (UDP).
+    pub hep: Option<SocketAddr>,
+    /// Percent of calls captured, whole (chosen by Call-ID): 1 to 100.
+    pub sample_percent: u8,
+    /// Messages per second at most, over all workers; the rest are counted, not sent.
+    pub max_per_second: u32,
+    /// The capture agent id the collector shows (HEP chunk 12).
+    pub agent_id: u32,
+    /// The collector's password (HEP chunk 14), if it wants one.
+    pub password: Option<String>,
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        Self {
+            hep: None,
+            sample_percent: 100,
+            max_per_second: 2000,
+            agent_id: 2001,
+            password: None,
+        }
+    }
+}
+
+impl CaptureSection {
+    /// The capture to run, `None` when off.
+    pub fn settings(&self) -> Option<crate::capture::CaptureSettings> {
+        Some(crate::capture::CaptureSettings {
+            collector: self.hep?,
+            sample_percent: self.sample_percent,
+            max_per_second: self.max_per_second,
+            agent_id: self.agent_id,
+            password: self.password.clone(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.sample_percent) {
+            return Err(format!(
+                "capture.sample_percent: must be 1 to 100, got {}",
+                self.sample_percent
+            ));
+        }
+        if self.max_per_second == 0 {
+            return Err("capture.max_per_second: must be above 0".to_string());
+        }
+        if let Some(hep) = self.hep
+            && (hep.port() == 0 || hep.ip().is_unspecified())
+        {
+            return Err(format!("capture.hep: `{hep}` is not a collector's address"));
+        }
+        Ok(())
+    }
 }
 
 /// `[admin]`: the admin HTTP API (`sip-fastpath ctl` talks to it). Off unless `tokens_file` is
@@ -729,6 +790,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             filter: FilterSection::default(),
             admin: AdminSection::default(),
+            capture: CaptureSection::default(),
         }
     }
 }
@@ -783,6 +845,7 @@ impl Config {
         self.tls.validate()?;
         self.validate_listeners()?;
         self.connections.validate()?;
+        self.capture.validate()?;
         let listen = self.listen_addr();
         if !self.sip_ports.contains(&listen.port()) {
             return Err(format!(

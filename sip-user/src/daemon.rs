@@ -259,7 +259,25 @@ async fn run_attached(
         // The first listener of a transport is the one our Via and Record-Route name.
         proxy.identity = proxy.identity.with_port(*t, addr.port());
     }
+    let capture = config.capture.settings().map(|settings| {
+        // Our side of each copy: the advertised address, on each transport's listening port.
+        let port_of = |t: Transport| {
+            stream_listeners
+                .iter()
+                .find(|(lt, _)| *lt == t)
+                .map_or(listen.port(), |(_, a)| a.port())
+        };
+        log::info!(
+            "capturing {}% of calls as HEPv3 to {} (at most {} messages/s)",
+            settings.sample_percent,
+            settings.collector,
+            settings.max_per_second
+        );
+        let local = Transport::ALL.map(|t| SocketAddr::new(advertise, port_of(t)));
+        (settings, local)
+    });
     let setup = WorkerSetup {
+        capture,
         addr: listen,
         cpus: a.cpus.to_vec(),
         proxy,

@@ -6,7 +6,8 @@
 //! - [`filter`]: the operator's filter settings and their map form; [`cidr`]: CIDR parsing.
 //! - [`config`]: the TOML config file, validated with errors that name the field.
 //! - [`testrun`]: `BPF_PROG_TEST_RUN`; [`frame`]: builds test frames around a payload.
-//! - [`classify`]: "what would the fast path do with this packet?" (`sip-fastpath classify`).
+//! - [`classify`]: "what would the fast path do with this packet?" (`sip-fastpath classify`);
+//!   [`pcap`]: the UDP datagrams of a pcap/pcapng capture, for `classify` and `parse --pcap`.
 //! - [`stats`]: reads the kernel counters (`sip-fastpath stats`).
 //! - [`daemon`]: `run(options, shutdown)`: attach, steer, receive, detach.
 //! - [`workers`]: the per-CPU sockets (an `SO_REUSEPORT` group steered by CPU) and threads;
@@ -15,6 +16,7 @@
 //! - [`admin`]: the admin HTTP API (bearer tokens, live filter entries, drains, dialogs,
 //!   reloads) and the `/metrics` endpoint; its [`admin::control`] owns what changes while the
 //!   daemon runs (the reload on SIGHUP included).
+//! - [`capture`]: HEPv3 copies of the SIP messages for a collector (Homer, sngrep).
 //! - [`ctl`]: `sip-fastpath ctl`, the admin API's client.
 //! - [`metrics`]: Prometheus metrics; [`heap`]: the allocator's
 //!   own accounting (in use, held free) and giving free memory back.
@@ -28,6 +30,7 @@
 pub mod admin;
 pub mod backend;
 pub mod bench;
+pub mod capture;
 pub mod cidr;
 pub mod classify;
 pub mod config;
@@ -38,6 +41,7 @@ pub mod filter;
 pub mod frame;
 pub mod heap;
 pub mod metrics;
+pub mod pcap;
 pub mod pool_keeper;
 pub mod proxy;
 pub mod samples;

@@ -52,24 +52,36 @@ enum Command {
         #[arg(long, default_value = stats::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
     },
-    /// Run the XDP program on files of raw UDP payloads (BPF_PROG_TEST_RUN, needs root) and
-    /// print one JSON line per file: verdict, reason, Call-ID hash.
+    /// Run the XDP program on files of raw UDP payloads, or on the UDP datagrams of a pcap or
+    /// pcapng capture (BPF_PROG_TEST_RUN, needs root), and print one JSON line per file or
+    /// datagram: verdict, reason, Call-ID hash.
     Classify {
-        /// UDP destination port of the frame built around each payload.
+        /// UDP destination port of the frame built around each payload file (a capture's
+        /// datagrams keep their own addresses and ports).
         #[arg(long, default_value_t = 5060)]
         port: u16,
         /// Apply this config's filter (ports, blocklist, scanners); the rate limit is left off,
         /// since it is a property of traffic, not of one packet.
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(required = true)]
+        /// A capture (tcpdump, sngrep -O, Wireshark) to replay instead of payload files.
+        #[arg(long, conflicts_with = "files")]
+        pcap: Option<PathBuf>,
+        #[arg(required_unless_present = "pcap")]
         files: Vec<PathBuf>,
     },
-    /// Parse files holding one SIP message each (a UDP payload) with the userspace parser and
-    /// print one JSON line per file: ok/error, kind, method, status, Call-ID, CSeq, Via branch.
-    /// Exits with 1 if any file did not parse or validate.
+    /// Parse files holding one SIP message each (a UDP payload), or the SIP datagrams of a pcap
+    /// or pcapng capture, with the userspace parser and print one JSON line per message:
+    /// ok/error, kind, method, status, Call-ID, CSeq, Via branch. Exits with 1 if any message
+    /// did not parse or validate.
     Parse {
-        #[arg(required = true)]
+        /// A capture to read instead of files: its UDP datagrams from or to `--port`.
+        #[arg(long, conflicts_with = "files")]
+        pcap: Option<PathBuf>,
+        /// With --pcap: the SIP ports (repeat the flag for more).
+        #[arg(long = "port", default_value = "5060")]
+        ports: Vec<u16>,
+        #[arg(required_unless_present = "pcap")]
         files: Vec<PathBuf>,
     },
     /// Print the Call-ID hash of VALUE (the one the kernel steers by) as a decimal integer.
@@ -306,12 +318,39 @@ fn main() -> anyhow::Result<()> {
         Command::Classify {
             port,
             config,
+            pcap,
             files,
         } => {
             let config = load_config(config.as_deref())?;
             let mut settings = config.filter_settings(&[]).map_err(anyhow::Error::msg)?;
             settings.rate_limit_pps = 0;
             let classifier = Classifier::new(settings)?;
+            if let Some(pcap) = pcap {
+                let capture = sip_user::pcap::read(&pcap)?;
+                for d in &capture.datagrams {
+                    let spec = sip_user::frame::FrameSpec {
+                        src: d.source,
+                        dst: d.destination,
+                        ..sip_user::frame::FrameSpec::ipv4_to_port(port)
+                    };
+                    let decision = classifier.classify_frame(&spec.build(&d.payload))?;
+                    let line = serde_json::json!({
+                        "packet": d.number,
+                        "source": d.source.to_string(),
+                        "destination": d.destination.to_string(),
+                        "verdict": decision.verdict,
+                        "reason": decision.reason,
+                        "call_id_hash": decision.call_id_hash,
+                    });
+                    println!("{line}");
+                }
+                eprintln!(
+                    "{}: {} UDP datagrams classified, {} other packets skipped",
+                    pcap.display(),
+                    capture.datagrams.len(),
+                    capture.skipped
+                );
+            }
             for file in files {
                 let payload =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -325,8 +364,40 @@ fn main() -> anyhow::Result<()> {
                 println!("{line}");
             }
         }
-        Command::Parse { files } => {
+        Command::Parse { pcap, ports, files } => {
             let mut failed = 0;
+            if let Some(pcap) = pcap {
+                let capture = sip_user::pcap::read(&pcap)?;
+                let sip = capture.datagrams.iter().filter(|d| {
+                    ports.contains(&d.source.port()) || ports.contains(&d.destination.port())
+                });
+                let mut seen = 0;
+                for d in sip {
+                    // Keep-alives (CRLF, RFC 5626 §4.4.1) are not messages.
+                    if d.payload.iter().all(|b| b.is_ascii_whitespace()) {
+                        continue;
+                    }
+                    seen += 1;
+                    let summary = sip_user::sip::summary::summarize(&d.payload);
+                    failed += usize::from(!summary.ok);
+                    // The same line as for a file, the packet's number and ends first.
+                    let mut line = serde_json::json!({
+                        "packet": d.number,
+                        "source": d.source.to_string(),
+                        "destination": d.destination.to_string(),
+                    });
+                    if let (Some(line), serde_json::Value::Object(fields)) =
+                        (line.as_object_mut(), serde_json::to_value(&summary)?)
+                    {
+                        line.extend(fields);
+                    }
+                    println!("{line}");
+                }
+                eprintln!(
+                    "{}: {seen} SIP messages parsed, {failed} failed",
+                    pcap.display()
+                );
+            }
             for file in files {
                 let bytes =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;

@@ -50,6 +50,7 @@ pub struct Metrics {
     no_call_id: IntCounterVec,
     handoff_dropped: IntCounterVec,
     send_errors: IntCounterVec,
+    capture: IntCounterVec,
     proxy: IntCounterVec,
     timer_replies: IntCounterVec,
     no_backend: IntCounterVec,
@@ -179,6 +180,13 @@ impl Metrics {
                 "worker_send_errors_total",
                 "Datagrams the socket refused to send.",
                 &["worker"],
+            ),
+            capture: counter(
+                &r,
+                "capture_messages_total",
+                "SIP messages copied to the HEP collector ([capture]): sent, capped (over \
+                 max_per_second), failed (the socket refused).",
+                &["result"],
             ),
             proxy: counter(
                 &r,
@@ -443,6 +451,16 @@ impl Metrics {
     }
 
     /// Backend state after a probe round or reload.
+    /// The capture's counters.
+    pub fn capture(&self) -> crate::capture::CaptureCounters {
+        let c = |result: &str| self.capture.with_label_values(&[result]);
+        crate::capture::CaptureCounters {
+            sent: c("sent"),
+            capped: c("capped"),
+            failed: c("failed"),
+        }
+    }
+
     /// Requests sent to `backend` so far.
     pub fn backend_requests(&self, backend: &SocketAddr) -> u64 {
         self.backend_requests

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{Pool, dns::SrvResolver},
+    capture::Capture,
     config::DnsSection,
     metrics::{Direction, Metrics, WorkerMetrics},
     proxy::{
@@ -110,6 +111,8 @@ pub struct Worker {
     /// How to make the resolver for the proxy's next-hop names.
     pub resolver: ResolverSetup,
     pub streams: StreamSetup,
+    /// HEP copies of what it receives and sends (`[capture]`).
+    pub capture: Option<Capture>,
     pub cancel: CancellationToken,
 }
 
@@ -313,6 +316,9 @@ impl Worker {
                 Ok(Parsed::Message(msg)) => msg.call_id(),
                 _ => None,
             };
+            if let (Some(capture), Some(_)) = (&mut self.capture, call_id) {
+                capture.received(&datagram, source, Instant::now());
+            }
             let workers = self.peers.len() as u32;
             let owner = call_id.map(|c| slot_for_hash(hash_call_id(c), workers) as usize);
             match owner {
@@ -381,6 +387,9 @@ impl Worker {
         m: &mut WorkerMetrics,
     ) {
         while let Some(t) = self.proxy.poll_transmit() {
+            if let Some(capture) = &mut self.capture {
+                capture.sent(&t.payload, t.dest, Instant::now());
+            }
             if t.dest.transport != Transport::Udp {
                 let owner = transport::owner_of(&t.dest, self.peers.len());
                 let tls_name = self.proxy.resolved_tls_name(&t.dest);

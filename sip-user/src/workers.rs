@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::Pool,
+    capture::{Capture, CaptureSettings},
     config::DnsSection,
     metrics::Metrics,
     proxy::{
@@ -57,6 +58,8 @@ pub struct WorkerSetup {
     /// Stream listeners (TCP), each a reuseport group with one member per worker.
     pub stream_listeners: Vec<(Transport, SocketAddr)>,
     pub streams: StreamSetup,
+    /// `[capture]`, with our address per transport for the copies.
+    pub capture: Option<(CaptureSettings, [SocketAddr; 3])>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,11 @@ pub enum WorkerError {
     #[error("attaching the reuseport CPU selector to {addr}: {source}")]
     ReuseportProgram {
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the capture socket of worker {index}: {source}")]
+    Capture {
+        index: usize,
         source: std::io::Error,
     },
     #[error("starting worker thread for CPU {cpu}: {source}")]
@@ -184,6 +192,7 @@ impl Workers {
             handoff_queue,
             stream_listeners,
             streams,
+            capture,
         } = setup;
         let mut sockets = Vec::with_capacity(cpus.len());
         for index in 0..cpus.len() {
@@ -234,6 +243,13 @@ impl Workers {
             let mut cfg = proxy.clone();
             cfg.worker = index as u32;
             let pool_now = (**pool.borrow()).clone();
+            let capture = match &capture {
+                Some((settings, local)) => Some(
+                    Capture::new(settings.clone(), *local, cpus.len(), metrics.capture())
+                        .map_err(|source| WorkerError::Capture { index, source })?,
+                ),
+                None => None,
+            };
             let worker = Worker {
                 index,
                 cpu,
@@ -249,6 +265,7 @@ impl Workers {
                     ipv6: addr.is_ipv6(),
                 },
                 streams: streams.clone(),
+                capture,
                 cancel: cancel.clone(),
             };
             let handle = std::thread::Builder::new()

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 pub mod admin;
 pub mod bed;
 pub mod certs;
+pub mod collector;
 pub mod dns;
 pub mod kamailio;
 pub mod lan;

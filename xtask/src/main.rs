@@ -112,6 +112,10 @@ const TEST_PACKAGES: &[&str] = &[
     "linux-perf",
     // The shipped alerts and dashboard are checked against real Prometheus (and promtool).
     "prometheus",
+    // HEPv3 capture is decoded by sngrep (its HEP parser) and checked by tshark's SIP
+    // dissector.
+    "sngrep",
+    "tshark",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -317,6 +317,7 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
         ("steering", new.steering != running.steering),
         ("metrics", new.metrics != running.metrics),
         ("admin.listen", new.admin.listen != running.admin.listen),
+        ("capture", new.capture != running.capture),
         ("advertise", new.advertise != running.advertise),
         ("record_route", new.record_route != running.record_route),
         ("timers", new.timers != running.timers),
