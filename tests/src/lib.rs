@@ -24,6 +24,7 @@ pub mod lan;
 pub mod loadgen;
 pub mod perf;
 pub mod phones;
+pub mod prometheus;
 pub mod sipp;
 pub mod stream;
 pub mod syn;

@@ -6,14 +6,13 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use tests::{
-    Netns,
     bed::{Bed, config},
+    prometheus::{Prometheus, api, evaluate, wait_for_scrape},
     sipp::LogDir,
 };
 
@@ -34,73 +33,6 @@ fn promtool_accepts_the_alerting_rules() -> anyhow::Result<()> {
     assert!(out.status.success(), "{said}");
     assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
     Ok(())
-}
-
-/// Prometheus in a namespace, stopped (with its children) on drop.
-struct Prometheus {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Prometheus {
-    /// Scrapes the daemon's `/metrics` on 127.0.0.1:9464 every second, evaluates `rules` every
-    /// second, serves its API on 127.0.0.1:9090 of `ns`.
-    fn start(ns: &Netns, logs: &std::path::Path, rules: &str) -> anyhow::Result<Self> {
-        let data = logs.join("prometheus-data");
-        std::fs::create_dir_all(&data)?;
-        let rules_path = logs.join("alerts.yml");
-        std::fs::write(&rules_path, rules)?;
-        let config_path = logs.join("prometheus.yml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {}\n\
-                 scrape_configs:\n  - job_name: sip-fastpath\n    static_configs:\n      \
-                 - targets: ['127.0.0.1:9464']\n",
-                rules_path.display()
-            ),
-        )?;
-        let log = std::fs::File::create(logs.join("prometheus.log"))?;
-        let child = ns
-            .command("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg("--web.listen-address=127.0.0.1:9090")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        Ok(Prometheus { child, data })
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-/// `GET /api/v1/<what>` with `query` from inside `ns`; the JSON answer.
-fn api(ns: &Netns, what: &str, query: Option<&str>) -> anyhow::Result<Value> {
-    let url = format!("http://127.0.0.1:9090/api/v1/{what}");
-    let mut args = vec!["curl", "-sS", "--max-time", "5", "-G", &url];
-    let encoded;
-    if let Some(q) = query {
-        encoded = format!("query={q}");
-        args.extend(["--data-urlencode", &encoded]);
-    }
-    let out = ns.exec(&args)?;
-    Ok(serde_json::from_str(&out)?)
-}
-
-/// The expression's result series, or the error Prometheus gave.
-fn evaluate(ns: &Netns, expr: &str) -> anyhow::Result<Vec<Value>> {
-    let v = api(ns, "query", Some(expr))?;
-    anyhow::ensure!(v["status"] == "success", "{expr}: {v}");
-    Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
 /// Every `sip_fastpath_*` metric name an expression reads.
@@ -136,20 +68,7 @@ fn every_panel_and_alert_reads_metrics_the_daemon_exports_and_a_dead_backend_fir
     let r = bed.call("uac_call", 40, 10)?;
     assert_eq!(r.failed, 0, "{r:?}");
     // A few more scrapes after the calls, and Prometheus ready.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = api(edge, "query", Some("up{job=\"sip-fastpath\"}"));
-        if let Ok(v) = &up
-            && v["data"]["result"][0]["value"][1] == "1"
-        {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "Prometheus never scraped: {up:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_scrape(edge)?;
     std::thread::sleep(Duration::from_secs(3));
 
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(deploy(

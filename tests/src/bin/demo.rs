@@ -2,8 +2,9 @@
 //!
 //! 1. As a load balancer under attack: a caller (sipp) places calls through sip-fastpath, XDP
 //!    attached, to two backends (sipp), while a third host floods it with junk, scanner probes
-//!    and REGISTERs. Prints the call results, the per-backend split, the kernel counters and a
-//!    few metrics.
+//!    and REGISTERs; Prometheus scrapes it. Prints the call results, the per-backend split, the
+//!    kernel counters, what `sip-fastpath ctl` shows through the admin API (status, backends, a
+//!    source blocked at once), and a Prometheus query answered.
 //! 2. Both directions: two phones behind NAT register through the edge to a registrar
 //!    (Kamailio) behind it; one calls the other, and the registrar's INVITE reaches the
 //!    callee's NAT binding through the edge by the flow token in its Path; each side hangs up
@@ -15,9 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tests::{
     EDGE_IFACE,
+    admin::Admin,
     bed::{B1, B2, Bed, EDGE, FLOOD, config, flood},
     phones::{Phones, REGISTRAR},
+    prometheus::{Prometheus, evaluate, wait_for_scrape},
     require_root,
+    sipp::LogDir,
 };
 
 const CALLS: u32 = 300;
@@ -29,7 +33,15 @@ fn main() -> anyhow::Result<()> {
         "creating namespaces sfp-demo-*: a switch, sip-fastpath ({EDGE}), a caller (192.0.2.2), \
          backends {B1} and {B2}, a flood source ({FLOOD})"
     );
-    let bed = Bed::new("demo", "uas_call", &config(1000))?;
+    let admin = Admin::new("demo")?;
+    let bed = Bed::new(
+        "demo",
+        "uas_call",
+        &format!("{}{}", config(1000), admin.config()),
+    )?;
+    let edge = &bed.lan.host("edge").ns;
+    let prometheus_files = LogDir::new("demo-prometheus")?;
+    let prometheus = Prometheus::start(edge, &prometheus_files.0, "groups: []\n")?;
     println!(
         "running {CALLS} calls at {RATE}/s (INVITE, 100, 180, 200, ACK, BYE, 200) through sip-fastpath; \
          flooding from {FLOOD} meanwhile"
@@ -74,13 +86,50 @@ fn main() -> anyhow::Result<()> {
     }) {
         println!("{line}");
     }
+    operate(&bed, &admin)?;
     let ok = r.failed == 0 && r.successful == CALLS as u64;
+    drop(prometheus);
     drop(bed);
     println!("\nsip-fastpath stopped; namespaces removed");
     if !ok {
         anyhow::bail!("{} of {CALLS} calls failed", r.failed);
     }
     two_directions()
+}
+
+/// What an operator sees and does: `ctl status` and `ctl backends` through the admin API, the
+/// flood source blocked at once with `ctl block`, and Prometheus answering a query over what
+/// it scraped during the calls.
+fn operate(bed: &Bed, admin: &Admin) -> anyhow::Result<()> {
+    let edge = &bed.lan.host("edge").ns;
+    for args in [
+        &["status"][..],
+        &["backends"][..],
+        &["block", FLOOD, "--ttl", "3600"][..],
+    ] {
+        let run = admin.ctl(edge, "alice", args)?;
+        println!("\n$ sip-fastpath ctl {}\n{}", args.join(" "), run.stdout);
+        anyhow::ensure!(run.ok, "ctl {args:?}: {}", run.stderr);
+    }
+    wait_for_scrape(edge)?;
+    // Scrapes are a second apart: two more, and the latest sample is from after the calls.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let query = "sum by (reason) (sip_fastpath_kernel_packets_total)";
+    println!("$ curl http://127.0.0.1:9090/api/v1/query --data-urlencode 'query={query}'");
+    let mut series = evaluate(edge, query)?;
+    series.sort_by_key(|s| s["metric"]["reason"].as_str().unwrap_or("").to_string());
+    anyhow::ensure!(
+        !series.is_empty(),
+        "Prometheus answered no series for {query}"
+    );
+    for s in series {
+        let value: f64 = s["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+        println!(
+            "  {:<28} {value:>10.0}",
+            s["metric"]["reason"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
 }
 
 /// Part 2: a registered phone behind NAT receives calls through the edge.
