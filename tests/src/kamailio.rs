@@ -105,22 +105,9 @@ impl Kamailio {
 
     /// Stops the whole group: SIGTERM, then SIGKILL after 5 s.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let group = child.id() as i32;
-        // SAFETY: signalling a process group this test started.
-        unsafe { libc::killpg(group, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            crate::stop_group(child);
         }
-        // SAFETY: as above; children that ignored SIGTERM go now.
-        unsafe { libc::killpg(group, libc::SIGKILL) };
-        let _ = child.wait();
     }
 }
 

@@ -31,6 +31,24 @@ pub mod syn;
 pub mod tls_clients;
 pub mod udp;
 
+/// Stops the process group `child` leads (started with `process_group(0)`): SIGTERM, then
+/// SIGKILL after 5 s for what is left (children that outlive their parent included).
+pub fn stop_group(mut child: Child) {
+    let group = child.id() as i32;
+    // SAFETY: signalling a process group this process started.
+    unsafe { libc::killpg(group, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe { libc::killpg(group, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
 /// Runs a command, failing with its stderr.
 pub fn run(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0])
