@@ -307,7 +307,7 @@ fn filter_text(f: &FilterView) -> String {
             t.push_str("  (empty)\n");
         }
         for e in entries {
-            let origin = match (e.source, &e.by, e.expires_in_s) {
+            let origin = match (e.origin.source, &e.origin.by, e.origin.expires_in_s) {
                 (Source::Config, ..) => "config".to_string(),
                 (Source::Api, by, None) => format!("api, by {}", by.as_deref().unwrap_or("?")),
                 (Source::Api, by, Some(s)) => format!(
@@ -328,9 +328,9 @@ fn filter_text(f: &FilterView) -> String {
     } else {
         format!("{} packets/s per source, burst {}", r.pps, r.burst)
     };
-    let origin = match r.source {
+    let origin = match r.origin.source {
         Source::Config => "config".to_string(),
-        Source::Api => format!("api, by {}", r.by.as_deref().unwrap_or("?")),
+        Source::Api => format!("api, by {}", r.origin.by.as_deref().unwrap_or("?")),
     };
     t.push_str(&format!("rate limit: {limit} ({origin})\n"));
     t

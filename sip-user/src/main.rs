@@ -186,6 +186,15 @@ enum LogFormat {
     Json,
 }
 
+/// The start of a JSON line about a captured datagram: its number and ends.
+fn datagram_line(d: &sip_user::pcap::Datagram) -> serde_json::Map<String, serde_json::Value> {
+    let mut line = serde_json::Map::new();
+    line.insert("packet".into(), d.number.into());
+    line.insert("source".into(), d.source.to_string().into());
+    line.insert("destination".into(), d.destination.to_string().into());
+    line
+}
+
 fn ctl_request(command: CtlCommand) -> sip_user::ctl::Request {
     use sip_user::ctl::Request;
     let backend = |backend, draining, weight| Request::Backend {
@@ -334,15 +343,14 @@ fn main() -> anyhow::Result<()> {
                         ..sip_user::frame::FrameSpec::ipv4_to_port(port)
                     };
                     let decision = classifier.classify_frame(&spec.build(&d.payload))?;
-                    let line = serde_json::json!({
-                        "packet": d.number,
-                        "source": d.source.to_string(),
-                        "destination": d.destination.to_string(),
-                        "verdict": decision.verdict,
-                        "reason": decision.reason,
-                        "call_id_hash": decision.call_id_hash,
-                    });
-                    println!("{line}");
+                    let mut line = datagram_line(d);
+                    line.insert("verdict".into(), serde_json::json!(decision.verdict));
+                    line.insert("reason".into(), serde_json::json!(decision.reason));
+                    line.insert(
+                        "call_id_hash".into(),
+                        serde_json::json!(decision.call_id_hash),
+                    );
+                    println!("{}", serde_json::Value::Object(line));
                 }
                 eprintln!(
                     "{}: {} UDP datagrams classified, {} other packets skipped",
@@ -381,17 +389,11 @@ fn main() -> anyhow::Result<()> {
                     let summary = sip_user::sip::summary::summarize(&d.payload);
                     failed += usize::from(!summary.ok);
                     // The same line as for a file, the packet's number and ends first.
-                    let mut line = serde_json::json!({
-                        "packet": d.number,
-                        "source": d.source.to_string(),
-                        "destination": d.destination.to_string(),
-                    });
-                    if let (Some(line), serde_json::Value::Object(fields)) =
-                        (line.as_object_mut(), serde_json::to_value(&summary)?)
-                    {
+                    let mut line = datagram_line(d);
+                    if let serde_json::Value::Object(fields) = serde_json::to_value(&summary)? {
                         line.extend(fields);
                     }
-                    println!("{line}");
+                    println!("{}", serde_json::Value::Object(line));
                 }
                 eprintln!(
                     "{}: {seen} SIP messages parsed, {failed} failed",

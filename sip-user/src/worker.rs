@@ -316,8 +316,8 @@ impl Worker {
                 Ok(Parsed::Message(msg)) => msg.call_id(),
                 _ => None,
             };
-            if let (Some(capture), Some(_)) = (&mut self.capture, call_id) {
-                capture.received(&datagram, source, Instant::now());
+            if let (Some(capture), Some(call_id)) = (&mut self.capture, call_id) {
+                capture.received(&datagram, call_id, source, Instant::now());
             }
             let workers = self.peers.len() as u32;
             let owner = call_id.map(|c| slot_for_hash(hash_call_id(c), workers) as usize);

@@ -96,7 +96,6 @@ pub fn http(
     let url = format!("http://{ADMIN_LISTEN}{path}");
     let auth = token.map(|t| format!("Authorization: Bearer {t}"));
     let mut args = vec![
-        "curl",
         "-s",
         "-D",
         "/dev/stderr",
@@ -114,11 +113,7 @@ pub fn http(
         args.extend(["-H", "Content-Type: application/json", "--data", b]);
     }
     args.push(&url);
-    let mut full = vec!["ip", "netns", "exec", &ns.name];
-    full.extend_from_slice(&args);
-    let out = std::process::Command::new(full[0])
-        .args(&full[1..])
-        .output()?;
+    let out = ns.command("curl").args(&args).output()?;
     anyhow::ensure!(
         out.status.success(),
         "curl {method} {path}: {}",

@@ -35,10 +35,10 @@ pub enum Source {
     Api,
 }
 
-/// One blocklist or allowlist CIDR, or one scanner signature.
+/// Where a filter setting comes from, who added it and for how long (the same fields in every
+/// filter answer).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FilterEntryView {
-    pub value: String,
+pub struct Origin {
     pub source: Source,
     /// Who added it through the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,16 +47,37 @@ pub struct FilterEntryView {
     pub expires_in_s: Option<u64>,
 }
 
+impl Origin {
+    const CONFIG: Origin = Origin {
+        source: Source::Config,
+        by: None,
+        expires_in_s: None,
+    };
+
+    fn api<T>(e: &Entry<T>, now: Instant) -> Self {
+        Origin {
+            source: Source::Api,
+            by: Some(e.by.clone()),
+            expires_in_s: e.expires_in_s(now),
+        }
+    }
+}
+
+/// One blocklist or allowlist CIDR, or one scanner signature.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FilterEntryView {
+    pub value: String,
+    #[serde(flatten)]
+    pub origin: Origin,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RateLimitView {
     /// Packets per second per source; 0: off.
     pub pps: u32,
     pub burst: u32,
-    pub source: Source,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_in_s: Option<u64>,
+    #[serde(flatten)]
+    pub origin: Origin,
 }
 
 /// `GET /api/v1/filter`: what the XDP maps hold, and why.
@@ -72,16 +93,12 @@ impl FilterView {
     pub fn new(config: &FilterSettings, live: &LiveFilter, now: Instant) -> Self {
         let from_config = |value: String| FilterEntryView {
             value,
-            source: Source::Config,
-            by: None,
-            expires_in_s: None,
+            origin: Origin::CONFIG,
         };
         fn from_api<T: ToString>(e: &Entry<T>, now: Instant) -> FilterEntryView {
             FilterEntryView {
                 value: e.value.to_string(),
-                source: Source::Api,
-                by: Some(e.by.clone()),
-                expires_in_s: e.expires_in_s(now),
+                origin: Origin::api(e, now),
             }
         }
         let cidrs = |config: &[crate::cidr::Cidr], live: &[Entry<crate::cidr::Cidr>]| {
@@ -95,16 +112,12 @@ impl FilterView {
             Some(e) => RateLimitView {
                 pps: e.value.pps,
                 burst: e.value.burst,
-                source: Source::Api,
-                by: Some(e.by.clone()),
-                expires_in_s: e.expires_in_s(now),
+                origin: Origin::api(e, now),
             },
             None => RateLimitView {
                 pps: config.rate_limit_pps,
                 burst: config.rate_limit_burst,
-                source: Source::Config,
-                by: None,
-                expires_in_s: None,
+                origin: Origin::CONFIG,
             },
         };
         FilterView {

@@ -45,21 +45,25 @@ pub(super) fn with_encoded<R>(
     }
 }
 
+/// Call-ID, local tag and remote tag of an encoded id (a table key reads without a copy).
+pub(super) fn parts_of(b: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let call_len = u16::from_le_bytes([b[0], b[1]]) as usize;
+    let local_len = u16::from_le_bytes([b[2], b[3]]) as usize;
+    let rest = &b[4..];
+    (
+        &rest[..call_len],
+        &rest[call_len..call_len + local_len],
+        &rest[call_len + local_len..],
+    )
+}
+
 impl DialogId {
     pub fn new(call_id: &[u8], local: &[u8], remote: &[u8]) -> Self {
         with_encoded(call_id, local, remote, |b| DialogId(b.into()))
     }
 
     fn parts(&self) -> (&[u8], &[u8], &[u8]) {
-        let b = &self.0;
-        let call_len = u16::from_le_bytes([b[0], b[1]]) as usize;
-        let local_len = u16::from_le_bytes([b[2], b[3]]) as usize;
-        let rest = &b[4..];
-        (
-            &rest[..call_len],
-            &rest[call_len..call_len + local_len],
-            &rest[call_len + local_len..],
-        )
+        parts_of(&self.0)
     }
 
     pub fn call_id(&self) -> &[u8] {

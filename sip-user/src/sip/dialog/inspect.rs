@@ -51,17 +51,18 @@ impl DialogTable {
     }
 
     /// The dialogs of `call_id` (more than one when a caller reused a Call-ID with a new tag).
+    /// Reads the keys in place: only the dialogs found are copied out.
     pub fn find_call(&self, call_id: &[u8], now: Instant) -> Vec<DialogInfo> {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let mut found: Vec<DialogInfo> = self
             .entries
             .values()
             .filter_map(|e| {
-                let id = e.id();
-                (id.call_id() == call_id).then(|| DialogInfo {
-                    call_id: text(id.call_id()),
-                    caller_tag: text(id.local_tag()),
-                    callee_tag: text(id.remote_tag()),
+                let (id, caller_tag, _) = super::id::parts_of(&e.key);
+                (id == call_id).then(|| DialogInfo {
+                    call_id: text(id),
+                    caller_tag: text(caller_tag),
+                    callee_tag: text(&e.remote),
                     phase: e.session.phase,
                     // `set_route` records the caller with the backend.
                     backend: e.session.caller.map(|_| e.session.backend),
