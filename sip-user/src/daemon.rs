@@ -19,27 +19,27 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin::{
+    backend::keeper::{KeeperError, KeeperSetup, PoolKeeper},
+    control::admin::{
         self, AdminState,
         auth::{Tokens, TokensError},
-        control::{Controller, ControllerSetup, Started},
+        controller::{Controller, ControllerSetup, Started},
     },
-    config::Config,
-    ebpf::{FastPath, LoadError},
-    filter::FilterSettings,
-    metrics::Metrics,
-    pool_keeper::{KeeperError, KeeperSetup, PoolKeeper},
+    control::config::Config,
+    control::ebpf::{FastPath, LoadError},
+    control::filter::FilterSettings,
+    control::metrics::{Metrics, WorkerCounters},
+    control::stats::DEFAULT_PIN_ROOT,
     proxy::{ProxyConfig, flow::FlowKey, rewrite::Identity},
     sip::transaction::Admission,
     sip::{dialog::Limits, peer::Transport},
-    stats::DEFAULT_PIN_ROOT,
     sys,
     transport::{
         table::TlsSetup,
         tls::{self, TlsError},
     },
     worker::StreamSetup,
-    workers::{WorkerCounters, WorkerError, WorkerSetup, Workers},
+    worker::{WorkerError, WorkerSetup, Workers},
 };
 
 /// How often the workers' counters are published to the pinned `WORKERS` map.
@@ -137,7 +137,7 @@ pub async fn run(
         config_path,
     } = options;
     config.validate().map_err(DaemonError::Config)?;
-    crate::heap::configure_for_daemon();
+    crate::sys::heap::configure_for_daemon();
     if !Path::new("/sys/class/net").join(&iface).exists() && sys::if_index(&iface).is_none() {
         return Err(DaemonError::NoInterface(iface));
     }
@@ -483,7 +483,7 @@ async fn start_http(
         let refresh: admin::Refresh = Arc::new(move |m: &Metrics| {
             m.set_workers(&scrape.workers);
             m.set_heap();
-            match crate::stats::read(&scrape.pin_root, &scrape.iface) {
+            match crate::control::stats::read(&scrape.pin_root, &scrape.iface) {
                 Ok(s) => m.set_kernel(&s),
                 Err(e) => log::debug!("metrics: kernel counters: {e}"),
             }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sip_user::{
-    classify::Classifier,
-    config::Config,
+    control::config::Config,
+    control::stats,
     daemon::{self, RunOptions, XdpModeChoice},
-    stats,
+    tools::classify::Classifier,
 };
 
 /// An XDP-accelerated SIP fast path: drops floods, scanners and junk in the kernel and steers
@@ -113,7 +113,7 @@ enum Command {
     /// it). Exits 1 with the API's message when it refuses a request.
     Ctl {
         /// The admin API (the daemon's admin.listen).
-        #[arg(long, env = "SIP_FASTPATH_ADMIN", default_value = sip_user::ctl::DEFAULT_URL)]
+        #[arg(long, env = "SIP_FASTPATH_ADMIN", default_value = sip_user::tools::ctl::DEFAULT_URL)]
         url: String,
         /// A file holding the token.
         #[arg(long, env = "SIP_FASTPATH_TOKEN_FILE")]
@@ -187,7 +187,9 @@ enum LogFormat {
 }
 
 /// The start of a JSON line about a captured datagram: its number and ends.
-fn datagram_line(d: &sip_user::pcap::Datagram) -> serde_json::Map<String, serde_json::Value> {
+fn datagram_line(
+    d: &sip_user::tools::pcap::Datagram,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut line = serde_json::Map::new();
     line.insert("packet".into(), d.number.into());
     line.insert("source".into(), d.source.to_string().into());
@@ -195,8 +197,8 @@ fn datagram_line(d: &sip_user::pcap::Datagram) -> serde_json::Map<String, serde_
     line
 }
 
-fn ctl_request(command: CtlCommand) -> sip_user::ctl::Request {
-    use sip_user::ctl::Request;
+fn ctl_request(command: CtlCommand) -> sip_user::tools::ctl::Request {
+    use sip_user::tools::ctl::Request;
     let backend = |backend, draining, weight| Request::Backend {
         backend,
         draining,
@@ -260,7 +262,7 @@ fn init_logging(format: LogFormat) -> anyhow::Result<()> {
 static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 fn main() -> anyhow::Result<()> {
-    sip_user::heap::count_allocations_with(|| ALLOCATOR.allocated());
+    sip_user::sys::heap::count_allocations_with(|| ALLOCATOR.allocated());
     let cli = Cli::parse();
     init_logging(cli.log_format)?;
     let command = cli.command;
@@ -295,18 +297,18 @@ fn main() -> anyhow::Result<()> {
             json,
             command,
         } => {
-            let token = sip_user::ctl::token(
+            let token = sip_user::tools::ctl::token(
                 std::env::var("SIP_FASTPATH_TOKEN").ok(),
                 token_file.as_deref(),
             )?;
             let request = ctl_request(command);
-            let client = sip_user::ctl::Client::new(&url, token);
+            let client = sip_user::tools::ctl::Client::new(&url, token);
             let answer = client.send(&request)?;
             let ok = if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 answer.get("ok").and_then(|v| v.as_bool()) != Some(false)
             } else {
-                sip_user::ctl::render(&request, answer, &mut std::io::stdout())?
+                sip_user::tools::ctl::render(&request, answer, &mut std::io::stdout())?
             };
             if !ok {
                 std::process::exit(1);
@@ -335,12 +337,12 @@ fn main() -> anyhow::Result<()> {
             settings.rate_limit_pps = 0;
             let classifier = Classifier::new(settings)?;
             if let Some(pcap) = pcap {
-                let capture = sip_user::pcap::read(&pcap)?;
+                let capture = sip_user::tools::pcap::read(&pcap)?;
                 for d in &capture.datagrams {
-                    let spec = sip_user::frame::FrameSpec {
+                    let spec = sip_user::tools::frame::FrameSpec {
                         src: d.source,
                         dst: d.destination,
-                        ..sip_user::frame::FrameSpec::ipv4_to_port(port)
+                        ..sip_user::tools::frame::FrameSpec::ipv4_to_port(port)
                     };
                     let decision = classifier.classify_frame(&spec.build(&d.payload))?;
                     let mut line = datagram_line(d);
@@ -375,7 +377,7 @@ fn main() -> anyhow::Result<()> {
         Command::Parse { pcap, ports, files } => {
             let mut failed = 0;
             if let Some(pcap) = pcap {
-                let capture = sip_user::pcap::read(&pcap)?;
+                let capture = sip_user::tools::pcap::read(&pcap)?;
                 let sip = capture.datagrams.iter().filter(|d| {
                     ports.contains(&d.source.port()) || ports.contains(&d.destination.port())
                 });
@@ -478,11 +480,11 @@ fn main() -> anyhow::Result<()> {
             if repeat == 0 {
                 bail!("--repeat must be at least 1");
             }
-            let features = sip_user::bench::Features {
+            let features = sip_user::tools::bench::Features {
                 scanners: !no_scanners,
                 rate_limit: !no_rate_limit,
             };
-            let report = sip_user::bench::run(repeat, rounds, features)?;
+            let report = sip_user::tools::bench::run(repeat, rounds, features)?;
             print!("{}", report.render());
         }
     }

@@ -11,8 +11,8 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use sip_user::{
-    samples,
     sip::{Header, HeaderName, Parsed, parse, proxy_check::check},
+    tools::samples,
 };
 
 struct Counting;

@@ -10,11 +10,11 @@ use std::{
 
 use sip_common::hash_call_id;
 use sip_user::{
-    classify::{Classifier, Decision},
-    filter::FilterSettings,
-    frame::FrameSpec,
-    samples,
+    control::filter::FilterSettings,
     sip::{self, Header, Parsed},
+    tools::classify::{Classifier, Decision},
+    tools::frame::FrameSpec,
+    tools::samples,
 };
 
 /// Test runs pin their thread to read per-CPU results; one classifier at a time keeps it simple.

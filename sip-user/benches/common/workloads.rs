@@ -11,13 +11,13 @@ use std::{
 
 use bytes::Bytes;
 use sip_user::{
-    samples,
     sip::{
         Header, MAX_HEADERS, Parsed, build,
         dialog::DialogTable,
         parse,
         transaction::{Event, TransactionLayer},
     },
+    tools::samples,
 };
 
 /// The benchmarked messages: the typical ones and RFC 4475's wsinv.

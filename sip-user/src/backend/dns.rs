@@ -21,7 +21,7 @@ use super::{
     srv::{self, Record},
 };
 use crate::{
-    config::DnsSection,
+    control::config::DnsSection,
     proxy::{
         resolve::{Answer, Candidate},
         target::Name,

@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod health;
+pub mod keeper;
 pub mod probe;
 pub mod select;
 pub mod srv;
@@ -13,7 +14,7 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use self::health::Health;
 use crate::{
-    config::{BackendSection, HealthSection},
+    control::config::{BackendSection, HealthSection},
     sip::peer::Transport,
 };
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{tests::*, *};
-use crate::cidr::Cidr;
+use crate::control::cidr::Cidr;
 
 /// A phone behind NAT: its Contact says 10.0.0.7, its datagrams come from the NAT's binding.
 const PHONE: &str = "203.0.113.50:40001";

@@ -205,7 +205,7 @@ pub fn wait(ms: u64) -> Vec<u8> {
 /// Seeds for the fuzzer: the typical messages (INVITE with SDP, 200, ACK, BYE, REGISTER,
 /// OPTIONS) from each kind of source, with clock steps, timers and DNS answers between them.
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
-    let typical = crate::samples::typical("seed-1@pc33.atlanta.example.com");
+    let typical = crate::tools::samples::typical("seed-1@pc33.atlanta.example.com");
     let mut out = Vec::new();
     for (who, _) in SOURCES.iter().enumerate() {
         let mut all = Vec::new();
@@ -236,7 +236,7 @@ mod tests {
         }
         // An INVITE from outside is forwarded (the harness reaches the proxy's core).
         let mut p = proxy();
-        let invite = &crate::samples::typical("x@y")[0].1;
+        let invite = &crate::tools::samples::typical("x@y")[0].1;
         p.handle(
             Bytes::copy_from_slice(invite),
             addr(SOURCES[0]),

@@ -27,7 +27,7 @@ use super::{
     route::{Own, RouteSet},
 };
 use crate::{
-    cidr::Cidr,
+    control::cidr::Cidr,
     sip::{
         Message, Method,
         uri::{Scheme, Uri},

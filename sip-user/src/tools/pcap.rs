@@ -151,7 +151,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::frame::FrameSpec;
+    use crate::tools::frame::FrameSpec;
 
     fn temp(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("sfp-pcap-{name}-{}", std::process::id()))

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{
     AdminState,
     auth::Caller,
-    control::{ANSWER_WITHIN, Control},
+    controller::{ANSWER_WITHIN, Control},
     error::ApiError,
     live::{Change, List, RateLimit},
     views::{
@@ -25,8 +25,8 @@ use super::{
     },
 };
 use crate::{
-    cidr::Cidr,
-    pool_keeper::{KeeperCommand, Override},
+    backend::keeper::{KeeperCommand, Override},
+    control::cidr::Cidr,
     proxy::inspect::{Inspection, Query, Summary},
     sip::dialog::Phase,
 };

@@ -1,4 +1,4 @@
-//! Prometheus metrics (served at `/metrics` by [`crate::admin::metrics_router`]).
+//! Prometheus metrics (served at `/metrics` by [`crate::control::admin::metrics_router`]).
 //!
 //! Workers hold their own label children ([`WorkerMetrics`]), resolved once at start and on a
 //! backend reload, so an event is an atomic add and never a label lookup; their per-message
@@ -12,21 +12,23 @@ use std::{
 };
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+mod worker;
+
+pub use worker::{BackendMetrics, Direction, WorkerCounters, WorkerMetrics};
 
 use crate::{
     backend::Pool,
+    control::stats::Stats,
     proxy::{
         Limit, ProxyStats,
         outcome::Outcome,
         target::{Refusal, RoutedBy},
     },
     sip::{dialog::End, peer::Transport},
-    stats::Stats,
-    transport::stream::Close,
-    workers::WorkerCounters,
 };
 
 const NS: &str = "sip_fastpath";
@@ -452,9 +454,9 @@ impl Metrics {
 
     /// Backend state after a probe round or reload.
     /// The capture's counters.
-    pub fn capture(&self) -> crate::capture::CaptureCounters {
+    pub fn capture(&self) -> crate::worker::capture::CaptureCounters {
         let c = |result: &str| self.capture.with_label_values(&[result]);
-        crate::capture::CaptureCounters {
+        crate::worker::capture::CaptureCounters {
             sent: c("sent"),
             capped: c("capped"),
             failed: c("failed"),
@@ -527,7 +529,7 @@ impl Metrics {
     }
 
     /// The configured per-worker limits, set once at start and on reload.
-    pub fn set_limits(&self, limits: &crate::config::LimitsSection) {
+    pub fn set_limits(&self, limits: &crate::control::config::LimitsSection) {
         for (name, value) in [
             ("transactions", limits.transactions),
             ("per_source", limits.per_source),
@@ -542,13 +544,13 @@ impl Metrics {
 
     /// The allocator's heap now (at scrape time).
     pub fn set_heap(&self) {
-        if let Some(h) = crate::heap::usage() {
+        if let Some(h) = crate::sys::heap::usage() {
             self.heap
                 .with_label_values(&["in_use"])
                 .set(h.in_use as i64);
             self.heap.with_label_values(&["free"]).set(h.free as i64);
         }
-        if let Some(bytes) = crate::heap::allocated() {
+        if let Some(bytes) = crate::sys::heap::allocated() {
             self.heap
                 .with_label_values(&["counted"])
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -583,145 +585,5 @@ fn raise(c: &IntCounter, value: u64) {
     let now = c.get();
     if value > now {
         c.inc_by(value - now);
-    }
-}
-
-/// One backend's children, held by each worker.
-#[derive(Clone)]
-pub struct BackendMetrics {
-    pub requests: IntCounter,
-    pub registrations: IntCounter,
-    classes: [IntCounter; 5],
-    duration: Histogram,
-}
-
-impl BackendMetrics {
-    pub fn completed(&self, status: u16, elapsed: Duration) {
-        if let Some(c) = self.classes.get((status / 100).saturating_sub(2) as usize) {
-            c.inc();
-        }
-        self.duration.observe(elapsed.as_secs_f64());
-    }
-}
-
-/// One worker's children.
-/// Which way a batched UDP call went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Receive = 0,
-    Send = 1,
-}
-
-impl Direction {
-    pub const ALL: [Direction; 2] = [Direction::Receive, Direction::Send];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Receive => "receive",
-            Direction::Send => "send",
-        }
-    }
-}
-
-pub struct WorkerMetrics {
-    pub send_errors: IntCounter,
-    outcomes: [IntCounter; Outcome::ALL.len()],
-    timer_replies: IntCounter,
-    no_backend: IntCounter,
-    sides: [IntCounter; 2],
-    routed: [IntCounter; RoutedBy::ALL.len()],
-    refused: [IntCounter; Refusal::ALL.len()],
-    keepalives: IntCounter,
-    dns_failures: IntCounter,
-    dialogs_ended: [IntCounter; End::NAMES.len()],
-    overload: [IntCounter; Limit::ALL.len()],
-    transactions: IntGauge,
-    dialogs: IntGauge,
-    last: ProxyStats,
-    /// Indexed like the worker's pool.
-    pub backends: Vec<BackendMetrics>,
-    messages_in: [IntCounter; 3],
-    messages_out: [IntCounter; 3],
-    udp_calls: [IntCounter; 2],
-    connections: IntCounterVec,
-    connections_closed: IntCounterVec,
-    connections_open: [IntGauge; 3],
-    tls_handshake_failures: IntCounterVec,
-    worker: String,
-}
-
-impl WorkerMetrics {
-    pub fn received(&self, t: Transport) {
-        self.messages_in[t.index()].inc();
-    }
-
-    pub fn sent(&self, t: Transport) {
-        self.messages_out[t.index()].inc();
-    }
-
-    /// `calls` batched UDP system calls made.
-    pub fn udp_calls(&self, d: Direction, calls: u32) {
-        self.udp_calls[d as usize].inc_by(u64::from(calls));
-    }
-
-    /// A connection accepted or refused (rare: the child is looked up each time).
-    pub fn connection_event(&self, t: Transport, event: &str) {
-        self.connection_counter(t, event).inc();
-    }
-
-    /// The counter of one connection event, for a task that counts on its own.
-    pub fn connection_counter(&self, t: Transport, event: &str) -> IntCounter {
-        self.connections
-            .with_label_values(&[&self.worker, t.name(), event])
-    }
-
-    pub fn connection_closed(&self, t: Transport, reason: Close) {
-        self.connections_closed
-            .with_label_values(&[&self.worker, t.name(), reason.name()])
-            .inc();
-    }
-
-    pub fn tls_handshake_failed(&self, reason: &str) {
-        self.tls_handshake_failures
-            .with_label_values(&[&self.worker, reason])
-            .inc();
-    }
-
-    pub fn connections_open(&self, open: [usize; 3]) {
-        for (g, n) in self.connections_open.iter().zip(open) {
-            g.set(n as i64);
-        }
-    }
-
-    /// Exports what changed in the proxy's own counters since the last call.
-    pub fn proxy_stats(&mut self, s: ProxyStats, transactions: usize, dialogs: usize) {
-        if s != self.last {
-            let l = self.last;
-            for (c, (now, before)) in self.outcomes.iter().zip(s.outcomes.iter().zip(l.outcomes)) {
-                c.inc_by(now - before);
-            }
-            self.timer_replies.inc_by(s.timer_replies - l.timer_replies);
-            self.no_backend.inc_by(s.no_backend - l.no_backend);
-            self.sides[0].inc_by(s.from_outside - l.from_outside);
-            self.sides[1].inc_by(s.from_inside - l.from_inside);
-            for (c, (now, before)) in self.routed.iter().zip(s.routed.iter().zip(l.routed)) {
-                c.inc_by(now - before);
-            }
-            for (c, (now, before)) in self.refused.iter().zip(s.refused.iter().zip(l.refused)) {
-                c.inc_by(now - before);
-            }
-            self.keepalives.inc_by(s.keepalives - l.keepalives);
-            self.dns_failures.inc_by(s.dns_failures - l.dns_failures);
-            let ended = s.dialogs_ended.iter().zip(l.dialogs_ended);
-            for (c, (now, before)) in self.dialogs_ended.iter().zip(ended) {
-                c.inc_by(now - before);
-            }
-            for (c, (now, before)) in self.overload.iter().zip(s.overload.iter().zip(l.overload)) {
-                c.inc_by(now - before);
-            }
-            self.last = s;
-        }
-        self.transactions.set(transactions as i64);
-        self.dialogs.set(dialogs as i64);
     }
 }

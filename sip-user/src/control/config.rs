@@ -10,8 +10,8 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    cidr::Cidr,
-    filter::{DEFAULT_SCANNERS, FilterSettings},
+    control::cidr::Cidr,
+    control::filter::{DEFAULT_SCANNERS, FilterSettings},
     proxy::{
         PathPolicy,
         flow::{FlowKey, MIN_SECRET},
@@ -115,8 +115,8 @@ impl Default for CaptureSection {
 
 impl CaptureSection {
     /// The capture to run, `None` when off.
-    pub fn settings(&self) -> Option<crate::capture::CaptureSettings> {
-        Some(crate::capture::CaptureSettings {
+    pub fn settings(&self) -> Option<crate::worker::capture::CaptureSettings> {
+        Some(crate::worker::capture::CaptureSettings {
             collector: self.hep?,
             sample_percent: self.sample_percent,
             max_per_second: self.max_per_second,

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Instant};
 use serde::{Deserialize, Serialize};
 
 use super::live::{Entry, LiveFilter};
-use crate::filter::FilterSettings;
+use crate::control::filter::FilterSettings;
 
 /// `GET /api/v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,7 +101,8 @@ impl FilterView {
                 origin: Origin::api(e, now),
             }
         }
-        let cidrs = |config: &[crate::cidr::Cidr], live: &[Entry<crate::cidr::Cidr>]| {
+        let cidrs = |config: &[crate::control::cidr::Cidr],
+                     live: &[Entry<crate::control::cidr::Cidr>]| {
             config
                 .iter()
                 .map(|c| from_config(c.to_string()))

@@ -6,8 +6,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{control::ChangeError, live::LiveError, views::ErrorView};
-use crate::pool_keeper::OverrideError;
+use super::{controller::ChangeError, live::LiveError, views::ErrorView};
+use crate::backend::keeper::OverrideError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

@@ -25,9 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{Pool, dns::SrvResolver},
-    capture::Capture,
-    config::DnsSection,
-    metrics::{Direction, Metrics, WorkerMetrics},
+    control::config::DnsSection,
+    control::metrics::{Direction, Metrics, WorkerCounters, WorkerMetrics},
     proxy::{
         Proxy, ProxyEvent,
         inspect::{Inspection, Query},
@@ -45,7 +44,7 @@ use crate::{
         table::{Connections, Refused, SendError, TlsSetup},
         udp::UdpIo,
     },
-    workers::WorkerCounters,
+    worker::capture::Capture,
 };
 
 /// `recvmmsg` calls per wake-up at most (of `udp::BATCH` datagrams each) before the loop looks
@@ -208,7 +207,7 @@ impl Worker {
                     self.proxy.shrink();
                     conns.shrink();
                     m.connections_open(conns.open_by_transport());
-                    crate::heap::release_after_load();
+                    crate::sys::heap::release_after_load();
                     let stats = self.proxy.stats();
                     self.counters.set_proxy(&stats, self.proxy.parked());
                     m.proxy_stats(
@@ -223,7 +222,7 @@ impl Worker {
                 }
                 Some(h) = self.inbox.recv() => match h {
                     Handoff::Message { message, source, inside } => {
-                        if let Some(bytes) = crate::heap::allocated() {
+                        if let Some(bytes) = crate::sys::heap::allocated() {
                             self.proxy.set_heap_in_use(bytes);
                         }
                         self.proxy.handle_as(message, source, inside, Instant::now());

@@ -5,12 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::{
-    cidr::Cidr,
-    classify::{Classifier, ClassifyError},
-    filter::FilterSettings,
-    frame::FrameSpec,
-    samples,
-    testrun::test_run,
+    control::cidr::Cidr,
+    control::filter::FilterSettings,
+    tools::classify::{Classifier, ClassifyError},
+    tools::frame::FrameSpec,
+    tools::samples,
+    tools::testrun::test_run,
 };
 
 pub struct BenchRow {
@@ -74,7 +74,7 @@ pub fn run(repeat: u32, rounds: u32, features: Features) -> Result<BenchReport, 
         ),
         (
             "RFC 4475 longreq (past the linear data)",
-            normal.build(include_bytes!("../../tests/data/rfc4475/longreq.dat")),
+            normal.build(include_bytes!("../../../tests/data/rfc4475/longreq.dat")),
         ),
         ("junk (not SIP)", normal.build(&samples::junk())),
         (

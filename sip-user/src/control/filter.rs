@@ -6,7 +6,7 @@ use sip_common::{
     MAX_SCANNER_LEN, MAX_SCANNERS, MAX_SIP_PORTS, MAX_STEER_CPUS, ScannerSig,
 };
 
-use crate::cidr::Cidr;
+use crate::control::cidr::Cidr;
 
 /// Default scanner signatures: SIPVicious (`friendly-scanner`, `sipvicious`) and sipcli.
 pub const DEFAULT_SCANNERS: [&str; 3] = ["friendly-scanner", "sipvicious", "sipcli"];

@@ -9,7 +9,7 @@ use aya::{
 };
 use sip_common::{CpuState, EMPTY_PROGRAM_NAME, FilterConfig, PROGRAM_NAME, map_names};
 
-use crate::filter::{FilterError, FilterSettings};
+use crate::control::filter::{FilterError, FilterSettings};
 
 /// The XDP object built by `build.rs` (empty when the eBPF toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-ebpf.o"));

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    cidr::Cidr,
-    filter::{FilterError, FilterSettings},
+    control::cidr::Cidr,
+    control::filter::{FilterError, FilterSettings},
 };
 
 /// One of the two CIDR lists.

@@ -14,7 +14,7 @@ macro_rules! message_file {
     ($(#[$doc:meta] $name:ident = $file:literal;)*) => {$(
         #[$doc]
         pub fn $name(call_id: &str) -> Vec<u8> {
-            with_call_id(include_str!(concat!("../../tests/data/messages/", $file)), call_id)
+            with_call_id(include_str!(concat!("../../../tests/data/messages/", $file)), call_id)
         }
     )*};
 }

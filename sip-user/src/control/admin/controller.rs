@@ -19,10 +19,10 @@ use super::{
     views::{FilterView, ReloadReport, Status},
 };
 use crate::{
-    config::Config,
-    ebpf::FastPath,
-    filter::FilterSettings,
-    pool_keeper::{KeeperCommand, Reload},
+    backend::keeper::{KeeperCommand, Reload},
+    control::config::Config,
+    control::ebpf::FastPath,
+    control::filter::FilterSettings,
     transport::tls,
 };
 
@@ -238,13 +238,13 @@ impl Controller {
             health: new.health,
             dns: new.dns,
             filter: new.filter,
-            tls: crate::config::TlsSection {
+            tls: crate::control::config::TlsSection {
                 handshake_timeout_ms: self.running.tls.handshake_timeout_ms,
                 trusted_names: self.running.tls.trusted_names.clone(),
                 server_ca: self.running.tls.server_ca.clone(),
                 ..new.tls
             },
-            admin: crate::config::AdminSection {
+            admin: crate::control::config::AdminSection {
                 tokens_file: new.admin.tokens_file,
                 ..self.running.admin.clone()
             },

@@ -1,6 +1,8 @@
 //! The operating system calls the daemon and the tools make through libc, in one place: each
 //! wrapper is safe, and its `unsafe` block says why the call is sound.
 
+pub mod heap;
+
 use std::{net::IpAddr, path::Path};
 
 /// `statfs` type of a bpf filesystem (`BPF_FS_MAGIC`).

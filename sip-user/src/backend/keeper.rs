@@ -26,8 +26,8 @@ use crate::{
         probe::{ProbeResult, Prober},
         srv,
     },
-    config::{BackendSection, DnsSection, HealthSection},
-    metrics::Metrics,
+    control::config::{BackendSection, DnsSection, HealthSection},
+    control::metrics::Metrics,
 };
 
 /// A reloaded `[[backends]]`, `[health]` and `[dns]`.
@@ -400,11 +400,11 @@ impl PoolKeeper {
     ) -> Result<SocketAddr, OverrideError> {
         let found = find_backend(&self.pool, address)?;
         if let Some(w) = change.weight
-            && !(w.is_finite() && (0.0..=crate::config::MAX_WEIGHT as f64).contains(&w))
+            && !(w.is_finite() && (0.0..=crate::control::config::MAX_WEIGHT as f64).contains(&w))
         {
             return Err(OverrideError::Invalid(format!(
                 "weight {w}: must be between 0 and {}",
-                crate::config::MAX_WEIGHT
+                crate::control::config::MAX_WEIGHT
             )));
         }
         let o = self.overrides.entry(found).or_default();

@@ -8,7 +8,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::admin::views::{
+use crate::control::admin::views::{
     BackendView, CallView, DialogsView, ErrorView, FilterEntryView, FilterView, ReloadReport,
     Source, Status,
 };

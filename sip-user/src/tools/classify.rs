@@ -5,10 +5,10 @@ use serde::Serialize;
 use sip_common::{LastResult, method, reason, verdict};
 
 use crate::{
-    ebpf::{FastPath, LoadError},
-    filter::FilterSettings,
-    frame::FrameSpec,
-    testrun::{self, TestRunError},
+    control::ebpf::{FastPath, LoadError},
+    control::filter::FilterSettings,
+    tools::frame::FrameSpec,
+    tools::testrun::{self, TestRunError},
 };
 
 #[derive(Debug, thiserror::Error)]

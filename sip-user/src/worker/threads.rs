@@ -20,24 +20,22 @@ use std::{
     time::Duration,
 };
 
-use sip_common::{
-    OUTCOME_KINDS, REFUSAL_KINDS, ROUTED_KINDS, WorkerStats, hash_call_id, slot_for_hash,
-};
+use sip_common::{WorkerStats, hash_call_id, slot_for_hash};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::Pool,
-    capture::{Capture, CaptureSettings},
-    config::DnsSection,
-    metrics::Metrics,
+    control::config::DnsSection,
+    control::metrics::{Metrics, WorkerCounters},
     proxy::{
-        Proxy, ProxyConfig, ProxyStats,
+        Proxy, ProxyConfig,
         inspect::{Inspection, Query},
     },
     sip::peer::Transport,
     transport,
+    worker::capture::{Capture, CaptureSettings},
     worker::{Handoff, ResolverSetup, StreamSetup, Worker},
 };
 
@@ -89,49 +87,6 @@ pub enum WorkerError {
     },
     #[error("starting worker thread for CPU {cpu}: {source}")]
     Spawn { cpu: u32, source: std::io::Error },
-}
-
-/// Counters of one worker, written only by its own thread (relaxed atomics, own cache line).
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct WorkerCounters {
-    pub received: AtomicU64,
-    pub misrouted: AtomicU64,
-    pub no_call_id: AtomicU64,
-    /// The proxy's routing counts, copied in once a second (off the message path).
-    pub from_outside: AtomicU64,
-    pub from_inside: AtomicU64,
-    pub routed: [AtomicU64; ROUTED_KINDS],
-    pub refused: [AtomicU64; REFUSAL_KINDS],
-    pub keepalives: AtomicU64,
-    pub handled: AtomicU64,
-    pub outcomes: [AtomicU64; OUTCOME_KINDS],
-    pub parked: AtomicU64,
-    pub timer_replies: AtomicU64,
-    /// Counted live by the worker's own thread, like `received`.
-    pub handoff_dropped: AtomicU64,
-}
-
-impl WorkerCounters {
-    /// Takes the proxy's counts (the worker's own thread, once a second).
-    pub fn set_proxy(&self, s: &ProxyStats, parked: usize) {
-        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        set(&self.handled, s.received);
-        for (a, &v) in self.outcomes.iter().zip(&s.outcomes) {
-            set(a, v);
-        }
-        set(&self.parked, parked as u64);
-        set(&self.timer_replies, s.timer_replies);
-        set(&self.from_outside, s.from_outside);
-        set(&self.from_inside, s.from_inside);
-        for (a, &v) in self.routed.iter().zip(&s.routed) {
-            set(a, v);
-        }
-        for (a, &v) in self.refused.iter().zip(&s.refused) {
-            set(a, v);
-        }
-        set(&self.keepalives, s.keepalives);
-    }
 }
 
 /// A running set of workers.

@@ -5,10 +5,10 @@
 //! change is logged with the token's name. `/metrics` stays on its own listener without
 //! authentication, as Prometheus expects. The routes are in [`routes`]; what they change is
 //! owned elsewhere and asked by message: the filter and reloads by the main loop
-//! ([`control::Controller`]), the backends by the pool keeper, the dialogs by the workers.
+//! ([`controller::Controller`]), the backends by the pool keeper, the dialogs by the workers.
 
 pub mod auth;
-pub mod control;
+pub mod controller;
 pub mod error;
 pub mod live;
 mod routes;
@@ -35,10 +35,14 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     auth::{Role, Tokens},
-    control::Control,
+    controller::Control,
     error::ApiError,
 };
-use crate::{backend::Pool, metrics::Metrics, pool_keeper::KeeperCommand, workers::WorkerQueues};
+use crate::{
+    backend::{Pool, keeper::KeeperCommand},
+    control::metrics::Metrics,
+    worker::WorkerQueues,
+};
 
 /// What the API's handlers reach.
 pub struct AdminState {
