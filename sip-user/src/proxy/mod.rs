@@ -46,7 +46,7 @@ use self::{
     outcome::Outcome,
     resolve::{Answer, Lookup, Resolver},
     rewrite::{Branch, Edits, Entry, Identity, forward_request, is_loop, loop_hash, strip_top_via},
-    target::{Name, Policy, Refusal, RoutedBy, Side, Target},
+    target::{Name, Policy, PoolKey, Refusal, RoutedBy, Side, Target},
 };
 use crate::{
     backend::Pool,
@@ -330,6 +330,15 @@ pub struct Proxy {
     /// The message being handled came from a source inside by identity (see
     /// [`Proxy::handle_as`]).
     source_inside: bool,
+    /// The hash of the Call-ID of the message being handled (`sip_common::hash_call_id`, the
+    /// kernel's): a worker computes it once to find the owner, and the pool and the resolver
+    /// pick by it.
+    call_hash: u64,
+}
+
+/// The hash the kernel steers `msg`'s Call-ID by (a message without one hashes as empty).
+pub fn call_id_hash(msg: &Message<'_, '_>) -> u64 {
+    sip_common::hash_call_id(msg.call_id().unwrap_or(b""))
 }
 
 /// TLS next-hop names one worker remembers at most (cleared when full; a connection that
@@ -361,6 +370,7 @@ impl Proxy {
             heap_in_use: 0,
             tls_names: HashMap::new(),
             source_inside: false,
+            call_hash: 0,
         }
     }
 
@@ -428,7 +438,27 @@ impl Proxy {
         inside: bool,
         now: Instant,
     ) {
+        let call_hash = match &parsed {
+            Ok(Parsed::Message(m)) => call_id_hash(m),
+            _ => 0,
+        };
+        self.handle_hashed(parsed, datagram, source, inside, call_hash, now);
+    }
+
+    /// [`Self::handle_parsed_as`] with the Call-ID's hash ([`call_id_hash`]) the caller already
+    /// computed: a worker hashes it once, to find the owning worker, and that is all the
+    /// hashing of the Call-ID a message costs.
+    pub fn handle_hashed(
+        &mut self,
+        parsed: Result<Parsed<'_, '_>, Error>,
+        datagram: &Bytes,
+        source: Peer,
+        inside: bool,
+        call_hash: u64,
+        now: Instant,
+    ) {
         self.source_inside = inside;
+        self.call_hash = call_hash;
         self.stats.received += 1;
         self.settled = false;
         self.handle_received(parsed, datagram, source, now);
@@ -608,6 +638,7 @@ impl Proxy {
                 let Ok(Parsed::Message(msg)) = parsed else {
                     return;
                 };
+                self.call_hash = call_id_hash(&msg);
                 match server {
                     Some(key) => {
                         self.route_and_forward(key, &msg, datagram.clone(), source, side, None, now)
@@ -930,7 +961,10 @@ impl Proxy {
                 by: RoutedBy::Flow,
                 side: Side::Outside,
             }),
-            Target::Pool { hash, .. } => match self.pool.pick(hash) {
+            Target::Pool { key } => match self.pool.pick(match key {
+                PoolKey::CallId => self.call_hash,
+                PoolKey::Aor(hash) => hash,
+            }) {
                 Some(i) => {
                     if msg.method() == Some(Method::Invite)
                         && let Some(r) = dialog
@@ -963,8 +997,7 @@ impl Proxy {
                 by,
                 inside_only,
             } => {
-                let hash = sip_common::hash_call_id(msg.call_id().unwrap_or(b""));
-                match self.resolver.lookup(&name, hash, now) {
+                match self.resolver.lookup(&name, self.call_hash, now) {
                     Lookup::Addr(a) => {
                         if transport == Transport::Tls {
                             if self.tls_names.len() >= MAX_TLS_NAMES {

@@ -246,8 +246,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub enum Target {
     /// An outside flow named by a token of ours.
     Flow(Flow),
-    /// A backend from the pool, chosen by `hash` (the Call-ID's, or a REGISTER's AoR's).
-    Pool { hash: u64, register: bool },
+    /// A backend from the pool, chosen by a hash of `key`.
+    Pool { key: PoolKey },
     /// An address. `inside_only`: the request came from outside, so the address must be inside.
     Addr {
         addr: SocketAddr,
@@ -269,6 +269,16 @@ pub enum Target {
     Local,
     /// Answer with [`Refusal::response`].
     Refuse(Refusal),
+}
+
+/// What picks a new request's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKey {
+    /// The Call-ID, by the hash the kernel steered the message with (the worker computed it
+    /// once; the proxy keeps it for the message it is handling).
+    CallId,
+    /// A REGISTER's address-of-record, so every binding of one AoR meets one registrar.
+    Aor(u64),
 }
 
 /// Decides where `msg`, with route `route`, from `side`, goes.
@@ -299,13 +309,12 @@ pub fn decide(
             if !policy.domains.is_empty() && !names_us && !policy.serves(next.host) {
                 return Target::Refuse(Refusal::Domain);
             }
-            let register = msg.method() == Some(Method::Register);
-            let hash = if register {
-                aor_hash(msg)
+            let key = if msg.method() == Some(Method::Register) {
+                PoolKey::Aor(aor_hash(msg))
             } else {
-                hash_call_id(msg.call_id().unwrap_or(b""))
+                PoolKey::CallId
             };
-            Target::Pool { hash, register }
+            Target::Pool { key }
         }
         Side::Outside => {
             // A host name is not looked up for the outside (anyone could make us query any
@@ -474,8 +483,7 @@ mod tests {
                 matches!(
                     t,
                     Target::Pool {
-                        register: false,
-                        ..
+                        key: PoolKey::CallId
                     }
                 ),
                 "{uri}: {t:?}"
@@ -722,8 +730,7 @@ mod tests {
             );
             match decide_for(&text, Side::Outside, &policy()) {
                 Target::Pool {
-                    hash,
-                    register: true,
+                    key: PoolKey::Aor(hash),
                 } => hash,
                 t => panic!("{t:?}"),
             }

@@ -306,8 +306,9 @@ impl Worker {
         self.proxy.pool = pool;
     }
 
-    /// Parses the message (a datagram, or one framed off a stream) once: its Call-ID names the
-    /// owning worker, and the same parse goes to this worker's proxy when that is us.
+    /// Parses the message (a datagram, or one framed off a stream) once and hashes its Call-ID
+    /// once: the hash names the owning worker (the kernel steered by the same one), and the
+    /// parse and the hash go to this worker's proxy when that is us.
     fn on_message(&mut self, datagram: Bytes, source: Peer, inside: bool) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         parse_any(&datagram, |parsed| {
@@ -315,35 +316,35 @@ impl Worker {
                 Ok(Parsed::Message(msg)) => msg.call_id(),
                 _ => None,
             };
-            if let (Some(capture), Some(call_id)) = (&mut self.capture, call_id) {
-                capture.received(&datagram, call_id, source, Instant::now());
+            let Some(call_id) = call_id else {
+                // Keep-alives and what has no Call-ID: the proxy answers or drops them.
+                self.counters.no_call_id.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                return self
+                    .proxy
+                    .handle_parsed_as(parsed, &datagram, source, inside, now);
+            };
+            let hash = hash_call_id(call_id);
+            if let Some(capture) = &mut self.capture {
+                capture.received(&datagram, call_id, hash, source, Instant::now());
             }
-            let workers = self.peers.len() as u32;
-            let owner = call_id.map(|c| slot_for_hash(hash_call_id(c), workers) as usize);
-            match owner {
-                Some(owner) if owner != self.index => {
-                    self.counters.misrouted.fetch_add(1, Ordering::Relaxed);
-                    let handoff = Handoff::Message {
-                        message: datagram.clone(), // a reference count
-                        source,
-                        inside,
-                    };
-                    if self.peers[owner].try_send(handoff).is_err() {
-                        self.counters
-                            .handoff_dropped
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Some(_) => {
-                    self.proxy
-                        .handle_parsed_as(parsed, &datagram, source, inside, Instant::now())
-                }
-                None => {
-                    // Keep-alives and what has no Call-ID: the proxy answers or drops them.
-                    self.counters.no_call_id.fetch_add(1, Ordering::Relaxed);
-                    self.proxy
-                        .handle_parsed_as(parsed, &datagram, source, inside, Instant::now());
-                }
+            let owner = slot_for_hash(hash, self.peers.len() as u32) as usize;
+            if owner == self.index {
+                let now = Instant::now();
+                return self
+                    .proxy
+                    .handle_hashed(parsed, &datagram, source, inside, hash, now);
+            }
+            self.counters.misrouted.fetch_add(1, Ordering::Relaxed);
+            let handoff = Handoff::Message {
+                message: datagram.clone(), // a reference count
+                source,
+                inside,
+            };
+            if self.peers[owner].try_send(handoff).is_err() {
+                self.counters
+                    .handoff_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         });
     }

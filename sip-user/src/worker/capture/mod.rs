@@ -82,10 +82,25 @@ impl Capture {
         })
     }
 
-    /// A message received from `from`, with the Call-ID the worker's parse found.
-    pub fn received(&mut self, message: &[u8], call_id: &[u8], from: Peer, now: Instant) {
+    /// A message received from `from`, with the Call-ID the worker's parse found and the hash
+    /// it computed of it.
+    pub fn received(
+        &mut self,
+        message: &[u8],
+        call_id: &[u8],
+        hash: u64,
+        from: Peer,
+        now: Instant,
+    ) {
         let local = self.local[from.transport.index()];
-        self.emit(message, call_id, from.addr, local, from.transport, now);
+        self.emit(
+            message,
+            (call_id, Some(hash)),
+            from.addr,
+            local,
+            from.transport,
+            now,
+        );
     }
 
     /// A message sent to `to`. What we send was built or checked by the stack, so it parses;
@@ -94,21 +109,24 @@ impl Capture {
         let local = self.local[to.transport.index()];
         with_message(message, |m| {
             if let Some(call_id) = m.call_id() {
-                self.emit(message, call_id, local, to.addr, to.transport, now);
+                self.emit(message, (call_id, None), local, to.addr, to.transport, now);
             }
         });
     }
 
+    /// `call`: the Call-ID and, when the caller has it, its hash (else it is hashed here, and
+    /// only when sampling needs it).
     fn emit(
         &mut self,
         message: &[u8],
-        call_id: &[u8],
+        (call_id, hash): (&[u8], Option<u64>),
         source: SocketAddr,
         destination: SocketAddr,
         transport: Transport,
         now: Instant,
     ) {
-        if !sampled(call_id, self.settings.sample_percent) || message.len() > hep::MAX_PAYLOAD {
+        let hash = || hash.unwrap_or_else(|| hash_call_id(call_id));
+        if !sampled(hash, self.settings.sample_percent) || message.len() > hep::MAX_PAYLOAD {
             return;
         }
         if now.duration_since(self.window) >= Duration::from_secs(1) {
@@ -139,11 +157,11 @@ impl Capture {
 }
 
 /// Whether a call is in the sample: the Call-ID's hash (the kernel's) below the share.
-fn sampled(call_id: &[u8], percent: u8) -> bool {
+fn sampled(hash: impl FnOnce() -> u64, percent: u8) -> bool {
     match percent {
         100.. => true,
         0 => false,
-        p => hash_call_id(call_id) % 100 < u64::from(p),
+        p => hash() % 100 < u64::from(p),
     }
 }
 
@@ -153,9 +171,13 @@ mod tests {
 
     #[test]
     fn sampling_takes_whole_calls_in_proportion() {
-        assert!(sampled(b"x", 100) && !sampled(b"x", 0));
+        let x = || hash_call_id(b"x");
+        assert!(sampled(x, 100) && !sampled(x, 0));
         let ids: Vec<String> = (0..10_000).map(|i| format!("call-{i}@h")).collect();
-        let taken = ids.iter().filter(|c| sampled(c.as_bytes(), 25)).count();
+        let taken = ids
+            .iter()
+            .filter(|c| sampled(|| hash_call_id(c.as_bytes()), 25))
+            .count();
         assert!((2_200..2_800).contains(&taken), "{taken} of 10,000 at 25%");
     }
 
@@ -184,7 +206,7 @@ mod tests {
         let now = Instant::now();
         let bye = b"BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: q\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n\r\n";
         for _ in 0..4 {
-            c.received(bye, b"q", from, now);
+            c.received(bye, b"q", hash_call_id(b"q"), from, now);
         }
         // Sent messages are parsed for their Call-ID; a keep-alive has none.
         c.sent(bye, from, now);
@@ -194,7 +216,13 @@ mod tests {
             (2, 3),
             "4/s over 2 workers"
         );
-        c.received(bye, b"q", from, now + Duration::from_secs(1));
+        c.received(
+            bye,
+            b"q",
+            hash_call_id(b"q"),
+            from,
+            now + Duration::from_secs(1),
+        );
         assert_eq!(counters.sent.get(), 3, "a new second");
         let mut buf = [0u8; 2048];
         let (n, _) = collector.recv_from(&mut buf).unwrap();
