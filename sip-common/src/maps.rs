@@ -346,13 +346,22 @@ pub struct WorkerStats {
 
 #[cfg(feature = "user")]
 mod pod {
-    unsafe impl aya::Pod for super::WorkerStats {}
-    // SAFETY: all of these are `#[repr(C)]`, `Copy`, made only of integers and arrays of integers,
-    // with no implicit padding, so every bit pattern is a valid value.
-    unsafe impl aya::Pod for super::FilterConfig {}
-    unsafe impl aya::Pod for super::RateState {}
-    unsafe impl aya::Pod for super::CpuState {}
-    unsafe impl aya::Pod for super::LastResult {}
-    unsafe impl aya::Pod for super::ScannerSig {}
-    unsafe impl aya::Pod for super::Scratch {}
+    /// Every one of these is `#[repr(C)]`, `Copy`, made only of integers and arrays of
+    /// integers, with no implicit padding (the layout tests check the sizes), so every bit
+    /// pattern is a valid value: what `aya::Pod` asks.
+    macro_rules! pod {
+        ($($t:ident),*) => {$(
+            // SAFETY: see above: plain integers, no padding, every bit pattern valid.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+    pod!(
+        WorkerStats,
+        FilterConfig,
+        RateState,
+        CpuState,
+        LastResult,
+        ScannerSig,
+        Scratch
+    );
 }

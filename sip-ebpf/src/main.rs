@@ -234,6 +234,7 @@ mod program {
                 if next - now > cfg.rate_tolerance_ns {
                     return true;
                 }
+                // SAFETY: as above.
                 unsafe { (*state).tat_ns = next };
                 false
             }

@@ -47,7 +47,7 @@ pub enum Packet {
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, ()> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + off + core::mem::size_of::<T>() > end {
+    if start + off + size_of::<T>() > end {
         return Err(());
     }
     Ok((start + off) as *const T)
@@ -167,6 +167,10 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
 }
 
 #[inline(always)]
+#[expect(
+    clippy::needless_range_loop,
+    reason = "a constant trip count the verifier bounds; a loop over `ports[..count]` it cannot"
+)]
 fn is_port(ports: &[u16; MAX_SIP_PORTS], count: u32, port: u16) -> bool {
     let n = count as usize;
     for i in 0..MAX_SIP_PORTS {

@@ -373,12 +373,15 @@ pub fn canon_key(ctx: &XdpContext) -> Option<u64> {
 pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) {
     let data = ctx.data();
     let data_end = ctx.data_end();
-    // SAFETY (all accesses to `*s` below): this CPU's `CPU_STATE` entry, see `reload`.
+    // SAFETY: `st` is this CPU's `CPU_STATE` entry, valid and ours alone for the whole run
+    // (see `reload`); so is `*s`, its scratch, in every access below.
     let s = unsafe { &raw mut (*st).scratch };
+    // SAFETY: as above.
     unsafe {
         (*s).call_id = 0;
         (*s).user_agent = 0;
     }
+    // SAFETY: as above.
     let mut pos = reload(unsafe { &raw const (*s).line2 }) as u64;
     let mut end = fresh_end(st).min(SCAN_LIMIT) as u64;
     let mut line_start = true;
@@ -403,24 +406,35 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
             }
             let f = fold_case(w0);
             match byte(f, 0) {
-                b'c' if f & low_bytes(7) == word(b"call-id") && is_name_end(byte(w0, 7)) => unsafe {
-                    if (*s).call_id == 0 {
-                        (*s).call_id = (off + 7) as u32;
+                b'c' if f & low_bytes(7) == word(b"call-id") && is_name_end(byte(w0, 7)) => {
+                    // SAFETY: `*s` is this CPU's scratch, see above.
+                    unsafe {
+                        if (*s).call_id == 0 {
+                            (*s).call_id = (off + 7) as u32;
+                        }
                     }
-                },
-                b'i' if is_name_end(byte(w0, 1)) => unsafe {
-                    if (*s).call_id == 0 {
-                        (*s).call_id = (off + 1) as u32;
+                }
+                b'i' if is_name_end(byte(w0, 1)) => {
+                    // SAFETY: `*s` is this CPU's scratch, see above.
+                    unsafe {
+                        if (*s).call_id == 0 {
+                            (*s).call_id = (off + 1) as u32;
+                        }
                     }
-                },
+                }
                 b'u' if want_ua
                     && f == word(b"user-age")
                     && fold_case(w1) & 0xffff == word(b"nt")
                     && is_name_end(byte(w1, 2)) =>
-                unsafe { (*s).user_agent = (off + 10) as u32 },
+                {
+                    // SAFETY: `*s` is this CPU's scratch, see above.
+                    unsafe { (*s).user_agent = (off + 10) as u32 }
+                }
                 _ => {}
             }
-            if unsafe { (*s).call_id } != 0 && (!want_ua || unsafe { (*s).user_agent } != 0) {
+            // SAFETY: `*s` is this CPU's scratch, see above.
+            let (call_id, user_agent) = unsafe { ((*s).call_id, (*s).user_agent) };
+            if call_id != 0 && (!want_ua || user_agent != 0) {
                 break;
             }
         }
@@ -500,6 +514,7 @@ pub fn call_id_hash(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Opt
     if name_end == 0 || !value_start(ctx, d, st, name_end) {
         return None;
     }
+    // SAFETY: as above.
     let mut off = reload(unsafe { &raw const (*st).scratch.value });
     let mut hasher = CallIdHasher::new();
     let mut len = 0u32;
@@ -559,6 +574,7 @@ pub fn is_scanner(
     if name_end == 0 || !value_start(ctx, d, st, name_end) {
         return false;
     }
+    // SAFETY: as above.
     let start = reload(unsafe { &raw const (*st).scratch.value });
     if start > MAX_OFFSET {
         return false;

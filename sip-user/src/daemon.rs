@@ -137,7 +137,7 @@ pub async fn run(
         config_path,
     } = options;
     config.validate().map_err(DaemonError::Config)?;
-    crate::sys::heap::configure_for_daemon();
+    sys::heap::configure_for_daemon();
     if !Path::new("/sys/class/net").join(&iface).exists() && sys::if_index(&iface).is_none() {
         return Err(DaemonError::NoInterface(iface));
     }

@@ -469,10 +469,7 @@ fn flood_bed(tag: &str, tables: &str) -> anyhow::Result<Bed> {
     );
     let config = config_with(1000, &backends).replace(
         "allowlist = [\"192.0.2.0/28\"]",
-        &format!(
-            "allowlist = [\"192.0.2.0/28\", \"{}/32\"]",
-            tests::bed::FLOOD
-        ),
+        &format!("allowlist = [\"192.0.2.0/28\", \"{}/32\"]", FLOOD),
     );
     Bed::new(tag, "uas_call", &config)
 }
@@ -552,7 +549,7 @@ fn calls_during_flood(bed: &Bed, flood: Flood, duration: Duration) -> anyhow::Re
 /// large as fits a datagram on the LAN unfragmented), each with a fresh Call-ID and branch.
 /// About 2,000 a second.
 fn flood_large(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow::Result<u64> {
-    let flood = tests::bed::FLOOD;
+    let flood = FLOOD;
     let body = "x".repeat(1000);
     send_from_flood_host(bed, stop, duration, 20, |n| {
         format!(
@@ -569,7 +566,7 @@ fn flood_large(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow::Resu
 /// mismatch: 400), an INVITE that will never be ACKed, a REGISTER, and a CANCEL for no
 /// transaction (481); every one with a fresh Call-ID and branch. About 4,000 a second.
 fn flood_every_shape(bed: &Bed, stop: &AtomicBool, duration: Duration) -> anyhow::Result<u64> {
-    let flood = tests::bed::FLOOD;
+    let flood = FLOOD;
     send_from_flood_host(bed, stop, duration, 40, |n| {
         let (method, cseq_method) = match n % 4 {
             0 => ("INVITE", "BYE"),
@@ -595,7 +592,7 @@ fn send_from_flood_host(
     burst: u64,
     message: impl Fn(u64) -> String,
 ) -> anyhow::Result<u64> {
-    let flood = tests::bed::FLOOD;
+    let flood = FLOOD;
     let socket = bed
         .lan
         .host("flood")

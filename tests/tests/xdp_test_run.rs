@@ -518,7 +518,7 @@ fn classify_agrees_with_the_parser() {
     assert_eq!(lines.len(), files.len());
     for (file, line) in files.iter().zip(&lines) {
         let bytes = std::fs::read(rfc4475_dir().join(file)).unwrap();
-        let summary = sip_user::sip::summary::summarize(&bytes);
+        let summary = sip::summary::summarize(&bytes);
         match summary.call_id {
             Some(id) => {
                 assert_eq!(line["verdict"], "redirect", "steered by default: {line}");

@@ -147,6 +147,12 @@ fn main() -> anyhow::Result<()> {
                 ],
             )
             .status_ok("cargo clippy")?;
+            // The XDP program, with its own (nightly) toolchain and the same workspace lints.
+            cargo(
+                &root.join("sip-ebpf"),
+                &["clippy", "--release", "--", "-D", "warnings"],
+            )
+            .status_ok("cargo clippy (sip-ebpf)")?;
             cargo(&root, &["test", "--workspace", "--exclude", "sip-ebpf"])
                 .env("SIP_FASTPATH_BIN", &bin)
                 .env("SIP_FASTPATH_REQUIRE_EBPF", "1")

@@ -655,7 +655,7 @@ fn a_request_back_through_another_proxy_with_a_shorter_route_is_a_spiral() {
 #[test]
 fn limits_refuse_new_requests_statelessly_and_spare_other_sources() {
     let mut cfg = config();
-    cfg.admission = crate::sip::transaction::Admission {
+    cfg.admission = Admission {
         max: 100,
         per_source: 10,
         per_source_bytes: u64::MAX,

@@ -326,7 +326,7 @@ pub struct Proxy {
     heap_in_use: usize,
     /// Names TLS next hops were resolved from, by address: a connection to one checks the
     /// certificate for the name, not the address (RFC 5922 §4). Bounded by [`MAX_TLS_NAMES`].
-    tls_names: HashMap<SocketAddr, std::sync::Arc<str>>,
+    tls_names: HashMap<SocketAddr, Arc<str>>,
     /// The message being handled came from a source inside by identity (see
     /// [`Proxy::handle_as`]).
     source_inside: bool,
@@ -680,7 +680,7 @@ impl Proxy {
     /// The name this worker resolved the TLS next hop `peer` from, which its certificate must
     /// carry; cheap (nothing unless TLS next hops were resolved), as it is asked per message a
     /// worker hands to the owner of a connection, who may have to open it.
-    pub fn resolved_tls_name(&self, peer: &Peer) -> Option<std::sync::Arc<str>> {
+    pub fn resolved_tls_name(&self, peer: &Peer) -> Option<Arc<str>> {
         if peer.transport != Transport::Tls || self.tls_names.is_empty() {
             return None;
         }
@@ -829,7 +829,10 @@ impl Proxy {
     /// Routes a request (§16.4–§16.6) and forwards it through a client transaction, or
     /// answers it. `dialog`: its dialog, as the table just updated it (`None` when re-routed
     /// after DNS: the table saw it the first time).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one request's context, borrowed from the caller's parse; a struct would copy it"
+    )]
     fn route_and_forward(
         &mut self,
         key: Key,

@@ -237,7 +237,7 @@ fn calls_spread_over_backends_and_retransmissions_are_absorbed() {
 fn local_answers_503_483_400() {
     let t0 = Instant::now();
     let mut p = proxy(&[B1]);
-    std::sync::Arc::make_mut(&mut p.pool).backends[0].draining = true;
+    Arc::make_mut(&mut p.pool).backends[0].draining = true;
     let out = send(&mut p, invite("none-up", 70), UAC, t0);
     let last = text(out.last().unwrap());
     assert!(last.starts_with("SIP/2.0 503"), "{last}");

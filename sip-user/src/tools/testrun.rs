@@ -65,7 +65,7 @@ pub fn test_run(prog: &ProgramFd, frame: &[u8], repeat: u32) -> Result<TestRun, 
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
             &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
+            size_of::<TestRunAttr>() as u32,
         )
     };
     if rc < 0 {

@@ -201,7 +201,7 @@ pub async fn connect(
 /// A TLS handshake (either side) within `timeout`: the stream, or why not (`None` when
 /// cancelled).
 async fn handshake<S>(
-    shake: impl std::future::Future<Output = std::io::Result<S>>,
+    shake: impl Future<Output = std::io::Result<S>>,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<S, Option<&'static str>> {

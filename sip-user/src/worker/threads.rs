@@ -309,7 +309,7 @@ fn attach_cpu_selector(socket: &Socket) -> std::io::Result<()> {
             libc::SOL_SOCKET,
             libc::SO_ATTACH_REUSEPORT_CBPF,
             &prog as *const libc::sock_fprog as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
     };
     if rc != 0 {

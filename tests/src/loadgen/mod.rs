@@ -31,7 +31,7 @@ pub use sip_user::sys::pin_current_thread as pin_to;
 /// first when given: each role of the load generator is one thread.
 fn on_this_thread<T>(
     cpu: Option<usize>,
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
+    work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     if let Some(cpu) = cpu {
         pin_to(cpu)?;

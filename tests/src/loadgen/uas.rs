@@ -189,7 +189,6 @@ struct Step {
     mode: Answer,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn answer(
     datagram: &[u8],
     step: Step,

@@ -184,6 +184,6 @@ mod tests {
             digest((&b"z9hG4bKab"[..], &b"c"[..])),
             digest((&b"z9hG4bKa"[..], &b"bc"[..]))
         );
-        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert_eq!(size_of::<Key>(), 24);
     }
 }

@@ -180,7 +180,10 @@ pub enum NonInviteState {
 }
 
 #[derive(Debug)]
-#[allow(clippy::enum_variant_names)] // the RFC's names for the four machines
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the RFC's names for the four machines"
+)]
 enum Machine {
     ClientInvite(ClientInvite),
     ClientNonInvite(ClientNonInvite),
