@@ -174,10 +174,56 @@ enum CtlCommand {
     },
     /// Remove a source allowed with `allow`.
     Disallow { cidr: String },
+    /// Drop in XDP every request whose User-Agent contains SIGNATURE (case-insensitive, 1 to
+    /// 16 printable ASCII bytes), next to the config's `filter.scanner_user_agents` (8 in all).
+    BlockScanner {
+        signature: String,
+        /// Remove it again after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Remove a signature added with `block-scanner`.
+    UnblockScanner { signature: String },
+    /// Limit every source (but the allowlist) to PPS packets a second in XDP, in place of the
+    /// config's `filter.rate_limit_pps`; `off` goes back to the config's.
+    RateLimit {
+        /// Packets per second per source, or `off`.
+        pps: RateLimitArg,
+        /// Packets a source may send at once above the rate (default: two seconds' worth).
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Go back to the config's limit after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
     /// Dialog counts by state and worker; with a Call-ID, that call's dialogs.
     Dialogs { call_id: Option<String> },
     /// Read the config file again (as SIGHUP does) and print what was applied or not.
     Reload,
+}
+
+/// `ctl rate-limit`'s argument: a rate, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RateLimitArg {
+    Pps(u32),
+    Off,
+}
+
+impl std::str::FromStr for RateLimitArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(RateLimitArg::Off),
+            n => match n.parse::<u32>() {
+                Ok(pps) if pps > 0 => Ok(RateLimitArg::Pps(pps)),
+                _ => Err(format!(
+                    "`{n}`: packets per second (1 to {}) or `off`",
+                    u32::MAX
+                )),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -228,6 +274,28 @@ fn ctl_request(command: CtlCommand) -> sip_user::tools::ctl::Request {
         CtlCommand::Disallow { cidr } => Request::Remove {
             list: "allowlist",
             value: cidr,
+        },
+        CtlCommand::BlockScanner { signature, ttl } => Request::Add {
+            list: "scanners",
+            value: signature,
+            ttl_s: ttl,
+        },
+        CtlCommand::UnblockScanner { signature } => Request::Remove {
+            list: "scanners",
+            value: signature,
+        },
+        CtlCommand::RateLimit {
+            pps: RateLimitArg::Off,
+            ..
+        } => Request::ClearRateLimit,
+        CtlCommand::RateLimit {
+            pps: RateLimitArg::Pps(pps),
+            burst,
+            ttl,
+        } => Request::RateLimit {
+            pps,
+            burst,
+            ttl_s: ttl,
         },
         CtlCommand::Dialogs { call_id: None } => Request::Dialogs,
         CtlCommand::Dialogs { call_id: Some(c) } => Request::Call(c),

@@ -1,5 +1,6 @@
 //! The admin API and `sip-fastpath ctl` against a running daemon on the test LAN: tokens and
 //! roles, live blocklist entries that take effect in XDP at once, expire and survive a SIGHUP,
+//! scanner signatures and a rate limit set and cleared by `ctl`,
 //! reloads with their errors in the answer, drains that move new calls, and dialogs by state
 //! and by Call-ID. Needs root, sipp and the built binary (`cargo xtask test`).
 
@@ -209,6 +210,132 @@ fn a_source_blocked_by_api_is_dropped_at_once_until_unblocked_expired_or_reloade
     assert!(
         answered(&socket, 5, 60)?,
         "still serving after the failed reload"
+    );
+    Ok(())
+}
+
+/// An OPTIONS from the flood host with `user_agent`, numbered `n`.
+fn options_from(user_agent: &str, n: u32) -> Vec<u8> {
+    let msg =
+        String::from_utf8(tests::sip_message("OPTIONS", &format!("ua-{n}"), n)).expect("ASCII");
+    msg.replace(
+        "Content-Length:",
+        &format!("User-Agent: {user_agent}\r\nContent-Length:"),
+    )
+    .into_bytes()
+}
+
+/// Sends `count` OPTIONS at once, then counts the 200s that come back within a second.
+fn answered_of_burst(
+    socket: &std::net::UdpSocket,
+    count: u32,
+    first: u32,
+) -> anyhow::Result<usize> {
+    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
+    for n in first..first + count {
+        socket.send_to(&options_from("plain-phone/1.0", n), edge)?;
+    }
+    let got = udp::collect(socket, Duration::from_secs(1));
+    Ok(got.iter().filter(|d| d.starts_with(b"SIP/2.0 200")).count())
+}
+
+#[test]
+fn scanner_signatures_and_a_rate_limit_set_by_ctl_act_in_xdp_at_once() -> anyhow::Result<()> {
+    let admin = Admin::new("adm-scan")?;
+    let bed = bed("adm-scan", &admin)?;
+    let ns = &bed.lan.host("edge").ns;
+    let socket = bed
+        .lan
+        .host("flood")
+        .ns
+        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
+    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
+    let ask = |ua: &str, n: u32| -> anyhow::Result<bool> {
+        let got = udp::exchange(
+            &socket,
+            edge,
+            &options_from(ua, n),
+            Duration::from_millis(400),
+        )?;
+        Ok(got.iter().any(|d| d.starts_with(b"SIP/2.0 200")))
+    };
+    assert!(ask("Acme-Prober/2.1", 0)?, "answered before the signature");
+
+    // A signature added live drops that User-Agent (any case) in XDP, and nothing else.
+    let filter = admin.ctl_json(ns, &["block-scanner", "acme-prober"])?;
+    let added = filter["scanners"]
+        .as_array()
+        .and_then(|s| s.iter().find(|e| e["value"] == "acme-prober"));
+    assert!(
+        added.is_some_and(|e| e["source"] == "api" && e["by"] == "alice"),
+        "{filter}"
+    );
+    let before = reason(&bed.daemon.stats()?, "drop/scanner");
+    for n in 1..=3 {
+        assert!(
+            !ask("Acme-Prober/2.1", n)?,
+            "the scanner's OPTIONS {n} was answered"
+        );
+    }
+    let dropped = reason(&bed.daemon.stats()?, "drop/scanner") - before;
+    assert!(
+        dropped >= 3,
+        "the kernel counted the scanner drops: {dropped}"
+    );
+    assert!(
+        ask("plain-phone/1.0", 4)?,
+        "another User-Agent is still answered"
+    );
+
+    // Refused with the reason: too long for the XDP map's slot.
+    let run = admin.ctl(
+        ns,
+        "alice",
+        &["block-scanner", "a-signature-longer-than-sixteen"],
+    )?;
+    assert!(!run.ok && run.stderr.contains("HTTP 400"), "{run:?}");
+
+    let run = admin.ctl(ns, "alice", &["unblock-scanner", "acme-prober"])?;
+    assert!(run.ok, "{run:?}");
+    assert!(
+        ask("Acme-Prober/2.1", 5)?,
+        "answered again once the signature is gone"
+    );
+
+    // A live rate limit replaces the config's (100/s, burst 200) at once, and `off` restores it.
+    assert_eq!(
+        answered_of_burst(&socket, 20, 100)?,
+        20,
+        "the config's limit lets 20 through"
+    );
+    let filter = admin.ctl_json(ns, &["rate-limit", "2", "--burst", "3"])?;
+    let limit = &filter["rate_limit"];
+    assert_eq!(
+        (&limit["pps"], &limit["burst"], &limit["source"]),
+        (&2.into(), &3.into(), &"api".into()),
+        "{filter}"
+    );
+    let before = reason(&bed.daemon.stats()?, "drop/rate_limit");
+    let through = answered_of_burst(&socket, 20, 200)?;
+    assert!(
+        through <= 5,
+        "at 2/s with a burst of 3, {through} of 20 got through"
+    );
+    let limited = reason(&bed.daemon.stats()?, "drop/rate_limit") - before;
+    assert!(
+        limited >= 15,
+        "the kernel counted the rate-limit drops: {limited}"
+    );
+    let text = admin.ctl(ns, "alice", &["filter"])?;
+    assert!(text.ok && text.stdout.contains("api, by alice"), "{text:?}");
+
+    let run = admin.ctl(ns, "alice", &["rate-limit", "off"])?;
+    assert!(run.ok, "{run:?}");
+    std::thread::sleep(Duration::from_millis(1100)); // the source's bucket refills
+    assert_eq!(
+        answered_of_burst(&socket, 20, 300)?,
+        20,
+        "back to the config's limit"
     );
     Ok(())
 }

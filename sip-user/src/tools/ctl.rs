@@ -13,6 +13,8 @@ use crate::control::admin::views::{
     Source, Status,
 };
 
+const RATE_LIMIT: &str = "/api/v1/filter/rate_limit";
+
 /// What `ctl` talks to unless told otherwise (`admin.listen`'s default).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:9465";
 
@@ -37,6 +39,15 @@ pub enum Request {
         list: &'static str,
         value: String,
     },
+    /// A live per-source rate limit in place of the config's (`burst` defaults to two
+    /// seconds' worth).
+    RateLimit {
+        pps: u32,
+        burst: Option<u32>,
+        ttl_s: Option<u64>,
+    },
+    /// Back to the config file's rate limit.
+    ClearRateLimit,
     Dialogs,
     Call(String),
     Reload,
@@ -157,6 +168,17 @@ impl Client {
                 format!("/api/v1/filter/{list}/{}", enc(value)),
                 None,
             ),
+            Request::RateLimit { pps, burst, ttl_s } => {
+                let mut body = json!({ "pps": pps });
+                if let Some(b) = burst {
+                    body["burst"] = json!(b);
+                }
+                if let Some(t) = ttl_s {
+                    body["ttl_s"] = json!(t);
+                }
+                ("PUT", RATE_LIMIT.to_string(), Some(body))
+            }
+            Request::ClearRateLimit => ("DELETE", RATE_LIMIT.to_string(), None),
             Request::Dialogs => ("GET", "/api/v1/dialogs".to_string(), None),
             Request::Call(call_id) => ("GET", format!("/api/v1/dialogs/{}", enc(call_id)), None),
             Request::Reload => ("POST", "/api/v1/reload".to_string(), Some(json!({}))),
@@ -173,6 +195,11 @@ impl Client {
             ("PATCH", Some(b)) => self
                 .agent
                 .patch(&url)
+                .header("Authorization", &auth)
+                .send_json(&b),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
                 .header("Authorization", &auth)
                 .send_json(&b),
             (_, b) => self
@@ -222,9 +249,11 @@ pub fn render(request: &Request, value: Value, out: &mut impl Write) -> Result<b
         Request::Status => status_text(&parse(value)?),
         Request::Backends => backends_text(&parse::<Vec<BackendView>>(value)?),
         Request::Backend { .. } => backends_text(&[parse(value)?]),
-        Request::Filter | Request::Add { .. } | Request::Remove { .. } => {
-            filter_text(&parse(value)?)
-        }
+        Request::Filter
+        | Request::Add { .. }
+        | Request::Remove { .. }
+        | Request::RateLimit { .. }
+        | Request::ClearRateLimit => filter_text(&parse(value)?),
         Request::Dialogs => dialogs_text(&parse(value)?),
         Request::Call(_) => call_text(&parse(value)?),
         Request::Reload => {
