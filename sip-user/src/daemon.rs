@@ -24,6 +24,7 @@ use crate::{
         self, AdminState,
         auth::{Tokens, TokensError},
         controller::{Controller, ControllerSetup, Started},
+        https::TlsListener,
     },
     control::config::Config,
     control::ebpf::{FastPath, LoadError},
@@ -199,6 +200,12 @@ async fn run_attached(
         Some(path) => Some(Tokens::from_file(path)?),
         None => None,
     };
+    // So does a bad admin certificate: the API would otherwise come up without HTTPS.
+    let admin_tls = match (&config.admin.tokens_file, config.admin.tls_files()) {
+        (Some(_), Some(files)) => Some(tls::server_config(&files)?),
+        _ => None,
+    };
+    let (admin_tls_tx, admin_tls_rx) = admin_tls.map(tokio::sync::watch::channel).unzip();
     fast_path.pin_state(a.pin_dir)?;
     let workers_map = pin_workers_map(fast_path, a.pin_dir)?;
     let log_drain = start_log_drain(fast_path);
@@ -319,7 +326,11 @@ async fn run_attached(
         cpus: a.cpus.to_vec(),
         metrics: metrics.clone(),
     };
-    let servers = match start_http(config, metrics.clone(), scrape, admin_state, &cancel).await {
+    let admin = AdminStart {
+        state: admin_state,
+        tls: admin_tls_rx,
+    };
+    let servers = match start_http(config, metrics.clone(), scrape, admin, &cancel).await {
         Ok(servers) => servers,
         Err(e) => {
             cancel.cancel();
@@ -362,6 +373,7 @@ async fn run_attached(
         filter: a.filter,
         keeper: keeper_tx,
         tls: tls_tx,
+        admin_tls: admin_tls_tx,
         tokens,
     });
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
@@ -463,12 +475,19 @@ struct Scrape {
     workers: Vec<Arc<WorkerCounters>>,
 }
 
+/// What the admin API starts with.
+struct AdminStart {
+    state: AdminState,
+    /// The HTTPS settings (`admin.certificate`), replaced on reload; plain HTTP without.
+    tls: Option<tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>>,
+}
+
 /// Starts the `/metrics` endpoint and, with a tokens file, the admin API.
 async fn start_http(
     config: &Config,
     metrics: Arc<Metrics>,
     scrape: Scrape,
-    admin_state: AdminState,
+    admin: AdminStart,
     cancel: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, DaemonError> {
     let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -495,13 +514,35 @@ async fn start_http(
         Some(path) => {
             let addr = config.admin.listen;
             let listener = bind("the admin API", addr).await?;
-            let n = admin_state.tokens.read().map_or(0, |t| t.len());
+            let n = admin.state.tokens.read().map_or(0, |t| t.len());
+            let router = admin::router(Arc::new(admin.state));
+            let scheme = if admin.tls.is_some() { "https" } else { "http" };
             log::info!(
-                "admin API on http://{addr}/api/v1/ ({n} tokens from {})",
+                "admin API on {scheme}://{addr}/api/v1/ ({n} tokens from {})",
                 path.display()
             );
-            let router = admin::router(Arc::new(admin_state));
-            servers.push(tokio::spawn(admin::serve(listener, router, cancel.clone())));
+            match admin.tls {
+                Some(tls) => {
+                    let listener =
+                        TlsListener::new(listener, tls, cancel.clone()).map_err(|source| {
+                            DaemonError::Bind {
+                                what: "the admin API",
+                                addr,
+                                source,
+                            }
+                        })?;
+                    servers.push(tokio::spawn(admin::serve(listener, router, cancel.clone())));
+                }
+                None => {
+                    if !addr.ip().is_loopback() {
+                        log::warn!(
+                            "admin API on {addr} without TLS: its bearer tokens cross the \
+                             network in the clear (set admin.certificate and admin.key)"
+                        );
+                    }
+                    servers.push(tokio::spawn(admin::serve(listener, router, cancel.clone())));
+                }
+            }
         }
         None => log::info!("admin API off (set admin.tokens_file to turn it on)"),
     }

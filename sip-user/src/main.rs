@@ -112,12 +112,16 @@ enum Command {
     /// token from the daemon's admin.tokens_file; never on the command line, where `ps` shows
     /// it). Exits 1 with the API's message when it refuses a request.
     Ctl {
-        /// The admin API (the daemon's admin.listen).
+        /// The admin API (the daemon's admin.listen; https:// when it has admin.certificate).
         #[arg(long, env = "SIP_FASTPATH_ADMIN", default_value = sip_user::tools::ctl::DEFAULT_URL)]
         url: String,
         /// A file holding the token.
         #[arg(long, env = "SIP_FASTPATH_TOKEN_FILE")]
         token_file: Option<PathBuf>,
+        /// PEM file of the CA certificates an https:// API's certificate must chain to (your
+        /// own CA, or its self-signed certificate); without it, the Mozilla roots.
+        #[arg(long, env = "SIP_FASTPATH_CA")]
+        ca: Option<PathBuf>,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -362,6 +366,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl {
             url,
             token_file,
+            ca,
             json,
             command,
         } => {
@@ -370,7 +375,7 @@ fn main() -> anyhow::Result<()> {
                 token_file.as_deref(),
             )?;
             let request = ctl_request(command);
-            let client = sip_user::tools::ctl::Client::new(&url, token);
+            let client = sip_user::tools::ctl::Client::new(&url, token, ca.as_deref())?;
             let answer = client.send(&request)?;
             let ok = if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -15,6 +15,16 @@ pub const GRAFANA: &str = "grafana-fedcba9876543210";
 /// A tokens file and each token in a file of its own (for `ctl --token-file`); removed on drop.
 pub struct Admin {
     pub dir: PathBuf,
+    /// Where the API listens, and over HTTPS: its certificate, key and the CA for `ctl --ca`.
+    pub listen: String,
+    pub tls: Option<AdminTls>,
+}
+
+/// The API's certificate files.
+pub struct AdminTls {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// What a `ctl` run printed, and how it exited.
@@ -38,28 +48,60 @@ impl Admin {
         std::fs::set_permissions(dir.join("tokens"), std::fs::Permissions::from_mode(0o600))?;
         std::fs::write(dir.join("alice.token"), format!("{ALICE}\n"))?;
         std::fs::write(dir.join("grafana.token"), format!("{GRAFANA}\n"))?;
-        Ok(Admin { dir })
+        Ok(Admin {
+            dir,
+            listen: ADMIN_LISTEN.to_string(),
+            tls: None,
+        })
+    }
+
+    /// The API on `listen` (a LAN address) over HTTPS with `tls`.
+    pub fn https(tag: &str, listen: &str, tls: AdminTls) -> anyhow::Result<Self> {
+        let mut admin = Admin::new(tag)?;
+        admin.listen = listen.to_string();
+        admin.tls = Some(tls);
+        Ok(admin)
+    }
+
+    /// `http://…` or `https://…` and the listen address.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.listen)
     }
 
     /// The `[admin]` table for the daemon's config (a table: append it after the others).
     pub fn config(&self) -> String {
-        format!(
-            "\n[admin]\nlisten = \"{ADMIN_LISTEN}\"\ntokens_file = \"{}\"\n",
+        let mut c = format!(
+            "\n[admin]\nlisten = \"{}\"\ntokens_file = \"{}\"\n",
+            self.listen,
             self.dir.join("tokens").display()
-        )
+        );
+        if let Some(tls) = &self.tls {
+            c.push_str(&format!(
+                "certificate = \"{}\"\nkey = \"{}\"\n",
+                tls.certificate.display(),
+                tls.key.display()
+            ));
+        }
+        c
     }
 
-    /// `sip-fastpath ctl --token-file <who>.token args…` inside `ns`.
+    /// `sip-fastpath ctl --token-file <who>.token args…` inside `ns` (with `--ca` over HTTPS).
     pub fn ctl(&self, ns: &Netns, who: &str, args: &[&str]) -> anyhow::Result<CtlRun> {
-        let out = ns
-            .command(binary().to_str().context("binary path")?)
+        let mut command = ns.command(binary().to_str().context("binary path")?);
+        command
             .arg("ctl")
             .arg("--url")
-            .arg(format!("http://{ADMIN_LISTEN}"))
+            .arg(self.url())
             .arg("--token-file")
-            .arg(self.dir.join(format!("{who}.token")))
+            .arg(self.dir.join(format!("{who}.token")));
+        if let Some(tls) = &self.tls {
+            command.arg("--ca").arg(&tls.ca);
+        }
+        let out = command
             .args(args)
             .env_remove("SIP_FASTPATH_TOKEN")
+            .env_remove("SIP_FASTPATH_CA")
             .output()?;
         Ok(CtlRun {
             ok: out.status.success(),

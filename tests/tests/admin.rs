@@ -1,15 +1,19 @@
 //! The admin API and `sip-fastpath ctl` against a running daemon on the test LAN: tokens and
 //! roles, live blocklist entries that take effect in XDP at once, expire and survive a SIGHUP,
-//! scanner signatures and a rate limit set and cleared by `ctl`,
-//! reloads with their errors in the answer, drains that move new calls, and dialogs by state
-//! and by Call-ID. Needs root, sipp and the built binary (`cargo xtask test`).
+//! scanner signatures and a rate limit set and cleared by `ctl`, reloads with their errors in
+//! the answer, HTTPS on the LAN (verified by `ctl --ca`, renewed by a reload), drains that move
+//! new calls, and dialogs by state and by Call-ID. Needs root, sipp and the built binary
+//! (`cargo xtask test`).
 
 use std::{net::SocketAddr, time::Duration};
 
+use anyhow::Context;
+
 use tests::{
     EDGE_ADDR,
-    admin::{ALICE, Admin, GRAFANA, http},
+    admin::{ALICE, Admin, AdminTls, GRAFANA, http},
     bed::{B1, B2, Bed, CALLER, FLOOD, assert_affinity, assert_all_succeeded, config},
+    certs::Certs,
     reason,
     udp::{self, status},
 };
@@ -337,6 +341,77 @@ fn scanner_signatures_and_a_rate_limit_set_by_ctl_act_in_xdp_at_once() -> anyhow
         20,
         "back to the config's limit"
     );
+    Ok(())
+}
+
+#[test]
+fn the_api_over_https_on_the_lan_verifies_with_ctl_ca_and_renews_on_reload() -> anyhow::Result<()> {
+    let certs = Certs::new("adm-tls")?;
+    let tls = AdminTls {
+        certificate: certs.path("server.pem"),
+        key: certs.path("server.key"),
+        ca: certs.path("ca.pem"),
+    };
+    // On the edge's LAN address: the certificate names 192.0.2.1.
+    let admin = Admin::https("adm-tls", &format!("{EDGE_ADDR}:9465"), tls)?;
+    let bed = bed("adm-tls", &admin)?;
+    let caller = &bed.lan.host("caller").ns;
+
+    // ctl from another host, verifying the API's certificate against the CA.
+    let status = admin.ctl_json(caller, &["status"])?;
+    assert_eq!(status["interface"], tests::EDGE_IFACE, "{status}");
+    let filter = admin.ctl_json(caller, &["block", "198.51.100.7"])?;
+    assert_eq!(filter["blocklist"][0]["by"], "alice", "{filter}");
+
+    // Without --ca the certificate is not trusted, and ctl says so.
+    let out = caller
+        .command(tests::binary().to_str().context("binary path")?)
+        .args(["ctl", "--url", &admin.url(), "status"])
+        .env("SIP_FASTPATH_TOKEN", ALICE)
+        .env_remove("SIP_FASTPATH_CA")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cannot reach the admin API"),
+        "{stderr}"
+    );
+    // Plain HTTP to the HTTPS port gets no answer.
+    let plain = caller
+        .command("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{EDGE_ADDR}:9465/api/v1/status"),
+        ])
+        .output()?;
+    assert!(
+        !plain.status.success(),
+        "plain HTTP was answered: {plain:?}"
+    );
+
+    // A renewed certificate is served after a reload, without a restart.
+    let subject = || -> anyhow::Result<String> {
+        let out = caller
+            .command("curl")
+            .args(["-sv", "--max-time", "5", "--cacert"])
+            .arg(certs.path("ca.pem"))
+            .args(["-H", &format!("Authorization: Bearer {GRAFANA}")])
+            .arg(format!("https://{EDGE_ADDR}:9465/api/v1/status"))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "curl: {out:?}");
+        let verbose = String::from_utf8_lossy(&out.stderr);
+        Ok(verbose
+            .lines()
+            .find(|l| l.contains("subject:"))
+            .unwrap_or_default()
+            .to_string())
+    };
+    assert!(subject()?.contains("CN=server"), "{}", subject()?);
+    certs.renew_server("renewed")?;
+    let reload = admin.ctl_json(caller, &["reload"])?;
+    assert_eq!(reload["ok"], true, "{reload}");
+    assert!(subject()?.contains("CN=renewed"), "{}", subject()?);
     Ok(())
 }
 

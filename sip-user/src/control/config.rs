@@ -153,6 +153,24 @@ pub struct AdminSection {
     pub listen: SocketAddr,
     /// Lines of `name role token` (role `read` or `write`); re-read on SIGHUP.
     pub tokens_file: Option<PathBuf>,
+    /// PEM: the API's certificate and chain; with `key`, the API speaks HTTPS only (TLS 1.3).
+    /// Re-read on SIGHUP.
+    pub certificate: Option<PathBuf>,
+    /// PEM: the certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+impl AdminSection {
+    /// The certificate files, when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            section: "admin",
+            certificate: self.certificate.clone()?,
+            key: self.key.clone()?,
+            min_version: MinVersion::Tls13,
+            client_ca: None,
+        })
+    }
 }
 
 /// Where the admin API listens unless `admin.listen` says otherwise (the metrics endpoint's
@@ -164,6 +182,8 @@ impl Default for AdminSection {
         Self {
             listen: DEFAULT_ADMIN_LISTEN.parse().expect("a valid address"),
             tokens_file: None,
+            certificate: None,
+            key: None,
         }
     }
 }
@@ -211,6 +231,7 @@ impl TlsSection {
     /// The files to load, when a certificate is configured.
     pub fn files(&self) -> Option<TlsFiles> {
         Some(TlsFiles {
+            section: "tls",
             certificate: self.certificate.clone()?,
             key: self.key.clone()?,
             min_version: self.min_version,
@@ -869,6 +890,9 @@ impl Config {
                 "admin.listen: {metrics} is the metrics endpoint's address too"
             ));
         }
+        if self.admin.certificate.is_some() != self.admin.key.is_some() {
+            return Err("admin.certificate and admin.key: set both or neither".to_string());
+        }
         for (i, b) in self.backends.iter().enumerate() {
             b.validate(i, &self.backends[..i])?;
         }
@@ -1276,6 +1300,8 @@ mod tests {
         assert!(e.starts_with("health.timeout_ms"), "{e}");
         let e = parse("metrics = \"localhost\"").unwrap_err();
         assert!(e.starts_with("metrics:"), "{e}");
+        let e = parse("[admin]\ncertificate = \"/etc/admin.pem\"").unwrap_err();
+        assert!(e.starts_with("admin.certificate and admin.key"), "{e}");
         let e = parse("[timers]\nt1_ms = 0").unwrap_err();
         assert!(e.starts_with("timers:"), "{e}");
         let e = parse("[limits]\ndialogs = 0").unwrap_err();

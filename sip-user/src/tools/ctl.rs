@@ -62,9 +62,12 @@ pub enum CtlError {
     NoToken,
     #[error("reading the token file {path}: {error}")]
     TokenFile { path: String, error: String },
+    #[error("--ca {path}: {error}")]
+    Ca { path: String, error: String },
     #[error(
         "cannot reach the admin API at {url}: {error} (is the daemon running, with \
-         admin.tokens_file set and admin.listen at this address?)"
+         admin.tokens_file set and admin.listen at this address? https:// when admin.certificate \
+         is set, with --ca for a certificate of your own CA)"
     )]
     Unreachable { url: String, error: String },
     #[error("{message} (HTTP {status})")]
@@ -95,6 +98,25 @@ pub fn token(env: Option<String>, file: Option<&Path>) -> Result<String, CtlErro
         })
 }
 
+/// The certificates in the PEM file `path`.
+fn ca_certificates(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, CtlError> {
+    let err = |error: String| CtlError::Ca {
+        path: path.display().to_string(),
+        error,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| err(e.to_string()))? {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        return Err(err("no CERTIFICATE in it".to_string()));
+    }
+    Ok(certs)
+}
+
 /// Percent-encodes what a path segment may not hold (a Call-ID can hold almost anything);
 /// `/` stays, for CIDRs.
 const PATH: &AsciiSet = &CONTROLS
@@ -116,17 +138,29 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(url: &str, token: String) -> Self {
+    /// A client of the API at `url` (`http://` or `https://`). An `https://` server is verified
+    /// against the CA certificates in the PEM file `ca` (a private CA, or the API's own
+    /// self-signed certificate), else against the Mozilla roots that ship with ctl.
+    pub fn new(url: &str, token: String, ca: Option<&Path>) -> Result<Self, CtlError> {
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(ureq::tls::RootCerts::WebPki);
+        if let Some(path) = ca {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&ca_certificates(
+                path,
+            )?));
+        }
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(15)))
             .http_status_as_error(false)
+            .tls_config(tls.build())
             .build()
             .into();
-        Client {
+        Ok(Client {
             agent,
             base: url.trim_end_matches('/').to_string(),
             token,
-        }
+        })
     }
 
     /// Sends `request`; returns the answer's JSON.
@@ -461,7 +495,8 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let client = Client::new(&url, "0123456789abcdef".into());
+        let client =
+            Client::new(&url, "0123456789abcdef".into(), None).expect("no CA file to read");
         let e = client.send(&Request::Status).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("cannot reach the admin API at {url}")),

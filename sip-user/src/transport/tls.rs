@@ -26,6 +26,8 @@ pub enum MinVersion {
 /// What the TLS listeners are made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// The config section they come from (`tls`, `admin`), for the errors.
+    pub section: &'static str,
     /// PEM: the certificate, then its chain.
     pub certificate: PathBuf,
     /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
@@ -38,12 +40,24 @@ pub struct TlsFiles {
 /// Why the TLS settings could not be loaded; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("tls.certificate {path}: {message}")]
-    Certificate { path: PathBuf, message: String },
-    #[error("tls.key {path}: {message}")]
-    Key { path: PathBuf, message: String },
-    #[error("tls.client_ca {path}: {message}")]
-    ClientCa { path: PathBuf, message: String },
+    #[error("{section}.certificate {path}: {message}")]
+    Certificate {
+        section: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{section}.key {path}: {message}")]
+    Key {
+        section: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{section}.client_ca {path}: {message}")]
+    ClientCa {
+        section: &'static str,
+        path: PathBuf,
+        message: String,
+    },
     #[error("tls.server_ca {path}: {message}")]
     ServerCa { path: PathBuf, message: String },
     #[error("tls: no CA certificates to verify servers with (set tls.server_ca): {0}")]
@@ -69,10 +83,12 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// Reads the files into a rustls server config (ALPN is not used by SIP).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates(&files.certificate).map_err(|message| TlsError::Certificate {
+        section: files.section,
         path: files.certificate.clone(),
         message,
     })?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
+        section: files.section,
         path: files.key.clone(),
         message: format!("no private key read ({e})"),
     })?;
@@ -86,6 +102,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = match &files.client_ca {
         Some(path) => {
             let err = |message: String| TlsError::ClientCa {
+                section: files.section,
                 path: path.clone(),
                 message,
             };
@@ -106,6 +123,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Key {
+            section: files.section,
             path: files.key.clone(),
             message: format!("does not go with the certificate ({e})"),
         })?;

@@ -73,6 +73,7 @@ pub struct Controller {
     steer: Vec<u32>,
     keeper: mpsc::Sender<KeeperCommand>,
     tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
+    admin_tls: Option<watch::Sender<Arc<rustls::ServerConfig>>>,
     tokens: Arc<RwLock<Tokens>>,
 }
 
@@ -85,6 +86,8 @@ pub struct ControllerSetup {
     pub filter: FilterSettings,
     pub keeper: mpsc::Sender<KeeperCommand>,
     pub tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
+    /// The admin API's HTTPS settings, when it speaks HTTPS.
+    pub admin_tls: Option<watch::Sender<Arc<rustls::ServerConfig>>>,
     pub tokens: Arc<RwLock<Tokens>>,
 }
 
@@ -100,6 +103,7 @@ impl Controller {
             live: LiveFilter::default(),
             keeper: s.keeper,
             tls: s.tls,
+            admin_tls: s.admin_tls,
             tokens: s.tokens,
         }
     }
@@ -219,6 +223,7 @@ impl Controller {
         }
         self.reload_tls(&new, why, &mut report);
         self.reload_tokens(&new, why, &mut report);
+        self.reload_admin_tls(&new, why, &mut report);
         for field in restart_only(&self.running, &new) {
             report.restart_needed.push(field.to_string());
             log::warn!("{why}: `{field}` changed; it takes effect at the next restart");
@@ -272,6 +277,32 @@ impl Controller {
             },
             (None, false) => {}
             _ => report.restart_needed.push("tls".to_string()),
+        }
+    }
+
+    /// The admin API's certificate is re-read like the SIP listeners'; turning HTTPS on or
+    /// off needs its listener, so a restart.
+    fn reload_admin_tls(&self, new: &Config, why: &str, report: &mut ReloadReport) {
+        let wanted = new
+            .admin
+            .tls_files()
+            .filter(|_| new.admin.tokens_file.is_some());
+        match (wanted, &self.admin_tls) {
+            (Some(files), Some(running)) => match tls::server_config(&files) {
+                Ok(c) => {
+                    running.send_replace(c);
+                    log::info!(
+                        "{why}: admin API certificate re-read from {}",
+                        files.certificate.display()
+                    );
+                }
+                Err(e) => report.error(
+                    why,
+                    format!("keeping the running admin API certificate: {e}"),
+                ),
+            },
+            (None, None) => {}
+            _ => report.restart_needed.push("admin.certificate".to_string()),
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod controller;
 pub mod error;
+pub mod https;
 pub mod live;
 mod routes;
 pub mod views;
@@ -21,22 +22,20 @@ use std::{
 
 use axum::{
     Router,
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request, State, connect_info::Connected},
     http::{Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, watch},
-};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::{
     auth::{Role, Tokens},
     controller::Control,
     error::ApiError,
+    https::ClientAddr,
 };
 use crate::{
     backend::{Pool, keeper::KeeperCommand},
@@ -69,7 +68,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
 /// changes something. Hands the caller to the handler (for the log of who changed what).
 async fn authorize(
     State(s): State<Arc<AdminState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -132,9 +131,13 @@ async fn unknown_route(method: Method, uri: axum::http::Uri) -> ApiError {
     ))
 }
 
-/// Serves `router` on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+/// Serves `router` on `listener` (plain TCP, or [`https::TlsListener`]) until `cancel` fires.
+pub async fn serve<L>(listener: L, router: Router, cancel: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> ClientAddr: Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let service = router.into_make_service_with_connect_info::<ClientAddr>();
     if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
