@@ -254,6 +254,8 @@ fn ctl_request(command: CtlCommand) -> sip_user::tools::ctl::Request {
         draining,
         weight,
     };
+    let add = |list, value, ttl_s| Request::Add { list, value, ttl_s };
+    let remove = |list, value| Request::Remove { list, value };
     match command {
         CtlCommand::Status => Request::Status,
         CtlCommand::Backends => Request::Backends,
@@ -261,33 +263,12 @@ fn ctl_request(command: CtlCommand) -> sip_user::tools::ctl::Request {
         CtlCommand::Undrain { backend: b } => backend(b, Some(false), None),
         CtlCommand::Weight { backend: b, weight } => backend(b, None, Some(weight)),
         CtlCommand::Filter => Request::Filter,
-        CtlCommand::Block { cidr, ttl } => Request::Add {
-            list: "blocklist",
-            value: cidr,
-            ttl_s: ttl,
-        },
-        CtlCommand::Unblock { cidr } => Request::Remove {
-            list: "blocklist",
-            value: cidr,
-        },
-        CtlCommand::Allow { cidr, ttl } => Request::Add {
-            list: "allowlist",
-            value: cidr,
-            ttl_s: ttl,
-        },
-        CtlCommand::Disallow { cidr } => Request::Remove {
-            list: "allowlist",
-            value: cidr,
-        },
-        CtlCommand::BlockScanner { signature, ttl } => Request::Add {
-            list: "scanners",
-            value: signature,
-            ttl_s: ttl,
-        },
-        CtlCommand::UnblockScanner { signature } => Request::Remove {
-            list: "scanners",
-            value: signature,
-        },
+        CtlCommand::Block { cidr, ttl } => add("blocklist", cidr, ttl),
+        CtlCommand::Unblock { cidr } => remove("blocklist", cidr),
+        CtlCommand::Allow { cidr, ttl } => add("allowlist", cidr, ttl),
+        CtlCommand::Disallow { cidr } => remove("allowlist", cidr),
+        CtlCommand::BlockScanner { signature, ttl } => add("scanners", signature, ttl),
+        CtlCommand::UnblockScanner { signature } => remove("scanners", signature),
         CtlCommand::RateLimit {
             pps: RateLimitArg::Off,
             ..

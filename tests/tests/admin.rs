@@ -121,13 +121,24 @@ fn the_api_wants_a_token_and_a_write_token_to_change_anything() -> anyhow::Resul
     Ok(())
 }
 
+/// The flood host's SIP socket.
+fn flood_socket(bed: &Bed) -> anyhow::Result<std::net::UdpSocket> {
+    let host = bed.lan.host("flood");
+    host.ns.udp_socket(format!("{FLOOD}:5060").parse()?)
+}
+
+/// Whether an OPTIONS numbered `n` with `user_agent` from the flood host is answered 200.
+fn answered_as(socket: &std::net::UdpSocket, user_agent: &str, n: u32) -> anyhow::Result<bool> {
+    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
+    let msg = options_from(user_agent, n);
+    let got = udp::exchange(socket, edge, &msg, Duration::from_millis(400))?;
+    Ok(got.iter().any(|d| d.starts_with(b"SIP/2.0 200")))
+}
+
 /// Sends OPTIONS from the flood host until one is answered 200 or `tries` went unanswered.
 fn answered(socket: &std::net::UdpSocket, tries: u32, first: u32) -> anyhow::Result<bool> {
-    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
     for n in first..first + tries {
-        let msg = tests::sip_message("OPTIONS", &format!("admin-{n}"), n);
-        let got = udp::exchange(socket, edge, &msg, Duration::from_millis(400))?;
-        if got.iter().any(|d| d.starts_with(b"SIP/2.0 200")) {
+        if answered_as(socket, "plain-phone/1.0", n)? {
             return Ok(true);
         }
     }
@@ -140,11 +151,7 @@ fn a_source_blocked_by_api_is_dropped_at_once_until_unblocked_expired_or_reloade
     let admin = Admin::new("adm-block")?;
     let bed = bed("adm-block", &admin)?;
     let ns = &bed.lan.host("edge").ns;
-    let socket = bed
-        .lan
-        .host("flood")
-        .ns
-        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
+    let socket = flood_socket(&bed)?;
     assert!(answered(&socket, 5, 0)?, "answered before any block");
 
     let filter = admin.ctl_json(ns, &["block", FLOOD])?;
@@ -248,21 +255,8 @@ fn scanner_signatures_and_a_rate_limit_set_by_ctl_act_in_xdp_at_once() -> anyhow
     let admin = Admin::new("adm-scan")?;
     let bed = bed("adm-scan", &admin)?;
     let ns = &bed.lan.host("edge").ns;
-    let socket = bed
-        .lan
-        .host("flood")
-        .ns
-        .udp_socket(format!("{FLOOD}:5060").parse()?)?;
-    let edge: SocketAddr = format!("{EDGE_ADDR}:5060").parse()?;
-    let ask = |ua: &str, n: u32| -> anyhow::Result<bool> {
-        let got = udp::exchange(
-            &socket,
-            edge,
-            &options_from(ua, n),
-            Duration::from_millis(400),
-        )?;
-        Ok(got.iter().any(|d| d.starts_with(b"SIP/2.0 200")))
-    };
+    let socket = flood_socket(&bed)?;
+    let ask = |ua: &str, n: u32| answered_as(&socket, ua, n);
     assert!(ask("Acme-Prober/2.1", 0)?, "answered before the signature");
 
     // A signature added live drops that User-Agent (any case) in XDP, and nothing else.
