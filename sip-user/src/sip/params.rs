@@ -1,7 +1,7 @@
 //! `;name[=value]` parameter lists: header parameters, where SWS may surround `;` and `=`
 //! (RFC 3261 §25.1 `SEMI`, `EQUAL`), and URI parameters, where it may not (§19.1.1).
 
-use super::scan::{is_token, skip_lws, skip_quoted};
+use super::scan::{is_param_end, is_token, skip_lws, skip_quoted};
 
 /// A parameter list was malformed: an empty name (`;;`, RFC 4475 §3.1.2.1), an unterminated
 /// quoted value, or something other than `;` between parameters.
@@ -72,7 +72,7 @@ impl<'b> Iterator for HeaderParams<'b> {
                 }
             } else {
                 // token, host (IPv6 references included) or anything up to the next separator.
-                while i < s.len() && !matches!(s[i], b';' | b',' | b' ' | b'\t' | b'\r' | b'\n') {
+                while i < s.len() && !is_param_end(s[i]) {
                     i += 1;
                 }
             }

@@ -3,7 +3,7 @@
 
 use super::{
     params::UriParams,
-    scan::{find, has_space, rfind},
+    scan::{find, is_host, is_ipv6, is_scheme, is_uri_mark_or_lws},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,38 +46,36 @@ impl<'b> UriParamsRaw<'b> {
 pub struct BadUri;
 
 impl<'b> Uri<'b> {
+    /// Parses `s` in one pass that finds the scheme's `:`, the last `@` and, after it, the
+    /// first `;` and `?` (and refuses whitespace anywhere), then checks the scheme and the
+    /// hostport with one table lookup per byte.
     pub fn parse(s: &'b [u8]) -> Result<Self, BadUri> {
-        if s.is_empty() || has_space(s) {
-            return Err(BadUri);
-        }
-        let colon = find(s, b':').ok_or(BadUri)?;
+        let marks = Marks::of(s).ok_or(BadUri)?;
+        let colon = marks.colon.ok_or(BadUri)?;
         let scheme = &s[..colon];
-        if !scheme.first().is_some_and(u8::is_ascii_alphabetic)
-            || !scheme
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        {
-            return Err(BadUri);
+        match scheme.split_first() {
+            Some((first, rest))
+                if first.is_ascii_alphabetic() && rest.iter().all(|&b| is_scheme(b)) => {}
+            _ => return Err(BadUri),
         }
         let rest = &s[colon + 1..];
-        let scheme = if scheme.eq_ignore_ascii_case(b"sip") {
-            Scheme::Sip
-        } else if scheme.eq_ignore_ascii_case(b"sips") {
-            Scheme::Sips
-        } else if scheme.eq_ignore_ascii_case(b"tel") {
-            Scheme::Tel
-        } else {
-            if rest.is_empty() {
-                return Err(BadUri);
+        let scheme = match scheme {
+            [s, i, p] if eq3(*s, *i, *p, b"sip") => Scheme::Sip,
+            [s, i, p, ss] if eq3(*s, *i, *p, b"sip") && (*ss | 0x20) == b's' => Scheme::Sips,
+            [t, e, l] if eq3(*t, *e, *l, b"tel") => Scheme::Tel,
+            _ => {
+                if rest.is_empty() {
+                    return Err(BadUri);
+                }
+                return Ok(Uri {
+                    scheme: Scheme::Other(scheme),
+                    user: None,
+                    host: rest,
+                    port: None,
+                    params: UriParamsRaw(b""),
+                    headers: None,
+                });
             }
-            return Ok(Uri {
-                scheme: Scheme::Other(scheme),
-                user: None,
-                host: rest,
-                port: None,
-                params: UriParamsRaw(b""),
-                headers: None,
-            });
         };
         if scheme == Scheme::Tel {
             let end = find(rest, b';').unwrap_or(rest.len());
@@ -95,25 +93,26 @@ impl<'b> Uri<'b> {
         }
         // userinfo ends at the last '@': '@' cannot appear unescaped in parameters or headers,
         // while the user part may hold ';', '?' and ',' (RFC 4475 §3.1.1.2, §3.1.1.9).
-        let (user, hostpart) = match rfind(rest, b'@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
+        let (user, host_at) = match marks.last_at {
+            Some(at) if at == colon + 1 => return Err(BadUri),
+            Some(at) => (Some(&s[colon + 1..at]), at + 1),
+            None => (None, colon + 1),
         };
-        if user.is_some_and(<[u8]>::is_empty) {
-            return Err(BadUri);
-        }
-        let (hostpart, headers) = match find(hostpart, b'?') {
-            Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
-            None => (hostpart, None),
+        let (hostpart_end, headers) = match marks.question {
+            Some(q) => (q, Some(&s[q + 1..])),
+            None => (s.len(), None),
         };
-        let params_at = find(hostpart, b';').unwrap_or(hostpart.len());
-        let (host, port) = split_hostport(&hostpart[..params_at]).ok_or(BadUri)?;
+        let params_at = marks
+            .semicolon
+            .filter(|&i| i < hostpart_end)
+            .unwrap_or(hostpart_end);
+        let (host, port) = split_hostport(&s[host_at..params_at]).ok_or(BadUri)?;
         Ok(Uri {
             scheme,
             user,
             host,
             port,
-            params: UriParamsRaw(&hostpart[params_at..]),
+            params: UriParamsRaw(&s[params_at..hostpart_end]),
             headers,
         })
     }
@@ -123,37 +122,82 @@ impl<'b> Uri<'b> {
     }
 }
 
+/// Three bytes equal, ignoring ASCII case, to the lowercase `lower`.
+#[inline]
+fn eq3(a: u8, b: u8, c: u8, lower: &[u8; 3]) -> bool {
+    (a | 0x20) == lower[0] && (b | 0x20) == lower[1] && (c | 0x20) == lower[2]
+}
+
+/// Where a URI's parts split: the first `:`, the last `@`, and after that `@` (or anywhere,
+/// without one) the first `?` and `;`.
+struct Marks {
+    colon: Option<usize>,
+    last_at: Option<usize>,
+    question: Option<usize>,
+    semicolon: Option<usize>,
+}
+
+impl Marks {
+    /// `None` if `s` is empty or holds whitespace.
+    #[inline]
+    fn of(s: &[u8]) -> Option<Marks> {
+        if s.is_empty() {
+            return None;
+        }
+        let mut m = Marks {
+            colon: None,
+            last_at: None,
+            question: None,
+            semicolon: None,
+        };
+        for (i, &b) in s.iter().enumerate() {
+            if !is_uri_mark_or_lws(b) {
+                continue;
+            }
+            match b {
+                b':' => {
+                    m.colon.get_or_insert(i);
+                }
+                b'@' => {
+                    m.last_at = Some(i);
+                    m.question = None;
+                    m.semicolon = None;
+                }
+                b'?' => {
+                    m.question.get_or_insert(i);
+                }
+                b';' => {
+                    m.semicolon.get_or_insert(i);
+                }
+                _ => return None, // whitespace
+            }
+        }
+        Some(m)
+    }
+}
+
 /// `host [":" port]` (RFC 3261 §25.1): a hostname, IPv4 address or `[IPv6]` reference, and an
 /// optional port up to 65535.
 pub fn split_hostport(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
-    let (host, port) = if s.first() == Some(&b'[') {
-        let close = find(s, b']')?;
-        let host = &s[..=close];
-        if !host[1..close]
-            .iter()
-            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+    let end = if s.first() == Some(&b'[') {
+        let close = 1 + s[1..].iter().position(|&b| !is_ipv6(b))?;
+        if s[close] != b']' {
             return None;
         }
-        (host, &s[close + 1..])
+        close + 1
     } else {
-        let end = find(s, b':').unwrap_or(s.len());
-        let host = &s[..end];
-        if host.is_empty()
-            || !host
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        {
+        let end = s.iter().position(|&b| !is_host(b)).unwrap_or(s.len());
+        if end == 0 {
             return None;
         }
-        (host, &s[end..])
+        end
     };
-    let port = match port {
+    let port = match &s[end..] {
         [] => None,
         [b':', digits @ ..] => Some(u16::try_from(super::scan::parse_u64(digits, 65535)?).ok()?),
         _ => return None,
     };
-    Some((host, port))
+    Some((&s[..end], port))
 }
 
 #[cfg(test)]

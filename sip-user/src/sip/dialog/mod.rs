@@ -15,7 +15,7 @@ pub mod inspect;
 pub mod session;
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, VecDeque},
     time::Instant,
 };
 
@@ -24,7 +24,10 @@ pub use self::{
     id::DialogId,
     session::{DialogState, End, Limits, Phase, Session},
 };
-use crate::sip::{Message, Method, shrink::shrink_map};
+use crate::sip::{
+    Message, Method,
+    shrink::{FastMap, shrink_map},
+};
 
 /// A handle to a dialog in the table, valid until the dialog ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,8 +68,8 @@ struct Entry {
 pub struct DialogTable {
     limits: Limits,
     max: usize,
-    index: HashMap<Box<[u8]>, u64>,
-    entries: HashMap<u64, Entry>,
+    index: FastMap<Box<[u8]>, u64>,
+    entries: FastMap<u64, Entry>,
     /// Deadlines in order, with the entry they belong to.
     schedule: BTreeSet<(Instant, u64)>,
     next_seq: u64,
@@ -80,8 +83,8 @@ impl DialogTable {
         DialogTable {
             limits,
             max: max.max(1),
-            index: HashMap::new(),
-            entries: HashMap::new(),
+            index: FastMap::default(),
+            entries: FastMap::default(),
             schedule: BTreeSet::new(),
             next_seq: 0,
             events: VecDeque::new(),

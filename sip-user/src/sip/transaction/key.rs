@@ -7,12 +7,18 @@
 //! Two messages whose fields are equal have equal digests; different fields collide with
 //! probability ~2^-128 per pair, and the hash is keyed with random keys drawn once per process
 //! (SipHash-1-3 from std's `RandomState`, twice), so a sender cannot make two transactions
-//! collide on purpose.
+//! collide on purpose. (A fast non-cryptographic hash would do for a table, not for an
+//! identity: its collisions may not depend on the key.) Because the digest is already keyed
+//! and uniform, the tables of keys ([`KeyMap`]) use its first half as the hash, not hash it
+//! again.
 
 use std::{
-    hash::{BuildHasher, Hash, RandomState},
+    collections::HashMap,
+    hash::{BuildHasher, Hash, Hasher, RandomState},
     sync::OnceLock,
 };
+
+use nohash_hasher::BuildNoHashHasher;
 
 use crate::sip::{HeaderName, Message, Method, StartLine, via::Via};
 
@@ -52,14 +58,29 @@ pub enum Kind {
     Client,
 }
 
+/// A table of transaction keys: the key hashes to its digest's first half (see the module).
+pub type KeyMap<V> = HashMap<Key, V, BuildNoHashHasher<Key>>;
+
 /// A transaction key. Ordered (arbitrarily) so the timer schedule can hold it.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     pub kind: Kind,
     pub method: MethodClass,
     /// Two 64-bit halves rather than a `u128`, whose 16-byte alignment would pad the key.
     digest: [u64; 2],
 }
+
+impl Hash for Key {
+    /// One `u64`, as [`KeyMap`]'s pass-through hasher wants: the digest's first half, which a
+    /// keyed hash made uniform, with the kind and method class (a client and a server key of
+    /// the same fields differ only there) folded into its low bits.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let class = (self.kind as u64) << 2 | self.method as u64;
+        state.write_u64(self.digest[0] ^ class);
+    }
+}
+
+impl nohash_hasher::IsEnabled for Key {}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -16,7 +16,7 @@ pub mod server_non_invite;
 pub mod timers;
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, VecDeque},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -28,13 +28,13 @@ use self::{
     server_invite::ServerInvite, server_non_invite::ServerNonInvite,
 };
 pub use self::{
-    key::{Kind, MethodClass},
+    key::{KeyMap, Kind, MethodClass},
     timers::{Deadline, Timers},
 };
 use crate::sip::{
     Message, Method, Parsed, parse_any,
     peer::Peer,
-    shrink::{shrink_deque, shrink_map},
+    shrink::{FastMap, shrink_deque, shrink_map},
 };
 
 /// A message to send.
@@ -248,13 +248,13 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct TransactionLayer {
     timers: Timers,
-    entries: HashMap<Key, Entry>,
+    entries: KeyMap<Entry>,
     /// Deadlines ordered by time, with the transaction they belong to.
     schedule: BTreeSet<(Deadline, Key)>,
     admission: Admission,
     /// Live server transactions, in all and by source address.
     servers: usize,
-    servers_by_source: HashMap<IpAddr, Share>,
+    servers_by_source: FastMap<IpAddr, Share>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -264,11 +264,11 @@ impl TransactionLayer {
     pub fn new(timers: Timers) -> Self {
         TransactionLayer {
             timers,
-            entries: HashMap::new(),
+            entries: KeyMap::default(),
             schedule: BTreeSet::new(),
             admission: Admission::UNLIMITED,
             servers: 0,
-            servers_by_source: HashMap::new(),
+            servers_by_source: FastMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
