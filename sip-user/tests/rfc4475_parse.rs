@@ -46,6 +46,11 @@ macro_rules! valid {
                 assert!(m.call_id().is_some(), "{file}: Call-ID");
                 assert!(m.cseq().unwrap().is_ok(), "{file}: CSeq");
                 assert!(m.top_via().unwrap().is_ok(), "{file}: Via");
+                // The tables' quick tag read agrees with the full parse.
+                for name in [HeaderName::From, HeaderName::To] {
+                    let parsed = m.address(name).unwrap().unwrap().tag();
+                    assert_eq!(m.tag_in(name), Some(parsed), "{file}: {name} tag");
+                }
             });
         }
     )*};

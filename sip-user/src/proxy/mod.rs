@@ -1303,7 +1303,7 @@ impl Proxy {
 
 /// The To tag, present in a dialog's requests (RFC 3261 §12.2).
 fn to_tag<'b>(msg: &Message<'_, 'b>) -> Option<&'b [u8]> {
-    msg.to().and_then(Result::ok).and_then(|a| a.tag())
+    msg.tag_in(HeaderName::To).flatten()
 }
 
 #[cfg(test)]

@@ -14,10 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sip_common::{fmix64, hash_call_id};
 
 use super::flow::{TokenText, Transport};
-use crate::sip::{
-    HeaderName, Message, StartLine, address::Address, build::header as put, scan::CommaList,
-    via::Via,
-};
+use crate::sip::{HeaderName, Message, StartLine, build::header as put, scan::CommaList, via::Via};
 
 /// Who we are on the wire: the host and ports in our Via (this node), and the route address in
 /// our Record-Route and Path entries. The route address may be shared by a cluster (an anycast or
@@ -165,9 +162,6 @@ impl fmt::Display for Branch {
 /// in-dialog request that comes back to us through another record-routing proxy has one entry
 /// fewer). Hashed piece by piece, without allocating.
 pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
-    fn tag<'b, E>(a: Option<Result<Address<'b>, E>>) -> Option<&'b [u8]> {
-        a.and_then(Result::ok).and_then(|a| a.tag())
-    }
     let uri = match msg.start {
         StartLine::Request { uri, .. } => uri,
         StartLine::Response { .. } => b"",
@@ -178,8 +172,8 @@ pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
         .map_or(b"".as_slice(), |h| h.value);
     let pieces: [&[u8]; 5] = [
         uri,
-        tag(msg.from()).unwrap_or(b""),
-        tag(msg.to()).unwrap_or(b""),
+        msg.tag_in(HeaderName::From).flatten().unwrap_or(b""),
+        msg.tag_in(HeaderName::To).flatten().unwrap_or(b""),
         msg.call_id().unwrap_or(b""),
         proxy_require,
     ];

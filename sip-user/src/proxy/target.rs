@@ -295,10 +295,7 @@ pub fn decide(
     if let Some(Own::Flow(flow)) = route.own {
         return Target::Flow(flow);
     }
-    let in_dialog = msg
-        .to()
-        .and_then(Result::ok)
-        .is_some_and(|a| a.tag().is_some());
+    let in_dialog = msg.tag_in(crate::sip::HeaderName::To).flatten().is_some();
     let next = &route.next;
     let names_us = next.is_sip() && me.is_me(next.host, next.port);
     match side {

@@ -96,9 +96,49 @@ impl<'b> Address<'b> {
     }
 }
 
+/// The `tag` parameter of a From or To value, found without parsing its URI: for a value
+/// [`Address::parse`] accepts, the same as its [`Address::tag`]. The tables read tags of
+/// messages the proxy has validated already, several times per message, so each read skips
+/// the URI (a test holds it to `Address::parse` on every RFC 4475 and typical message).
+/// `None` also when the value's quotes or brackets do not close.
+pub fn tag_of(value: &[u8]) -> Option<&[u8]> {
+    let s = trim_lws(value);
+    // Where the header parameters start: after the `>` of a name-addr (a quoted display name
+    // may hold anything, and a URI no `>`), or after an addr-spec's URI.
+    let params_at = if s.first() == Some(&b'"') {
+        let end = skip_quoted(s, 0)?;
+        end + find(&s[end..], b'>')? + 1
+    } else if let Some(lt) = find(s, b'<') {
+        lt + find(&s[lt..], b'>')? + 1
+    } else {
+        s.iter()
+            .position(|&b| matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
+            .unwrap_or(s.len())
+    };
+    HeaderParams::new(&s[params_at..]).get(b"tag").flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_of_agrees_with_the_full_parse() {
+        for value in [
+            &b"Bob <sip:bob@biloxi.example.com>;tag=a6c85cf"[..],
+            b"\"A <b>;tag=x\" <sip:a@b;tag=uri-param>;tag=real",
+            b"sip:carol@chicago.com;tag=3",
+            b"sip:carol@chicago.com ; tag = 4 ;x",
+            b" <sip:a@b> ;lr;TAG=upper",
+            b"<sip:a@b>",
+            b"sip:a@b",
+            b"Name With Spaces <sip:a@b?x=y>;tag=z",
+        ] {
+            let full = Address::parse(value).unwrap().tag();
+            assert_eq!(tag_of(value), full, "{}", String::from_utf8_lossy(value));
+        }
+        assert_eq!(tag_of(b"\"open <sip:a@b>;tag=1"), None);
+    }
 
     #[test]
     fn name_addr_forms() {

@@ -190,6 +190,13 @@ impl<'h, 'b> Message<'h, 'b> {
         self.address(HeaderName::To)
     }
 
+    /// The tag of the From or To header (`name`): `None` without the header, `Some(None)`
+    /// without a tag. Read without parsing the URI ([`super::address::tag_of`]): for a
+    /// validated message only.
+    pub fn tag_in(&self, name: HeaderName) -> Option<Option<&'b [u8]>> {
+        self.header(name).map(|h| super::address::tag_of(h.value))
+    }
+
     /// Every value of a multi-valued address header (Contact, Route, Record-Route), in order.
     /// A Contact of `*` (RFC 3261 §10.2.2) is not an address: check [`Self::contact_is_star`].
     pub fn addresses(

@@ -168,8 +168,12 @@ pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
 /// `s` without leading and trailing linear whitespace.
 #[inline]
 pub fn trim_lws(s: &[u8]) -> &[u8] {
+    // The common cases: one space (after a header's colon) or nothing before, nothing after.
+    let s = match s {
+        [b' ', rest @ ..] if rest.first().is_some_and(|&b| !is_lws(b)) => rest,
+        _ => s,
+    };
     match s {
-        // The common case: nothing to trim.
         [first, .., last] if !is_lws(*first) && !is_lws(*last) => return s,
         [only] if !is_lws(*only) => return s,
         _ => {}

@@ -25,7 +25,7 @@ pub use self::{
     session::{DialogState, End, Limits, Phase, Session},
 };
 use crate::sip::{
-    Message, Method,
+    HeaderName, Message, Method,
     shrink::{FastMap, shrink_map},
 };
 
@@ -96,8 +96,9 @@ impl DialogTable {
     /// or `None` if the message belongs to no tracked dialog.
     pub fn handle(&mut self, msg: &Message<'_, '_>, now: Instant) -> Option<DialogRef> {
         let call_id = msg.call_id()?;
-        let from_tag = msg.from()?.ok()?.tag().unwrap_or(b"");
-        let to_tag = msg.to()?.ok()?.tag().unwrap_or(b"");
+        // (The proxy validated the message: its From and To parse.)
+        let from_tag = msg.tag_in(HeaderName::From)?.unwrap_or(b"");
+        let to_tag = msg.tag_in(HeaderName::To)?.unwrap_or(b"");
         let cseq = msg.cseq()?.ok()?;
         let limits = self.limits;
         // From the caller (From = caller's tag), or from the callee (To = caller's tag).
