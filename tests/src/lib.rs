@@ -19,6 +19,7 @@ pub mod bed;
 pub mod certs;
 pub mod collector;
 pub mod dns;
+pub mod interrupt;
 pub mod kamailio;
 pub mod lan;
 pub mod loadgen;

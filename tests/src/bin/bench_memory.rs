@@ -71,6 +71,7 @@ impl std::fmt::Display for Sample {
 }
 
 fn run(bed: &Bed, scenario: &str, calls: u32, extra: &[&str]) -> anyhow::Result<CallerReport> {
+    tests::interrupt::check()?;
     let target = format!("{EDGE}:5060");
     Caller {
         calls,
@@ -86,6 +87,7 @@ fn run(bed: &Bed, scenario: &str, calls: u32, extra: &[&str]) -> anyhow::Result<
 
 fn main() -> anyhow::Result<()> {
     require_root();
+    tests::interrupt::install()?;
     let mut bed = Bed::new("bench-mem", "uas_bench", &config(1000))?;
     std::thread::sleep(Duration::from_secs(2));
     let idle = Sample::take(&bed)?;

@@ -29,6 +29,7 @@ const RATE: u32 = 50;
 
 fn main() -> anyhow::Result<()> {
     require_root();
+    tests::interrupt::install()?;
     println!(
         "creating namespaces sfp-demo-*: a switch, sip-fastpath ({EDGE}), a caller (192.0.2.2), \
          backends {B1} and {B2}, a flood source ({FLOOD})"
@@ -86,6 +87,7 @@ fn main() -> anyhow::Result<()> {
     }) {
         println!("{line}");
     }
+    tests::interrupt::check()?;
     operate(&bed, &admin)?;
     let ok = r.failed == 0 && r.successful == CALLS as u64;
     drop(prometheus);
@@ -94,6 +96,7 @@ fn main() -> anyhow::Result<()> {
     if !ok {
         anyhow::bail!("{} of {CALLS} calls failed", r.failed);
     }
+    tests::interrupt::check()?;
     two_directions()
 }
 

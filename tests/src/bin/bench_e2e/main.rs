@@ -53,6 +53,7 @@ struct Step {
 
 fn main() -> anyhow::Result<()> {
     require_root();
+    tests::interrupt::install()?;
     let flag = |name: &str| std::env::args().any(|a| a == name);
     // `--udp-only`: skip the TLS ladders; `--capacity-only`: only the load generator's
     // capacity runs; `--no-capacity`: only sipp's ladders.
@@ -301,6 +302,7 @@ fn online_cpus() -> usize {
 fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
     for &rate in RATES {
+        tests::interrupt::check()?;
         let calls = rate * SECONDS_PER_STEP;
         let cpu0 = namespace_cpu(edge)?;
         let machine0 = machine_cpu()?;
