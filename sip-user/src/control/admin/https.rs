@@ -6,6 +6,8 @@
 //! [`HANDSHAKE_TIMEOUT`]), so a client that stalls its handshake holds up nobody else. The
 //! rustls settings are made like the SIP listeners' (`transport::tls`): TLS 1.3, ring; a
 //! reload replaces them (a renewed certificate), and each handshake takes the latest.
+//! (Written here rather than taken from axum-server: this adapter is the whole difference, and
+//! it reuses the daemon's own rustls settings and certificate reloads.)
 
 use std::{io, net::SocketAddr, sync::Arc};
 
