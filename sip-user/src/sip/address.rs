@@ -3,7 +3,7 @@
 
 use super::{
     params::HeaderParams,
-    scan::{find, is_token, skip_lws, skip_quoted, trim_lws},
+    scan::{find, is_lws, is_token, skip_lws, skip_quoted, trim_lws},
     uri::Uri,
 };
 
@@ -32,6 +32,37 @@ pub enum BadAddress {
 
 impl<'b> Address<'b> {
     pub fn parse(value: &'b [u8]) -> Result<Self, BadAddress> {
+        let parts = Parts::split(value)?;
+        let uri = Uri::parse(parts.uri_raw).map_err(|_| BadAddress::Syntax)?;
+        let params = HeaderParams::new(parts.params);
+        params.validate().map_err(|_| BadAddress::Syntax)?;
+        Ok(Address {
+            display: parts.display,
+            uri,
+            uri_raw: parts.uri_raw,
+            params,
+            bracketed: parts.bracketed,
+        })
+    }
+
+    /// The `tag` parameter (RFC 3261 §19.3).
+    pub fn tag(&self) -> Option<&'b [u8]> {
+        self.params.get(b"tag").flatten()
+    }
+}
+
+/// An address value split into display name, URI and header parameters, each piece checked
+/// for what the split itself needs (quotes and brackets that close, a display name of tokens,
+/// an addr-spec without `?` or `,`), the URI and the parameters not yet parsed.
+struct Parts<'b> {
+    display: Option<&'b [u8]>,
+    uri_raw: &'b [u8],
+    params: &'b [u8],
+    bracketed: bool,
+}
+
+impl<'b> Parts<'b> {
+    fn split(value: &'b [u8]) -> Result<Self, BadAddress> {
         let s = trim_lws(value);
         let (display, rest) = if s.first() == Some(&b'"') {
             let end = skip_quoted(s, 0).ok_or(BadAddress::Unterminated)?;
@@ -43,28 +74,19 @@ impl<'b> Address<'b> {
         } else if let Some(lt) = find(s, b'<') {
             let display = trim_lws(&s[..lt]);
             // *(token LWS): tokens separated by whitespace.
-            let ok = display
-                .iter()
-                .all(|&b| is_token(b) || matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-            if !ok {
+            if !display.iter().all(|&b| is_token(b) || is_lws(b)) {
                 return Err(BadAddress::Syntax);
             }
             ((!display.is_empty()).then_some(display), &s[lt..])
         } else {
             (None, s)
         };
-
         if let Some(inner) = rest.strip_prefix(b"<") {
             let gt = find(inner, b'>').ok_or(BadAddress::Syntax)?;
-            let uri_raw = &inner[..gt];
-            let uri = Uri::parse(uri_raw).map_err(|_| BadAddress::Syntax)?;
-            let params = HeaderParams::new(&inner[gt + 1..]);
-            params.validate().map_err(|_| BadAddress::Syntax)?;
-            return Ok(Address {
+            return Ok(Parts {
                 display,
-                uri,
-                uri_raw,
-                params,
+                uri_raw: &inner[..gt],
+                params: &inner[gt + 1..],
                 bracketed: true,
             });
         }
@@ -72,50 +94,28 @@ impl<'b> Address<'b> {
         // parameters. A URI with '?' or ',' must be bracketed (RFC 3261 §20.10).
         let end = rest
             .iter()
-            .position(|&b| matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
+            .position(|&b| b == b';' || is_lws(b))
             .unwrap_or(rest.len());
         let uri_raw = &rest[..end];
         if uri_raw.iter().any(|&b| b == b'?' || b == b',') {
             return Err(BadAddress::Syntax);
         }
-        let uri = Uri::parse(uri_raw).map_err(|_| BadAddress::Syntax)?;
-        let params = HeaderParams::new(&rest[end..]);
-        params.validate().map_err(|_| BadAddress::Syntax)?;
-        Ok(Address {
+        Ok(Parts {
             display,
-            uri,
             uri_raw,
-            params,
+            params: &rest[end..],
             bracketed: false,
         })
     }
-
-    /// The `tag` parameter (RFC 3261 §19.3).
-    pub fn tag(&self) -> Option<&'b [u8]> {
-        self.params.get(b"tag").flatten()
-    }
 }
 
-/// The `tag` parameter of a From or To value, found without parsing its URI: for a value
-/// [`Address::parse`] accepts, the same as its [`Address::tag`]. The tables read tags of
-/// messages the proxy has validated already, several times per message, so each read skips
-/// the URI (a test holds it to `Address::parse` on every RFC 4475 and typical message).
-/// `None` also when the value's quotes or brackets do not close.
+/// The `tag` parameter of a From or To value, read by the same split as [`Address::parse`]
+/// but without parsing the URI or checking every parameter: for a value `Address::parse`
+/// accepts, the same as its [`Address::tag`]. The tables read tags of messages the proxy has
+/// validated already, several times per message. `None` also for a value that does not split.
 pub fn tag_of(value: &[u8]) -> Option<&[u8]> {
-    let s = trim_lws(value);
-    // Where the header parameters start: after the `>` of a name-addr (a quoted display name
-    // may hold anything, and a URI no `>`), or after an addr-spec's URI.
-    let params_at = if s.first() == Some(&b'"') {
-        let end = skip_quoted(s, 0)?;
-        end + find(&s[end..], b'>')? + 1
-    } else if let Some(lt) = find(s, b'<') {
-        lt + find(&s[lt..], b'>')? + 1
-    } else {
-        s.iter()
-            .position(|&b| matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
-            .unwrap_or(s.len())
-    };
-    HeaderParams::new(&s[params_at..]).get(b"tag").flatten()
+    let parts = Parts::split(value).ok()?;
+    HeaderParams::new(parts.params).get(b"tag").flatten()
 }
 
 #[cfg(test)]
