@@ -142,6 +142,10 @@ enum Command {
         /// Run without the per-source rate limiter (shows what it costs).
         #[arg(long)]
         no_rate_limit: bool,
+        /// Only the packet kinds whose name contains this text, case-insensitive (for example
+        /// `--only invite`, to profile one kind with `perf record`).
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
     },
 }
 
@@ -530,6 +534,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             no_scanners,
             no_rate_limit,
+            only,
         } => {
             if repeat == 0 {
                 bail!("--repeat must be at least 1");
@@ -538,7 +543,14 @@ fn main() -> anyhow::Result<()> {
                 scanners: !no_scanners,
                 rate_limit: !no_rate_limit,
             };
-            let report = sip_user::tools::bench::run(repeat, rounds, features)?;
+            let report = sip_user::tools::bench::run(repeat, rounds, features, only.as_deref())?;
+            if report.rows.is_empty() {
+                bail!(
+                    "--only {:?} matches no packet kind; the kinds are: {}",
+                    only.unwrap_or_default(),
+                    sip_user::tools::bench::CASE_NAMES.join(", ")
+                );
+            }
             print!("{}", report.render());
         }
     }

@@ -37,7 +37,24 @@ pub struct Features {
     pub rate_limit: bool,
 }
 
-pub fn run(repeat: u32, rounds: u32, features: Features) -> Result<BenchReport, ClassifyError> {
+/// The packet kinds, in the order of the table.
+pub const CASE_NAMES: [&str; 7] = [
+    "INVITE with SDP",
+    "OPTIONS",
+    "200 OK",
+    "INVITE, Call-ID last header",
+    "RFC 4475 longreq (past the linear data)",
+    "junk (not SIP)",
+    "INVITE from blocklisted source",
+];
+
+/// Measures every packet kind, or with `only` those whose name contains it (case-insensitive).
+pub fn run(
+    repeat: u32,
+    rounds: u32,
+    features: Features,
+    only: Option<&str>,
+) -> Result<BenchReport, ClassifyError> {
     let mut settings = FilterSettings {
         blocklist: vec![Cidr {
             addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)),
@@ -64,24 +81,20 @@ pub fn run(repeat: u32, rounds: u32, features: Features) -> Result<BenchReport, 
     };
     // The worst case: a 1,458-byte frame (14 + 20 + 8 bytes of headers).
     let full_payload = 1458 - 14 - 20 - 8;
-    let cases: [(&str, Vec<u8>); 7] = [
-        ("INVITE with SDP", normal.build(&samples::invite(call_id))),
-        ("OPTIONS", normal.build(&samples::options(call_id))),
-        ("200 OK", normal.build(&samples::ok_200(call_id))),
-        (
-            "INVITE, Call-ID last header",
-            normal.build(&samples::call_id_last(call_id, full_payload)),
-        ),
-        (
-            "RFC 4475 longreq (past the linear data)",
-            normal.build(include_bytes!("../../../tests/data/rfc4475/longreq.dat")),
-        ),
-        ("junk (not SIP)", normal.build(&samples::junk())),
-        (
-            "INVITE from blocklisted source",
-            blocked.build(&samples::invite(call_id)),
-        ),
+    let frames: [Vec<u8>; 7] = [
+        normal.build(&samples::invite(call_id)),
+        normal.build(&samples::options(call_id)),
+        normal.build(&samples::ok_200(call_id)),
+        normal.build(&samples::call_id_last(call_id, full_payload)),
+        normal.build(include_bytes!("../../../tests/data/rfc4475/longreq.dat")),
+        normal.build(&samples::junk()),
+        blocked.build(&samples::invite(call_id)),
     ];
+    let only = only.map(str::to_lowercase);
+    let cases = CASE_NAMES.into_iter().zip(frames).filter(|(case, _)| {
+        only.as_deref()
+            .is_none_or(|o| case.to_lowercase().contains(o))
+    });
     let verified_instructions = classifier.fast_path().verified_instructions();
     let mut rows = Vec::new();
     for (case, frame) in cases {
