@@ -166,17 +166,29 @@ pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
 }
 
 /// `s` without leading and trailing linear whitespace.
-#[inline]
+///
+/// The common cases, one space before the value (after a header's colon) or nothing, and
+/// nothing after, are decided inline: this runs for every header line of every message.
+#[inline(always)]
 pub fn trim_lws(s: &[u8]) -> &[u8] {
-    // The common cases: one space (after a header's colon) or nothing before, nothing after.
+    match s {
+        [b' ', second, .., last] if !is_lws(*second) && !is_lws(*last) => &s[1..],
+        [first, .., last] if !is_lws(*first) && !is_lws(*last) => s,
+        _ => trim_lws_slow(s),
+    }
+}
+
+/// [`trim_lws`] for everything else: several spaces, tabs, folds, one byte, nothing.
+#[inline(never)]
+fn trim_lws_slow(s: &[u8]) -> &[u8] {
     let s = match s {
         [b' ', rest @ ..] if rest.first().is_some_and(|&b| !is_lws(b)) => rest,
         _ => s,
     };
-    match s {
-        [first, .., last] if !is_lws(*first) && !is_lws(*last) => return s,
-        [only] if !is_lws(*only) => return s,
-        _ => {}
+    if let [only] = s
+        && !is_lws(*only)
+    {
+        return s;
     }
     let start = skip_lws(s, 0);
     let mut end = s.len();
@@ -331,6 +343,32 @@ mod tests {
             "CRLF without WSP is a line end, not LWS"
         );
         assert_eq!(trim_lws(b" \r\n\tabc \r\n"), b"abc");
+    }
+
+    #[test]
+    fn trim_fast_paths_agree_with_the_general_rule() {
+        // Every string of up to 5 bytes over whitespace, line ends and two text bytes.
+        let alphabet = [b' ', b'\t', b'\r', b'\n', b'a', b'b'];
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut code in 0..alphabet.len().pow(len) {
+                let s: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[code % alphabet.len()];
+                        code /= alphabet.len();
+                        b
+                    })
+                    .collect();
+                let start = skip_lws(&s, 0);
+                let mut end = s.len();
+                while end > start && is_lws(s[end - 1]) {
+                    end -= 1;
+                }
+                assert_eq!(trim_lws(&s), &s[start..end], "{s:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 1 + 6 + 36 + 216 + 1296 + 7776);
     }
 
     #[test]
