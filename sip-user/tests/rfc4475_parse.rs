@@ -176,3 +176,16 @@ fn manifest_is_covered() {
     }
     assert_eq!(n, 49);
 }
+
+#[test]
+fn a_malformed_top_via_is_an_error_where_it_is_read() {
+    let buf = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP ;branch=z9hG4bK1\r\n\
+        Via: SIP/2.0/UDP h2;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n\
+        Call-ID: x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\r\n";
+    let mut headers = [Header::EMPTY; 64];
+    let Ok(Parsed::Message(m)) = sip_user::sip::parse(buf, &mut headers) else {
+        panic!("parses");
+    };
+    assert!(matches!(m.top_via(), Some(Err(_))));
+    assert_eq!(m.validate(), Err(Error::HeaderValue(HeaderName::Via)));
+}

@@ -192,6 +192,9 @@ pub struct Daemon {
     pub json_log: Option<PathBuf>,
     /// Run as `nobody` with only these capabilities (`cap_bpf`, …) instead of as root.
     caps: Option<Vec<String>>,
+    /// A command the daemon runs under (`valgrind --tool=callgrind …`), which must exec it
+    /// and pass on its signals; empty: run it directly.
+    wrapper: Vec<String>,
 }
 
 /// The unprivileged user [`Daemon::start_with_caps`] runs the daemon as.
@@ -234,7 +237,38 @@ impl Daemon {
         Self::start_inner(ns, iface, mode, config, tag, false, None)
     }
 
+    /// As [`Daemon::start`], run under `wrapper` (a program and its arguments, which runs the
+    /// daemon's command line after them, such as valgrind). Stop it with [`Daemon::stop`]:
+    /// valgrind writes its results on the daemon's clean exit.
+    pub fn start_wrapped(
+        ns: &Netns,
+        iface: &str,
+        config: &str,
+        tag: &str,
+        wrapper: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let mut d = Self::prepare(ns, iface, "auto", config, tag, false, None)?;
+        d.wrapper = wrapper;
+        d.spawn()?;
+        Ok(d)
+    }
+
     fn start_inner(
+        ns: &Netns,
+        iface: &str,
+        mode: &str,
+        config: &str,
+        tag: &str,
+        json: bool,
+        caps: Option<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        let mut d = Self::prepare(ns, iface, mode, config, tag, json, caps)?;
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// Writes the config and sets up the pin folder and log for a daemon not yet started.
+    fn prepare(
         ns: &Netns,
         iface: &str,
         mode: &str,
@@ -266,6 +300,7 @@ impl Daemon {
             mode: mode.to_string(),
             json_log: None,
             caps,
+            wrapper: Vec::new(),
         };
         if d.caps.is_some() {
             std::fs::create_dir_all(&d.pin_root)?;
@@ -278,7 +313,6 @@ impl Daemon {
                 std::env::temp_dir().join(format!("sfp-{tag}-{}-log.json", std::process::id())),
             );
         }
-        d.spawn()?;
         Ok(d)
     }
 
@@ -303,6 +337,7 @@ impl Daemon {
                 .args(["--", "-c", "exec \"$0\" \"$@\""]);
         }
         command
+            .args(&self.wrapper)
             .arg(binary())
             .args([
                 "run",

@@ -73,6 +73,10 @@ enum Cmd {
         /// Only the sipp ladders.
         #[arg(long)]
         no_capacity: bool,
+        /// Only the whole daemon's user-space instructions per call: sip-fastpath under
+        /// valgrind's callgrind, calls from the load generator at a low rate (about 1 minute).
+        #[arg(long, conflicts_with_all = ["capacity_only", "no_capacity", "udp_only"])]
+        daemon_instructions: bool,
     },
     /// The daemon's memory (RSS) at idle, under a steady 1,000 calls/s, with 10,000 calls held
     /// open, and 60 s after the load, in the end-to-end test namespaces (about 4 minutes).
@@ -176,12 +180,14 @@ fn main() -> anyhow::Result<()> {
             udp_only,
             capacity_only,
             no_capacity,
+            daemon_instructions,
         } => {
             setup(Needs::Everything)?;
             let flags = [
                 (udp_only, "--udp-only"),
                 (capacity_only, "--capacity-only"),
                 (no_capacity, "--no-capacity"),
+                (daemon_instructions, "--daemon-instructions"),
             ];
             let args: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
             run_namespace_program(&root, "bench-e2e", &args)

@@ -120,7 +120,7 @@ pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capac
     Ok(capacity)
 }
 
-fn run_step(edge: &Netns, caller: &Netns, rate: u32, seconds: u32) -> anyhow::Result<Step> {
+pub fn run_step(edge: &Netns, caller: &Netns, rate: u32, seconds: u32) -> anyhow::Result<Step> {
     tests::interrupt::check()?;
     let calls = u64::from(rate * seconds);
     let local: SocketAddr = format!("{CALLER}:0").parse()?;

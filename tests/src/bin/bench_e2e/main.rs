@@ -15,6 +15,7 @@ use std::{path::Path, time::Duration};
 use anyhow::Context;
 
 mod capacity;
+mod instructions;
 use tests::{
     Daemon, EDGE_IFACE, Netns,
     bed::{B1, B2, CALLER, EDGE, config, config_full},
@@ -56,7 +57,8 @@ fn main() -> anyhow::Result<()> {
     tests::interrupt::install()?;
     let flag = |name: &str| std::env::args().any(|a| a == name);
     // `--udp-only`: skip the TLS ladders; `--capacity-only`: only the load generator's
-    // capacity runs; `--no-capacity`: only sipp's ladders.
+    // capacity runs; `--no-capacity`: only sipp's ladders; `--daemon-instructions`: only the
+    // whole daemon's instructions per call under callgrind.
     let with_tls = !flag("--udp-only");
     let lan = Lan::new(
         "bench",
@@ -65,6 +67,9 @@ fn main() -> anyhow::Result<()> {
     let logs = LogDir::new("bench")?;
     let edge = &lan.host("edge").ns;
     let caller = &lan.host("caller").ns;
+    if flag("--daemon-instructions") {
+        return instructions::measure(&lan);
+    }
     if !flag("--no-capacity") {
         capacity_side_by_side(&lan, &logs.0)?;
         if flag("--capacity-only") {
