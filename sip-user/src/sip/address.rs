@@ -109,6 +109,16 @@ impl<'b> Parts<'b> {
     }
 }
 
+/// Checks an address value's split and its header parameters, but not its URI: enough for
+/// [`tag_of`] to read what [`Address::parse`] would, for a header the proxy reads only the
+/// tag of (From and To in a response).
+pub fn check_unparsed_uri(value: &[u8]) -> Result<(), BadAddress> {
+    let parts = Parts::split(value)?;
+    HeaderParams::new(parts.params)
+        .validate()
+        .map_err(|_| BadAddress::Syntax)
+}
+
 /// The `tag` parameter of a From or To value, read by the same split as [`Address::parse`]
 /// but without parsing the URI or checking every parameter: for a value `Address::parse`
 /// accepts, the same as its [`Address::tag`]. The tables read tags of messages the proxy has

@@ -3,7 +3,7 @@
 //! (answered 400) from its `valid` and `semantic` ones.
 
 use super::{
-    address::Address,
+    address::{Address, check_unparsed_uri},
     error::Error,
     fields::{
         CSeq, SessionExpires, address_error, call_id, content_type, date, delta_seconds,
@@ -17,15 +17,23 @@ use super::{
 };
 
 impl Message<'_, '_> {
-    /// Checks the syntax of the Request-URI and of every known header line. Unknown headers
-    /// are not looked at (RFC 3261 §7.3.1: they are passed on as they are).
+    /// Checks the syntax of what the proxy relies on.
+    ///
+    /// A request: the Request-URI and every known header line, so that a malformed one is
+    /// answered 400 before anything acts on it (RFC 4475's `invalid` messages). A response:
+    /// only what a proxy reads in one, the Vias (it removes the top one and matches on it,
+    /// RFC 3261 §16.7), CSeq and Call-ID (transaction and dialog), and that From and To are
+    /// addresses whose tags can be read; the rest (Contact, Record-Route, …) it forwards
+    /// unread (§16.7 step 9), so it is not parsed. Unknown headers are never looked at
+    /// (§7.3.1: they are passed on as they are).
     pub fn validate(&self) -> Result<(), Error> {
-        if let StartLine::Request { uri, .. } = self.start {
-            let uri = Uri::parse(uri).map_err(|_| Error::RequestUri)?;
-            // RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI.
-            if uri.is_sip() && uri.headers.is_some() {
-                return Err(Error::RequestUri);
-            }
+        let StartLine::Request { uri, .. } = self.start else {
+            return self.validate_response();
+        };
+        let uri = Uri::parse(uri).map_err(|_| Error::RequestUri)?;
+        // RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI.
+        if uri.is_sip() && uri.headers.is_some() {
+            return Err(Error::RequestUri);
         }
         for h in self.headers {
             let name = h.name;
@@ -75,5 +83,105 @@ impl Message<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// [`Message::validate`] for a response.
+    fn validate_response(&self) -> Result<(), Error> {
+        for h in self.headers {
+            let name = h.name;
+            match name {
+                HeaderName::Via => {
+                    for v in CommaList::new(h.value) {
+                        Via::parse(v).map_err(|_| Error::HeaderValue(name))?;
+                    }
+                }
+                HeaderName::From | HeaderName::To => {
+                    check_unparsed_uri(h.value).map_err(|e| address_error(e, name))?;
+                }
+                HeaderName::CallId => {
+                    call_id(h.value)?;
+                }
+                HeaderName::CSeq => {
+                    CSeq::parse(h.value)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sip::{Error, Header, HeaderName, Parsed, parse};
+
+    fn validate(text: &str) -> Result<(), Error> {
+        let mut headers = [Header::EMPTY; 32];
+        let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut headers) else {
+            panic!("parses: {text}");
+        };
+        m.validate()
+    }
+
+    const RESPONSE: &str = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK2\r\nFrom: <sip:a@example.com>;tag=1\r\n\
+        To: <sip:b@example.com>;tag=2\r\nCall-ID: c@h\r\nCSeq: 1 INVITE\r\n\
+        Contact: <sip:b@192.0.2.20>\r\nContent-Length: 0\r\n\r\n";
+    const REQUEST: &str = "INVITE sip:b@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK2\r\nMax-Forwards: 70\r\n\
+        From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c@h\r\n\
+        CSeq: 1 INVITE\r\nContact: <sip:a@192.0.2.10>\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_response_is_checked_in_what_the_proxy_reads_and_forwarded_unread_in_the_rest() {
+        assert_eq!(validate(RESPONSE), Ok(()));
+        assert_eq!(validate(REQUEST), Ok(()));
+        // Read by the proxy in a response: a fault is an error, as in a request.
+        for (from, to, name) in [
+            (
+                "Via: SIP/2.0/UDP 192.0.2.10;branch",
+                "Via: SIP/2.0/UDP ;branch",
+                HeaderName::Via,
+            ),
+            ("CSeq: 1 INVITE", "CSeq: x INVITE", HeaderName::CSeq),
+            ("Call-ID: c@h", "Call-ID: c@h@i", HeaderName::CallId),
+            ("tag=1", "tag=1;;x", HeaderName::From),
+            (
+                "To: <sip:b@example.com>",
+                "To: <sip:b@example.com",
+                HeaderName::To,
+            ),
+        ] {
+            let bad = RESPONSE.replacen(from, to, 1);
+            assert_ne!(bad, RESPONSE, "{to}");
+            assert!(validate(&bad).is_err(), "{to}");
+            assert!(
+                matches!(validate(&bad), Err(Error::HeaderValue(n)) if n == name)
+                    || matches!(validate(&bad), Err(Error::Unterminated(_))),
+                "{to}: {:?}",
+                validate(&bad)
+            );
+        }
+        // Not read in a response (a URI in From or To, Contact, Expires): forwarded as it is;
+        // the same fault in a request is answered 400.
+        for (from, to) in [
+            (
+                "Contact: <sip:b@192.0.2.20>",
+                "Contact: <sip:b@192.0.2.20;;>;;",
+            ),
+            ("<sip:a@example.com>", "<sip:a@[example.com>"),
+            ("Content-Length: 0", "Expires: soon\r\nContent-Length: 0"),
+        ] {
+            let response = RESPONSE.replacen(from, to, 1);
+            assert_ne!(response, RESPONSE, "{to}");
+            assert_eq!(validate(&response), Ok(()), "{to}");
+            let request = REQUEST.replacen(from, to, 1);
+            let request = if request == REQUEST {
+                REQUEST.replacen("Contact: <sip:a@192.0.2.10>", to, 1)
+            } else {
+                request
+            };
+            assert!(validate(&request).is_err(), "request with {to}");
+        }
     }
 }
