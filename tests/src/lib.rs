@@ -208,7 +208,7 @@ impl Daemon {
         config: &str,
         tag: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(ns, iface, "auto", config, tag, true, None)
+        Self::prepare(ns, iface, "auto", config, tag, true, None)?.spawned()
     }
 
     /// As [`Daemon::start`], as the user `nobody` holding only `caps` (capability names as
@@ -222,7 +222,7 @@ impl Daemon {
         caps: &[&str],
     ) -> anyhow::Result<Self> {
         let caps = caps.iter().map(|c| c.to_ascii_lowercase()).collect();
-        Self::start_inner(ns, iface, "auto", config, tag, false, Some(caps))
+        Self::prepare(ns, iface, "auto", config, tag, false, Some(caps))?.spawned()
     }
 
     /// Starts the daemon in `ns` (network namespace only, so it shares the host's bpffs and the
@@ -234,7 +234,7 @@ impl Daemon {
         config: &str,
         tag: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(ns, iface, mode, config, tag, false, None)
+        Self::prepare(ns, iface, mode, config, tag, false, None)?.spawned()
     }
 
     /// As [`Daemon::start`], run under `wrapper` (a program and its arguments, which runs the
@@ -249,22 +249,13 @@ impl Daemon {
     ) -> anyhow::Result<Self> {
         let mut d = Self::prepare(ns, iface, "auto", config, tag, false, None)?;
         d.wrapper = wrapper;
-        d.spawn()?;
-        Ok(d)
+        d.spawned()
     }
 
-    fn start_inner(
-        ns: &Netns,
-        iface: &str,
-        mode: &str,
-        config: &str,
-        tag: &str,
-        json: bool,
-        caps: Option<Vec<String>>,
-    ) -> anyhow::Result<Self> {
-        let mut d = Self::prepare(ns, iface, mode, config, tag, json, caps)?;
-        d.spawn()?;
-        Ok(d)
+    /// [`Self::spawn`], handing the running daemon back.
+    fn spawned(mut self) -> anyhow::Result<Self> {
+        self.spawn()?;
+        Ok(self)
     }
 
     /// Writes the config and sets up the pin folder and log for a daemon not yet started.

@@ -27,14 +27,17 @@ impl Message<'_, '_> {
     /// unread (§16.7 step 9), so it is not parsed. Unknown headers are never looked at
     /// (§7.3.1: they are passed on as they are).
     pub fn validate(&self) -> Result<(), Error> {
-        let StartLine::Request { uri, .. } = self.start else {
-            return self.validate_response();
+        let request = match self.start {
+            StartLine::Request { uri, .. } => {
+                let uri = Uri::parse(uri).map_err(|_| Error::RequestUri)?;
+                // RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI.
+                if uri.is_sip() && uri.headers.is_some() {
+                    return Err(Error::RequestUri);
+                }
+                true
+            }
+            StartLine::Response { .. } => false,
         };
-        let uri = Uri::parse(uri).map_err(|_| Error::RequestUri)?;
-        // RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI.
-        if uri.is_sip() && uri.headers.is_some() {
-            return Err(Error::RequestUri);
-        }
         for h in self.headers {
             let name = h.name;
             match name {
@@ -43,14 +46,11 @@ impl Message<'_, '_> {
                         Via::parse(v).map_err(|_| Error::HeaderValue(name))?;
                     }
                 }
+                HeaderName::From | HeaderName::To if !request => {
+                    check_unparsed_uri(h.value).map_err(|e| address_error(e, name))?;
+                }
                 HeaderName::From | HeaderName::To => {
                     Address::parse(h.value).map_err(|e| address_error(e, name))?;
-                }
-                HeaderName::Contact if h.value == b"*" => {}
-                HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
-                    for v in CommaList::new(h.value) {
-                        Address::parse(v).map_err(|e| address_error(e, name))?;
-                    }
                 }
                 HeaderName::CallId => {
                     call_id(h.value)?;
@@ -61,6 +61,14 @@ impl Message<'_, '_> {
                         && cseq.method != method
                     {
                         return Err(Error::CSeqMethodMismatch);
+                    }
+                }
+                // The rest of a response is forwarded unread.
+                _ if !request => {}
+                HeaderName::Contact if h.value == b"*" => {}
+                HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
+                    for v in CommaList::new(h.value) {
+                        Address::parse(v).map_err(|e| address_error(e, name))?;
                     }
                 }
                 HeaderName::MaxForwards => {
@@ -79,31 +87,6 @@ impl Message<'_, '_> {
                     content_type(h.value)?;
                 }
                 HeaderName::Date => date(h.value)?,
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// [`Message::validate`] for a response.
-    fn validate_response(&self) -> Result<(), Error> {
-        for h in self.headers {
-            let name = h.name;
-            match name {
-                HeaderName::Via => {
-                    for v in CommaList::new(h.value) {
-                        Via::parse(v).map_err(|_| Error::HeaderValue(name))?;
-                    }
-                }
-                HeaderName::From | HeaderName::To => {
-                    check_unparsed_uri(h.value).map_err(|e| address_error(e, name))?;
-                }
-                HeaderName::CallId => {
-                    call_id(h.value)?;
-                }
-                HeaderName::CSeq => {
-                    CSeq::parse(h.value)?;
-                }
                 _ => {}
             }
         }

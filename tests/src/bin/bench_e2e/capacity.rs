@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use tests::{
     Netns,
-    bed::{B1, B2, CALLER, EDGE},
+    bed::{B1, B2, CALLER, EDGE, config_full},
     lan::Lan,
     loadgen::{Uac, UasThread, backend_in, bind},
     perf::{PerfStat, namespace_pids},
@@ -66,6 +66,21 @@ impl Capacity {
     pub fn best(&self) -> Option<&Step> {
         self.steps.iter().rev().find(|s| s.clean())
     }
+}
+
+/// The daemon's config for the capacity runs: one worker, the two loadgen backends. The limits
+/// that shield a node from one outside source are raised: the load generator is one source,
+/// and these runs measure CPU, not those shares.
+pub fn daemon_config() -> String {
+    config_full(
+        1000,
+        "workers = 1",
+        &format!(
+            "[[backends]]\naddress = \"{B1}:5060\"\nweight = 1\n\
+             [[backends]]\naddress = \"{B2}:5060\"\nweight = 1\n\
+             [limits]\ntransactions = 4194304\nper_source = 4194304\nmemory_mb = 8192\n"
+        ),
+    )
 }
 
 /// The two loadgen backends, answering at B1 and B2 on the load CPU.

@@ -11,11 +11,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use tests::{
-    Daemon, EDGE_IFACE,
-    bed::{B1, B2, config_full},
-    lan::Lan,
-};
+use tests::{Daemon, EDGE_IFACE, lan::Lan};
 
 use crate::capacity;
 
@@ -32,14 +28,7 @@ pub fn measure(lan: &Lan) -> anyhow::Result<()> {
     let edge = &lan.host("edge").ns;
     let caller = &lan.host("caller").ns;
     let backends = capacity::start_backends(lan)?;
-    let config = config_full(
-        1000,
-        "workers = 1",
-        &format!(
-            "[[backends]]\naddress = \"{B1}:5060\"\nweight = 1\n\
-             [[backends]]\naddress = \"{B2}:5060\"\nweight = 1\n"
-        ),
-    );
+    let config = capacity::daemon_config();
     println!("sip-fastpath under callgrind, one worker, {RATE} calls/s from the load generator:");
     let mut totals = Vec::new();
     for seconds in [SHORT_S, LONG_S] {

@@ -18,7 +18,7 @@ mod capacity;
 mod instructions;
 use tests::{
     Daemon, EDGE_IFACE, Netns,
-    bed::{B1, B2, CALLER, EDGE, config, config_full},
+    bed::{B1, B2, CALLER, EDGE, config},
     certs::Certs,
     kamailio::{self, Kamailio},
     lan::Lan,
@@ -246,17 +246,7 @@ fn capacity_side_by_side(lan: &Lan, logs: &Path) -> anyhow::Result<()> {
     let edge = &lan.host("edge").ns;
     let caller = &lan.host("caller").ns;
     let backends = capacity::start_backends(lan)?;
-    // One worker. The limits that shield a node from one outside source are raised: the load
-    // generator is one source, and this measures CPU, not those shares.
-    let config = config_full(
-        1000,
-        "workers = 1",
-        &format!(
-            "[[backends]]\naddress = \"{B1}:5060\"\nweight = 1\n\
-             [[backends]]\naddress = \"{B2}:5060\"\nweight = 1\n\
-             [limits]\ntransactions = 4194304\nper_source = 4194304\nmemory_mb = 8192\n"
-        ),
-    );
+    let config = capacity::daemon_config();
     let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &config, "capacity")?;
     capacity::pin_namespace(edge, capacity::PROXY_CPU)?;
     let ours = capacity::measure("sip-fastpath", edge, caller)?;
