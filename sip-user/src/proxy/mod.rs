@@ -904,7 +904,15 @@ impl Proxy {
             branch,
             &edits,
         );
-        match self.txs.send_request(forwarded.clone(), dest.peer, now) {
+        let mut text = [0u8; 64];
+        let sent = self.txs.send_request_known(
+            forwarded.clone(),
+            branch.text(&mut text),
+            method,
+            dest.peer,
+            now,
+        );
+        match sent {
             Ok(client) => {
                 self.record(Outcome::Forwarded);
                 self.stats.routed[dest.by as usize] += 1;

@@ -146,6 +146,18 @@ pub struct Branch {
     pub loop_hash: u32,
 }
 
+impl Branch {
+    /// The branch as written in our Via, into `buf` (no allocation): what the client
+    /// transaction's key is made from.
+    pub fn text<'a>(&self, buf: &'a mut [u8; 64]) -> &'a [u8] {
+        let mut w = std::io::Cursor::new(&mut buf[..]);
+        // 11 + 10 + 1 + 16 + 1 + 8 = 47 bytes at most: always fits.
+        let _ = std::io::Write::write_fmt(&mut w, format_args!("{self}"));
+        let n = w.position() as usize;
+        &buf[..n]
+    }
+}
+
 impl fmt::Display for Branch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -396,4 +408,28 @@ fn lines_without_top_via<'m>(
         }
         Some((h.raw_name, h.value))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Branch;
+
+    #[test]
+    fn branch_text_is_its_display_even_at_the_longest() {
+        for b in [
+            Branch {
+                worker: 0,
+                seq: 0,
+                loop_hash: 0,
+            },
+            Branch {
+                worker: u32::MAX,
+                seq: u64::MAX,
+                loop_hash: u32::MAX,
+            },
+        ] {
+            let mut buf = [0u8; 64];
+            assert_eq!(b.text(&mut buf), b.to_string().as_bytes());
+        }
+    }
 }

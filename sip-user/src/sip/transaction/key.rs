@@ -148,7 +148,8 @@ impl Key {
         Some(Key::client(via.branch()?, msg.method()?))
     }
 
-    fn client(branch: &[u8], method: Method<'_>) -> Key {
+    /// The client transaction of a request with this top-Via branch and method.
+    pub fn client(branch: &[u8], method: Method<'_>) -> Key {
         let (method, name) = MethodClass::of(method);
         Key {
             kind: Kind::Client,

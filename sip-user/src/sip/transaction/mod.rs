@@ -425,6 +425,40 @@ impl TransactionLayer {
             _ => Err(TransactionError::NotSip),
         })?;
         let (key, is_invite) = (key.0.ok_or(TransactionError::NoKey)?, key.1);
+        self.start_client(key, is_invite, request, dest, now)
+    }
+
+    /// [`Self::send_request`] for a request the caller built and whose top-Via branch and
+    /// method it knows, so the layer does not parse it again (debug builds check that they
+    /// agree): the proxy's forwarded requests.
+    pub fn send_request_known(
+        &mut self,
+        request: Bytes,
+        branch: &[u8],
+        method: Method<'_>,
+        dest: Peer,
+        now: Instant,
+    ) -> Result<Key, TransactionError> {
+        let key = Key::client(branch, method);
+        debug_assert_eq!(
+            parse_any(&request, |parsed| match parsed {
+                Ok(Parsed::Message(m)) => Key::client_for_request(&m),
+                _ => None,
+            }),
+            Some(key),
+            "send_request_known(): branch and method disagree with the request"
+        );
+        self.start_client(key, method == Method::Invite, request, dest, now)
+    }
+
+    fn start_client(
+        &mut self,
+        key: Key,
+        is_invite: bool,
+        request: Bytes,
+        dest: Peer,
+        now: Instant,
+    ) -> Result<Key, TransactionError> {
         if self.entries.contains_key(&key) {
             return Err(TransactionError::DuplicateBranch);
         }
