@@ -548,7 +548,7 @@ fn main() -> anyhow::Result<()> {
                 bail!(
                     "--only {:?} matches no packet kind; the kinds are: {}",
                     only.unwrap_or_default(),
-                    sip_user::tools::bench::CASE_NAMES.join(", ")
+                    sip_user::tools::bench::case_names().join(", ")
                 );
             }
             print!("{}", report.render());

@@ -895,7 +895,9 @@ impl Proxy {
             record_route: &rr[..rr_len],
             path,
         };
-        let branch = self.branch(msg);
+        // Formatted once: it goes into our Via and makes the client transaction's key.
+        let mut text = [0u8; 64];
+        let branch = self.branch(msg).text(&mut text);
         let forwarded = forward_request(
             msg,
             source.addr,
@@ -904,14 +906,9 @@ impl Proxy {
             branch,
             &edits,
         );
-        let mut text = [0u8; 64];
-        let sent = self.txs.send_request_known(
-            forwarded.clone(),
-            branch.text(&mut text),
-            method,
-            dest.peer,
-            now,
-        );
+        let sent = self
+            .txs
+            .send_request_known(forwarded.clone(), branch, method, dest.peer, now);
         match sent {
             Ok(client) => {
                 self.record(Outcome::Forwarded);
@@ -1223,7 +1220,8 @@ impl Proxy {
                 return self.record(Outcome::DroppedUnroutable);
             }
         };
-        let branch = self.branch(m);
+        let mut text = [0u8; 64];
+        let branch = self.branch(m).text(&mut text);
         let edits = Edits {
             pop_routes: route.pop_front,
             new_uri: route.new_uri,

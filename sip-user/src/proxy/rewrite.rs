@@ -147,8 +147,8 @@ pub struct Branch {
 }
 
 impl Branch {
-    /// The branch as written in our Via, into `buf` (no allocation): what the client
-    /// transaction's key is made from.
+    /// The branch as written in our Via, into `buf` (no allocation): formatted once per
+    /// forwarded request, for the Via and for the client transaction's key.
     pub fn text<'a>(&self, buf: &'a mut [u8; 64]) -> &'a [u8] {
         let mut w = std::io::Cursor::new(&mut buf[..]);
         // 11 + 10 + 1 + 16 + 1 + 8 = 47 bytes at most: always fits.
@@ -230,8 +230,8 @@ pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
     first == hash || ours.any(|h| h == hash)
 }
 
-/// The request `msg`, received from `source`, as forwarded by us over `transport`: `branch` in
-/// our new top Via,
+/// The request `msg`, received from `source`, as forwarded by us over `transport`: `branch`
+/// (a [`Branch`]'s text) in our new top Via,
 /// the sender's Via with `received`/`rport` (RFC 3581), Max-Forwards decremented (70 if absent,
 /// §16.6 step 3), and the route `edits`.
 pub fn forward_request(
@@ -239,7 +239,7 @@ pub fn forward_request(
     source: SocketAddr,
     transport: Transport,
     me: &Identity,
-    branch: Branch,
+    branch: &[u8],
     edits: &Edits<'_>,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(msg.raw.len() + 256);
@@ -252,11 +252,13 @@ pub fn forward_request(
     // Formatted straight into the buffer: no temporary strings per message.
     let _ = write!(
         out,
-        "Via: SIP/2.0/{} {}:{};branch={branch}\r\n",
+        "Via: SIP/2.0/{} {}:{};branch=",
         transport.via_name(),
         me.host,
         me.port_for(transport)
     );
+    out.put_slice(branch);
+    out.put_slice(b"\r\n");
     for e in edits.record_route {
         out.put_slice(b"Record-Route: ");
         e.write(&mut out, me);

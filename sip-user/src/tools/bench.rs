@@ -37,16 +37,40 @@ pub struct Features {
     pub rate_limit: bool,
 }
 
-/// The packet kinds, in the order of the table.
-pub const CASE_NAMES: [&str; 7] = [
-    "INVITE with SDP",
-    "OPTIONS",
-    "200 OK",
-    "INVITE, Call-ID last header",
-    "RFC 4475 longreq (past the linear data)",
-    "junk (not SIP)",
-    "INVITE from blocklisted source",
-];
+/// The packet kinds measured, in the order of the table, each with its frame.
+fn cases() -> [(&'static str, Vec<u8>); 7] {
+    let call_id = "a84b4c76e66710@pc33.atlanta.example.com";
+    let normal = FrameSpec::ipv4_to_port(5060);
+    let blocked = FrameSpec {
+        src: SocketAddr::new(IpAddr::V4(BLOCKED_SOURCE), 5060),
+        ..normal.clone()
+    };
+    // The worst case: a 1,458-byte frame (14 + 20 + 8 bytes of headers).
+    let full_payload = 1458 - 14 - 20 - 8;
+    [
+        ("INVITE with SDP", normal.build(&samples::invite(call_id))),
+        ("OPTIONS", normal.build(&samples::options(call_id))),
+        ("200 OK", normal.build(&samples::ok_200(call_id))),
+        (
+            "INVITE, Call-ID last header",
+            normal.build(&samples::call_id_last(call_id, full_payload)),
+        ),
+        (
+            "RFC 4475 longreq (past the linear data)",
+            normal.build(include_bytes!("../../../tests/data/rfc4475/longreq.dat")),
+        ),
+        ("junk (not SIP)", normal.build(&samples::junk())),
+        (
+            "INVITE from blocklisted source",
+            blocked.build(&samples::invite(call_id)),
+        ),
+    ]
+}
+
+/// The names of the packet kinds (for `--only`'s error).
+pub fn case_names() -> Vec<&'static str> {
+    cases().into_iter().map(|(name, _)| name).collect()
+}
 
 /// Measures every packet kind, or with `only` those whose name contains it (case-insensitive).
 pub fn run(
@@ -73,25 +97,8 @@ pub fn run(
         settings.rate_limit_pps = 0;
     }
     let mut classifier = Classifier::new(settings)?;
-    let call_id = "a84b4c76e66710@pc33.atlanta.example.com";
-    let normal = FrameSpec::ipv4_to_port(5060);
-    let blocked = FrameSpec {
-        src: SocketAddr::new(IpAddr::V4(BLOCKED_SOURCE), 5060),
-        ..normal.clone()
-    };
-    // The worst case: a 1,458-byte frame (14 + 20 + 8 bytes of headers).
-    let full_payload = 1458 - 14 - 20 - 8;
-    let frames: [Vec<u8>; 7] = [
-        normal.build(&samples::invite(call_id)),
-        normal.build(&samples::options(call_id)),
-        normal.build(&samples::ok_200(call_id)),
-        normal.build(&samples::call_id_last(call_id, full_payload)),
-        normal.build(include_bytes!("../../../tests/data/rfc4475/longreq.dat")),
-        normal.build(&samples::junk()),
-        blocked.build(&samples::invite(call_id)),
-    ];
     let only = only.map(str::to_lowercase);
-    let cases = CASE_NAMES.into_iter().zip(frames).filter(|(case, _)| {
+    let cases = cases().into_iter().filter(|(case, _)| {
         only.as_deref()
             .is_none_or(|o| case.to_lowercase().contains(o))
     });
