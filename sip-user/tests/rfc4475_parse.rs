@@ -21,7 +21,7 @@ fn with_message<R>(file: &str, f: impl FnOnce(Result<&Message<'_, '_>, Error>) -
     let mut headers = [Header::EMPTY; 64];
     match sip_user::sip::parse(&buf, &mut headers) {
         Ok(Parsed::Message(m)) => match m.validate() {
-            Ok(()) => f(Ok(&m)),
+            Ok(_) => f(Ok(&m)),
             Err(e) => f(Err(e)),
         },
         Ok(Parsed::KeepAlive) => panic!("{file}: not a keep-alive"),
@@ -32,7 +32,8 @@ fn with_message<R>(file: &str, f: impl FnOnce(Result<&Message<'_, '_>, Error>) -
 fn decision(file: &str) -> String {
     with_message(file, |m| {
         let m = m.unwrap_or_else(|e| panic!("{file} must parse: {e}"));
-        format!("{:?}", check(m, &[] as &[&[u8]]))
+        let validated = m.validate().expect("validated once already");
+        format!("{:?}", check(m, &validated, &[] as &[&[u8]]))
     })
 }
 
@@ -187,5 +188,8 @@ fn a_malformed_top_via_is_an_error_where_it_is_read() {
         panic!("parses");
     };
     assert!(matches!(m.top_via(), Some(Err(_))));
-    assert_eq!(m.validate(), Err(Error::HeaderValue(HeaderName::Via)));
+    assert_eq!(
+        m.validate().map(|_| ()),
+        Err(Error::HeaderValue(HeaderName::Via))
+    );
 }

@@ -44,7 +44,7 @@ pub fn parse_only(buf: &[u8]) -> usize {
 
 /// And every known header's value.
 pub fn parse_validated(buf: &[u8]) -> usize {
-    sip_user::sip::with_message(buf, |m| m.validate().map_or(0, |()| m.headers.len())).unwrap_or(0)
+    sip_user::sip::with_message(buf, |m| m.validate().map_or(0, |_| m.headers.len())).unwrap_or(0)
 }
 
 /// The messages of one call as the proxy's server side sees them, with the responses it sends.

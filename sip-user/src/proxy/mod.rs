@@ -62,6 +62,7 @@ use crate::{
             Admission, Event, Overload, Timers, TransactionError, TransactionLayer, Transmit,
             key::{Key, KeyMap, MethodClass},
         },
+        via::Via,
         with_message,
     },
 };
@@ -496,15 +497,20 @@ impl Proxy {
                 return self.answer_unparsable(datagram, e, source);
             }
         };
-        if let Err(e) = msg.validate() {
-            if msg.is_request() && msg.method() != Some(Method::Ack) {
-                self.reply_stateless(&msg, source, 400, &format!("Bad Request ({e})"), &[]);
-            } else {
-                self.record(Outcome::DroppedMalformed);
+        let validated = match msg.validate() {
+            Ok(v) => v,
+            Err(e) => {
+                if msg.is_request() && msg.method() != Some(Method::Ack) {
+                    self.reply_stateless(&msg, source, 400, &format!("Bad Request ({e})"), &[]);
+                } else {
+                    self.record(Outcome::DroppedMalformed);
+                }
+                return;
             }
-            return;
-        }
-        match check(&msg, &self.cfg.supported) {
+        };
+        // Parsed once, by validation, for every reader below.
+        let top_via = validated.top_via.as_ref();
+        match check(&msg, &validated, &self.cfg.supported) {
             Decision::Forward(_) => {}
             Decision::Reply {
                 code,
@@ -530,7 +536,7 @@ impl Proxy {
             return;
         }
         if !msg.is_request() {
-            let ours = matches!(msg.top_via(), Some(Ok(v)) if self.cfg.identity.is_my_via(&v));
+            let ours = top_via.is_some_and(|v| self.cfg.identity.is_my_via(v));
             if !ours {
                 // §16.7 step 3 precondition: a response must be ours.
                 self.record(Outcome::DroppedNotOurs);
@@ -540,7 +546,7 @@ impl Proxy {
         if msg.method() == Some(Method::Invite)
             && to_tag(&msg).is_none()
             && self.dialogs.len() >= self.cfg.max_dialogs
-            && !self.txs.knows(&msg)
+            && !self.txs.knows(&msg, top_via)
         {
             return self.overloaded(&msg, source, Limit::Dialogs, now);
         }
@@ -548,19 +554,22 @@ impl Proxy {
             && msg
                 .method()
                 .is_some_and(|m| !matches!(m, Method::Ack | Method::Bye | Method::Cancel))
-            && !self.txs.knows(&msg)
+            && !self.txs.knows(&msg, top_via)
         {
             return self.overloaded(&msg, source, Limit::Memory, now);
         }
         let exempt = msg.is_request() && self.source_side(source) == Side::Inside;
-        match self.txs.handle_from(&msg, datagram, source, exempt, now) {
+        match self
+            .txs
+            .handle_from(&msg, top_via, datagram, source, exempt, now)
+        {
             Ok(()) => {}
             Err(TransactionError::Overloaded(o)) => {
                 return self.overloaded(&msg, source, o.into(), now);
             }
             Err(_) => self.record(Outcome::DroppedUnmatched),
         }
-        self.drain_events(now, Some(&msg));
+        self.drain_events(now, Some((&msg, top_via)));
     }
 
     /// A new request beyond a limit: a 503 with Retry-After, sent statelessly so the refusal
@@ -639,11 +648,21 @@ impl Proxy {
                     return;
                 };
                 self.call_hash = call_id_hash(&msg);
+                // It passed validation when it came in: its top Via parses.
+                let top_via = msg.top_via().and_then(Result::ok);
+                let top_via = top_via.as_ref();
                 match server {
-                    Some(key) => {
-                        self.route_and_forward(key, &msg, datagram.clone(), source, side, None, now)
-                    }
-                    None => self.forward_ack(&msg, &datagram, source, now),
+                    Some(key) => self.route_and_forward(
+                        key,
+                        &msg,
+                        top_via,
+                        datagram.clone(),
+                        source,
+                        side,
+                        None,
+                        now,
+                    ),
+                    None => self.forward_ack(&msg, top_via, &datagram, source, now),
                 }
             });
         }
@@ -712,11 +731,15 @@ impl Proxy {
         self.reply_stateless(&msg, source, code, &reason, &[]);
     }
 
-    /// Acts on the transaction layer's events. `current` is the message just handed to it:
-    /// the events that carry a datagram (request, ACK, response) only ever come from that
-    /// message, so its parse is reused rather than repeated; timers raise only Timeout and
-    /// Terminated.
-    fn drain_events(&mut self, now: Instant, current: Option<&Message<'_, '_>>) {
+    /// Acts on the transaction layer's events. `current` is the message just handed to it,
+    /// with its top Via: the events that carry a datagram (request, ACK, response) only ever
+    /// come from that message, so its parse is reused rather than repeated; timers raise only
+    /// Timeout and Terminated.
+    fn drain_events(
+        &mut self,
+        now: Instant,
+        current: Option<(&Message<'_, '_>, Option<&Via<'_>>)>,
+    ) {
         while let Some(event) = self.txs.poll_event() {
             match (event, current) {
                 (
@@ -725,15 +748,17 @@ impl Proxy {
                         datagram,
                         source,
                     },
-                    Some(msg),
-                ) => self.on_request(key, msg, datagram, source, now),
-                (Event::Ack { source, datagram }, Some(msg)) => {
+                    Some((msg, top_via)),
+                ) => self.on_request(key, msg, top_via, datagram, source, now),
+                (Event::Ack { source, datagram }, Some((msg, top_via))) => {
                     self.count_side(source);
                     self.dialogs.handle(msg, now);
-                    self.forward_ack(msg, &datagram, source, now)
+                    self.forward_ack(msg, top_via, &datagram, source, now)
                 }
-                (Event::Response { key, .. }, Some(msg)) => self.relay_response(&key, msg, now),
-                (Event::StrayResponse { .. }, Some(msg)) => self.relay_stray(msg),
+                (Event::Response { key, .. }, Some((msg, _))) => {
+                    self.relay_response(&key, msg, now)
+                }
+                (Event::StrayResponse { .. }, Some((msg, _))) => self.relay_stray(msg),
                 (
                     Event::Request { .. }
                     | Event::Ack { .. }
@@ -808,6 +833,7 @@ impl Proxy {
         &mut self,
         key: Key,
         msg: &Message<'_, '_>,
+        top_via: Option<&Via<'_>>,
         datagram: Bytes,
         source: Peer,
         now: Instant,
@@ -823,7 +849,7 @@ impl Proxy {
         }
         let side = self.count_side(source);
         let dialog = self.dialogs.handle(msg, now);
-        self.route_and_forward(key, msg, datagram, source, side, dialog, now);
+        self.route_and_forward(key, msg, top_via, datagram, source, side, dialog, now);
     }
 
     /// Routes a request (§16.4–§16.6) and forwards it through a client transaction, or
@@ -837,6 +863,7 @@ impl Proxy {
         &mut self,
         key: Key,
         msg: &Message<'_, '_>,
+        top_via: Option<&Via<'_>>,
         datagram: Bytes,
         source: Peer,
         side: Side,
@@ -900,6 +927,7 @@ impl Proxy {
         let branch = self.branch(msg).text(&mut text);
         let forwarded = forward_request(
             msg,
+            top_via,
             source.addr,
             dest.peer.transport,
             &self.cfg.identity,
@@ -1199,7 +1227,14 @@ impl Proxy {
 
     /// ACK for a 2xx: stateless, routed like any in-dialog request (§16.11 note; RFC 6026).
     /// It cannot be answered: what would be refused is dropped.
-    fn forward_ack(&mut self, m: &Message<'_, '_>, datagram: &Bytes, source: Peer, now: Instant) {
+    fn forward_ack(
+        &mut self,
+        m: &Message<'_, '_>,
+        top_via: Option<&Via<'_>>,
+        datagram: &Bytes,
+        source: Peer,
+        now: Instant,
+    ) {
         let side = self.source_side(source);
         let Ok(route) = route::read(m, &self.cfg.identity, &self.cfg.flow_key) else {
             return self.record(Outcome::DroppedMalformed);
@@ -1231,6 +1266,7 @@ impl Proxy {
         self.stats.routed[dest.by as usize] += 1;
         let payload = forward_request(
             m,
+            top_via,
             source.addr,
             dest.peer.transport,
             &self.cfg.identity,

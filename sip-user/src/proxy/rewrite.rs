@@ -232,10 +232,11 @@ pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
 
 /// The request `msg`, received from `source`, as forwarded by us over `transport`: `branch`
 /// (a [`Branch`]'s text) in our new top Via,
-/// the sender's Via with `received`/`rport` (RFC 3581), Max-Forwards decremented (70 if absent,
-/// §16.6 step 3), and the route `edits`.
+/// the sender's Via (`top_via`, as validation parsed it) with `received`/`rport` (RFC 3581),
+/// Max-Forwards decremented (70 if absent, §16.6 step 3), and the route `edits`.
 pub fn forward_request(
     msg: &Message<'_, '_>,
+    top_via: Option<&Via<'_>>,
     source: SocketAddr,
     transport: Transport,
     me: &Identity,
@@ -283,7 +284,7 @@ pub fn forward_request(
         match h.name {
             HeaderName::Via if !via_done => {
                 via_done = true;
-                put_sender_via(&mut out, h.raw_name, h.value, source);
+                put_sender_via(&mut out, h.raw_name, h.value, top_via, source);
             }
             HeaderName::MaxForwards => {
                 saw_max_forwards = true;
@@ -327,13 +328,28 @@ pub fn forward_request(
 
 /// The sender's Via line with `received` when its sent-by is not the source address and with
 /// `rport` filled in when it asked for it (RFC 3581 §4; §18.2.1). Other values on the line
-/// stay as they were.
-fn put_sender_via(out: &mut BytesMut, name: &[u8], value: &[u8], source: SocketAddr) {
+/// stay as they were. `parsed`: the line's first value, already parsed (else it is parsed
+/// here).
+fn put_sender_via(
+    out: &mut BytesMut,
+    name: &[u8],
+    value: &[u8],
+    parsed: Option<&Via<'_>>,
+    source: SocketAddr,
+) {
     let mut values = CommaList::new(value);
     let first = values.next().unwrap_or(b"");
-    let Ok(via) = Via::parse(first) else {
-        return put(out, name, value);
+    let via = match parsed {
+        Some(via) => *via,
+        None => match Via::parse(first) {
+            Ok(via) => via,
+            Err(_) => return put(out, name, value),
+        },
     };
+    debug_assert!(
+        first.as_ptr_range().contains(&via.sent_by.as_ptr()),
+        "the parsed Via is this line's first value"
+    );
     let ip = source.ip();
     let host = std::str::from_utf8(via.host).unwrap_or("");
     let needs_received = host.trim_matches(['[', ']']).parse().ok() != Some(ip);

@@ -2,7 +2,10 @@
 //! §16.3 (request validation) and RFC 4475 §3.2–§3.4 (the `semantic` torture messages). The
 //! proxy core calls [`check`] on every message before any routing.
 
-use super::{message::Message, method::Method, name::HeaderName, scan::CommaList, uri::Scheme};
+use super::{
+    message::Message, method::Method, name::HeaderName, scan::CommaList, uri::Scheme,
+    validate::Validated,
+};
 
 /// How the transaction layer must match this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +45,13 @@ const SINGLE: [HeaderName; 6] = [
     HeaderName::ContentLength,
 ];
 
-/// Decides what a proxy supporting the option tags in `supported` does with `msg`.
-/// The message must have passed [`Message::validate`].
-pub fn check<'b, S: AsRef<[u8]>>(msg: &Message<'_, 'b>, supported: &[S]) -> Decision<'b> {
+/// Decides what a proxy supporting the option tags in `supported` does with `msg`, which
+/// passed [`Message::validate`] with `validated`.
+pub fn check<'b, S: AsRef<[u8]>>(
+    msg: &Message<'_, 'b>,
+    validated: &Validated<'_>,
+    supported: &[S],
+) -> Decision<'b> {
     let method = msg.method();
     let reply_or_drop = |code, reason| match method {
         Some(Method::Ack) | None => Decision::Drop(reason),
@@ -102,8 +109,8 @@ pub fn check<'b, S: AsRef<[u8]>>(msg: &Message<'_, 'b>, supported: &[S]) -> Deci
             }
         }
     }
-    let matching = match msg.top_via() {
-        Some(Ok(via)) if via.rfc3261_branch().is_some() => Matching::Rfc3261,
+    let matching = match &validated.top_via {
+        Some(via) if via.rfc3261_branch().is_some() => Matching::Rfc3261,
         _ => Matching::Rfc2543,
     };
     Decision::Forward(matching)

@@ -68,7 +68,7 @@ pub fn summarize(datagram: &[u8]) -> Summary {
         .and_then(|v| v.branch())
         .map(text);
     match m.validate() {
-        Ok(()) => s.ok = true,
+        Ok(_) => s.ok = true,
         Err(e) => s.error = Some(e.to_string()),
     }
     s

@@ -16,7 +16,16 @@ use super::{
     via::Via,
 };
 
-impl Message<'_, '_> {
+/// What validation parsed on its way that the layers after it read again: the top Via (the
+/// transaction key, the proxy's own-Via test, the sender's Via it rewrites), handed on so
+/// that it is parsed once per message, not once per reader.
+#[derive(Debug, Clone, Copy)]
+pub struct Validated<'b> {
+    /// The first value of the first Via line; `None` if the message has no Via.
+    pub top_via: Option<Via<'b>>,
+}
+
+impl<'b> Message<'_, 'b> {
     /// Checks the syntax of what the proxy relies on.
     ///
     /// A request: the Request-URI and every known header line, so that a malformed one is
@@ -26,7 +35,8 @@ impl Message<'_, '_> {
     /// addresses whose tags can be read; the rest (Contact, Record-Route, …) it forwards
     /// unread (§16.7 step 9), so it is not parsed. Unknown headers are never looked at
     /// (§7.3.1: they are passed on as they are).
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<Validated<'b>, Error> {
+        let (mut top_via, mut via_seen) = (None, false);
         let request = match self.start {
             StartLine::Request { uri, .. } => {
                 let uri = Uri::parse(uri).map_err(|_| Error::RequestUri)?;
@@ -42,8 +52,13 @@ impl Message<'_, '_> {
             let name = h.name;
             match name {
                 HeaderName::Via => {
-                    for v in CommaList::new(h.value) {
-                        Via::parse(v).map_err(|_| Error::HeaderValue(name))?;
+                    let first_line = !via_seen;
+                    via_seen = true;
+                    for (i, v) in CommaList::new(h.value).enumerate() {
+                        let via = Via::parse(v).map_err(|_| Error::HeaderValue(name))?;
+                        if first_line && i == 0 {
+                            top_via = Some(via); // as `Message::top_via` reads it
+                        }
                     }
                 }
                 HeaderName::From | HeaderName::To if !request => {
@@ -90,7 +105,7 @@ impl Message<'_, '_> {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(Validated { top_via })
     }
 }
 
@@ -103,7 +118,7 @@ mod tests {
         let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut headers) else {
             panic!("parses: {text}");
         };
-        m.validate()
+        m.validate().map(|_| ())
     }
 
     const RESPONSE: &str = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
@@ -165,6 +180,29 @@ mod tests {
                 request
             };
             assert!(validate(&request).is_err(), "request with {to}");
+        }
+    }
+
+    #[test]
+    fn the_top_via_handed_on_is_the_one_message_top_via_reads() {
+        // One line, a comma list, several lines (an empty Via value is an error).
+        for vias in [
+            "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n",
+            "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1, SIP/2.0/TCP h2;branch=z9hG4bK2\r\n",
+            "Via: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP h2\r\n",
+        ] {
+            let text = REQUEST.replacen("Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK2\r\n", vias, 1);
+            let mut headers = [Header::EMPTY; 32];
+            let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut headers) else {
+                panic!("parses: {text}");
+            };
+            let handed = m.validate().expect(vias).top_via;
+            let read = m.top_via().map(Result::unwrap);
+            assert_eq!(
+                handed.map(|v| (v.sent_by.as_ptr(), v.sent_by, v.branch())),
+                read.map(|v| (v.sent_by.as_ptr(), v.sent_by, v.branch())),
+                "{vias}"
+            );
         }
     }
 }

@@ -108,10 +108,14 @@ impl Key {
     /// The server transaction a request belongs to; `None` if it lacks what matching needs
     /// (a top Via, CSeq).
     pub fn server(msg: &Message<'_, '_>) -> Option<Key> {
+        Key::server_at(msg, &msg.top_via()?.ok()?)
+    }
+
+    /// [`Key::server`] with the request's top Via already parsed (by validation).
+    pub fn server_at(msg: &Message<'_, '_>, via: &Via<'_>) -> Option<Key> {
         let StartLine::Request { method, uri } = msg.start else {
             return None;
         };
-        let via: Via<'_> = msg.top_via()?.ok()?;
         let (method, name) = MethodClass::of(method);
         if let Some(branch) = via.rfc3261_branch() {
             return Some(Key {
@@ -137,7 +141,11 @@ impl Key {
 
     /// The client transaction a response belongs to: top Via branch and CSeq method.
     pub fn client_for_response(msg: &Message<'_, '_>) -> Option<Key> {
-        let via = msg.top_via()?.ok()?;
+        Key::client_for_response_at(msg, &msg.top_via()?.ok()?)
+    }
+
+    /// [`Key::client_for_response`] with the response's top Via already parsed.
+    pub fn client_for_response_at(msg: &Message<'_, '_>, via: &Via<'_>) -> Option<Key> {
         let cseq = msg.cseq()?.ok()?;
         Some(Key::client(via.branch()?, cseq.method))
     }

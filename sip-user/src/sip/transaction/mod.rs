@@ -35,6 +35,7 @@ use crate::sip::{
     Message, Method, Parsed, parse_any,
     peer::Peer,
     shrink::{FastMap, shrink_deque, shrink_map},
+    via::Via,
 };
 
 /// A message to send.
@@ -293,29 +294,45 @@ impl TransactionLayer {
         source: Peer,
         now: Instant,
     ) -> Result<(), TransactionError> {
-        self.handle_from(msg, datagram, source, false, now)
+        let top_via = msg.top_via().and_then(Result::ok);
+        self.handle_from(msg, top_via.as_ref(), datagram, source, false, now)
     }
 
     /// [`Self::handle`], with `exempt` sources counted toward the total only, not their own
     /// share. A new request beyond the limits fails with [`TransactionError::Overloaded`] and
     /// leaves no state; retransmissions and ACKs of admitted transactions always pass.
+    ///
+    /// `top_via` is `msg`'s top Via as [`Message::top_via`] parses it (validation hands it
+    /// on, so it is parsed once per message); `None` if it has none or it is malformed.
     pub fn handle_from(
         &mut self,
         msg: &Message<'_, '_>,
+        top_via: Option<&Via<'_>>,
         datagram: &Bytes,
         source: Peer,
         exempt: bool,
         now: Instant,
     ) -> Result<(), TransactionError> {
+        debug_assert_eq!(
+            top_via.map(|v| v.sent_by),
+            msg.top_via().and_then(Result::ok).map(|v| v.sent_by),
+            "top_via is the message's"
+        );
+        let top_via = top_via.ok_or(TransactionError::NoKey)?;
         match msg.method() {
-            Some(method) => self.handle_request(msg, method, datagram, source, exempt, now),
-            None => self.handle_response(msg, datagram, source, now),
+            Some(method) => {
+                self.handle_request(msg, top_via, method, datagram, source, exempt, now)
+            }
+            None => self.handle_response(msg, top_via, datagram, source, now),
         }
     }
 
-    /// True if `msg` belongs to a live server transaction (a retransmission).
-    pub fn knows(&self, msg: &Message<'_, '_>) -> bool {
-        Key::server(msg).is_some_and(|k| self.entries.contains_key(&k))
+    /// True if `msg`, whose top Via is `top_via`, belongs to a live server transaction (a
+    /// retransmission).
+    pub fn knows(&self, msg: &Message<'_, '_>, top_via: Option<&Via<'_>>) -> bool {
+        top_via
+            .and_then(|via| Key::server_at(msg, via))
+            .is_some_and(|k| self.entries.contains_key(&k))
     }
 
     /// True if the transaction `key` is live.
@@ -323,16 +340,21 @@ impl TransactionLayer {
         self.entries.contains_key(key)
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one message's context, borrowed from the caller's parse"
+    )]
     fn handle_request(
         &mut self,
         msg: &Message<'_, '_>,
+        top_via: &Via<'_>,
         method: Method<'_>,
         datagram: &Bytes,
         source: Peer,
         exempt: bool,
         now: Instant,
     ) -> Result<(), TransactionError> {
-        let key = Key::server(msg).ok_or(TransactionError::NoKey)?;
+        let key = Key::server_at(msg, top_via).ok_or(TransactionError::NoKey)?;
         let is_ack = method == Method::Ack;
         if self.entries.contains_key(&key) {
             self.stats.matched += 1;
@@ -386,11 +408,12 @@ impl TransactionLayer {
     fn handle_response(
         &mut self,
         msg: &Message<'_, '_>,
+        top_via: &Via<'_>,
         datagram: &Bytes,
         source: Peer,
         now: Instant,
     ) -> Result<(), TransactionError> {
-        let key = Key::client_for_response(msg).ok_or(TransactionError::NoKey)?;
+        let key = Key::client_for_response_at(msg, top_via).ok_or(TransactionError::NoKey)?;
         if !self.entries.contains_key(&key) {
             self.events.push_back(Event::StrayResponse {
                 datagram: datagram.clone(),

@@ -499,7 +499,8 @@ fn admission_limits_new_requests_not_retransmissions() {
         let Ok(Parsed::Message(m)) = parse(&datagram, &mut h) else {
             panic!()
         };
-        l.handle_from(&m, &datagram, from(src), exempt, t0)
+        let via = m.top_via().unwrap().unwrap();
+        l.handle_from(&m, Some(&via), &datagram, from(src), exempt, t0)
     };
     assert_eq!(try_feed(&mut l, 1, "198.51.100.1:5060", false), Ok(()));
     assert_eq!(try_feed(&mut l, 2, "198.51.100.1:5061", false), Ok(()));
@@ -546,7 +547,15 @@ fn a_source_of_large_requests_meets_its_share_of_bytes() {
         let Ok(Parsed::Message(m)) = parse(&datagram, &mut h) else {
             panic!()
         };
-        l.handle_from(&m, &datagram, Peer::udp(src.parse().unwrap()), false, t0)
+        let via = m.top_via().unwrap().unwrap();
+        l.handle_from(
+            &m,
+            Some(&via),
+            &datagram,
+            Peer::udp(src.parse().unwrap()),
+            false,
+            t0,
+        )
     };
     let big = "x".repeat(1000);
     for n in 0..3 {
