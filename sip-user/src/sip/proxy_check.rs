@@ -36,14 +36,36 @@ pub enum Decision<'b> {
 
 /// Header fields that may appear once only and that a proxy relies on (RFC 3261 §20,
 /// RFC 4475 §3.3.8).
-const SINGLE: [HeaderName; 6] = [
+const SINGLE: u64 = bits(&[
     HeaderName::CallId,
     HeaderName::CSeq,
     HeaderName::From,
     HeaderName::To,
     HeaderName::MaxForwards,
     HeaderName::ContentLength,
-];
+]);
+
+/// §8.1.1: To, From, CSeq, Call-ID and Via are mandatory (RFC 4475 §3.3.1).
+const REQUIRED: u64 = bits(&[
+    HeaderName::To,
+    HeaderName::From,
+    HeaderName::CSeq,
+    HeaderName::CallId,
+    HeaderName::Via,
+]);
+
+// Every name has a bit of a `u64`.
+const _: () = assert!((HeaderName::Other as u32) < 64);
+
+const fn bits(names: &[HeaderName]) -> u64 {
+    let mut set = 0;
+    let mut i = 0;
+    while i < names.len() {
+        set |= 1 << names[i] as u32;
+        i += 1;
+    }
+    set
+}
 
 /// Decides what a proxy supporting the option tags in `supported` does with `msg`, which
 /// passed [`Message::validate`] with `validated`.
@@ -61,22 +83,20 @@ pub fn check<'b, S: AsRef<[u8]>>(
             unsupported: None,
         },
     };
-    // §8.1.1: To, From, CSeq, Call-ID and Via are mandatory (RFC 4475 §3.3.1).
-    for required in [
-        HeaderName::To,
-        HeaderName::From,
-        HeaderName::CSeq,
-        HeaderName::CallId,
-        HeaderName::Via,
-    ] {
-        if msg.header(required).is_none() {
-            return reply_or_drop(400, "Missing Required Header");
-        }
+    // The names present and those present more than once, in one pass over the lines.
+    let (mut seen, mut repeated) = (0u64, 0u64);
+    for h in msg.headers {
+        let bit = 1 << h.name as u32;
+        repeated |= seen & bit;
+        seen |= bit;
+    }
+    if seen & REQUIRED != REQUIRED {
+        return reply_or_drop(400, "Missing Required Header");
     }
     if msg.content_length_count > 1 {
         return reply_or_drop(400, "Multiple Content-Length Values");
     }
-    if SINGLE.iter().any(|&h| msg.count(h) > 1) {
+    if repeated & SINGLE != 0 {
         return reply_or_drop(400, "Multiple Values In Single-Value Header");
     }
     let Some(method) = method else {
@@ -114,4 +134,59 @@ pub fn check<'b, S: AsRef<[u8]>>(
         _ => Matching::Rfc2543,
     };
     Decision::Forward(matching)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Decision, check};
+    use crate::sip::{Header, Parsed, parse};
+
+    const REQUEST: &str = "OPTIONS sip:b@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK2\r\nMax-Forwards: 70\r\n\
+        From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c@h\r\n\
+        CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    fn reason(text: &str) -> Option<&'static str> {
+        let mut headers = [Header::EMPTY; 32];
+        let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut headers) else {
+            panic!("parses: {text}");
+        };
+        let validated = m.validate().expect(text);
+        match check(&m, &validated, &[] as &[&[u8]]) {
+            Decision::Reply { reason, .. } => Some(reason),
+            Decision::Forward(_) => None,
+            Decision::Drop(reason) => panic!("a request is answered, not dropped: {reason}"),
+        }
+    }
+
+    #[test]
+    fn each_required_header_missing_and_each_single_one_repeated_is_answered() {
+        assert_eq!(reason(REQUEST), None);
+        let lines: Vec<&str> = REQUEST.split_inclusive("\r\n").collect();
+        for (i, line) in lines.iter().enumerate().skip(1) {
+            let Some((name, _)) = line.split_once(':') else {
+                continue;
+            };
+            let without: String = lines
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, l)| *l)
+                .collect();
+            let twice: String = lines[..=i].concat() + line + &lines[i + 1..].concat();
+            let required = ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name);
+            let single = name != "Via";
+            assert_eq!(
+                reason(&without),
+                required.then_some("Missing Required Header"),
+                "without {name}"
+            );
+            let expected = match name {
+                "Content-Length" => Some("Multiple Content-Length Values"),
+                _ if single => Some("Multiple Values In Single-Value Header"),
+                _ => None,
+            };
+            assert_eq!(reason(&twice), expected, "{name} twice");
+        }
+    }
 }
