@@ -4,17 +4,20 @@
 //! strict-router fix-up); the sender's Via gets `received` and `rport` (RFC 3581 §4); responses
 //! lose our Via (§16.7 step 3).
 
-use std::{
-    fmt::{self, Write as _},
-    net::SocketAddr,
-};
+use std::{fmt, net::SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use sip_common::{fmix64, hash_call_id};
 
 use super::flow::{TokenText, Transport};
-use crate::sip::{HeaderName, Message, StartLine, build::header as put, scan::CommaList, via::Via};
+use crate::sip::{
+    HeaderName, Message, StartLine,
+    build::{header as put, status_line},
+    scan::CommaList,
+    text::{put_decimal, put_hex, put_ip},
+    via::Via,
+};
 
 /// Who we are on the wire: the host and ports in our Via (this node), and the route address in
 /// our Record-Route and Path entries. The route address may be shared by a cluster (an anycast or
@@ -109,7 +112,8 @@ impl Entry {
             out.put_u8(b'@');
         }
         out.put_slice(me.route_host.as_bytes());
-        let _ = write!(out, ":{}", me.port_for(self.transport));
+        out.put_u8(b':');
+        put_decimal(out, me.port_for(self.transport));
         if self.transport != Transport::Udp {
             out.put_slice(b";transport=");
             out.put_slice(self.transport.name().as_bytes());
@@ -150,10 +154,15 @@ impl Branch {
     /// The branch as written in our Via, into `buf` (no allocation): formatted once per
     /// forwarded request, for the Via and for the client transaction's key.
     pub fn text<'a>(&self, buf: &'a mut [u8; 64]) -> &'a [u8] {
-        let mut w = std::io::Cursor::new(&mut buf[..]);
         // 11 + 10 + 1 + 16 + 1 + 8 = 47 bytes at most: always fits.
-        let _ = std::io::Write::write_fmt(&mut w, format_args!("{self}"));
-        let n = w.position() as usize;
+        let mut w = &mut buf[..];
+        w.put_slice(BRANCH_PREFIX);
+        put_decimal(&mut w, self.worker);
+        w.put_u8(b'-');
+        put_hex(&mut w, self.seq);
+        w.put_u8(b'-');
+        put_hex(&mut w, u64::from(self.loop_hash));
+        let n = 64 - w.len();
         &buf[..n]
     }
 }
@@ -250,14 +259,13 @@ pub fn forward_request(
         out.put_slice(edits.new_uri.unwrap_or(uri));
         out.put_slice(b" SIP/2.0\r\n");
     }
-    // Formatted straight into the buffer: no temporary strings per message.
-    let _ = write!(
-        out,
-        "Via: SIP/2.0/{} {}:{};branch=",
-        transport.via_name(),
-        me.host,
-        me.port_for(transport)
-    );
+    out.put_slice(b"Via: SIP/2.0/");
+    out.put_slice(transport.via_name().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(me.host.as_bytes());
+    out.put_u8(b':');
+    put_decimal(&mut out, me.port_for(transport));
+    out.put_slice(b";branch=");
     out.put_slice(branch);
     out.put_slice(b"\r\n");
     for e in edits.record_route {
@@ -289,7 +297,9 @@ pub fn forward_request(
             HeaderName::MaxForwards => {
                 saw_max_forwards = true;
                 let n = crate::sip::fields::max_forwards(h.value).unwrap_or(70);
-                let _ = write!(out, "Max-Forwards: {}\r\n", n.saturating_sub(1));
+                out.put_slice(b"Max-Forwards: ");
+                put_decimal(&mut out, n.saturating_sub(1));
+                out.put_slice(b"\r\n");
             }
             HeaderName::Route if routes > 0 => {
                 // Keep the values that are neither ours at the front nor the one a strict
@@ -374,9 +384,11 @@ fn put_sender_via(
         }
     }
     // RFC 3581 §4: with rport, received is added even when it equals the sent-by host.
-    let _ = write!(out, ";received={ip}");
+    out.put_slice(b";received=");
+    put_ip(out, ip);
     if wants_rport {
-        let _ = write!(out, ";rport={}", source.port());
+        out.put_slice(b";rport=");
+        put_decimal(out, source.port());
     }
     if let Some(rest) = values.remainder() {
         out.put_slice(b", ");
@@ -400,9 +412,7 @@ pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
         + "\r\n".len()
         + msg.body.len();
     let mut out = BytesMut::with_capacity(len);
-    let _ = write!(out, "SIP/2.0 {code} ");
-    out.put_slice(reason);
-    out.put_slice(b"\r\n");
+    status_line(&mut out, code, reason);
     for (name, value) in lines_without_top_via(msg) {
         put(&mut out, name, value);
     }

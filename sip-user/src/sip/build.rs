@@ -2,11 +2,9 @@
 //! client INVITE transaction sends for a non-2xx final response. The rules are RFC 3261 §8.2.6
 //! (responses copy Via, From, To, Call-ID and CSeq) and §17.1.1.3 (the ACK's headers).
 
-use std::fmt::Write as _;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{HeaderName, Message};
+use super::{HeaderName, Message, text::put_decimal};
 
 /// A response to `request`: its Via lines, From, To (with `to_tag` added if the request's To
 /// has no tag and the code is above 100), Call-ID and CSeq; then `extra` header lines (each
@@ -19,10 +17,7 @@ pub fn response(
     extra: &[&[u8]],
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(request.raw.len().min(1024) + 64);
-    // Formatting into the buffer: no temporary string per response.
-    let _ = write!(out, "SIP/2.0 {code} ");
-    out.put_slice(reason.as_bytes());
-    out.put_slice(b"\r\n");
+    status_line(&mut out, code, reason.as_bytes());
     for h in request.headers {
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
@@ -92,13 +87,26 @@ fn same_transaction(invite: &Message<'_, '_>, method: &str, to_from: &Message<'_
         }
     }
     if let Some(Ok(cseq)) = invite.cseq() {
-        let _ = write!(out, "CSeq: {} {method}\r\n", cseq.seq);
+        out.put_slice(b"CSeq: ");
+        put_decimal(&mut out, cseq.seq);
+        out.put_u8(b' ');
+        out.put_slice(method.as_bytes());
+        out.put_slice(b"\r\n");
     }
     for h in invite.headers_named(HeaderName::Route) {
         header(&mut out, b"Route", h.value);
     }
     out.put_slice(b"Content-Length: 0\r\n\r\n");
     out.freeze()
+}
+
+/// Appends `SIP/2.0 code reason CRLF`.
+pub(crate) fn status_line(out: &mut BytesMut, code: u16, reason: &[u8]) {
+    out.put_slice(b"SIP/2.0 ");
+    put_decimal(out, code);
+    out.put_u8(b' ');
+    out.put_slice(reason);
+    out.put_slice(b"\r\n");
 }
 
 /// Appends `name: value CRLF`.

@@ -10,6 +10,7 @@
 //! - [`exercise`]: every parser path over one input, for the fuzz target.
 //! - [`summary`]: the JSON line `sip-fastpath parse` prints.
 //! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes.
+//! - [`build`], [`text`]: messages the stack writes, and the numbers in them without `fmt`.
 //! - [`shrink`]: tables give their memory back after a load has passed.
 
 pub mod address;
@@ -27,6 +28,7 @@ pub mod proxy_check;
 pub mod scan;
 pub mod shrink;
 pub mod summary;
+pub mod text;
 pub mod transaction;
 pub mod uri;
 pub mod validate;
