@@ -43,7 +43,8 @@ pub struct Config {
     /// Worker threads, one per CPU starting at CPU 0; 0 means one per online CPU.
     pub workers: usize,
     /// Redirect each Call-ID to its worker's CPU in XDP (off: every message passes on the
-    /// receiving CPU, and workers count misrouted messages).
+    /// receiving CPU, and workers count misrouted messages). With one worker there is nothing
+    /// to steer to and the program only filters.
     pub steering: bool,
     /// Where Prometheus scrapes `/metrics`; `""` turns the endpoint off.
     pub metrics: String,

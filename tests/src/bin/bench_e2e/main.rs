@@ -334,7 +334,7 @@ fn ladder(edge: &Netns, caller: &Netns, logs: &Path, load: &Load<'_>) -> anyhow:
                 break;
             }
         };
-        let cpu = namespace_cpu(edge)? - cpu0;
+        let cpu = (namespace_cpu(edge)? - cpu0).total();
         let machine = machine_cpu()? - machine0;
         let ok_calls = r.successful.max(1) as f64;
         let (syscalls_per_call, switches_per_call) = match perf.map(PerfStat::finish) {
@@ -410,10 +410,35 @@ fn machine_cpu() -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(busy / clock_ticks()))
 }
 
-/// User plus system CPU time of every process in the namespace.
-fn namespace_cpu(ns: &Netns) -> anyhow::Result<Duration> {
+/// CPU time of the processes in a namespace, user and system apart: what the proxy's own code
+/// costs, and what the kernel does for it (system calls, the UDP stack in their context).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTime {
+    user: Duration,
+    system: Duration,
+}
+
+impl CpuTime {
+    fn total(self) -> Duration {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+
+    fn sub(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// User and system CPU time of every process in the namespace.
+fn namespace_cpu(ns: &Netns) -> anyhow::Result<CpuTime> {
     let ticks = clock_ticks();
-    let mut total = 0.0;
+    let (mut user, mut system) = (0.0, 0.0);
     for pid in namespace_pids(ns)? {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
@@ -421,11 +446,12 @@ fn namespace_cpu(ns: &Netns) -> anyhow::Result<Duration> {
         // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let (u, s) = (
-            f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
-            f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
-        );
-        total += (u + s) / ticks;
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        user += field(11) / ticks;
+        system += field(12) / ticks;
     }
-    Ok(Duration::from_secs_f64(total))
+    Ok(CpuTime {
+        user: Duration::from_secs_f64(user),
+        system: Duration::from_secs_f64(system),
+    })
 }
