@@ -28,6 +28,9 @@ const RATES: &[u32] = &[
 const STEP_SECONDS: u32 = 5;
 /// The run at half capacity is longer: its p99.9 rests on a few hundred calls otherwise.
 const HALF_SECONDS: u32 = 15;
+/// The longest wait for an overloaded proxy to go idle before the half-rate run: 64·T1 and
+/// some.
+const IDLE_WAIT: Duration = Duration::from_secs(45);
 /// A step whose INVITE→200 p99 passes this is past capacity.
 const P99_LIMIT_US: u64 = 50_000;
 
@@ -132,13 +135,37 @@ pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capac
         half: None,
     };
     if let Some(best) = capacity.best().map(|s| s.rate) {
-        std::thread::sleep(Duration::from_secs(5));
+        // The step that ended the ladder overloaded the proxy: its calls' retransmissions (the
+        // backends' 200s, the proxy's own timers) go on for up to 64·T1 = 32 s and would be
+        // measured as the half-rate run's latency. Wait until the proxy is idle.
+        let waited = wait_until_idle(edge)?;
+        println!("  (idle after {} s)", waited.as_secs());
         let half = run_step(edge, caller, best / 2, HALF_SECONDS)?;
         print!("  at half its highest clean rate: ");
         print_step(&half);
         capacity.half = Some(half);
     }
     Ok(capacity)
+}
+
+/// Waits until the proxy in `edge` has used under 1 % of a CPU for two seconds running, at
+/// most [`IDLE_WAIT`] (then goes on regardless); how long it waited.
+fn wait_until_idle(edge: &Netns) -> anyhow::Result<Duration> {
+    let start = std::time::Instant::now();
+    let mut quiet = 0;
+    let mut last = crate::namespace_cpu(edge)?.total();
+    while quiet < 2 && start.elapsed() < IDLE_WAIT {
+        tests::interrupt::check()?;
+        std::thread::sleep(Duration::from_secs(1));
+        let now = crate::namespace_cpu(edge)?.total();
+        quiet = if now.saturating_sub(last) < Duration::from_millis(10) {
+            quiet + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Ok(start.elapsed())
 }
 
 pub fn run_step(edge: &Netns, caller: &Netns, rate: u32, seconds: u32) -> anyhow::Result<Step> {
