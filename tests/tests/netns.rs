@@ -171,3 +171,44 @@ fn native_xdp_steers_filters_and_detaches() {
 fn skb_xdp_steers_filters_and_detaches() {
     scenario("skb").unwrap();
 }
+
+/// One worker: the program filters and counts, but redirects nothing (a CPUMAP redirect would
+/// only move the kernel's receive work onto the one worker's CPU); every message still reaches
+/// the worker, and junk is still dropped.
+#[test]
+fn one_worker_filters_without_redirecting() -> anyhow::Result<()> {
+    require_root();
+    let lan = Lan::new("oneworker", &[("edge", EDGE_ADDR), ("client", "192.0.2.2")])?;
+    let client = &lan.host("client").ns;
+    let daemon = Daemon::start(
+        &lan.host("edge").ns,
+        EDGE_IFACE,
+        "native",
+        "sip_ports = [5060]\nworkers = 1\n",
+        "oneworker",
+    )?;
+    let sender = client.udp_socket("192.0.2.2:5060".parse()?)?;
+    let sent = 20;
+    for seq in 1..=sent {
+        sender.send_to(
+            &sip_message("OPTIONS", &format!("{seq}-one@worker.test"), seq),
+            edge(),
+        )?;
+    }
+    for _ in 0..5 {
+        sender.send_to(tests::TLS_JUNK, edge())?;
+    }
+    let s = daemon.wait_for("every message and the junk", Duration::from_secs(10), |s| {
+        workers_sum(s, "received") >= u64::from(sent) && reason(s, "drop/not_sip") >= 5
+    })?;
+    assert_eq!(workers_sum(&s, "received"), u64::from(sent), "{s}");
+    assert_eq!(
+        reason(&s, "redirect/steered"),
+        0,
+        "redirected with one worker: {s}"
+    );
+    assert!(reason(&s, "pass/unsteered") >= u64::from(sent), "{s}");
+    let status = daemon.stop()?;
+    assert!(status.success(), "sip-fastpath exited with {status}");
+    Ok(())
+}
