@@ -346,28 +346,33 @@ mod tests {
         assert_eq!(trim_lws(b" \r\n\tabc \r\n"), b"abc");
     }
 
-    #[test]
-    fn trim_fast_paths_agree_with_the_general_rule() {
-        // Every string of up to 5 bytes over whitespace, line ends and two text bytes.
-        let alphabet = [b' ', b'\t', b'\r', b'\n', b'a', b'b'];
-        let mut checked = 0;
-        for len in 0..=5u32 {
-            for mut code in 0..alphabet.len().pow(len) {
-                let s: Vec<u8> = (0..len)
+    /// Every string of up to `max_len` bytes over `alphabet`, shortest first.
+    fn every_string(alphabet: &[u8], max_len: u32) -> impl Iterator<Item = Vec<u8>> + '_ {
+        (0..=max_len).flat_map(move |len| {
+            (0..alphabet.len().pow(len)).map(move |mut code| {
+                (0..len)
                     .map(|_| {
                         let b = alphabet[code % alphabet.len()];
                         code /= alphabet.len();
                         b
                     })
-                    .collect();
-                let start = skip_lws(&s, 0);
-                let mut end = s.len();
-                while end > start && is_lws(s[end - 1]) {
-                    end -= 1;
-                }
-                assert_eq!(trim_lws(&s), &s[start..end], "{s:?}");
-                checked += 1;
+                    .collect()
+            })
+        })
+    }
+
+    #[test]
+    fn trim_fast_paths_agree_with_the_general_rule() {
+        // Every string of up to 5 bytes over whitespace, line ends and two text bytes.
+        let mut checked = 0;
+        for s in every_string(b" \t\r\nab", 5) {
+            let start = skip_lws(&s, 0);
+            let mut end = s.len();
+            while end > start && is_lws(s[end - 1]) {
+                end -= 1;
             }
+            assert_eq!(trim_lws(&s), &s[start..end], "{s:?}");
+            checked += 1;
         }
         assert_eq!(checked, 1 + 6 + 36 + 216 + 1296 + 7776);
     }
@@ -395,23 +400,15 @@ mod tests {
     #[test]
     fn find_unquoted_agrees_with_the_bytewise_rule() {
         // Every string of up to 7 bytes over the delimiters, the separator, an escape and text.
-        let alphabet = [b',', b'"', b'<', b'>', b'\\', b'a'];
         let mut checked = 0;
-        for len in 0..=7u32 {
-            for mut code in 0..alphabet.len().pow(len) {
-                let mut s = Vec::new();
-                for _ in 0..len {
-                    s.push(alphabet[code % alphabet.len()]);
-                    code /= alphabet.len();
-                }
-                assert_eq!(
-                    find_unquoted(&s, b','),
-                    find_unquoted_bytewise(&s, b','),
-                    "{:?}",
-                    String::from_utf8_lossy(&s)
-                );
-                checked += 1;
-            }
+        for s in every_string(b",\"<>\\a", 7) {
+            assert_eq!(
+                find_unquoted(&s, b','),
+                find_unquoted_bytewise(&s, b','),
+                "{:?}",
+                String::from_utf8_lossy(&s)
+            );
+            checked += 1;
         }
         assert_eq!(checked, (0..=7).map(|n| 6usize.pow(n)).sum::<usize>());
     }
