@@ -5,9 +5,9 @@
 //! pinned its whole datagram (and the key was stored twice): at 1,000 calls/s the ~100,000
 //! transactions in their 32 s windows held ~260 MB (bench-memory). A digest keeps none of it.
 //! Two messages whose fields are equal have equal digests; different fields collide with
-//! probability ~2^-128 per pair, and the hash is keyed with random keys drawn once per process
-//! (SipHash-1-3 from std's `RandomState`, twice), so a sender cannot make two transactions
-//! collide on purpose. (A fast non-cryptographic hash would do for a table, not for an
+//! probability ~2^-128 per pair, and the hash is keyed with a random key drawn once per process
+//! (SipHash-1-3 with its 128-bit output, one pass over the fields), so a sender cannot make two
+//! transactions collide on purpose. (A fast non-cryptographic hash would do for a table, not for an
 //! identity: its collisions may not depend on the key.) Because the digest is already keyed
 //! and uniform, the tables of keys ([`KeyMap`]) use its first half as the hash, not hash it
 //! again.
@@ -19,6 +19,7 @@ use std::{
 };
 
 use nohash_hasher::BuildNoHashHasher;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::sip::{HeaderName, Message, Method, StartLine, via::Via};
 
@@ -92,16 +93,23 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// Two independently keyed hashers, drawn once per process.
-fn hashers() -> &'static (RandomState, RandomState) {
-    static HASHERS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
-    HASHERS.get_or_init(|| (RandomState::new(), RandomState::new()))
+/// The digest's 128-bit key, drawn once per process: std's `RandomState` is seeded from the
+/// operating system's randomness, and its keyed hashes of two constants are two secret words.
+fn digest_key() -> (u64, u64) {
+    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+    *KEY.get_or_init(|| {
+        let seed = RandomState::new();
+        (seed.hash_one(0u64), seed.hash_one(1u64))
+    })
 }
 
 /// The 128-bit digest of `fields` (hashed with their lengths, so field boundaries count).
-fn digest(fields: impl Hash + Copy) -> [u64; 2] {
-    let (a, b) = hashers();
-    [a.hash_one(fields), b.hash_one(fields)]
+fn digest(fields: impl Hash) -> [u64; 2] {
+    let (k0, k1) = digest_key();
+    let mut hasher = SipHasher13::new_with_keys(k0, k1);
+    fields.hash(&mut hasher);
+    let h = hasher.finish128();
+    [h.h1, h.h2]
 }
 
 impl Key {
