@@ -350,10 +350,10 @@ async fn run_attached(
         "{} workers on CPUs {:?}, listening on udp {listen}{streams} as {advertise}, steering {}",
         a.cpus.len(),
         a.cpus,
-        match (config.steering, a.cpus.len()) {
+        match (config.steering, a.filter.steer_cpus.is_empty()) {
             (false, _) => "off",
-            (true, 1) => "off (one worker: nothing to steer to)",
-            (true, _) => "on",
+            (true, true) => "off (one worker: nothing to steer to)",
+            (true, false) => "on",
         },
     );
 

@@ -496,7 +496,11 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     c.workers.to_string()
                 },
-                if c.steering { "on" } else { "off" },
+                match (c.steering, c.workers) {
+                    (false, _) => "off",
+                    (true, 1) => "on (unused: one worker has nothing to steer to)",
+                    (true, _) => "on",
+                },
                 if c.metrics.is_empty() {
                     "off"
                 } else {

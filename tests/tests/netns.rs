@@ -6,7 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use sip_common::{hash_call_id, slot_for_hash};
 use tests::{
-    Daemon, EDGE_ADDR, EDGE_IFACE, lan::Lan, reason, require_root, sip_message, workers_sum,
+    Daemon, EDGE_ADDR, EDGE_IFACE,
+    admin::{Admin, GRAFANA, http},
+    lan::Lan,
+    reason, require_root, sip_message, workers_sum,
 };
 
 /// Sources on the client: 192.0.2.2 (allowlisted, used for the affinity checks), a plain one
@@ -180,13 +183,16 @@ fn one_worker_filters_without_redirecting() -> anyhow::Result<()> {
     require_root();
     let lan = Lan::new("oneworker", &[("edge", EDGE_ADDR), ("client", "192.0.2.2")])?;
     let client = &lan.host("client").ns;
-    let daemon = Daemon::start(
-        &lan.host("edge").ns,
-        EDGE_IFACE,
-        "native",
-        "sip_ports = [5060]\nworkers = 1\n",
-        "oneworker",
-    )?;
+    let edge_ns = &lan.host("edge").ns;
+    let admin = Admin::new("oneworker")?;
+    let config = format!("sip_ports = [5060]\nworkers = 1\n{}", admin.config());
+    let daemon = Daemon::start(edge_ns, EDGE_IFACE, "native", &config, "oneworker")?;
+    // The status says what the program does, not what the config asked for.
+    let (code, body, _) = http(edge_ns, "GET", "/api/v1/status", Some(GRAFANA), None)?;
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(status["workers"], 1, "{status}");
+    assert_eq!(status["steering"], false, "steering reported on: {status}");
     let sender = client.udp_socket("192.0.2.2:5060".parse()?)?;
     let sent = 20;
     for seq in 1..=sent {

@@ -176,7 +176,7 @@ impl Controller {
             xdp_mode: id.xdp_mode.to_string(),
             workers: id.cpus.len(),
             cpus: id.cpus.clone(),
-            steering: self.running.steering,
+            steering: !self.steer.is_empty(),
             config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
             config_sha256: self.digest.clone(),
             live_filter_entries: self.live.blocklist.len()

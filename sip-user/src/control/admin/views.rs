@@ -19,6 +19,8 @@ pub struct Status {
     pub xdp_mode: String,
     pub workers: usize,
     pub cpus: Vec<u32>,
+    /// The XDP program redirects each Call-ID to its worker's CPU: `steering` is on and there
+    /// are two workers or more (one has nothing to steer to).
     pub steering: bool,
     pub config_file: Option<String>,
     /// SHA-256 of the config file as last loaded (of nothing when running on defaults).
