@@ -143,11 +143,7 @@ pub async fn run(
         return Err(DaemonError::NoInterface(iface));
     }
     let cpus = worker_cpus(config.workers)?;
-    // One worker has nothing to steer to: a redirect would only move the kernel's receive work
-    // (the CPUMAP thread builds the packets and runs the UDP stack) onto the worker's own CPU
-    // instead of the CPU that received the frame. Measured (bench-e2e, one worker pinned to one
-    // CPU): 6,300 calls/s clean with the redirect, 10,000 without.
-    let steer: Vec<u32> = if config.steering && cpus.len() > 1 {
+    let steer: Vec<u32> = if config.steers(cpus.len()) {
         cpus.clone()
     } else {
         Vec::new()

@@ -496,10 +496,12 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     c.workers.to_string()
                 },
-                match (c.steering, c.workers) {
-                    (false, _) => "off",
-                    (true, 1) => "on (unused: one worker has nothing to steer to)",
-                    (true, _) => "on",
+                if !c.steering {
+                    "off"
+                } else if c.workers != 0 && !c.steers(c.workers) {
+                    "on (unused: one worker has nothing to steer to)"
+                } else {
+                    "on"
                 },
                 if c.metrics.is_empty() {
                     "off"

@@ -4,7 +4,7 @@
 //! strict-router fix-up); the sender's Via gets `received` and `rport` (RFC 3581 §4); responses
 //! lose our Via (§16.7 step 3).
 
-use std::{fmt, net::SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -167,14 +167,11 @@ impl Branch {
     }
 }
 
-impl fmt::Display for Branch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "z9hG4bK-sfp{}-{:x}-{:x}",
-            self.worker, self.seq, self.loop_hash
-        )
-    }
+/// The loop hash in a branch of ours (its last `-` field, hexadecimal), as [`Branch::text`]
+/// wrote it.
+fn loop_hash_in(branch: &[u8]) -> Option<u32> {
+    let hex = std::str::from_utf8(branch.rsplit(|&c| c == b'-').next()?).ok()?;
+    u32::from_str_radix(hex, 16).ok()
 }
 
 /// The fields whose change makes a returning request a spiral rather than a loop (RFC 3261
@@ -228,8 +225,7 @@ pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
         if !me.is_my_via(&v) {
             return None;
         }
-        let h = std::str::from_utf8(b.rsplit(|&c| c == b'-').next()?).ok()?;
-        u32::from_str_radix(h, 16).ok()
+        loop_hash_in(b)
     });
     // Hashed only when a Via of ours is there: almost never on the way in.
     let Some(first) = ours.next() else {
@@ -338,8 +334,8 @@ pub fn forward_request(
 
 /// The sender's Via line with `received` when its sent-by is not the source address and with
 /// `rport` filled in when it asked for it (RFC 3581 §4; §18.2.1). Other values on the line
-/// stay as they were. `parsed`: the line's first value, already parsed (else it is parsed
-/// here).
+/// stay as they were. `parsed`: the line's first value as validation parsed it; without one
+/// (it did not parse, which validation does not let through) the line is kept as it is.
 fn put_sender_via(
     out: &mut BytesMut,
     name: &[u8],
@@ -349,12 +345,8 @@ fn put_sender_via(
 ) {
     let mut values = CommaList::new(value);
     let first = values.next().unwrap_or(b"");
-    let via = match parsed {
-        Some(via) => *via,
-        None => match Via::parse(first) {
-            Ok(via) => via,
-            Err(_) => return put(out, name, value),
-        },
+    let Some(via) = parsed else {
+        return put(out, name, value);
     };
     debug_assert!(
         first.as_ptr_range().contains(&via.sent_by.as_ptr()),
@@ -440,10 +432,10 @@ fn lines_without_top_via<'m>(
 
 #[cfg(test)]
 mod tests {
-    use super::Branch;
+    use super::{BRANCH_PREFIX, Branch, loop_hash_in};
 
     #[test]
-    fn branch_text_is_its_display_even_at_the_longest() {
+    fn a_branch_is_written_as_specified_and_its_loop_hash_reads_back() {
         for b in [
             Branch {
                 worker: 0,
@@ -457,7 +449,11 @@ mod tests {
             },
         ] {
             let mut buf = [0u8; 64];
-            assert_eq!(b.text(&mut buf), b.to_string().as_bytes());
+            let text = b.text(&mut buf);
+            let spec = format!("z9hG4bK-sfp{}-{:x}-{:x}", b.worker, b.seq, b.loop_hash);
+            assert_eq!(text, spec.as_bytes());
+            assert!(text.starts_with(BRANCH_PREFIX));
+            assert_eq!(loop_hash_in(text), Some(b.loop_hash));
         }
     }
 }
