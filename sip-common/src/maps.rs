@@ -14,8 +14,14 @@ pub const SCANNER_WINDOW: usize = 48;
 pub const MAX_STEER_CPUS: usize = 64;
 /// Entries in each of the blocklist and allowlist LPM tries.
 pub const MAX_CIDRS: u32 = 16_384;
-/// Sources tracked by the rate limiter (LRU: the least recently seen are forgotten first).
-pub const MAX_RATE_SOURCES: u32 = 65_536;
+/// Sets of the rate limiter's table (`RATE`, an array map: its lookup is inlined by the
+/// verifier, with no helper call and no lock, also while a flood brings a new source per packet).
+pub const RATE_SETS: u32 = 32_768;
+/// Sources per set of the rate limiter's table.
+pub const RATE_WAYS: usize = 2;
+/// Sources the rate limiter tracks at once.
+pub const MAX_RATE_SOURCES: u32 = RATE_SETS * RATE_WAYS as u32;
+const _: () = assert!(RATE_SETS.is_power_of_two() && RATE_SETS > 1);
 
 /// Names of the maps in the object file, so the loader and `stats` cannot drift from the program.
 pub mod map_names {
@@ -75,6 +81,9 @@ pub struct FilterConfig {
     /// [`CLOCK_QUANTUM_NS`]).
     pub rate_interval_ns: u64,
     pub rate_tolerance_ns: u64,
+    /// Key of [`rate_tag`], drawn at random by the loader: which sources share a set of the
+    /// rate table is not known outside the host.
+    pub rate_key: [u64; 2],
     pub num_scanners: u32,
     pub steer_len: u32,
     pub scanners: [ScannerSig; MAX_SCANNERS],
@@ -93,6 +102,7 @@ impl Default for FilterConfig {
             _pad: 0,
             rate_interval_ns: 0,
             rate_tolerance_ns: 0,
+            rate_key: [0; 2],
             num_scanners: 0,
             steer_len: 0,
             scanners: [ScannerSig {
@@ -120,11 +130,55 @@ pub const fn mapped_v4(octets: [u8; 4]) -> SourceAddr {
     ]
 }
 
-/// Rate limiter state per source: the GCRA theoretical arrival time, in `bpf_ktime_get_ns` time.
+/// [`mapped_v4`] as the two native-endian words of its 16 bytes, built without a byte array
+/// (what the XDP program keys the rate table with).
+#[inline(always)]
+pub const fn mapped_v4_words(octets: [u8; 4]) -> [u64; 2] {
+    [
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3]]),
+    ]
+}
+
+/// The two native-endian words of a source address.
+#[inline(always)]
+pub fn source_words(a: &SourceAddr) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&a[..8]);
+    hi.copy_from_slice(&a[8..]);
+    [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
+}
+
+/// One set of the rate limiter's table: up to [`RATE_WAYS`] sources, each as its [`rate_tag`]
+/// and its GCRA theoretical arrival time (`bpf_ktime_get_coarse_ns` time). An empty way has
+/// tag and time 0.
+///
+/// A source not in its set takes the way whose time is earliest. While that time has passed
+/// (`tat <= now`), forgetting the source loses nothing: a new entry starts with a full burst,
+/// which is what that source had anyway. Only a third source in a set whose two sources are
+/// both over their rate makes one of them start afresh.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RateState {
-    pub tat_ns: u64,
+pub struct RateSet {
+    pub tags: [u64; RATE_WAYS],
+    pub tats: [u64; RATE_WAYS],
+}
+
+/// The rate table's hash of a source address (its two native-endian words): murmur3's
+/// finalizer over the key-whitened words, so every output bit depends on every address bit
+/// and, without the key, nobody outside the host can pick addresses that share a set. Not a
+/// cryptographic MAC: the worst a found collision does is make one source start with a fresh
+/// burst. [`rate_set`] of it is the set; the whole value is the tag compared within the set.
+#[inline(always)]
+pub const fn rate_tag(words: [u64; 2], key: [u64; 2]) -> u64 {
+    crate::hash::fmix64(crate::hash::fmix64(words[0] ^ key[0]) ^ words[1] ^ key[1])
+}
+
+/// The set of the rate table a tag belongs to: its top bits.
+#[inline(always)]
+pub const fn rate_set(tag: u64) -> u32 {
+    (tag >> (64 - RATE_SETS.trailing_zeros())) as u32
 }
 
 /// Verdicts as the XDP program reports them (`LastResult::verdict`).
@@ -358,10 +412,83 @@ mod pod {
     pod!(
         WorkerStats,
         FilterConfig,
-        RateState,
+        RateSet,
         CpuState,
         LastResult,
         ScannerSig,
         Scratch
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // The sum of the fields: a gap would be uninitialised memory the verifier refuses.
+        assert_eq!(size_of::<RateSet>(), 16 * RATE_WAYS);
+        assert_eq!(
+            size_of::<FilterConfig>(),
+            2 * MAX_SIP_PORTS
+                + 4
+                + 4
+                + 2 * MAX_SIP_PORTS
+                + 4
+                + 4
+                + 8
+                + 8
+                + 16
+                + 4
+                + 4
+                + 32 * MAX_SCANNERS
+                + 4 * MAX_STEER_CPUS
+        );
+        assert_eq!(size_of::<Scratch>(), 8 * 4);
+    }
+
+    #[test]
+    fn mapped_v4_words_are_the_words_of_mapped_v4() {
+        for octets in [
+            [0, 0, 0, 0],
+            [192, 0, 2, 10],
+            [255, 255, 255, 255],
+            [10, 1, 2, 3],
+        ] {
+            assert_eq!(mapped_v4_words(octets), source_words(&mapped_v4(octets)));
+        }
+    }
+
+    #[test]
+    fn rate_tags_spread_sources_over_the_sets() {
+        // A /16 of IPv4 sources, as many as the table holds: no set gets more than a handful
+        // (a uniform hash puts at most ~9 of 65,536 keys in one of 32,768 sets).
+        let key = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+        let mut load = vec![0u32; RATE_SETS as usize];
+        for i in 0..MAX_RATE_SOURCES {
+            let [a, b] = (i as u16).to_be_bytes();
+            let tag = rate_tag(mapped_v4_words([198, 51, a, b]), key);
+            load[rate_set(tag) as usize] += 1;
+        }
+        let busiest = *load.iter().max().unwrap();
+        let empty = load.iter().filter(|&&n| n == 0).count();
+        assert!(busiest <= 10, "a set holds {busiest} sources");
+        // Poisson(2): e^-2 = 13.5 % of the sets stay empty.
+        assert!((3_500..5_500).contains(&empty), "{empty} empty sets");
+    }
+
+    #[test]
+    fn the_key_decides_which_sources_share_a_set() {
+        let a = mapped_v4_words([203, 0, 113, 7]);
+        let b = mapped_v4_words([203, 0, 113, 8]);
+        let sets = |key| (rate_set(rate_tag(a, key)), rate_set(rate_tag(b, key)));
+        let differ = (0..64u64)
+            .filter(|&k| sets([k, !k]) != sets([k + 1, !(k + 1)]))
+            .count();
+        assert!(
+            differ > 60,
+            "only {differ} of 64 key changes moved the sets"
+        );
+        assert_ne!(rate_tag(a, [1, 2]), rate_tag(b, [1, 2]));
+    }
 }

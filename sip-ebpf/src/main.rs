@@ -6,7 +6,7 @@
 //!    pass (the program never looks into TCP streams);
 //! 2. source in `BLOCKLIST` → drop;
 //! 3. first line not SIP-shaped → drop (before the rate limiter, so junk from spoofed sources
-//!    cannot churn the limiter's LRU table and evict the state of real sources);
+//!    cannot churn the limiter's table and evict the state of real sources);
 //! 4. source over its rate, unless in `ALLOWLIST` → drop;
 //! 5. keep-alive → pass; `User-Agent` names a scanner → drop;
 //! 6. Call-ID hashed → redirect through `CPUS` to `steer_cpus[hash % steer_len]`; no Call-ID →
@@ -30,17 +30,17 @@ mod program {
         bindings::xdp_action,
         helpers::bpf_ktime_get_coarse_ns,
         macros::{map, xdp},
-        maps::{Array, CpuMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+        maps::{Array, CpuMap, LpmTrie, PerCpuArray, lpm_trie::Key},
         programs::XdpContext,
     };
     use aya_log_ebpf::warn;
     use sip_common::{
         CpuState, FLAG_ALLOWLIST, FLAG_BLOCKLIST, FLAG_RATE_LIMIT, FLAG_STEERING, FilterConfig,
-        MAX_CIDRS, MAX_RATE_SOURCES, MAX_STEER_CPUS, RateState, SourceAddr, WorkerStats, method,
-        reason, slot_for_hash, verdict,
+        MAX_CIDRS, MAX_STEER_CPUS, RATE_SETS, RateSet, SourceAddr, WorkerStats, method, rate_set,
+        rate_tag, reason, slot_for_hash, verdict,
     };
 
-    use crate::net::{self, Packet, SipDatagram};
+    use crate::net::{self, Packet, SipDatagram, Source};
     use crate::sip::{self, Shape};
 
     #[map]
@@ -51,9 +51,11 @@ mod program {
     static BLOCKLIST: LpmTrie<SourceAddr, u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
     #[map]
     static ALLOWLIST: LpmTrie<SourceAddr, u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+    /// The rate limiter's table (see `RateSet`): an array, whose lookup the verifier inlines.
+    /// An LRU hash map cost a helper call (hashing, a bucket walk) per packet and took locks to
+    /// insert, which a flood from spoofed sources does on every packet.
     #[map]
-    static RATE: LruHashMap<SourceAddr, RateState> =
-        LruHashMap::with_max_entries(MAX_RATE_SOURCES, 0);
+    static RATE: Array<RateSet> = Array::with_max_entries(RATE_SETS, 0);
     #[map]
     static CPUS: CpuMap = CpuMap::with_max_entries(MAX_STEER_CPUS as u32, 0);
     /// Written by the daemon only (see `WorkerStats`); lives here so it is created and pinned
@@ -130,7 +132,7 @@ mod program {
             Packet::Fragment => return Outcome::of(reason::FRAGMENT),
             Packet::Malformed => return Outcome::of(reason::MALFORMED),
         };
-        if cfg.flags & FLAG_BLOCKLIST != 0 && BLOCKLIST.get(Key::new(128, d.src)).is_some() {
+        if cfg.flags & FLAG_BLOCKLIST != 0 && listed(&BLOCKLIST, &d.src) {
             return Outcome::of(reason::BLOCKLIST);
         }
         // Each header layout (VLAN or not, IPv4 options, IPv6 extension headers) gives the
@@ -148,7 +150,7 @@ mod program {
         if let Shape::NotSip = shape {
             return Outcome::of(reason::NOT_SIP);
         }
-        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, d.src) {
+        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, &d.src) {
             return Outcome::of(reason::RATE_LIMIT);
         }
         match shape {
@@ -166,7 +168,8 @@ mod program {
         sip::scan_headers(ctx, st, want_ua, k);
         // From here on, only what is in `scratch` and the config: every way the scan ended
         // continues in one verifier state.
-        let (Some(cfg), Some(d)) = (CONFIG.get(0), datagram_from_scratch(st, [0; 16])) else {
+        let (Some(cfg), Some(d)) = (CONFIG.get(0), datagram_from_scratch(st, Source([0; 16])))
+        else {
             return Outcome::of(reason::UNSTEERED);
         };
         if sip::is_scanner(ctx, &d, st, cfg, k) {
@@ -187,7 +190,7 @@ mod program {
     /// verifier state, so what follows is checked once, not once per header layout or per way
     /// the checks before it went.
     #[inline(always)]
-    fn datagram_from_scratch(st: *mut CpuState, src: SourceAddr) -> Option<SipDatagram> {
+    fn datagram_from_scratch(st: *mut CpuState, src: Source) -> Option<SipDatagram> {
         // SAFETY: this CPU's entry (see the entry point).
         let (start, end) = unsafe {
             (
@@ -201,14 +204,40 @@ mod program {
     /// A new TCP connection to a SIP port: the blocklist and the per-source rate (shared with
     /// the source's UDP SIP traffic), as for a datagram; what passes is the stack's to accept.
     #[inline(always)]
-    fn syn_verdict(cfg: &FilterConfig, src: SourceAddr) -> u32 {
-        if cfg.flags & FLAG_BLOCKLIST != 0 && BLOCKLIST.get(Key::new(128, src)).is_some() {
+    fn syn_verdict(cfg: &FilterConfig, src: Source) -> u32 {
+        if cfg.flags & FLAG_BLOCKLIST != 0 && listed(&BLOCKLIST, &src) {
             return reason::TCP_SYN_BLOCKLIST;
         }
-        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, src) {
+        if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, &src) {
             return reason::TCP_SYN_RATE_LIMIT;
         }
         reason::TCP_SYN
+    }
+
+    /// An LPM trie key laid out so that its address sits 8-byte aligned on the stack: `Key` is
+    /// packed (the address at offset 4), and storing a word at a stack offset that is not a
+    /// multiple of its size is refused by the verifier, so a `Key` built in place gets its
+    /// address a byte at a time.
+    #[repr(C, align(8))]
+    struct AlignedKey {
+        _pad: u32,
+        prefix_len: u32,
+        data: Source,
+    }
+
+    /// True if `src` is in one of the CIDRs of `trie` (a full-length lookup).
+    #[inline(always)]
+    fn listed(trie: &LpmTrie<SourceAddr, u32>, src: &Source) -> bool {
+        let k = AlignedKey {
+            _pad: 0,
+            prefix_len: 128,
+            data: *src,
+        };
+        // SAFETY: `Key<SourceAddr>` is `repr(C, packed)`: a `u32` prefix length followed by the
+        // 16 address bytes, which is exactly `k` from `prefix_len` on (no padding between
+        // them: `prefix_len` ends at offset 8, where `data` starts); `k` outlives the lookup.
+        let key = unsafe { &*(&raw const k.prefix_len).cast::<Key<SourceAddr>>() };
+        trie.get(key).is_some()
     }
 
     /// GCRA, the virtual-time form of a token bucket: a source may run at most `burst` packets
@@ -220,34 +249,40 @@ mod program {
     /// limiter needs no better resolution. The loader adds one tick (`CLOCK_QUANTUM_NS`) to the
     /// tolerance so a source at exactly its rate is never refused while the clock stands still.
     #[inline(always)]
-    fn over_rate(cfg: &FilterConfig, src: SourceAddr) -> bool {
-        if cfg.flags & FLAG_ALLOWLIST != 0 && ALLOWLIST.get(Key::new(128, src)).is_some() {
+    fn over_rate(cfg: &FilterConfig, src: &Source) -> bool {
+        if cfg.flags & FLAG_ALLOWLIST != 0 && listed(&ALLOWLIST, src) {
             return false;
         }
+        let tag = rate_tag(src.words(), cfg.rate_key);
+        let Some(set) = RATE.get_ptr_mut(rate_set(tag)) else {
+            return false;
+        };
         // SAFETY: a BPF helper with no arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
-        match RATE.get_ptr_mut(src) {
-            Some(state) => {
-                // SAFETY: `state` points to the map's value for this key, valid during this run.
-                let tat = unsafe { (*state).tat_ns };
-                let next = if tat > now { tat } else { now } + cfg.rate_interval_ns;
-                if next - now > cfg.rate_tolerance_ns {
-                    return true;
-                }
-                // SAFETY: as above.
-                unsafe { (*state).tat_ns = next };
-                false
+        // SAFETY: `set` points to the map's value at this index, valid during this run. Another
+        // CPU may update the same set at the same time (rarely: RSS keeps a source on one queue,
+        // and two sources share a set 1 time in 32,768); the worst interleaving pairs one
+        // source's tag with the other's time, which errs by at most one burst for that source.
+        unsafe {
+            let way = if (*set).tags[0] == tag {
+                0
+            } else if (*set).tags[1] == tag {
+                1
+            } else {
+                // Not in its set: it takes the way whose time is earliest, and starts afresh.
+                let way = ((*set).tats[1] < (*set).tats[0]) as usize;
+                (*set).tags[way] = tag;
+                (*set).tats[way] = 0;
+                way
+            };
+            let tat = (*set).tats[way];
+            let next = if tat > now { tat } else { now } + cfg.rate_interval_ns;
+            if next - now > cfg.rate_tolerance_ns {
+                return true;
             }
-            None => {
-                // A full LRU table evicts its least recently seen source; an insert race with
-                // another CPU loses one packet's worth of state, which is harmless.
-                let first = RateState {
-                    tat_ns: now + cfg.rate_interval_ns,
-                };
-                let _ = RATE.insert(src, first, 0);
-                false
-            }
+            (*set).tats[way] = next;
         }
+        false
     }
 
     #[inline(always)]

@@ -3,7 +3,7 @@
 //! `data_end` right before it.
 
 use aya_ebpf::programs::XdpContext;
-use sip_common::{FilterConfig, MAX_SIP_PORTS, SourceAddr, mapped_v4};
+use sip_common::{FilterConfig, MAX_SIP_PORTS, SourceAddr, mapped_v4_words};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -20,11 +20,32 @@ const UDP_HLEN: usize = 8;
 /// IPv6 extension headers we step over to find UDP: hop-by-hop, routing, destination options.
 const MAX_IPV6_EXT: usize = 3;
 
+/// A source address ([`SourceAddr`], the tries' key) aligned to 8 bytes: copied and read as
+/// two words in two loads, where the byte array alone is copied a byte at a time.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Source(pub SourceAddr);
+
+impl Source {
+    #[inline(always)]
+    fn from_words(w: [u64; 2]) -> Self {
+        // SAFETY: `Source` is 16 bytes of plain data, like `[u64; 2]`; every bit pattern is valid.
+        unsafe { core::mem::transmute::<[u64; 2], Self>(w) }
+    }
+
+    /// The address as two native-endian words (`sip_common::source_words`).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 2] {
+        // SAFETY: as above, the other way round; `self` is 8-byte aligned.
+        unsafe { core::mem::transmute::<Self, [u64; 2]>(*self) }
+    }
+}
+
 /// A UDP datagram to one of the SIP ports: its source, and its payload as `[start, end)` offsets
 /// from the start of the frame (`end` is where the UDP length ends, or the end of the frame's
 /// linear data if that comes first).
 pub struct SipDatagram {
-    pub src: SourceAddr,
+    pub src: Source,
     pub start: usize,
     pub end: usize,
 }
@@ -33,7 +54,7 @@ pub enum Packet {
     Sip(SipDatagram),
     /// A TCP SYN (a new connection, no ACK) to a SIP TCP/TLS port, from `src`. The program
     /// does not look into streams: every other TCP segment is `Other`.
-    Syn(SourceAddr),
+    Syn(Source),
     /// Not IPv4/IPv6 UDP to a SIP port.
     Other,
     /// An IPv4 fragment or an IPv6 fragment header: reassembly happens in the stack.
@@ -83,7 +104,7 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
         proto = read_be16(ctx, ETH_HLEN + 2)?;
         off += 4;
     }
-    let src: SourceAddr;
+    let src: Source;
     let l4: u8;
     // Where the IP packet ends by its own length field (the UDP length must fit in it).
     let ip_end: usize;
@@ -103,13 +124,13 @@ fn try_classify(ctx: &XdpContext, cfg: &FilterConfig) -> Result<Packet, ()> {
                 return Ok(Packet::Fragment);
             }
             let a: [u8; 4] = read_at(ctx, off + 12)?;
-            src = mapped_v4(a);
+            src = Source::from_words(mapped_v4_words(a));
             ip_end = off + read_be16(ctx, off + 2)? as usize;
             off += ihl;
         }
         ETH_P_IPV6 => {
             let mut next: u8 = read_at(ctx, off + 6)?;
-            src = read_at(ctx, off + 8)?;
+            src = Source::from_words([read_at(ctx, off + 8)?, read_at(ctx, off + 16)?]);
             ip_end = off + IPV6_HLEN + read_be16(ctx, off + 4)? as usize;
             off += IPV6_HLEN;
             for _ in 0..MAX_IPV6_EXT {

@@ -376,6 +376,68 @@ fn blocklist_beats_allowlist_and_rate_limit_counts_per_source() {
     }
 }
 
+/// The rate table keeps two sources per set (`sip_common::RateSet`): a third source in a set
+/// takes the way of the source whose allowed time is earliest, so the source furthest over its
+/// rate is the last to be forgotten, and a newcomer is never refused.
+#[test]
+fn a_full_rate_set_forgets_the_source_least_ahead_of_its_rate() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Three IPv4 sources in one set under this process's key (what the loader uses).
+    let key = sip_user::control::filter::rate_key();
+    let mut by_set = std::collections::HashMap::<u32, Vec<[u8; 4]>>::new();
+    let trio = (0..1u32 << 20)
+        .map(|i| {
+            let [_, a, b, c] = i.to_be_bytes();
+            [10, a, b, c]
+        })
+        .find_map(|ip| {
+            let set =
+                sip_common::rate_set(sip_common::rate_tag(sip_common::mapped_v4_words(ip), key));
+            let list = by_set.entry(set).or_default();
+            list.push(ip);
+            (list.len() == 3).then(|| list.clone())
+        })
+        .expect("three of 2^20 sources share one of 32,768 sets");
+    let c = Classifier::new(FilterSettings {
+        rate_limit_pps: 1,
+        rate_limit_burst: 2,
+        ..FilterSettings::default()
+    })
+    .unwrap();
+    let payload = samples::options("rate-set@example.com");
+    let frame = |a: [u8; 4]| {
+        FrameSpec {
+            src: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 5060),
+            ..FrameSpec::ipv4_to_port(5060)
+        }
+        .build(&payload)
+    };
+    let send = |a: [u8; 4]| c.classify_frame(&frame(a)).unwrap().reason;
+    let [limited, light, newcomer] = [trio[0], trio[1], trio[2]];
+    // `limited` spends its burst (2 s ahead of its rate), `light` sends one (1 s ahead).
+    assert_eq!(
+        [send(limited), send(limited), send(limited)],
+        ["steered", "steered", "rate_limit"]
+    );
+    assert_eq!(send(light), "steered");
+    // The newcomer takes `light`'s way; `limited` keeps its state and stays refused.
+    assert_eq!(send(newcomer), "steered");
+    assert_eq!(send(limited), "rate_limit");
+    // `light` comes back as new (a fresh burst) and takes the newcomer's way in turn.
+    assert_eq!(send(light), "steered");
+    assert_eq!(send(limited), "rate_limit");
+    // A source in another set is untouched by all of this.
+    let elsewhere = (0..=255u8)
+        .map(|d| [192, 0, 2, d])
+        .find(|&ip| {
+            let set =
+                |a| sip_common::rate_set(sip_common::rate_tag(sip_common::mapped_v4_words(a), key));
+            set(ip) != set(limited)
+        })
+        .unwrap();
+    assert_eq!([send(elsewhere), send(elsewhere)], ["steered", "steered"]);
+}
+
 /// `sip_tcp_ports`: a SYN (a new connection) meets the blocklist and the source's rate, the
 /// rest of a TCP stream and other ports pass untouched, as the program never reads streams.
 #[test]

@@ -46,6 +46,12 @@ impl Default for FilterSettings {
     }
 }
 
+/// The key of the XDP rate table's hash (`sip_common::rate_tag`): secret, and one per process,
+/// so a reload keeps every source in its set of the table.
+pub fn rate_key() -> [u64; 2] {
+    crate::sys::secret_words("rate table")
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
     #[error("sip_ports: between 1 and {MAX_SIP_PORTS} ports are needed, got {0}")]
@@ -103,7 +109,7 @@ impl FilterSettings {
         Ok(())
     }
 
-    /// The `CONFIG` map entry for these settings.
+    /// The `CONFIG` map entry for these settings (the rate table's key: [`rate_key`]).
     pub fn to_map_config(&self) -> Result<FilterConfig, FilterError> {
         self.validate()?;
         let mut c = FilterConfig::default();
@@ -120,6 +126,7 @@ impl FilterSettings {
             c.rate_interval_ns = 1_000_000_000 / self.rate_limit_pps as u64;
             c.rate_tolerance_ns =
                 c.rate_interval_ns * self.rate_limit_burst as u64 + CLOCK_QUANTUM_NS;
+            c.rate_key = rate_key();
         }
         if !self.blocklist.is_empty() {
             c.flags |= FLAG_BLOCKLIST;

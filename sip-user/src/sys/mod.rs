@@ -3,7 +3,21 @@
 
 pub mod heap;
 
-use std::{net::IpAddr, path::Path};
+use std::{
+    hash::{BuildHasher, RandomState},
+    net::IpAddr,
+    path::Path,
+    sync::OnceLock,
+};
+
+/// Two secret words for `purpose` (a different pair for each purpose), from one seed drawn
+/// once per process: std's `RandomState` is seeded from the operating system's randomness, and
+/// its keyed hashes of known values are words nobody outside the process can predict.
+pub fn secret_words(purpose: &str) -> [u64; 2] {
+    static SEED: OnceLock<RandomState> = OnceLock::new();
+    let seed = SEED.get_or_init(RandomState::new);
+    [seed.hash_one((purpose, 0u8)), seed.hash_one((purpose, 1u8))]
+}
 
 /// `statfs` type of a bpf filesystem (`BPF_FS_MAGIC`).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

@@ -14,7 +14,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher, RandomState},
+    hash::{Hash, Hasher},
     sync::OnceLock,
 };
 
@@ -93,13 +93,12 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// The digest's 128-bit key, drawn once per process: std's `RandomState` is seeded from the
-/// operating system's randomness, and its keyed hashes of two constants are two secret words.
+/// The digest's 128-bit key, drawn once per process (and kept: it is read per digest).
 fn digest_key() -> (u64, u64) {
     static KEY: OnceLock<(u64, u64)> = OnceLock::new();
     *KEY.get_or_init(|| {
-        let seed = RandomState::new();
-        (seed.hash_one(0u64), seed.hash_one(1u64))
+        let [k0, k1] = crate::sys::secret_words("transaction digest");
+        (k0, k1)
     })
 }
 
