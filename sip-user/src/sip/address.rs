@@ -3,7 +3,7 @@
 
 use super::{
     params::HeaderParams,
-    scan::{find, is_lws, is_token, skip_lws, skip_quoted, trim_lws},
+    scan::{find, find_fast, is_lws, is_token, skip_lws, skip_quoted, trim_lws},
     uri::Uri,
 };
 
@@ -83,7 +83,7 @@ impl<'b> Parts<'b> {
         };
         if let Some(inner) = rest.strip_prefix(b"<") {
             // The URI runs to it: tens of bytes (a flow token's Route), worth a vectorized search.
-            let gt = memchr::memchr(b'>', inner).ok_or(BadAddress::Syntax)?;
+            let gt = find_fast(inner, b'>').ok_or(BadAddress::Syntax)?;
             return Ok(Parts {
                 display,
                 uri_raw: &inner[..gt],

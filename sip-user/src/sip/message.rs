@@ -4,13 +4,12 @@
 
 use std::mem::MaybeUninit;
 
-use memchr::memchr;
-
 use super::{
     error::Error,
+    lines::LineEnds,
     method::Method,
     name::HeaderName,
-    scan::{eq_ic, has_space, is_token, is_token_str, is_wsp, parse_u64, trim_lws},
+    scan::{eq_ic, find, has_space, is_token, is_token_str, is_wsp, parse_u64, rfind, trim_lws},
 };
 
 /// One header line (with its continuation lines): the name as written and recognised, and the
@@ -108,7 +107,8 @@ pub fn parse_for_reply<'h, 'b>(
     headers: &'h mut [Header<'b>],
 ) -> Option<Message<'h, 'b>> {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let (first, pos) = line_at(buf, start)?;
+    let mut lines = LineEnds::new(buf, start);
+    let (first, pos) = line_at(buf, start, &mut lines)?;
     let start_line = parse_start_line(first).ok()?;
     if !matches!(start_line, StartLine::Request { method, .. } if method != Method::Ack) {
         return None;
@@ -125,7 +125,7 @@ pub fn parse_for_reply<'h, 'b>(
         )
     };
     let headers = as_slots(headers);
-    let (count, _) = header_lines(buf, pos, headers, needed);
+    let (count, _) = header_lines(buf, pos, &mut lines, headers, needed);
     let headers = filled(headers, count);
     headers
         .iter()
@@ -174,9 +174,10 @@ fn parse_into<'h, 'b>(buf: &'b [u8], headers: &'h mut Slots<'b>) -> Result<Parse
     let Some(start) = start else {
         return Ok(Parsed::KeepAlive);
     };
-    let (first, pos) = line_at(buf, start).ok_or(Error::Incomplete)?;
+    let mut lines = LineEnds::new(buf, start);
+    let (first, pos) = line_at(buf, start, &mut lines).ok_or(Error::Incomplete)?;
     let start_line = parse_start_line(first)?;
-    let (count, body_start) = parse_header_section(buf, pos, headers)?;
+    let (count, body_start) = parse_header_section(buf, pos, &mut lines, headers)?;
     let headers = filled(headers, count);
 
     // Content-Length frames the body (RFC 3261 §18.3); more than one is answered 400 by
@@ -221,9 +222,10 @@ pub fn parse_headers_only<'h, 'b>(
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(Error::Incomplete)?;
-    let (_, pos) = line_at(buf, start).ok_or(Error::Incomplete)?;
+    let mut lines = LineEnds::new(buf, start);
+    let (_, pos) = line_at(buf, start, &mut lines).ok_or(Error::Incomplete)?;
     let headers = as_slots(headers);
-    let (count, _) = parse_header_section(buf, pos, headers)?;
+    let (count, _) = parse_header_section(buf, pos, &mut lines, headers)?;
     Ok(filled(headers, count))
 }
 
@@ -241,18 +243,20 @@ pub fn call_id_in<'b>(headers: &[Header<'b>]) -> Option<&'b [u8]> {
 fn parse_header_section<'b>(
     buf: &'b [u8],
     pos: usize,
+    lines: &mut LineEnds<'_>,
     headers: &mut Slots<'b>,
 ) -> Result<(usize, usize), Error> {
-    let (count, body) = header_lines(buf, pos, headers, |_| true);
+    let (count, body) = header_lines(buf, pos, lines, headers, |_| true);
     body.map(|b| (count, b))
 }
 
 /// The header-line loop: how many lines were stored in `headers` (also when it fails, for
 /// [`parse_for_reply`]), and the body's offset or what went wrong. Only lines whose name
-/// `keep`s are stored; the others are checked and skipped.
+/// `keep`s are stored; the others are checked and skipped. `lines` finds the LFs from `pos` on.
 fn header_lines<'b>(
     buf: &'b [u8],
     mut pos: usize,
+    lines: &mut LineEnds<'_>,
     headers: &mut Slots<'b>,
     keep: impl Fn(HeaderName) -> bool,
 ) -> (usize, Result<usize, Error>) {
@@ -266,7 +270,7 @@ fn header_lines<'b>(
             // UDP the datagram frames the message, so take it as headers without a body.
             return (count, Ok(pos));
         }
-        let Some((line, next)) = line_at(buf, pos) else {
+        let Some((line, next)) = line_at(buf, pos, lines) else {
             return (count, Err(Error::Incomplete));
         };
         if line.is_empty() {
@@ -318,12 +322,13 @@ fn header_lines<'b>(
 }
 
 /// The line starting at `pos` without its CRLF (or bare LF), and the offset of the next line.
-fn line_at(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let rest = buf.get(pos..)?;
-    let lf = memchr(b'\n', rest)?;
-    let line = &rest[..lf];
+/// `lines` holds the LFs from `pos` on: the one it hands out ends this line.
+#[inline]
+fn line_at<'b>(buf: &'b [u8], pos: usize, lines: &mut LineEnds<'_>) -> Option<(&'b [u8], usize)> {
+    let lf = lines.next_lf()?;
+    let line = buf.get(pos..lf)?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Some((line, pos + lf + 1))
+    Some((line, lf + 1))
 }
 
 const VERSION: &[u8] = b"SIP/2.0";
@@ -344,7 +349,9 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, Error> {
 /// `Status-Code SP Reason-Phrase` after the version. The reason may be empty, with or
 /// without its SP (RFC 4475 §3.1.1.13), and is any UTF-8 text.
 fn parse_status_line(rest: &[u8]) -> Result<StartLine<'_>, Error> {
-    let (code, reason) = match memchr(b' ', rest) {
+    // The code is the first 3 bytes: a plain search stops at once, where `memchr`'s set-up
+    // would cost more than the search.
+    let (code, reason) = match find(rest, b' ') {
         Some(sp) => (&rest[..sp], &rest[sp + 1..]),
         None => (rest, &rest[rest.len()..]),
     };
@@ -361,7 +368,7 @@ fn parse_status_line(rest: &[u8]) -> Result<StartLine<'_>, Error> {
 /// `Method SP Request-URI SP SIP-Version` with exactly one SP between elements
 /// (RFC 3261 §7.1; RFC 4475 §3.1.2.7–§3.1.2.11).
 fn parse_request_line(line: &[u8]) -> Result<StartLine<'_>, Error> {
-    let sp = memchr(b' ', line).ok_or(Error::StartLine)?;
+    let sp = find(line, b' ').ok_or(Error::StartLine)?; // a method's length away
     let method = &line[..sp];
     if !is_token_str(method) {
         return Err(if method.is_empty() {
@@ -374,7 +381,7 @@ fn parse_request_line(line: &[u8]) -> Result<StartLine<'_>, Error> {
     if rest.last().is_some_and(|&b| is_wsp(b)) || rest.first().is_some_and(|&b| is_wsp(b)) {
         return Err(Error::RequestLineSpacing);
     }
-    let last_sp = memchr::memrchr(b' ', rest).ok_or(Error::StartLine)?;
+    let last_sp = rfind(rest, b' ').ok_or(Error::StartLine)?; // 7 bytes from the end
     let (uri, version) = (&rest[..last_sp], &rest[last_sp + 1..]);
     if uri.last().is_some_and(|&b| is_wsp(b)) {
         return Err(Error::RequestLineSpacing);
@@ -386,7 +393,7 @@ fn parse_request_line(line: &[u8]) -> Result<StartLine<'_>, Error> {
             Error::StartLine
         });
     }
-    if uri.is_empty() || has_space(uri) || uri[0] == b'<' || memchr(b':', uri).is_none() {
+    if uri.is_empty() || has_space(uri) || uri[0] == b'<' || find(uri, b':').is_none() {
         return Err(Error::RequestUri);
     }
     Ok(StartLine::Request {

@@ -19,6 +19,7 @@ pub mod dialog;
 pub mod error;
 pub mod exercise;
 pub mod fields;
+pub mod lines;
 pub mod message;
 pub mod method;
 pub mod name;

@@ -320,6 +320,62 @@ pub fn find(s: &[u8], b: u8) -> Option<usize> {
     s.iter().position(|&c| c == b)
 }
 
+/// The first `b` in `s`, 16 bytes per step: for the searches that run over a message's lines
+/// (each header line's LF, tens of bytes away). Written here rather than calling
+/// `memchr::memchr` because at these distances its runtime dispatch and set-up were most of its
+/// cost (~57 instructions a line under callgrind, for a search of ~40 bytes); here the common
+/// case is two or three compare-and-mask steps. SSE2 is part of every x86_64 CPU; other
+/// architectures use `memchr`.
+#[inline]
+pub fn find_fast(s: &[u8], b: u8) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        find_sse2(s, b)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        memchr::memchr(b, s)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn find_sse2(s: &[u8], b: u8) -> Option<usize> {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    const W: usize = 16;
+    let n = s.len();
+    if n < W {
+        return find(s, b);
+    }
+    // SAFETY: SSE2 is in the x86_64 baseline, so these intrinsics are always available. Every
+    // load reads the 16 bytes at `s[at..at + 16]` with `at + 16 <= n` (checked by the loop
+    // condition, and `n - 16` for the last one as `n >= 16`); `loadu` has no alignment need.
+    unsafe {
+        let needle = _mm_set1_epi8(b as i8);
+        let hits = |at: usize| {
+            let chunk = _mm_loadu_si128(s.as_ptr().add(at).cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(chunk, needle)) as u32
+        };
+        let mut at = 0;
+        while at + W <= n {
+            let m = hits(at);
+            if m != 0 {
+                return Some(at + m.trailing_zeros() as usize);
+            }
+            at += W;
+        }
+        if at == n {
+            return None;
+        }
+        // The last 16 bytes, overlapping what was searched: drop the bytes already seen.
+        let last = n - W;
+        let m = hits(last) >> (at - last);
+        (m != 0).then(|| at + m.trailing_zeros() as usize)
+    }
+}
+
 /// The last `b` in `s`.
 #[inline]
 pub fn rfind(s: &[u8], b: u8) -> Option<usize> {
@@ -344,6 +400,26 @@ mod tests {
             "CRLF without WSP is a line end, not LWS"
         );
         assert_eq!(trim_lws(b" \r\n\tabc \r\n"), b"abc");
+    }
+
+    #[test]
+    fn find_fast_agrees_with_a_plain_search() {
+        // Every length around the 16-byte steps, the byte at every position, and twice.
+        for len in 0..70 {
+            let mut s = vec![b'a'; len];
+            assert_eq!(find_fast(&s, b'\n'), None, "len {len}");
+            for at in 0..len {
+                s[at] = b'\n';
+                assert_eq!(find_fast(&s, b'\n'), Some(at), "len {len} at {at}");
+                for later in at + 1..len {
+                    s[later] = b'\n';
+                    assert_eq!(find_fast(&s, b'\n'), Some(at), "len {len} at {at}");
+                    s[later] = b'a';
+                }
+                s[at] = b'a';
+            }
+        }
+        assert_eq!(find_fast(&[0xff; 40], 0xff), Some(0));
     }
 
     /// Every string of up to `max_len` bytes over `alphabet`, shortest first.

@@ -103,15 +103,20 @@ impl DialogTable {
         let cseq = msg.cseq()?.ok()?;
         let limits = self.limits;
         // From the caller (From = caller's tag), or from the callee (To = caller's tag).
-        let (seq, from_caller) =
-            match (self.lookup(call_id, from_tag), self.lookup(call_id, to_tag)) {
-                (Some(seq), _) => (seq, true),
-                (None, Some(seq)) if !to_tag.is_empty() => (seq, false),
-                _ if msg.method() == Some(Method::Invite) && to_tag.is_empty() => {
-                    (self.create(call_id, from_tag, cseq.seq, now), true)
-                }
-                _ => return None,
-            };
+        // The To tag is looked up only when the From tag is not a caller's: most messages
+        // come from the caller, and each lookup encodes and hashes the key.
+        let (seq, from_caller) = if let Some(seq) = self.lookup(call_id, from_tag) {
+            (seq, true)
+        } else if let Some(seq) = (!to_tag.is_empty())
+            .then(|| self.lookup(call_id, to_tag))
+            .flatten()
+        {
+            (seq, false)
+        } else if msg.method() == Some(Method::Invite) && to_tag.is_empty() {
+            (self.create(call_id, from_tag, cseq.seq, now), true)
+        } else {
+            return None;
+        };
         let callee_tag = if from_caller { to_tag } else { from_tag };
         let entry = self.entries.get_mut(&seq)?;
         if !callee_tag.is_empty() {
@@ -247,11 +252,16 @@ impl DialogTable {
             entry.session.phase,
             entry.session.end,
         );
-        self.schedule.remove(&(before, seq));
         if phase != Phase::Terminated {
-            self.schedule.insert((after, seq));
+            // Most messages leave the deadline where it was (a provisional response, a
+            // retransmission): then the schedule is already right.
+            if after != before {
+                self.schedule.remove(&(before, seq));
+                self.schedule.insert((after, seq));
+            }
             return;
         }
+        self.schedule.remove(&(before, seq));
         let entry = self.entries.remove(&seq).expect("present above");
         self.index.remove(&entry.key);
         self.stats.ended += 1;
