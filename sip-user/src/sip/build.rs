@@ -26,11 +26,12 @@ pub fn response(
             HeaderName::To => {
                 out.put_slice(b"To: ");
                 out.put_slice(h.value);
-                let has_tag = request
-                    .to()
-                    .and_then(Result::ok)
-                    .is_some_and(|a| a.tag().is_some());
-                if let (false, Some(tag), true) = (has_tag, to_tag, code > 100) {
+                // A tag of ours unless the To has one (RFC 3261 §8.2.6.2); a 100 has none.
+                // Its tag read by the split alone: the URI is the request's, forwarded as is.
+                if let Some(tag) = to_tag
+                    && code > 100
+                    && super::address::tag_of(h.value).is_none()
+                {
                     out.put_slice(b";tag=");
                     out.put_slice(tag);
                 }

@@ -23,22 +23,35 @@ impl<'b> CSeq<'b> {
     pub fn parse(v: &'b [u8]) -> Result<Self, Error> {
         let bad = Error::HeaderValue(HeaderName::CSeq);
         let v = trim_lws(v);
-        let digits_end = v
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(v.len());
+        // The number in the same pass that finds its end (read on every message by the
+        // transaction and dialog layers): saturating, so an overflow stays out of range.
+        let mut seq = 0u64;
+        let mut digits_end = 0;
+        while let Some(&b) = v.get(digits_end)
+            && b.is_ascii_digit()
+        {
+            seq = seq.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+            digits_end += 1;
+        }
         if digits_end == 0 {
             return Err(bad);
         }
-        let seq = parse_u64(&v[..digits_end], (1 << 31) - 1)
-            .ok_or(Error::OutOfRange(HeaderName::CSeq))?;
+        // At most 2**31 - 1 (RFC 3261 §8.1.1.5), and as many digits as `parse_u64` reads.
+        if seq > (1 << 31) - 1 || digits_end > 20 {
+            return Err(Error::OutOfRange(HeaderName::CSeq));
+        }
         let m = skip_lws(v, digits_end);
-        if m == digits_end || !is_token_str(&v[m..]) {
+        if m == digits_end {
+            return Err(bad);
+        }
+        let method = Method::from_bytes(&v[m..]);
+        // A known method is a token; only another one is checked byte by byte.
+        if matches!(method, Method::Other(_)) && !is_token_str(&v[m..]) {
             return Err(bad);
         }
         Ok(CSeq {
             seq: seq as u32,
-            method: Method::from_bytes(&v[m..]),
+            method,
         })
     }
 }
@@ -277,6 +290,17 @@ mod tests {
         assert_eq!(
             CSeq::parse(b"12INVITE"),
             Err(Error::HeaderValue(HeaderName::CSeq))
+        );
+        let c = CSeq::parse(b"2147483647 invite").unwrap();
+        assert_eq!((c.seq, c.method), (2_147_483_647, Method::Other(b"invite")));
+        assert_eq!(
+            CSeq::parse(b"1 IN<VITE"),
+            Err(Error::HeaderValue(HeaderName::CSeq))
+        );
+        assert_eq!(
+            CSeq::parse(b"000000000000000000001 ACK"),
+            Err(Error::OutOfRange(HeaderName::CSeq)),
+            "more digits than a number is read with"
         );
     }
 

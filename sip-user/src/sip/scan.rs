@@ -173,6 +173,7 @@ pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
 pub fn trim_lws(s: &[u8]) -> &[u8] {
     match s {
         [b' ', second, .., last] if !is_lws(*second) && !is_lws(*last) => &s[1..],
+        [b' ', only] if !is_lws(*only) => &s[1..], // `Content-Length: 0`
         [first, .., last] if !is_lws(*first) && !is_lws(*last) => s,
         _ => trim_lws_slow(s),
     }
