@@ -3,7 +3,7 @@
 
 use super::{
     params::HeaderParams,
-    scan::{find, find_fast, is_lws, is_token, skip_lws, skip_quoted, trim_lws},
+    scan::{find, find_fast, is_lws, is_param_end, is_token, skip_lws, skip_quoted, trim_lws},
     uri::Uri,
 };
 
@@ -126,6 +126,19 @@ pub fn check_unparsed_uri(value: &[u8]) -> Result<(), BadAddress> {
 /// validated already, several times per message. `None` also for a value that does not split.
 pub fn tag_of(value: &[u8]) -> Option<&[u8]> {
     let parts = Parts::split(value).ok()?;
+    // Most often the tag is the first parameter, written `;tag=` with a token value: that is
+    // the first `tag` the list holds, and its value ends where a parameter's does.
+    if let Some(rest) = parts.params.strip_prefix(b";tag=")
+        && rest.first().is_some_and(|&b| b != b'"')
+    {
+        let end = rest
+            .iter()
+            .position(|&b| is_param_end(b))
+            .unwrap_or(rest.len());
+        if end > 0 {
+            return Some(&rest[..end]);
+        }
+    }
     HeaderParams::new(parts.params).get(b"tag").flatten()
 }
 
@@ -144,8 +157,14 @@ mod tests {
             b"<sip:a@b>",
             b"sip:a@b",
             b"Name With Spaces <sip:a@b?x=y>;tag=z",
+            b"<sip:a@b>;tag=first;tag=second",
+            b"<sip:a@b>;tag=\"quoted;value\"",
+            b"<sip:a@b>;tag=abc ;lr",
+            b"<sip:a@b>;tagx=1;tag=2",
         ] {
-            let full = Address::parse(value).unwrap().tag();
+            let full = Address::parse(value)
+                .unwrap_or_else(|e| panic!("{e:?}: {}", String::from_utf8_lossy(value)))
+                .tag();
             assert_eq!(tag_of(value), full, "{}", String::from_utf8_lossy(value));
         }
         assert_eq!(tag_of(b"\"open <sip:a@b>;tag=1"), None);

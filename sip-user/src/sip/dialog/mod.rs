@@ -131,14 +131,15 @@ impl DialogTable {
             (Some(Method::Ack), _) => self.update(seq, |s| s.on_ack(now, &limits)),
             (Some(Method::Bye), _) => self.update(seq, |s| s.on_bye(now, &limits)),
             (None, Some(code)) => {
-                let session_expires = msg
-                    .session_expires()
-                    .and_then(Result::ok)
-                    .map(|s| s.seconds);
+                let session_expires = || {
+                    msg.session_expires()
+                        .and_then(Result::ok)
+                        .map(|s| s.seconds)
+                };
                 match cseq.method {
                     Method::Invite | Method::Update => self.update(seq, |s| {
                         if cseq.method == Method::Invite || s.phase == Phase::Connected {
-                            s.on_invite_response(code, session_expires, now, &limits)
+                            s.on_invite_response(code, session_expires(), now, &limits)
                         }
                     }),
                     Method::Bye => self.update(seq, |s| s.on_bye_response(code)),
