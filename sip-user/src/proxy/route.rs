@@ -79,7 +79,8 @@ pub fn read<'b>(
         return Err(Error::StartLine);
     };
     let request_uri = Uri::parse(raw_uri).map_err(|_| Error::RequestUri)?;
-    let total = route_values(msg).count();
+    // Counted unparsed: each value is parsed once, below.
+    let total = route_raw(msg).count();
     let mut set = RouteSet {
         pop_front: 0,
         new_uri: None,
@@ -100,9 +101,8 @@ pub fn read<'b>(
     let mut usable = total;
     let mut effective_uri = request_uri;
     if is_ours(&request_uri, me) && request_uri.params.get(b"lr").is_some() && total > 0 {
-        let last = route_values(msg)
-            .nth(total - 1)
-            .ok_or(Error::RequestUri)??;
+        let last = route_raw(msg).nth(total - 1).ok_or(Error::RequestUri)?;
+        let last = Address::parse(last).map_err(|_| Error::HeaderValue(HeaderName::Route))?;
         note(&mut set, own_entry(&request_uri, key));
         set.new_uri = Some(last.uri_raw);
         effective_uri = last.uri;
@@ -129,13 +129,17 @@ pub fn read<'b>(
     Ok(set)
 }
 
-/// Every Route value in order, across lines and comma lists.
+/// Every Route value in order, across lines and comma lists, unparsed.
+fn route_raw<'h, 'b>(msg: &Message<'h, 'b>) -> impl Iterator<Item = &'b [u8]> + use<'h, 'b> {
+    msg.headers_named(HeaderName::Route)
+        .flat_map(|h| CommaList::new(h.value))
+}
+
+/// Every Route value in order, parsed.
 fn route_values<'h, 'b>(
     msg: &Message<'h, 'b>,
 ) -> impl Iterator<Item = Result<Address<'b>, Error>> + use<'h, 'b> {
-    msg.headers_named(HeaderName::Route)
-        .flat_map(|h| CommaList::new(h.value))
-        .map(|v| Address::parse(v).map_err(|_| Error::HeaderValue(HeaderName::Route)))
+    route_raw(msg).map(|v| Address::parse(v).map_err(|_| Error::HeaderValue(HeaderName::Route)))
 }
 
 /// A SIP URI naming our route address.
