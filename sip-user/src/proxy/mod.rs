@@ -57,7 +57,7 @@ use crate::{
         peer::Peer,
         proxy_check::{Decision, check},
         scan::CommaList,
-        shrink::{FastMap, shrink_deque, shrink_map},
+        shrink::{FastMap, shrink},
         transaction::{
             Admission, Event, Overload, Timers, TransactionError, TransactionLayer, Transmit,
             key::{Key, KeyMap, MethodClass},
@@ -675,10 +675,10 @@ impl Proxy {
         let tables = [
             self.txs.shrink(),
             self.dialogs.shrink(),
-            shrink_map(&mut self.links),
-            shrink_map(&mut self.server_links),
-            shrink_deque(&mut self.out),
-            shrink_deque(&mut self.events),
+            shrink(&mut self.links),
+            shrink(&mut self.server_links),
+            shrink(&mut self.out),
+            shrink(&mut self.events),
         ];
         tables.contains(&true)
     }

@@ -9,31 +9,65 @@ use std::{
 
 /// A map keyed by what a sender chooses (dialog ids, source addresses): foldhash, keyed at
 /// random per map, a few instructions per key where std's SipHash took ~60 per call of it.
-pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A `griddle` map, which grows a few entries per insert (see the workspace manifest).
+pub type FastMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Below this capacity a map is not worth shrinking.
+/// Below this capacity a table is not worth shrinking.
 const SMALL: usize = 1024;
 
-/// Shrinks `map` to twice its length when it uses less than a quarter of its capacity (the
-/// slack keeps a map that hovers around a size from reallocating back and forth). True if it
-/// shrank.
-pub fn shrink_map<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) -> bool {
-    let capacity = map.capacity();
-    if capacity > SMALL && map.len() * 4 < capacity {
-        map.shrink_to(map.len() * 2);
-        map.capacity() < capacity
-    } else {
-        false
+/// A table that can give back memory: the incremental maps of the message path, std's maps of
+/// the connection tables, and queues.
+pub trait Shrink {
+    fn capacity(&self) -> usize;
+    fn len(&self) -> usize;
+    fn shrink_to(&mut self, min_capacity: usize);
+}
+
+impl<K: Eq + Hash, V, S: BuildHasher> Shrink for griddle::HashMap<K, V, S> {
+    fn capacity(&self) -> usize {
+        self.capacity()
+    }
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn shrink_to(&mut self, min_capacity: usize) {
+        self.shrink_to(min_capacity);
     }
 }
 
-/// The same for a queue: a burst (timers that fire together) grows it at once, and its
-/// capacity would stay.
-pub fn shrink_deque<T>(queue: &mut VecDeque<T>) -> bool {
-    let capacity = queue.capacity();
-    if capacity > SMALL && queue.len() * 4 < capacity {
-        queue.shrink_to(queue.len() * 2);
-        queue.capacity() < capacity
+impl<K: Eq + Hash, V, S: BuildHasher> Shrink for HashMap<K, V, S> {
+    fn capacity(&self) -> usize {
+        self.capacity()
+    }
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn shrink_to(&mut self, min_capacity: usize) {
+        self.shrink_to(min_capacity);
+    }
+}
+
+/// A queue: a burst (timers that fire together) grows it at once, and its capacity would stay.
+impl<T> Shrink for VecDeque<T> {
+    fn capacity(&self) -> usize {
+        self.capacity()
+    }
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn shrink_to(&mut self, min_capacity: usize) {
+        self.shrink_to(min_capacity);
+    }
+}
+
+/// Shrinks `table` to twice its length when it uses less than a quarter of its capacity (the
+/// slack keeps a table that hovers around a size from reallocating back and forth). True if it
+/// shrank.
+pub fn shrink(table: &mut impl Shrink) -> bool {
+    let capacity = table.capacity();
+    if capacity > SMALL && table.len() * 4 < capacity {
+        table.shrink_to(table.len() * 2);
+        table.capacity() < capacity
     } else {
         false
     }
@@ -45,18 +79,18 @@ mod tests {
 
     #[test]
     fn a_map_that_emptied_shrinks_and_a_busy_one_does_not() {
-        let mut m: HashMap<u32, [u8; 64]> = (0..100_000).map(|i| (i, [0; 64])).collect();
-        assert!(!shrink_map(&mut m), "full");
+        let mut m: FastMap<u32, [u8; 64]> = (0..100_000).map(|i| (i, [0; 64])).collect();
+        assert!(!shrink(&mut m), "full");
         m.retain(|&k, _| k < 30_000);
         assert!(
-            !shrink_map(&mut m),
+            !shrink(&mut m),
             "still more than a quarter of its capacity"
         );
         m.retain(|&k, _| k < 10);
         let before = m.capacity();
-        assert!(shrink_map(&mut m));
+        assert!(shrink(&mut m));
         assert!(m.capacity() < before / 100, "{} of {before}", m.capacity());
         assert_eq!(m.len(), 10);
-        assert!(!shrink_map(&mut m), "small maps are left alone");
+        assert!(!shrink(&mut m), "small maps are left alone");
     }
 }

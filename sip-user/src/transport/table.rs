@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::stream::{FromConnection, StreamSettings, Task, connect, serve, serve_tls};
 use crate::sip::{
     peer::{Peer, Transport},
-    shrink::shrink_map,
+    shrink::shrink,
 };
 
 /// Why a connection was not taken.
@@ -214,7 +214,7 @@ impl Connections {
 
     /// Gives back the memory of a burst of connections that has passed.
     pub fn shrink(&mut self) -> bool {
-        shrink_map(&mut self.by_peer) | shrink_map(&mut self.per_ip)
+        shrink(&mut self.by_peer) | shrink(&mut self.per_ip)
     }
 }
 

@@ -26,7 +26,7 @@ pub use self::{
 };
 use crate::sip::{
     HeaderName, Message, Method,
-    shrink::{FastMap, shrink_map},
+    shrink::{FastMap, shrink},
 };
 
 /// A handle to a dialog in the table, valid until the dialog ends.
@@ -194,8 +194,8 @@ impl DialogTable {
 
     /// Gives back the memory of a load that has passed; true if a table shrank.
     pub fn shrink(&mut self) -> bool {
-        let entries = shrink_map(&mut self.entries);
-        shrink_map(&mut self.index) | entries
+        let entries = shrink(&mut self.entries);
+        shrink(&mut self.index) | entries
     }
 
     pub fn is_empty(&self) -> bool {

@@ -13,7 +13,6 @@
 //! again.
 
 use std::{
-    collections::HashMap,
     hash::{Hash, Hasher},
     sync::OnceLock,
 };
@@ -60,7 +59,7 @@ pub enum Kind {
 }
 
 /// A table of transaction keys: the key hashes to its digest's first half (see the module).
-pub type KeyMap<V> = HashMap<Key, V, BuildNoHashHasher<Key>>;
+pub type KeyMap<V> = griddle::HashMap<Key, V, BuildNoHashHasher<Key>>;
 
 /// A transaction key. Ordered (arbitrarily) so the timer schedule can hold it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

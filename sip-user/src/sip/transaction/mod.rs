@@ -34,7 +34,7 @@ pub use self::{
 use crate::sip::{
     Message, Method, Parsed, parse_any,
     peer::Peer,
-    shrink::{FastMap, shrink_deque, shrink_map},
+    shrink::{FastMap, shrink},
     via::Via,
 };
 
@@ -572,9 +572,9 @@ impl TransactionLayer {
     /// Gives back the memory of a load that has passed; true if a table shrank.
     pub fn shrink(&mut self) -> bool {
         // Timers that fire together (a burst of calls 32 s ago) queue an event each at once.
-        let queues = shrink_deque(&mut self.events) | shrink_deque(&mut self.transmits);
-        let sources = shrink_map(&mut self.servers_by_source);
-        shrink_map(&mut self.entries) | queues | sources
+        let queues = shrink(&mut self.events) | shrink(&mut self.transmits);
+        let sources = shrink(&mut self.servers_by_source);
+        shrink(&mut self.entries) | queues | sources
     }
 
     pub fn is_empty(&self) -> bool {
