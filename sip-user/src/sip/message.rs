@@ -107,8 +107,7 @@ pub fn parse_for_reply<'h, 'b>(
     headers: &'h mut [Header<'b>],
 ) -> Option<Message<'h, 'b>> {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let mut lines = LineEnds::new(buf, start);
-    let (first, pos) = line_at(buf, start, &mut lines)?;
+    let (first, pos, mut lines) = first_line(buf, start)?;
     let start_line = parse_start_line(first).ok()?;
     if !matches!(start_line, StartLine::Request { method, .. } if method != Method::Ack) {
         return None;
@@ -174,8 +173,7 @@ fn parse_into<'h, 'b>(buf: &'b [u8], headers: &'h mut Slots<'b>) -> Result<Parse
     let Some(start) = start else {
         return Ok(Parsed::KeepAlive);
     };
-    let mut lines = LineEnds::new(buf, start);
-    let (first, pos) = line_at(buf, start, &mut lines).ok_or(Error::Incomplete)?;
+    let (first, pos, mut lines) = first_line(buf, start).ok_or(Error::Incomplete)?;
     let start_line = parse_start_line(first)?;
     let (count, body_start) = parse_header_section(buf, pos, &mut lines, headers)?;
     let headers = filled(headers, count);
@@ -222,8 +220,7 @@ pub fn parse_headers_only<'h, 'b>(
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(Error::Incomplete)?;
-    let mut lines = LineEnds::new(buf, start);
-    let (_, pos) = line_at(buf, start, &mut lines).ok_or(Error::Incomplete)?;
+    let (_, pos, mut lines) = first_line(buf, start).ok_or(Error::Incomplete)?;
     let headers = as_slots(headers);
     let (count, _) = parse_header_section(buf, pos, &mut lines, headers)?;
     Ok(filled(headers, count))
@@ -319,6 +316,14 @@ fn header_lines<'b>(
         }
         pos = next;
     }
+}
+
+/// The first line, starting at `start`: the line, where the next one starts, and the line ends
+/// after it.
+fn first_line(buf: &[u8], start: usize) -> Option<(&[u8], usize, LineEnds<'_>)> {
+    let mut lines = LineEnds::new(buf, start);
+    let (line, next) = line_at(buf, start, &mut lines)?;
+    Some((line, next, lines))
 }
 
 /// The line starting at `pos` without its CRLF (or bare LF), and the offset of the next line.

@@ -82,10 +82,7 @@ mod tests {
         let mut m: FastMap<u32, [u8; 64]> = (0..100_000).map(|i| (i, [0; 64])).collect();
         assert!(!shrink(&mut m), "full");
         m.retain(|&k, _| k < 30_000);
-        assert!(
-            !shrink(&mut m),
-            "still more than a quarter of its capacity"
-        );
+        assert!(!shrink(&mut m), "still more than a quarter of its capacity");
         m.retain(|&k, _| k < 10);
         let before = m.capacity();
         assert!(shrink(&mut m));
