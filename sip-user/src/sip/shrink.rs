@@ -19,7 +19,8 @@ const SMALL: usize = 1024;
 /// the connection tables, and queues.
 pub trait Shrink {
     fn capacity(&self) -> usize;
-    fn len(&self) -> usize;
+    /// Entries held.
+    fn used(&self) -> usize;
     fn shrink_to(&mut self, min_capacity: usize);
 }
 
@@ -27,7 +28,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> Shrink for griddle::HashMap<K, V, S> {
     fn capacity(&self) -> usize {
         self.capacity()
     }
-    fn len(&self) -> usize {
+    fn used(&self) -> usize {
         self.len()
     }
     fn shrink_to(&mut self, min_capacity: usize) {
@@ -39,7 +40,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> Shrink for HashMap<K, V, S> {
     fn capacity(&self) -> usize {
         self.capacity()
     }
-    fn len(&self) -> usize {
+    fn used(&self) -> usize {
         self.len()
     }
     fn shrink_to(&mut self, min_capacity: usize) {
@@ -52,7 +53,7 @@ impl<T> Shrink for VecDeque<T> {
     fn capacity(&self) -> usize {
         self.capacity()
     }
-    fn len(&self) -> usize {
+    fn used(&self) -> usize {
         self.len()
     }
     fn shrink_to(&mut self, min_capacity: usize) {
@@ -65,8 +66,8 @@ impl<T> Shrink for VecDeque<T> {
 /// shrank.
 pub fn shrink(table: &mut impl Shrink) -> bool {
     let capacity = table.capacity();
-    if capacity > SMALL && table.len() * 4 < capacity {
-        table.shrink_to(table.len() * 2);
+    if capacity > SMALL && table.used() * 4 < capacity {
+        table.shrink_to(table.used() * 2);
         table.capacity() < capacity
     } else {
         false
