@@ -44,6 +44,23 @@ impl CallIdHasher {
         self.state = (self.state ^ word).wrapping_mul(WORD_MUL).rotate_left(29);
     }
 
+    /// Mixes in `bytes` as little-endian words, the last one zero-padded.
+    #[inline]
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_word(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.write_word(u64::from_le_bytes(word));
+        }
+    }
+
     /// Finishes the hash; `len` is the number of value bytes that were fed in.
     #[inline(always)]
     pub fn finish(self, len: u32) -> u64 {
@@ -83,18 +100,7 @@ pub fn call_id_hash_input(value: &[u8]) -> &[u8] {
 pub fn hash_call_id(value: &[u8]) -> u64 {
     let input = call_id_hash_input(value);
     let mut hasher = CallIdHasher::new();
-    let mut chunks = input.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        hasher.write_word(u64::from_le_bytes(word));
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        hasher.write_word(u64::from_le_bytes(word));
-    }
+    hasher.write_bytes(input);
     hasher.finish(input.len() as u32)
 }
 

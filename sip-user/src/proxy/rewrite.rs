@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use sip_common::{fmix64, hash_call_id};
+use sip_common::CallIdHasher;
 
 use super::flow::{TokenText, Transport};
 use crate::sip::{
@@ -178,7 +178,8 @@ fn loop_hash_in(branch: &[u8]) -> Option<u32> {
 /// §16.3 step 4, §16.6 step 8: everything that affects the request's admission or routing):
 /// Request-URI, From tag, To tag, Call-ID, CSeq number, Proxy-Require and the Route set (an
 /// in-dialog request that comes back to us through another record-routing proxy has one entry
-/// fewer). Hashed piece by piece, without allocating.
+/// fewer). Hashed in one pass over the pieces, each followed by its length, without
+/// allocating (a hash per piece, combined, cost ~170 instructions a piece).
 pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
     let uri = match msg.start {
         StartLine::Request { uri, .. } => uri,
@@ -195,16 +196,16 @@ pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
         msg.call_id().unwrap_or(b""),
         proxy_require,
     ];
-    let mut h = u64::from(seq);
-    for p in pieces {
-        h = fmix64(h ^ hash_call_id(p));
-    }
-    for route in msg
+    let mut hasher = CallIdHasher::new();
+    hasher.write_word(u64::from(seq));
+    let routes = msg
         .headers_named(HeaderName::Route)
-        .flat_map(|r| CommaList::new(r.value))
-    {
-        h = fmix64(h ^ hash_call_id(route));
+        .flat_map(|r| CommaList::new(r.value));
+    for piece in pieces.into_iter().chain(routes) {
+        hasher.write_bytes(piece);
+        hasher.write_word(piece.len() as u64);
     }
+    let h = hasher.finish(0);
     (h ^ (h >> 32)) as u32
 }
 

@@ -3,7 +3,11 @@
 //! proxy core calls [`check`] on every message before any routing.
 
 use super::{
-    message::Message, method::Method, name::HeaderName, scan::CommaList, uri::Scheme,
+    message::{Message, StartLine},
+    method::Method,
+    name::HeaderName,
+    scan::CommaList,
+    uri::Scheme,
     validate::Validated,
 };
 
@@ -102,9 +106,10 @@ pub fn check<'b, S: AsRef<[u8]>>(
     let Some(method) = method else {
         return Decision::Forward(Matching::Rfc3261); // responses: matched by the proxy's own branch
     };
-    // §16.3 step 2: a scheme the proxy cannot route (RFC 4475 §3.3.2, §3.3.3).
-    if let Some(Ok(uri)) = msg.request_uri()
-        && matches!(uri.scheme, Scheme::Other(_))
+    // §16.3 step 2: a scheme the proxy cannot route (RFC 4475 §3.3.2, §3.3.3). Validation
+    // parsed the Request-URI; its scheme is read here without parsing it again.
+    if let StartLine::Request { uri, .. } = msg.start
+        && matches!(Scheme::of_uri(uri), Some(Scheme::Other(_)))
     {
         return reply_or_drop(416, "Unsupported URI Scheme");
     }

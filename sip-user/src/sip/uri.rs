@@ -14,6 +14,24 @@ pub enum Scheme<'b> {
     Other(&'b [u8]),
 }
 
+impl<'b> Scheme<'b> {
+    /// The scheme named by the bytes before a URI's first `:` (case-insensitive).
+    pub fn named(scheme: &'b [u8]) -> Self {
+        match scheme {
+            [s, i, p] if eq3(*s, *i, *p, b"sip") => Scheme::Sip,
+            [s, i, p, ss] if eq3(*s, *i, *p, b"sip") && (*ss | 0x20) == b's' => Scheme::Sips,
+            [t, e, l] if eq3(*t, *e, *l, b"tel") => Scheme::Tel,
+            _ => Scheme::Other(scheme),
+        }
+    }
+
+    /// The scheme of a URI that parses (`Uri::parse` splits it at the same first `:`),
+    /// without parsing the rest of it; `None` without a `:`.
+    pub fn of_uri(uri: &'b [u8]) -> Option<Self> {
+        find(uri, b':').map(|colon| Scheme::named(&uri[..colon]))
+    }
+}
+
 /// A URI. For `sip:`/`sips:`, `user` is the userinfo before `@` (password included, escapes
 /// not decoded), `host`/`port` the hostport, `params` the `;…` list and `headers` the part
 /// after `?`. For `tel:`, `host` is the telephone-subscriber. Other schemes: `host` is opaque.
@@ -59,11 +77,8 @@ impl<'b> Uri<'b> {
             _ => return Err(BadUri),
         }
         let rest = &s[colon + 1..];
-        let scheme = match scheme {
-            [s, i, p] if eq3(*s, *i, *p, b"sip") => Scheme::Sip,
-            [s, i, p, ss] if eq3(*s, *i, *p, b"sip") && (*ss | 0x20) == b's' => Scheme::Sips,
-            [t, e, l] if eq3(*t, *e, *l, b"tel") => Scheme::Tel,
-            _ => {
+        let scheme = match Scheme::named(scheme) {
+            Scheme::Other(scheme) => {
                 if rest.is_empty() {
                     return Err(BadUri);
                 }
@@ -76,6 +91,7 @@ impl<'b> Uri<'b> {
                     headers: None,
                 });
             }
+            known => known,
         };
         if scheme == Scheme::Tel {
             let end = find(rest, b';').unwrap_or(rest.len());
@@ -325,6 +341,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_scheme_alone_agrees_with_the_parse() {
+        for uri in [
+            &b"sip:a@b"[..],
+            b"SIPS:a@b:5061",
+            b"sIp:x;lr",
+            b"tel:+1555",
+            b"TEL:+1555;phone-context=x",
+            b"mailto:a@b",
+            b"soap.beep://192.0.2.103:3002",
+            b"sipx:a@b",
+        ] {
+            assert_eq!(
+                Scheme::of_uri(uri),
+                Some(Uri::parse(uri).unwrap().scheme),
+                "{}",
+                String::from_utf8_lossy(uri)
+            );
+        }
+        assert_eq!(Scheme::of_uri(b"nocolon"), None);
     }
 
     #[test]
