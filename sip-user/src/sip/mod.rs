@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`message`]: [`parse`] one datagram into a [`Message`] of borrowed slices; no allocation.
+//!   [`lines`] finds its line ends, 64 bytes per step.
 //! - [`fields`], [`via`], [`address`], [`uri`], [`params`]: typed views of header values,
 //!   parsed on demand; [`validate`](Message::validate) checks them all at once.
 //! - [`proxy_check`]: forward, or answer locally (400/416/420/483), per RFC 3261 §16.3.
@@ -11,7 +12,7 @@
 //! - [`summary`]: the JSON line `sip-fastpath parse` prints.
 //! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes.
 //! - [`build`], [`text`]: messages the stack writes, and the numbers in them without `fmt`.
-//! - [`shrink`]: tables give their memory back after a load has passed.
+//! - [`shrink`]: tables give their memory back after a load has passed (and grow incrementally).
 
 pub mod address;
 pub mod build;
