@@ -56,7 +56,7 @@ const MOST_MOVED: usize = 16_384;
 
 /// Shrinks `table` to twice its length when it uses less than a quarter of its capacity (the
 /// slack keeps a table that hovers around a size from reallocating back and forth) and holds
-/// at most [`MOST_MOVED`] entries. True if it shrank.
+/// at most `MOST_MOVED` entries. True if it shrank.
 pub fn shrink(table: &mut impl Shrink) -> bool {
     let capacity = table.capacity();
     let used = table.used();
