@@ -552,7 +552,8 @@ fn main() -> anyhow::Result<()> {
             let report = sip_user::tools::bench::run(repeat, rounds, features, only.as_deref())?;
             if report.rows.is_empty() {
                 bail!(
-                    "--only {:?} matches no packet kind; the kinds are: {}",
+                    "--only {:?} matches no packet kind; the kinds are: {} (the flood is \
+                     measured only with the rate limiter on, without --no-rate-limit)",
                     only.unwrap_or_default(),
                     sip_user::tools::bench::case_names().join(", ")
                 );

@@ -594,3 +594,41 @@ fn classify_agrees_with_the_parser() {
         }
     }
 }
+
+/// `sip-fastpath bench-xdp`'s measurement, briefly: every packet kind gets the verdict the
+/// README's table shows (a benchmark that measured the wrong path would still print numbers),
+/// the flood case included, and the empty program runs next to each.
+#[test]
+fn bench_xdp_measures_each_kind_on_its_path() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let features = sip_user::tools::bench::Features {
+        scanners: true,
+        rate_limit: true,
+    };
+    let report = sip_user::tools::bench::run(1_000, 1, features, None).expect("bench-xdp");
+    let outcomes: Vec<(&str, &str)> = report
+        .rows
+        .iter()
+        .map(|r| (r.case, r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("INVITE with SDP", "redirect/steered"),
+            ("OPTIONS", "redirect/steered"),
+            ("200 OK", "redirect/steered"),
+            ("INVITE, Call-ID last header", "redirect/steered"),
+            ("RFC 4475 longreq (past the linear data)", "redirect/steered"),
+            ("junk (not SIP)", "drop/not_sip"),
+            ("INVITE from blocklisted source", "drop/blocklist"),
+            ("INVITE over its source's rate (a SIP flood)", "drop/rate_limit"),
+        ]
+    );
+    assert!(report.rows.iter().all(|r| r.ns > 0 && r.empty_ns > 0));
+    let without = sip_user::tools::bench::Features {
+        scanners: false,
+        rate_limit: false,
+    };
+    let report = sip_user::tools::bench::run(1_000, 1, without, Some("flood")).unwrap();
+    assert!(report.rows.is_empty(), "no flood to measure without the limiter");
+}

@@ -29,6 +29,10 @@ pub struct BenchReport {
 /// Source the blocklisted case comes from (RFC 5737 TEST-NET-3).
 const BLOCKED_SOURCE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 
+/// The flood case: SIP from one source far over its rate, so every packet after the first
+/// is dropped by the rate limiter (what a SIP flood costs per packet in the kernel).
+const FLOOD_CASE: &str = "INVITE over its source's rate (a SIP flood)";
+
 /// The filter features a bench run has on (both by default, as in the default config), so the
 /// cost of each can be read as a difference.
 #[derive(Clone, Copy, Debug)]
@@ -69,7 +73,9 @@ fn cases() -> [(&'static str, Vec<u8>); 7] {
 
 /// The names of the packet kinds (for `--only`'s error).
 pub fn case_names() -> Vec<&'static str> {
-    cases().into_iter().map(|(name, _)| name).collect()
+    let mut names: Vec<&'static str> = cases().into_iter().map(|(name, _)| name).collect();
+    names.push(FLOOD_CASE);
+    names
 }
 
 /// Measures every packet kind, or with `only` those whose name contains it (case-insensitive).
@@ -98,32 +104,57 @@ pub fn run(
     }
     let mut classifier = Classifier::new(settings)?;
     let only = only.map(str::to_lowercase);
-    let cases = cases().into_iter().filter(|(case, _)| {
+    let wants = |case: &str| {
         only.as_deref()
             .is_none_or(|o| case.to_lowercase().contains(o))
-    });
+    };
+    let cases = cases().into_iter().filter(|(case, _)| wants(case));
     let verified_instructions = classifier.fast_path().verified_instructions();
     let mut rows = Vec::new();
     for (case, frame) in cases {
-        let d = classifier.classify_frame(&frame)?;
-        let (mut best, mut best_empty) = (u32::MAX, u32::MAX);
-        for _ in 0..rounds.max(1) {
-            let empty = classifier.empty_program_fd()?;
-            best_empty = best_empty.min(test_run(empty, &frame, repeat)?.ns_per_run);
-            let prog = classifier.fast_path().program_fd()?;
-            best = best.min(test_run(prog, &frame, repeat)?.ns_per_run);
-        }
-        rows.push(BenchRow {
-            case,
-            bytes: frame.len(),
-            outcome: format!("{}/{}", d.verdict, d.reason),
-            ns: best,
-            empty_ns: best_empty,
-        });
+        rows.push(measure(&mut classifier, case, &frame, repeat, rounds)?);
+    }
+    if features.rate_limit && wants(FLOOD_CASE) {
+        // Its own program, limited to one packet a second: the first packet of the source
+        // passes, every one after it meets the limiter.
+        let mut flood = Classifier::new(FilterSettings {
+            rate_limit_pps: 1,
+            rate_limit_burst: 1,
+            ..FilterSettings::default()
+        })?;
+        let frame = FrameSpec::ipv4_to_port(5060)
+            .build(&samples::invite("a84b4c76e66710@pc33.atlanta.example.com"));
+        flood.classify_frame(&frame)?; // the one packet its burst allows
+        rows.push(measure(&mut flood, FLOOD_CASE, &frame, repeat, rounds)?);
     }
     Ok(BenchReport {
         rows,
         verified_instructions,
+    })
+}
+
+/// The best of `rounds` test runs of `frame` through the program and the empty one.
+fn measure(
+    classifier: &mut Classifier,
+    case: &'static str,
+    frame: &[u8],
+    repeat: u32,
+    rounds: u32,
+) -> Result<BenchRow, ClassifyError> {
+    let d = classifier.classify_frame(frame)?;
+    let (mut best, mut best_empty) = (u32::MAX, u32::MAX);
+    for _ in 0..rounds.max(1) {
+        let empty = classifier.empty_program_fd()?;
+        best_empty = best_empty.min(test_run(empty, frame, repeat)?.ns_per_run);
+        let prog = classifier.fast_path().program_fd()?;
+        best = best.min(test_run(prog, frame, repeat)?.ns_per_run);
+    }
+    Ok(BenchRow {
+        case,
+        bytes: frame.len(),
+        outcome: format!("{}/{}", d.verdict, d.reason),
+        ns: best,
+        empty_ns: best_empty,
     })
 }
 
