@@ -618,10 +618,16 @@ fn bench_xdp_measures_each_kind_on_its_path() {
             ("OPTIONS", "redirect/steered"),
             ("200 OK", "redirect/steered"),
             ("INVITE, Call-ID last header", "redirect/steered"),
-            ("RFC 4475 longreq (past the linear data)", "redirect/steered"),
+            (
+                "RFC 4475 longreq (past the linear data)",
+                "redirect/steered"
+            ),
             ("junk (not SIP)", "drop/not_sip"),
             ("INVITE from blocklisted source", "drop/blocklist"),
-            ("INVITE over its source's rate (a SIP flood)", "drop/rate_limit"),
+            (
+                "INVITE over its source's rate (a SIP flood)",
+                "drop/rate_limit"
+            ),
         ]
     );
     assert!(report.rows.iter().all(|r| r.ns > 0 && r.empty_ns > 0));
@@ -630,5 +636,8 @@ fn bench_xdp_measures_each_kind_on_its_path() {
         rate_limit: false,
     };
     let report = sip_user::tools::bench::run(1_000, 1, without, Some("flood")).unwrap();
-    assert!(report.rows.is_empty(), "no flood to measure without the limiter");
+    assert!(
+        report.rows.is_empty(),
+        "no flood to measure without the limiter"
+    );
 }
