@@ -140,16 +140,6 @@ pub const fn mapped_v4_words(octets: [u8; 4]) -> [u64; 2] {
     ]
 }
 
-/// The two native-endian words of a source address.
-#[inline(always)]
-pub fn source_words(a: &SourceAddr) -> [u64; 2] {
-    let mut lo = [0u8; 8];
-    let mut hi = [0u8; 8];
-    lo.copy_from_slice(&a[..8]);
-    hi.copy_from_slice(&a[8..]);
-    [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
-}
-
 /// One set of the rate limiter's table: up to [`RATE_WAYS`] sources, each as its [`rate_tag`]
 /// and its GCRA theoretical arrival time (`bpf_ktime_get_coarse_ns` time). An empty way has
 /// tag and time 0.
@@ -445,6 +435,15 @@ mod tests {
                 + 4 * MAX_STEER_CPUS
         );
         assert_eq!(size_of::<Scratch>(), 8 * 4);
+    }
+
+    /// The two native-endian words of a source address.
+    fn source_words(a: &SourceAddr) -> [u64; 2] {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&a[..8]);
+        hi.copy_from_slice(&a[8..]);
+        [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
     }
 
     #[test]

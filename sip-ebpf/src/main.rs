@@ -241,8 +241,8 @@ mod program {
     }
 
     /// GCRA, the virtual-time form of a token bucket: a source may run at most `burst` packets
-    /// ahead of its allowed rate. One `u64` of state per source; concurrent updates from two CPUs
-    /// can let a packet or two more through, never fewer.
+    /// ahead of its allowed rate. A tag and a time per source, in a set of the `RATE` table (see
+    /// `RateSet`); what concurrent updates from two CPUs can do is said where the set is written.
     ///
     /// The clock is the kernel's coarse one (advanced once per tick, 1–10 ms): the limiter cost
     /// ~20 ns less per packet with it than with `bpf_ktime_get_ns` (bench-xdp, same run), and a

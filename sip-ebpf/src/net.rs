@@ -33,7 +33,7 @@ impl Source {
         unsafe { core::mem::transmute::<[u64; 2], Self>(w) }
     }
 
-    /// The address as two native-endian words (`sip_common::source_words`).
+    /// The address as two native-endian words (what `sip_common::rate_tag` takes).
     #[inline(always)]
     pub fn words(&self) -> [u64; 2] {
         // SAFETY: as above, the other way round; `self` is 8-byte aligned.

@@ -10,7 +10,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use sip_common::CallIdHasher;
 
-use super::flow::{TokenText, Transport};
+use super::{
+    flow::{TokenText, Transport},
+    route::route_raw,
+};
 use crate::sip::{
     HeaderName, Message, StartLine,
     build::{header as put, status_line},
@@ -198,10 +201,7 @@ pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
     ];
     let mut hasher = CallIdHasher::new();
     hasher.write_word(u64::from(seq));
-    let routes = msg
-        .headers_named(HeaderName::Route)
-        .flat_map(|r| CommaList::new(r.value));
-    for piece in pieces.into_iter().chain(routes) {
+    for piece in pieces.into_iter().chain(route_raw(msg)) {
         hasher.write_bytes(piece);
         hasher.write_word(piece.len() as u64);
     }
@@ -276,9 +276,7 @@ pub fn forward_request(
         out.put_slice(b"\r\n");
     }
     let routes = if edits.pop_routes > 0 || edits.new_uri.is_some() {
-        msg.headers_named(HeaderName::Route)
-            .map(|h| CommaList::new(h.value).count())
-            .sum()
+        route_raw(msg).count()
     } else {
         0
     };

@@ -129,8 +129,11 @@ pub fn read<'b>(
     Ok(set)
 }
 
-/// Every Route value in order, across lines and comma lists, unparsed.
-fn route_raw<'h, 'b>(msg: &Message<'h, 'b>) -> impl Iterator<Item = &'b [u8]> + use<'h, 'b> {
+/// Every Route value in order, across lines and comma lists, unparsed (also what the loop
+/// hash covers and the rewrite counts).
+pub(super) fn route_raw<'h, 'b>(
+    msg: &Message<'h, 'b>,
+) -> impl Iterator<Item = &'b [u8]> + use<'h, 'b> {
     msg.headers_named(HeaderName::Route)
         .flat_map(|h| CommaList::new(h.value))
 }

@@ -3,7 +3,8 @@
 
 use super::{
     params::HeaderParams,
-    scan::{find, find_fast, is_lws, is_param_end, is_token, skip_lws, skip_quoted, trim_lws},
+    scan::{find, is_lws, is_token, skip_lws, skip_quoted, trim_lws},
+    simd::{self, Class},
     uri::Uri,
 };
 
@@ -83,7 +84,7 @@ impl<'b> Parts<'b> {
         };
         if let Some(inner) = rest.strip_prefix(b"<") {
             // The URI runs to it: tens of bytes (a flow token's Route), worth a vectorized search.
-            let gt = find_fast(inner, b'>').ok_or(BadAddress::Syntax)?;
+            let gt = simd::find(inner, Class::of(b">")).ok_or(BadAddress::Syntax)?;
             return Ok(Parts {
                 display,
                 uri_raw: &inner[..gt],
@@ -126,19 +127,6 @@ pub fn check_unparsed_uri(value: &[u8]) -> Result<(), BadAddress> {
 /// validated already, several times per message. `None` also for a value that does not split.
 pub fn tag_of(value: &[u8]) -> Option<&[u8]> {
     let parts = Parts::split(value).ok()?;
-    // Most often the tag is the first parameter, written `;tag=` with a token value: that is
-    // the first `tag` the list holds, and its value ends where a parameter's does.
-    if let Some(rest) = parts.params.strip_prefix(b";tag=")
-        && rest.first().is_some_and(|&b| b != b'"')
-    {
-        let end = rest
-            .iter()
-            .position(|&b| is_param_end(b))
-            .unwrap_or(rest.len());
-        if end > 0 {
-            return Some(&rest[..end]);
-        }
-    }
     HeaderParams::new(parts.params).get(b"tag").flatten()
 }
 

@@ -23,23 +23,16 @@ impl<'b> CSeq<'b> {
     pub fn parse(v: &'b [u8]) -> Result<Self, Error> {
         let bad = Error::HeaderValue(HeaderName::CSeq);
         let v = trim_lws(v);
-        // The number in the same pass that finds its end (read on every message by the
-        // transaction and dialog layers): saturating, so an overflow stays out of range.
-        let mut seq = 0u64;
-        let mut digits_end = 0;
-        while let Some(&b) = v.get(digits_end)
-            && b.is_ascii_digit()
-        {
-            seq = seq.saturating_mul(10).saturating_add(u64::from(b - b'0'));
-            digits_end += 1;
-        }
+        let digits_end = v
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(v.len());
         if digits_end == 0 {
             return Err(bad);
         }
-        // At most 2**31 - 1 (RFC 3261 §8.1.1.5), and as many digits as `parse_u64` reads.
-        if seq > (1 << 31) - 1 || digits_end > 20 {
-            return Err(Error::OutOfRange(HeaderName::CSeq));
-        }
+        // At most 2**31 - 1 (RFC 3261 §8.1.1.5).
+        let seq = parse_u64(&v[..digits_end], (1 << 31) - 1)
+            .ok_or(Error::OutOfRange(HeaderName::CSeq))?;
         let m = skip_lws(v, digits_end);
         if m == digits_end {
             return Err(bad);

@@ -5,9 +5,11 @@
 //! set-up per line (~60 instructions for a 40-byte header line under callgrind, with `memchr`
 //! or a 16-byte loop alike). Here one step compares 64 bytes with LF and keeps the result as a
 //! bit mask; each line end after that is the mask's lowest bit, taken off: a few instructions
-//! per line and ~20 per 64 bytes, the `simdjson` way of indexing structure first. Written by
-//! hand because it is the parser's inner loop; SSE2 is part of every x86_64 CPU, and other
-//! architectures build the mask byte by byte.
+//! per line and ~20 per 64 bytes, the `simdjson` way of indexing structure first (the 16-byte
+//! masks come from [`super::simd`]; other architectures build the mask byte by byte).
+
+#[cfg(target_arch = "x86_64")]
+use super::simd::{self, CHUNK, Class};
 
 /// Bytes per mask.
 const BLOCK: usize = 64;
@@ -73,25 +75,15 @@ fn lf_mask(buf: &[u8], at: usize) -> u64 {
         .fold(0, |m, (i, &b)| m | (u64::from(b == b'\n') << i))
 }
 
-/// The LF mask of the 64 bytes `buf[at..at + 64]`, which must be in `buf`.
+/// The LF mask of the 64 bytes `buf[at..at + 64]`, which must be in `buf`: four 16-byte
+/// masks side by side.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn lf_mask_64(buf: &[u8], at: usize) -> u64 {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-    };
-    assert!(at + BLOCK <= buf.len());
-    // SAFETY: SSE2 is in the x86_64 baseline, so the intrinsics are always available; the four
-    // unaligned 16-byte loads read `buf[at..at + 64]`, in bounds by the assertion above.
-    unsafe {
-        let lf = _mm_set1_epi8(b'\n' as i8);
-        let p = buf.as_ptr().add(at);
-        let quarter = |k: usize| {
-            let v = _mm_loadu_si128(p.add(16 * k).cast::<__m128i>());
-            u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf)) as u16)
-        };
-        quarter(0) | quarter(1) << 16 | quarter(2) << 32 | quarter(3) << 48
-    }
+    const LF: Class = Class::of(b"\n");
+    (0..BLOCK / CHUNK).fold(0, |m, k| {
+        m | u64::from(simd::mask(buf, at + CHUNK * k, LF)) << (CHUNK * k)
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! - [`proxy_check`]: forward, or answer locally (400/416/420/483), per RFC 3261 §16.3.
 //! - [`exercise`]: every parser path over one input, for the fuzz target.
 //! - [`summary`]: the JSON line `sip-fastpath parse` prints.
-//! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes.
+//! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes; [`simd`]:
+//!   byte searches 16 bytes at a time.
 //! - [`build`], [`text`]: messages the stack writes, and the numbers in them without `fmt`.
 //! - [`shrink`]: tables give their memory back after a load has passed (and grow incrementally).
 
@@ -29,6 +30,7 @@ pub mod peer;
 pub mod proxy_check;
 pub mod scan;
 pub mod shrink;
+pub mod simd;
 pub mod summary;
 pub mod text;
 pub mod transaction;

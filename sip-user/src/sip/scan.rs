@@ -2,6 +2,8 @@
 //! (RFC 3261 §25.1 core rules). Everything works on byte slices and returns offsets or
 //! sub-slices of its input: nothing here allocates.
 
+use super::simd::{self, Class};
+
 /// Character class bits, one table lookup per byte instead of a chain of comparisons: the
 /// scanners below test a class per byte and stop only on the bytes that matter to them.
 const TOKEN: u16 = 1;
@@ -199,44 +201,10 @@ fn trim_lws_slow(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// True if `s` contains whitespace or a line break anywhere.
+/// True if `s` contains whitespace or a line break anywhere (16 bytes at a time: the
+/// Request-URI of every request, tens of bytes; only bytes at or below SP are looked at).
 pub fn has_space(s: &[u8]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if s.len() >= 16 {
-        return has_space_sse2(s);
-    }
-    s.iter().any(|&b| is_lws(b))
-}
-
-/// [`has_space`] 16 bytes at a time (the Request-URI of every request, tens of bytes): a
-/// chunk with no byte at or below SP has no whitespace; only a chunk with one (control bytes,
-/// which a URI should not hold either) is looked at byte by byte.
-#[cfg(target_arch = "x86_64")]
-fn has_space_sse2(s: &[u8]) -> bool {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_set1_epi8,
-    };
-    const W: usize = 16;
-    let n = s.len();
-    debug_assert!(n >= W);
-    // SAFETY: SSE2 is in the x86_64 baseline. Each load reads `s[at..at + 16]` with
-    // `at + 16 <= n`: the loop's `at` by its condition, the last one `n - 16` as `n >= 16`.
-    let low = |at: usize| unsafe {
-        let v = _mm_loadu_si128(s.as_ptr().add(at).cast::<__m128i>());
-        // min(v, SP) == v exactly for the bytes at or below SP (unsigned).
-        _mm_movemask_epi8(_mm_cmpeq_epi8(
-            _mm_min_epu8(v, _mm_set1_epi8(b' ' as i8)),
-            v,
-        )) != 0
-    };
-    let mut at = 0;
-    while at + W <= n {
-        if low(at) && s[at..at + W].iter().any(|&b| is_lws(b)) {
-            return true;
-        }
-        at += W;
-    }
-    at < n && low(n - W) && s[n - W..].iter().any(|&b| is_lws(b))
+    !simd::each_flagged(s, Class::AT_OR_BELOW_SP, |_, b| !is_lws(b))
 }
 
 /// Given `s[i] == b'"'`, the offset just past the closing quote; `None` if the string is not
@@ -356,62 +324,6 @@ pub fn find(s: &[u8], b: u8) -> Option<usize> {
     s.iter().position(|&c| c == b)
 }
 
-/// The first `b` in `s`, 16 bytes per step: for the searches that run over a message's lines
-/// (each header line's LF, tens of bytes away). Written here rather than calling
-/// `memchr::memchr` because at these distances its runtime dispatch and set-up were most of its
-/// cost (~57 instructions a line under callgrind, for a search of ~40 bytes); here the common
-/// case is two or three compare-and-mask steps. SSE2 is part of every x86_64 CPU; other
-/// architectures use `memchr`.
-#[inline]
-pub fn find_fast(s: &[u8], b: u8) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        find_sse2(s, b)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        memchr::memchr(b, s)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn find_sse2(s: &[u8], b: u8) -> Option<usize> {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-    };
-    const W: usize = 16;
-    let n = s.len();
-    if n < W {
-        return find(s, b);
-    }
-    // SAFETY: SSE2 is in the x86_64 baseline, so these intrinsics are always available. Every
-    // load reads the 16 bytes at `s[at..at + 16]` with `at + 16 <= n` (checked by the loop
-    // condition, and `n - 16` for the last one as `n >= 16`); `loadu` has no alignment need.
-    unsafe {
-        let needle = _mm_set1_epi8(b as i8);
-        let hits = |at: usize| {
-            let chunk = _mm_loadu_si128(s.as_ptr().add(at).cast::<__m128i>());
-            _mm_movemask_epi8(_mm_cmpeq_epi8(chunk, needle)) as u32
-        };
-        let mut at = 0;
-        while at + W <= n {
-            let m = hits(at);
-            if m != 0 {
-                return Some(at + m.trailing_zeros() as usize);
-            }
-            at += W;
-        }
-        if at == n {
-            return None;
-        }
-        // The last 16 bytes, overlapping what was searched: drop the bytes already seen.
-        let last = n - W;
-        let m = hits(last) >> (at - last);
-        (m != 0).then(|| at + m.trailing_zeros() as usize)
-    }
-}
-
 /// The last `b` in `s`.
 #[inline]
 pub fn rfind(s: &[u8], b: u8) -> Option<usize> {
@@ -452,26 +364,6 @@ mod tests {
             }
             assert!(!has_space(&vec![b'x'; len]));
         }
-    }
-
-    #[test]
-    fn find_fast_agrees_with_a_plain_search() {
-        // Every length around the 16-byte steps, the byte at every position, and twice.
-        for len in 0..70 {
-            let mut s = vec![b'a'; len];
-            assert_eq!(find_fast(&s, b'\n'), None, "len {len}");
-            for at in 0..len {
-                s[at] = b'\n';
-                assert_eq!(find_fast(&s, b'\n'), Some(at), "len {len} at {at}");
-                for later in at + 1..len {
-                    s[later] = b'\n';
-                    assert_eq!(find_fast(&s, b'\n'), Some(at), "len {len} at {at}");
-                    s[later] = b'a';
-                }
-                s[at] = b'a';
-            }
-        }
-        assert_eq!(find_fast(&[0xff; 40], 0xff), Some(0));
     }
 
     /// Every string of up to `max_len` bytes over `alphabet`, shortest first.

@@ -4,6 +4,7 @@
 use super::{
     params::UriParams,
     scan::{find, is_host, is_ipv6, is_scheme, is_uri_mark_or_lws},
+    simd::{self, Class},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,10 @@ fn eq3(a: u8, b: u8, c: u8, lower: &[u8; 3]) -> bool {
     (a | 0x20) == lower[0] && (b | 0x20) == lower[1] && (c | 0x20) == lower[2]
 }
 
+/// What [`Marks`] looks at: the split points, and whitespace (with the control bytes, which
+/// `Marks::note` passes over).
+const MARKS: Class = Class::of(b":@?;").and_at_or_below_sp();
+
 /// Where a URI's parts split: the first `:`, the last `@`, and after that `@` (or anywhere,
 /// without one) the first `?` and `;`.
 struct Marks {
@@ -166,16 +171,9 @@ impl Marks {
             question: None,
             semicolon: None,
         };
-        #[cfg(target_arch = "x86_64")]
-        if s.len() >= 16 {
-            return m.note_sse2(s).then_some(m);
-        }
-        for (i, &b) in s.iter().enumerate() {
-            if !m.note(i, b) {
-                return None;
-            }
-        }
-        Some(m)
+        // Only the split points and whitespace (a handful a URI) are looked at, found 16 bytes
+        // at a time: byte by byte this loop was most of a URI's parse.
+        simd::each_flagged(s, MARKS, |i, b| m.note(i, b)).then_some(m)
     }
 
     /// Takes byte `b` at `i` into account; false for whitespace.
@@ -202,52 +200,6 @@ impl Marks {
             _ => return false, // whitespace
         }
         true
-    }
-
-    /// [`Marks::note`] for every byte of `s` (16 bytes or more), 16 at a time: a chunk's
-    /// candidates (`:` `@` `?` `;` and every byte at or below SP) as a bit mask, and only
-    /// those bytes looked at. A URI is parsed for every address of every request validated
-    /// (tens of bytes each, a handful of marks); byte by byte this loop was most of the parse.
-    #[cfg(target_arch = "x86_64")]
-    fn note_sse2(&mut self, s: &[u8]) -> bool {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
-            _mm_or_si128, _mm_set1_epi8,
-        };
-        const W: usize = 16;
-        let n = s.len();
-        debug_assert!(n >= W);
-        // SAFETY: SSE2 is in the x86_64 baseline. Each load reads `s[at..at + 16]` with
-        // `at + 16 <= n`: the loop's `at` by its condition, the last one `n - 16` as `n >= 16`.
-        let candidates = |at: usize| unsafe {
-            let v = _mm_loadu_si128(s.as_ptr().add(at).cast::<__m128i>());
-            let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-            let marks = _mm_or_si128(
-                _mm_or_si128(is(b':'), is(b'@')),
-                _mm_or_si128(is(b'?'), is(b';')),
-            );
-            let low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(b' ' as i8)), v);
-            _mm_movemask_epi8(_mm_or_si128(marks, low)) as u32
-        };
-        let mut visit = |at: usize, mut bits: u32| {
-            while bits != 0 {
-                let i = at + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if !self.note(i, s[i]) {
-                    return false;
-                }
-            }
-            true
-        };
-        let mut at = 0;
-        while at + W <= n {
-            if !visit(at, candidates(at)) {
-                return false;
-            }
-            at += W;
-        }
-        // The last bytes: the final 16, without those already seen.
-        at == n || visit(n - W, candidates(n - W) >> (at - (n - W)) << (at - (n - W)))
     }
 }
 

@@ -43,7 +43,7 @@ pub struct Features {
 
 /// The packet kinds measured, in the order of the table, each with its frame.
 fn cases() -> [(&'static str, Vec<u8>); 7] {
-    let call_id = "a84b4c76e66710@pc33.atlanta.example.com";
+    let call_id = samples::FILE_CALL_ID;
     let normal = FrameSpec::ipv4_to_port(5060);
     let blocked = FrameSpec {
         src: SocketAddr::new(IpAddr::V4(BLOCKED_SOURCE), 5060),
@@ -122,8 +122,7 @@ pub fn run(
             rate_limit_burst: 1,
             ..FilterSettings::default()
         })?;
-        let frame = FrameSpec::ipv4_to_port(5060)
-            .build(&samples::invite("a84b4c76e66710@pc33.atlanta.example.com"));
+        let frame = FrameSpec::ipv4_to_port(5060).build(&samples::invite(samples::FILE_CALL_ID));
         flood.classify_frame(&frame)?; // the one packet its burst allows
         rows.push(measure(&mut flood, FLOOD_CASE, &frame, repeat, rounds)?);
     }
