@@ -77,6 +77,10 @@ enum Cmd {
         /// valgrind's callgrind, calls from the load generator at a low rate (about 1 minute).
         #[arg(long, conflicts_with_all = ["capacity_only", "no_capacity", "udp_only"])]
         daemon_instructions: bool,
+        /// Only sip-fastpath, on one CPU, at this offered rate (calls/s) for 15 s: its latency
+        /// and cost at one rate, for comparing a change (about 1 minute).
+        #[arg(long, value_name = "RATE", conflicts_with_all = ["capacity_only", "no_capacity", "udp_only", "daemon_instructions"])]
+        ours_at: Option<u32>,
     },
     /// The daemon's memory (RSS) at idle, under a steady 1,000 calls/s, with 10,000 calls held
     /// open, and 60 s after the load, in the end-to-end test namespaces (about 4 minutes).
@@ -181,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             capacity_only,
             no_capacity,
             daemon_instructions,
+            ours_at,
         } => {
             setup(Needs::Everything)?;
             let flags = [
@@ -189,7 +194,15 @@ fn main() -> anyhow::Result<()> {
                 (no_capacity, "--no-capacity"),
                 (daemon_instructions, "--daemon-instructions"),
             ];
-            let args: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
+            let mut args: Vec<String> = flags
+                .iter()
+                .filter(|f| f.0)
+                .map(|f| f.1.to_string())
+                .collect();
+            if let Some(rate) = ours_at {
+                args.extend(["--ours-at".to_string(), rate.to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_namespace_program(&root, "bench-e2e", &args)
         }
         Cmd::BenchMemory => {

@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tests::{
-    Netns,
+    Daemon, EDGE_IFACE, Netns,
     bed::{B1, B2, CALLER, EDGE, config_full},
     lan::Lan,
     loadgen::{Uac, UasThread, backend_in, bind},
@@ -146,6 +146,24 @@ pub fn measure(name: &str, edge: &Netns, caller: &Netns) -> anyhow::Result<Capac
         capacity.half = Some(half);
     }
     Ok(capacity)
+}
+
+/// sip-fastpath alone at one offered rate for [`HALF_SECONDS`], set up as for [`measure`]: a
+/// quick look at one change's latency and cost.
+pub fn ours_at(lan: &Lan, rate: u32) -> anyhow::Result<()> {
+    let edge = &lan.host("edge").ns;
+    let caller = &lan.host("caller").ns;
+    let backends = start_backends(lan)?;
+    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &daemon_config(), "capacity")?;
+    pin_namespace(edge, PROXY_CPU)?;
+    print!("sip-fastpath on CPU {PROXY_CPU}: ");
+    let step = run_step(edge, caller, rate, HALF_SECONDS)?;
+    print_step(&step);
+    drop(daemon);
+    for b in backends {
+        b.finish()?;
+    }
+    Ok(())
 }
 
 /// Waits until the proxy in `edge` has used under 1 % of a CPU for two seconds running, at

@@ -58,7 +58,8 @@ fn main() -> anyhow::Result<()> {
     let flag = |name: &str| std::env::args().any(|a| a == name);
     // `--udp-only`: skip the TLS ladders; `--capacity-only`: only the load generator's
     // capacity runs; `--no-capacity`: only sipp's ladders; `--daemon-instructions`: only the
-    // whole daemon's instructions per call under callgrind.
+    // whole daemon's instructions per call under callgrind; `--ours-at RATE`: only
+    // sip-fastpath at one rate.
     let with_tls = !flag("--udp-only");
     let lan = Lan::new(
         "bench",
@@ -69,6 +70,14 @@ fn main() -> anyhow::Result<()> {
     let caller = &lan.host("caller").ns;
     if flag("--daemon-instructions") {
         return instructions::measure(&lan);
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--ours-at") {
+        let rate = args
+            .get(at + 1)
+            .and_then(|r| r.parse().ok())
+            .context("--ours-at takes a rate in calls/s")?;
+        return capacity::ours_at(&lan, rate);
     }
     if !flag("--no-capacity") {
         capacity_side_by_side(&lan, &logs.0)?;
