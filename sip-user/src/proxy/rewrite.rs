@@ -393,6 +393,14 @@ pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
     let StartLine::Response { code, reason } = msg.start else {
         return Bytes::new();
     };
+    if let Some((from, to)) = lone_top_via_line(msg) {
+        // The usual case: the message as received, less one line, in two copies (rebuilding
+        // it line by line cost ~1,200 instructions a response).
+        let mut out = BytesMut::with_capacity(msg.raw.len() - (to - from));
+        out.put_slice(&msg.raw[..from]);
+        out.put_slice(&msg.raw[to..]);
+        return out.freeze();
+    }
     // The response may be kept 32 s (a non-INVITE server transaction's Completed state), so it
     // is built in a buffer of its exact size: no slack, and `freeze` needs no shared header.
     let len = "SIP/2.0 000 \r\n".len()
@@ -413,6 +421,29 @@ pub fn strip_top_via(msg: &Message<'_, '_>) -> Bytes {
     out.freeze()
 }
 
+/// Where the first Via line of `msg` starts and the next header line starts, in `msg.raw`,
+/// when that line holds one value and is not the last header line (so the next line's start
+/// is known from the parse). `None` sends the caller to the line-by-line rebuild.
+fn lone_top_via_line(msg: &Message<'_, '_>) -> Option<(usize, usize)> {
+    let at = msg.headers.iter().position(|h| h.name == HeaderName::Via)?;
+    let via = &msg.headers[at];
+    let next = msg.headers.get(at + 1)?;
+    let mut values = CommaList::new(via.value);
+    values.next();
+    if values.remainder().is_some() {
+        return None;
+    }
+    let from = offset_in(msg.raw, via.raw_name)?;
+    let to = offset_in(msg.raw, next.raw_name)?;
+    (from < to).then_some((from, to))
+}
+
+/// Where `part` starts in `whole`, if it is a slice of it.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let at = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (at + part.len() <= whole.len()).then_some(at)
+}
+
 /// The header lines of `msg` (name as written, value) without the first Via value.
 fn lines_without_top_via<'m>(
     msg: &'m Message<'_, '_>,
@@ -431,7 +462,69 @@ fn lines_without_top_via<'m>(
 
 #[cfg(test)]
 mod tests {
-    use super::{BRANCH_PREFIX, Branch, loop_hash_in};
+    use super::{BRANCH_PREFIX, Branch, lines_without_top_via, lone_top_via_line, loop_hash_in};
+    use crate::sip::{Header, Parsed, parse};
+
+    /// Every way a response's Vias can be written: the copy with a line cut out and the
+    /// rebuild say the same thing (header for header, body for body).
+    #[test]
+    fn a_response_loses_exactly_its_top_via_value() {
+        let tail = "From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c1\r\n\
+                    CSeq: 1 INVITE\r\nContent-Length: 4\r\n\r\nbody";
+        let cases = [
+            // (Via lines, whether the top line is cut out as it is: Vias first, Vias last)
+            (
+                "Via: SIP/2.0/UDP us;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP them;branch=z9hG4bK2\r\n",
+                [true, true],
+            ),
+            (
+                "v: SIP/2.0/UDP us;branch=z9hG4bK1\r\nv:SIP/2.0/UDP them\r\n",
+                [true, true],
+            ),
+            (
+                "Via : SIP/2.0/UDP us;branch=z9hG4bK1 \r\n  ;x=1\r\nVia: SIP/2.0/UDP t\r\n",
+                [true, true],
+            ),
+            // The last header line: its end is not known from the next one's start.
+            ("Via: SIP/2.0/UDP us;branch=z9hG4bK1\r\n", [true, false]),
+            // Two values in a line: rebuilt.
+            (
+                "Via: SIP/2.0/UDP us;branch=z9hG4bK1, SIP/2.0/UDP them;branch=z9hG4bK2\r\n",
+                [false, false],
+            ),
+            (
+                "Via: SIP/2.0/UDP us;branch=z9hG4bK1 ,\r\n SIP/2.0/UDP them\r\n",
+                [false, false],
+            ),
+        ];
+        for (vias, cut) in cases {
+            for (via_last, cut) in [false, true].into_iter().zip(cut) {
+                let text = if via_last {
+                    let (head, body) = tail.split_once("\r\n\r\n").unwrap();
+                    format!("SIP/2.0 200 OK\r\n{head}\r\n{vias}\r\n{body}")
+                } else {
+                    format!("SIP/2.0 200 OK\r\n{vias}{tail}")
+                };
+                let mut h = [Header::EMPTY; 16];
+                let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut h) else {
+                    panic!("{text}")
+                };
+                assert_eq!(lone_top_via_line(&m).is_some(), cut, "{text}");
+                let out = super::strip_top_via(&m);
+                let mut h2 = [Header::EMPTY; 16];
+                let Ok(Parsed::Message(o)) = parse(&out, &mut h2) else {
+                    panic!("{}", String::from_utf8_lossy(&out))
+                };
+                let expected: Vec<_> = lines_without_top_via(&m)
+                    .map(|(_, v)| v.trim_ascii())
+                    .collect();
+                let got: Vec<_> = o.headers.iter().map(|h| h.value.trim_ascii()).collect();
+                assert_eq!(got, expected, "{text}");
+                assert_eq!(o.body, b"body");
+                assert_eq!(o.start, m.start);
+            }
+        }
+    }
 
     #[test]
     fn a_branch_is_written_as_specified_and_its_loop_hash_reads_back() {
