@@ -85,6 +85,8 @@ pub enum Handoff {
         query: Query,
         reply: oneshot::Sender<Inspection>,
     },
+    /// The answer to a lookup this worker started (one queue fewer to look at per pass).
+    Answer { name: Name, answer: Answer },
 }
 
 /// Connections one worker's connection tasks may have queued for it at most; beyond, they wait
@@ -108,7 +110,7 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     pub pool: watch::Receiver<Arc<Pool>>,
     pub inbox: mpsc::Receiver<Handoff>,
-    /// Every worker's queue, by worker index (this one's included, unused).
+    /// Every worker's queue, by worker index (this one's included: lookups answer on it).
     pub peers: Arc<[mpsc::Sender<Handoff>]>,
     /// How to make the resolver for the proxy's next-hop names.
     pub resolver: ResolverSetup,
@@ -167,6 +169,14 @@ impl Worker {
             }
         }
         self.take_pool(&mut m);
+        // The waits for shutdown and for a new pool are made once, not once per pass: each new
+        // one registered a waiter on a shared list and removed it again, under a lock, for
+        // every datagram (~4,000 instructions a call at low rates, callgrind).
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
+        let pool_changed = next_pool(self.pool.clone());
+        tokio::pin!(pool_changed);
+        let mut pool_open = true;
         // Each datagram is received in batches, then copied once into a buffer of its own size,
         // which the parser borrows from and a transaction may keep. Slicing datagrams off shared
         // 1 MiB receive blocks (the first design) let one kept slice, a transaction's key for
@@ -179,9 +189,8 @@ impl Worker {
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
-        let mut export = tokio::time::interval(EXPORT_EVERY);
-        // Answers of the lookups this worker started (bounded by the proxy's parked requests).
-        let (answers_tx, mut answers) = mpsc::unbounded_channel::<(Name, Answer)>();
+        // The export shares the timer with the proxy (one timer fewer to look at per pass).
+        let mut next_export = Instant::now();
         let r = &self.resolver;
         let resolver = match SrvResolver::new(&r.dns, &r.sip_ports, r.ipv6) {
             Ok(r) => Some(Arc::new(r)),
@@ -194,33 +203,34 @@ impl Worker {
             }
         };
         loop {
-            let deadline = self.proxy.poll_timeout();
-            if deadline != armed {
-                if let Some(d) = deadline {
-                    timer.as_mut().reset(d.into());
-                }
-                armed = deadline;
+            let now = Instant::now();
+            if now >= next_export {
+                next_export = now + EXPORT_EVERY;
+                self.export(&mut conns, &mut m);
+            }
+            let deadline = match self.proxy.poll_timeout() {
+                Some(d) => d.min(next_export),
+                None => next_export,
+            };
+            if Some(deadline) != armed {
+                timer.as_mut().reset(deadline.into());
+                armed = Some(deadline);
             }
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => break,
-                Ok(()) = self.pool.changed() => self.take_pool(&mut m),
-                _ = export.tick() => {
-                    // Smaller tables free their old buckets; the trim gives the pages back.
-                    self.proxy.shrink();
-                    conns.shrink();
-                    m.connections_open(conns.open_by_transport());
-                    crate::sys::heap::release_after_load();
-                    let stats = self.proxy.stats();
-                    self.counters.set_proxy(&stats, self.proxy.parked());
-                    m.proxy_stats(
-                        stats,
-                        self.proxy.active_transactions(),
-                        self.proxy.active_dialogs(),
-                    );
+                _ = &mut cancelled => break,
+                (changed, rx) = &mut pool_changed, if pool_open => {
+                    // A closed channel (the keeper gone, at shutdown) is not waited on again.
+                    pool_open = changed.is_ok();
+                    if pool_open {
+                        self.pool = rx.clone();
+                        self.take_pool(&mut m);
+                    }
+                    pool_changed.set(next_pool(rx));
                 }
-                _ = &mut timer, if armed.is_some() => {
+                _ = &mut timer => {
                     armed = None;
+                    // The proxy's deadline, or the export's: the proxy does nothing before its.
                     self.proxy.handle_timeout(Instant::now());
                 }
                 Some(h) = self.inbox.recv() => match h {
@@ -244,6 +254,9 @@ impl Worker {
                     Handoff::Inspect { query, reply } => {
                         let _ = reply.send(self.proxy.inspect(&query, Instant::now()));
                     }
+                    Handoff::Answer { name, answer } => {
+                        self.proxy.handle_answer(name, answer, Instant::now());
+                    }
                 },
                 Some(c) = from_conns.recv() => match c {
                     FromConnection::Message { peer, message } => {
@@ -264,9 +277,6 @@ impl Worker {
                         m.connection_closed(peer.transport, reason);
                     }
                 },
-                Some((name, answer)) = answers.recv() => {
-                    self.proxy.handle_answer(name, answer, Instant::now());
-                }
                 r = udp.recv_batches(RECV_CALLS_PER_WAKE, &mut received) => {
                     match r {
                         Ok(calls) => m.udp_calls(Direction::Receive, calls),
@@ -280,24 +290,38 @@ impl Worker {
             }
             self.flush(&mut udp, &mut outgoing, &mut conns, &mut m)
                 .await;
-            self.start_lookups(resolver.as_ref(), &answers_tx);
+            self.start_lookups(resolver.as_ref());
         }
     }
 
-    /// Starts a task per name the proxy asked for; each sends its answer back to this loop.
-    fn start_lookups(
-        &mut self,
-        resolver: Option<&Arc<SrvResolver>>,
-        answers: &mpsc::UnboundedSender<(Name, Answer)>,
-    ) {
+    /// Copies the proxy's counters and gauges to the metrics, and gives back memory: smaller
+    /// tables free their old buckets, the trim returns the pages.
+    fn export(&mut self, conns: &mut Connections, m: &mut WorkerMetrics) {
+        self.proxy.shrink();
+        conns.shrink();
+        m.connections_open(conns.open_by_transport());
+        crate::sys::heap::release_after_load();
+        let stats = self.proxy.stats();
+        self.counters.set_proxy(&stats, self.proxy.parked());
+        m.proxy_stats(
+            stats,
+            self.proxy.active_transactions(),
+            self.proxy.active_dialogs(),
+        );
+    }
+
+    /// Starts a task per name the proxy asked for; each sends its answer back to this worker's
+    /// queue (waiting for room: the lookups are bounded by the proxy's parked requests).
+    fn start_lookups(&mut self, resolver: Option<&Arc<SrvResolver>>) {
         while let Some(name) = self.proxy.poll_query() {
-            let (resolver, answers) = (resolver.cloned(), answers.clone());
+            let resolver = resolver.cloned();
+            let queue = self.peers[self.index].clone();
             tokio::spawn(async move {
                 let answer = match resolver {
                     Some(r) => r.resolve_next_hop(&name).await,
                     None => Answer::Failed,
                 };
-                let _ = answers.send((name, answer));
+                let _ = queue.send(Handoff::Answer { name, answer }).await;
             });
         }
     }
@@ -441,6 +465,17 @@ impl Worker {
             }
         }
     }
+}
+
+/// Waits for the next backend pool on `rx`, and gives the receiver back to wait again.
+async fn next_pool(
+    mut rx: watch::Receiver<Arc<Pool>>,
+) -> (
+    Result<(), watch::error::RecvError>,
+    watch::Receiver<Arc<Pool>>,
+) {
+    let changed = rx.changed().await;
+    (changed, rx)
 }
 
 /// Accepts connections on one worker's listener and hands each to the worker that owns its
