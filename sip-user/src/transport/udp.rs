@@ -45,15 +45,7 @@ pub struct UdpIo {
 struct RecvBuffers {
     bytes: Vec<u8>,
     headers: MultiHeaders<SockaddrStorage>,
-    /// Datagrams the next `recvmmsg` asks for: twice what the last one got, at least
-    /// [`MIN_ASK`], at most [`BATCH`]. Each slot asked for is a message header nix sets up per
-    /// call (~25 instructions), so at low rates, where each call gets one datagram, asking for 32
-    /// cost ~700 instructions a datagram; a full batch doubles the ask for the next.
-    ask: usize,
 }
-
-/// The smallest [`RecvBuffers::ask`].
-const MIN_ASK: usize = 4;
 
 /// What one [`UdpIo::send_all`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +68,6 @@ impl UdpIo {
             recv: RecvBuffers {
                 bytes: vec![0u8; BATCH * MAX_DATAGRAM],
                 headers: MultiHeaders::preallocate(BATCH, None),
-                ask: BATCH,
             },
             send_headers: MultiHeaders::preallocate(BATCH, None),
             send_addrs: Vec::with_capacity(BATCH),
@@ -104,9 +95,9 @@ impl UdpIo {
         while calls < max_calls {
             let recv = &mut self.recv;
             match guard.try_io(|fd| recv.receive(fd.get_ref(), &mut keep)) {
-                Ok(Ok((n, asked))) => {
+                Ok(Ok(n)) => {
                     calls += 1;
-                    if n < asked {
+                    if n < BATCH {
                         // Fewer than asked: the socket is (almost surely) empty. The next wait
                         // finds out without a system call if more came meanwhile.
                         break;
@@ -161,14 +152,12 @@ impl UdpIo {
 }
 
 impl RecvBuffers {
-    /// One `recvmmsg` (non-blocking): hands each datagram to `f`, returns how many came and how
-    /// many were asked for.
+    /// One `recvmmsg` (non-blocking): hands each datagram to `f`, returns how many came.
     fn receive(
         &mut self,
         socket: &UdpSocket,
         f: &mut impl FnMut(&[u8], SocketAddr),
-    ) -> io::Result<(usize, usize)> {
-        let asked = self.ask;
+    ) -> io::Result<usize> {
         let mut lens = [(0usize, None::<SocketAddr>); BATCH];
         let mut n = 0;
         {
@@ -179,7 +168,7 @@ impl RecvBuffers {
             let results = recvmmsg(
                 socket.as_raw_fd(),
                 &mut self.headers,
-                slices.iter_mut().take(asked),
+                slices.iter_mut(),
                 MsgFlags::MSG_DONTWAIT,
                 None,
             )
@@ -195,8 +184,7 @@ impl RecvBuffers {
                 f(&self.bytes[start..start + len], *addr);
             }
         }
-        self.ask = (2 * n).clamp(MIN_ASK, BATCH);
-        Ok((n, asked))
+        Ok(n)
     }
 }
 
@@ -250,19 +238,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_ask_follows_the_traffic_and_a_burst_arrives_whole_and_in_order() {
+    async fn one_datagram_and_a_burst_of_batches_arrive_whole_and_in_order() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut io = UdpIo::new(socket).unwrap();
         let to = io.local_addr().unwrap();
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        assert_eq!(io.recv.ask, BATCH);
         sender.send_to(b"one", to).unwrap();
         let got = receive_all(&mut io, 1).await;
         assert_eq!(got[0].0, &b"one"[..]);
         assert_eq!(got[0].1, sender.local_addr().unwrap());
-        // One datagram for 32 slots: the next call asks for few.
-        assert_eq!(io.recv.ask, MIN_ASK);
-        // A burst larger than any ask: the asks double, nothing is lost or reordered.
+        // A burst of several batches: nothing is lost or reordered.
         let burst = 3 * BATCH;
         for i in 0..burst {
             sender.send_to(format!("d{i}").as_bytes(), to).unwrap();
