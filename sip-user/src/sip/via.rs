@@ -2,7 +2,7 @@
 
 use super::{
     params::HeaderParams,
-    scan::{eq_ic, is_token, skip_lws},
+    scan::{eq_ic, is_token, param_end, skip_lws},
     uri::split_hostport,
 };
 
@@ -35,32 +35,37 @@ impl<'b> Via<'b> {
             (j > i).then_some(j)
         };
         let mut i = skip_lws(s, 0);
-        let end = token_at(i).ok_or(BadVia)?;
-        let name_ok = eq_ic(&s[i..end], b"SIP");
-        i = skip_lws(s, end);
-        if !name_ok || s.get(i) != Some(&b'/') {
-            return Err(BadVia);
+        if s[i..].starts_with(b"SIP/2.0/") {
+            // As nearly every Via is written: no LWS to look for.
+            i += b"SIP/2.0/".len();
+        } else {
+            let end = token_at(i).ok_or(BadVia)?;
+            let name_ok = eq_ic(&s[i..end], b"SIP");
+            i = skip_lws(s, end);
+            if !name_ok || s.get(i) != Some(&b'/') {
+                return Err(BadVia);
+            }
+            i = skip_lws(s, i + 1);
+            let end = token_at(i).ok_or(BadVia)?;
+            if &s[i..end] != b"2.0" {
+                return Err(BadVia);
+            }
+            i = skip_lws(s, end);
+            if s.get(i) != Some(&b'/') {
+                return Err(BadVia);
+            }
+            i += 1;
         }
-        i = skip_lws(s, i + 1);
-        let end = token_at(i).ok_or(BadVia)?;
-        if &s[i..end] != b"2.0" {
-            return Err(BadVia);
-        }
-        i = skip_lws(s, end);
-        if s.get(i) != Some(&b'/') {
-            return Err(BadVia);
-        }
-        i = skip_lws(s, i + 1);
+        i = skip_lws(s, i);
         let end = token_at(i).ok_or(BadVia)?;
         let transport = &s[i..end];
         let host_start = skip_lws(s, end);
         if host_start == end {
             return Err(BadVia);
         }
-        let mut j = host_start;
-        while j < s.len() && !matches!(s[j], b';' | b' ' | b'\t' | b'\r' | b'\n') {
-            j += 1;
-        }
+        // Up to the parameters or whitespace. A `,` ends it too (it cannot be in one value of
+        // the list outside quotes; the parameter check then refuses it).
+        let j = param_end(s, host_start);
         let sent_by = &s[host_start..j];
         let (host, port) = split_hostport(sent_by).ok_or(BadVia)?;
         let params = HeaderParams::new(&s[j..]);
