@@ -98,8 +98,14 @@ impl UdpIo {
                 Ok(Ok(n)) => {
                     calls += 1;
                     if n < BATCH {
-                        // Fewer than asked: the socket is (almost surely) empty. The next wait
-                        // finds out without a system call if more came meanwhile.
+                        // Fewer than asked: the queue is empty (`recvmmsg` without a timeout
+                        // returns short only then). Clearing the readiness saves the empty
+                        // `recvmmsg` that would learn it, one per wake-up: the socket is
+                        // registered edge-triggered, so a datagram that came meanwhile has
+                        // queued a new event, which sets the readiness again (tokio clears
+                        // only the readiness of the event this guard saw, the same reasoning
+                        // as its short stream reads).
+                        guard.clear_ready();
                         break;
                     }
                 }
