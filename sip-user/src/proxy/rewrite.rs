@@ -18,6 +18,7 @@ use crate::sip::{
     HeaderName, Message, StartLine,
     build::{header as put, status_line},
     scan::CommaList,
+    simd::{self, Class},
     text::{put_decimal, put_hex, put_ip},
     via::Via,
 };
@@ -209,6 +210,14 @@ pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
+/// True if our branch prefix occurs in `value`: each `z` found 16 bytes at a time, the prefix
+/// compared there. `memmem::find` built a searcher per call, ~600 instructions a request.
+fn has_branch_prefix(value: &[u8]) -> bool {
+    !simd::each_flagged(value, Class::of(b"z"), |i, _| {
+        !value[i..].starts_with(BRANCH_PREFIX)
+    })
+}
+
 /// §16.3 step 4: the request carries a Via of ours whose branch holds this very request's
 /// loop hash (it went round and came back unchanged). A Via of ours with another hash is a
 /// spiral, which is legal and forwarded.
@@ -217,7 +226,7 @@ pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
     // per line settles that without parsing any Via.
     if !msg
         .headers_named(HeaderName::Via)
-        .any(|h| memchr::memmem::find(h.value, BRANCH_PREFIX).is_some())
+        .any(|h| has_branch_prefix(h.value))
     {
         return false;
     }
@@ -522,6 +531,27 @@ mod tests {
                 assert_eq!(got, expected, "{text}");
                 assert_eq!(o.body, b"body");
                 assert_eq!(o.start, m.start);
+            }
+        }
+    }
+
+    #[test]
+    fn the_branch_prefix_is_found_wherever_it_is() {
+        let plain = |v: &[u8]| v.windows(BRANCH_PREFIX.len()).any(|w| w == BRANCH_PREFIX);
+        let prefix = std::str::from_utf8(BRANCH_PREFIX).unwrap();
+        for pad in 0..40 {
+            let lead = "z".repeat(pad % 3) + &"x".repeat(pad);
+            for v in [
+                format!("SIP/2.0/UDP h;branch={lead}{prefix}0-1-2"),
+                format!("SIP/2.0/UDP h;branch={lead}z9hG4bK-lg1"),
+                format!("{lead}{}", &prefix[..prefix.len() - 1]),
+                format!("{lead}{prefix}"),
+            ] {
+                assert_eq!(
+                    super::has_branch_prefix(v.as_bytes()),
+                    plain(v.as_bytes()),
+                    "{v}"
+                );
             }
         }
     }
