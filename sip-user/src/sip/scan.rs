@@ -255,11 +255,12 @@ pub fn find_unquoted(s: &[u8], sep: u8) -> Result<Option<usize>, Unterminated> {
         "a separator, not a delimiter"
     );
     let mut i = 0;
-    while let Some(k) = memchr::memchr3(sep, b'"', b'<', &s[i..]) {
+    let marks = Class::of(&[sep, b'"', b'<']);
+    while let Some(k) = simd::find(&s[i..], marks) {
         let at = i + k;
         match s[at] {
             b'"' => i = skip_quoted(s, at).ok_or(Unterminated)?,
-            b'<' => match memchr::memchr(b'>', &s[at + 1..]) {
+            b'<' => match simd::find(&s[at + 1..], Class::of(b">")) {
                 Some(close) => i = at + 1 + close + 1,
                 None => return Ok(None),
             },
@@ -295,7 +296,7 @@ impl<'a> Iterator for CommaList<'a> {
         let rest = self.rest?;
         // Most values hold no quote, angle bracket or comma (a Via, one Contact without a
         // display name is bracketed): one vectorized search settles those.
-        match memchr::memchr3(b',', b'"', b'<', rest) {
+        match simd::find(rest, Class::of(b",\"<")) {
             None => {
                 self.rest = None;
                 return Some(trim_lws(rest));
@@ -471,6 +472,28 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, (0..=7).map(|n| 6usize.pow(n)).sum::<usize>());
+    }
+
+    #[test]
+    fn find_unquoted_agrees_with_the_bytewise_rule_across_16_byte_chunks() {
+        // The same strings (up to 5 bytes) spread out with text, so that the delimiters fall
+        // in and across the vector search's chunks.
+        for s in every_string(b",\"<>\\a", 5) {
+            for pad in [6, 13, 17, 31] {
+                for split in 0..=s.len() {
+                    let mut t = vec![b'x'; pad];
+                    t.extend_from_slice(&s[..split]);
+                    t.extend(std::iter::repeat_n(b'y', pad));
+                    t.extend_from_slice(&s[split..]);
+                    assert_eq!(
+                        find_unquoted(&t, b','),
+                        find_unquoted_bytewise(&t, b','),
+                        "{:?}",
+                        String::from_utf8_lossy(&t)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

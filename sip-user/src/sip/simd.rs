@@ -2,7 +2,7 @@
 //! given bytes, and optionally every byte at or below SP), as a bit mask per 16-byte chunk.
 //!
 //! The one place the parser's vector code lives (a line's LF, a URI's split points and
-//! whitespace, an address's closing `>`): at the tens of bytes these searches cover, `memchr`'s
+//! whitespace, an address's closing `>`, a comma list's delimiters, a Via's sent-by): at the tens of bytes these searches cover, `memchr`'s
 //! runtime dispatch and set-up were most of its cost under callgrind. Written by hand because it
 //! is the parser's inner loop. SSE2 is part of every x86_64 CPU; other architectures, and slices
 //! shorter than 16 bytes, take the byte-by-byte path, which flags exactly the same bytes.
