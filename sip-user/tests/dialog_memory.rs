@@ -44,7 +44,8 @@ fn feed(t: &mut DialogTable, msg: &[u8], now: Instant) {
     let Ok(Parsed::Message(m)) = parse(msg, &mut h) else {
         panic!()
     };
-    t.handle(&m, now).expect("belongs to a dialog");
+    let read = m.validate().expect("a valid message").dialog;
+    t.handle(&m, &read, now).expect("belongs to a dialog");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use sip_user::{
         dialog::DialogTable,
         parse,
         transaction::{Event, TransactionLayer},
+        validate::DialogFields,
     },
     tools::samples,
 };
@@ -84,7 +85,7 @@ pub fn one_call(
                    codes: &[(u16, &str)]| {
         with_message(req, |m| {
             layer.handle(m, req, peer.into(), now).unwrap();
-            dialogs.handle(m, now);
+            dialogs.handle(m, &DialogFields::read(m), now);
         });
         let Some(Event::Request { key, .. }) = layer.poll_event() else {
             panic!("request event")
@@ -93,7 +94,7 @@ pub fn one_call(
             let resp = with_message(req, |m| {
                 build::response(m, code, reason, Some(b"a6c85cf"), &[])
             });
-            with_message(&resp, |r| dialogs.handle(r, now));
+            with_message(&resp, |r| dialogs.handle(r, &DialogFields::read(r), now));
             layer.respond(&key, code, resp, now).unwrap();
         }
     };
@@ -105,7 +106,7 @@ pub fn one_call(
     );
     with_message(&call.ack, |m| {
         layer.handle(m, &call.ack, peer.into(), now).unwrap();
-        dialogs.handle(m, now);
+        dialogs.handle(m, &DialogFields::read(m), now);
     });
     while layer.poll_event().is_some() {}
     respond(layer, dialogs, &call.bye, &[(200, "OK")]);

@@ -62,7 +62,7 @@ use crate::{
             Admission, Event, Overload, Timers, TransactionError, TransactionLayer, Transmit,
             key::{Key, KeyMap, MethodClass},
         },
-        via::Via,
+        validate::Validated,
         with_message,
     },
 };
@@ -527,7 +527,7 @@ impl Proxy {
                 return;
             }
         }
-        if msg.is_request() && is_loop(&msg, &self.cfg.identity) {
+        if msg.is_request() && is_loop(&msg, &validated.dialog, &self.cfg.identity) {
             if msg.method() == Some(Method::Ack) {
                 self.record(Outcome::DroppedLoop);
             } else {
@@ -569,7 +569,7 @@ impl Proxy {
             }
             Err(_) => self.record(Outcome::DroppedUnmatched),
         }
-        self.drain_events(now, Some((&msg, top_via)));
+        self.drain_events(now, Some((&msg, &validated)));
     }
 
     /// A new request beyond a limit: a 503 with Retry-After, sent statelessly so the refusal
@@ -648,21 +648,20 @@ impl Proxy {
                     return;
                 };
                 self.call_hash = call_id_hash(&msg);
-                // It passed validation when it came in: its top Via parses.
-                let top_via = msg.top_via().and_then(Result::ok);
-                let top_via = top_via.as_ref();
+                // It passed validation when it came in: what validation read is read again.
+                let read = Validated::read(&msg);
                 match server {
                     Some(key) => self.route_and_forward(
                         key,
                         &msg,
-                        top_via,
+                        &read,
                         datagram.clone(),
                         source,
                         side,
                         None,
                         now,
                     ),
-                    None => self.forward_ack(&msg, top_via, &datagram, source, now),
+                    None => self.forward_ack(&msg, &read, &datagram, source, now),
                 }
             });
         }
@@ -735,11 +734,7 @@ impl Proxy {
     /// with its top Via: the events that carry a datagram (request, ACK, response) only ever
     /// come from that message, so its parse is reused rather than repeated; timers raise only
     /// Timeout and Terminated.
-    fn drain_events(
-        &mut self,
-        now: Instant,
-        current: Option<(&Message<'_, '_>, Option<&Via<'_>>)>,
-    ) {
+    fn drain_events(&mut self, now: Instant, current: Option<(&Message<'_, '_>, &Validated<'_>)>) {
         while let Some(event) = self.txs.poll_event() {
             match (event, current) {
                 (
@@ -748,15 +743,15 @@ impl Proxy {
                         datagram,
                         source,
                     },
-                    Some((msg, top_via)),
-                ) => self.on_request(key, msg, top_via, datagram, source, now),
-                (Event::Ack { source, datagram }, Some((msg, top_via))) => {
+                    Some((msg, read)),
+                ) => self.on_request(key, msg, read, datagram, source, now),
+                (Event::Ack { source, datagram }, Some((msg, read))) => {
                     self.count_side(source);
-                    self.dialogs.handle(msg, now);
-                    self.forward_ack(msg, top_via, &datagram, source, now)
+                    self.dialogs.handle(msg, &read.dialog, now);
+                    self.forward_ack(msg, read, &datagram, source, now)
                 }
-                (Event::Response { key, .. }, Some((msg, _))) => {
-                    self.relay_response(&key, msg, now)
+                (Event::Response { key, .. }, Some((msg, read))) => {
+                    self.relay_response(&key, msg, read, now)
                 }
                 (Event::StrayResponse { .. }, Some((msg, _))) => self.relay_stray(msg),
                 (
@@ -777,12 +772,12 @@ impl Proxy {
         }
     }
 
-    fn branch(&mut self, msg: &Message<'_, '_>) -> Branch {
+    fn branch(&mut self, msg: &Message<'_, '_>, read: &Validated<'_>) -> Branch {
         self.next_branch += 1;
         Branch {
             worker: self.cfg.worker,
             seq: self.next_branch,
-            loop_hash: loop_hash(msg),
+            loop_hash: loop_hash(msg, &read.dialog),
         }
     }
 
@@ -833,14 +828,14 @@ impl Proxy {
         &mut self,
         key: Key,
         msg: &Message<'_, '_>,
-        top_via: Option<&Via<'_>>,
+        read: &Validated<'_>,
         datagram: Bytes,
         source: Peer,
         now: Instant,
     ) {
         let Some(method) = msg.method() else { return };
         if method == Method::Cancel {
-            self.on_cancel(&key, msg, now);
+            self.on_cancel(&key, msg, read, now);
             return;
         }
         if method == Method::Invite {
@@ -848,8 +843,8 @@ impl Proxy {
             let _ = self.txs.respond(&key, 100, trying, now);
         }
         let side = self.count_side(source);
-        let dialog = self.dialogs.handle(msg, now);
-        self.route_and_forward(key, msg, top_via, datagram, source, side, dialog, now);
+        let dialog = self.dialogs.handle(msg, &read.dialog, now);
+        self.route_and_forward(key, msg, read, datagram, source, side, dialog, now);
     }
 
     /// Routes a request (§16.4–§16.6) and forwards it through a client transaction, or
@@ -863,7 +858,7 @@ impl Proxy {
         &mut self,
         key: Key,
         msg: &Message<'_, '_>,
-        top_via: Option<&Via<'_>>,
+        read: &Validated<'_>,
         datagram: Bytes,
         source: Peer,
         side: Side,
@@ -882,7 +877,7 @@ impl Proxy {
             source,
             side,
         };
-        let dest = match self.destination(msg, target, source, dialog, parked, now) {
+        let dest = match self.destination(msg, read, target, source, dialog, parked, now) {
             Routed::To(d) => d,
             Routed::Parked => return,
             Routed::Answer(code, reason, extra) => {
@@ -924,10 +919,10 @@ impl Proxy {
         };
         // Formatted once: it goes into our Via and makes the client transaction's key.
         let mut text = [0u8; 64];
-        let branch = self.branch(msg).text(&mut text);
+        let branch = self.branch(msg, read).text(&mut text);
         let forwarded = forward_request(
             msg,
-            top_via,
+            read.top_via.as_ref(),
             source.addr,
             dest.peer.transport,
             &self.cfg.identity,
@@ -969,9 +964,14 @@ impl Proxy {
     }
 
     /// The address a [`Target`] names, or why there is none (yet).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one request's context, borrowed from the caller's parse; a struct would copy it"
+    )]
     fn destination(
         &mut self,
         msg: &Message<'_, '_>,
+        read: &Validated<'_>,
         target: Target,
         source: Peer,
         dialog: Option<DialogRef>,
@@ -1064,7 +1064,7 @@ impl Proxy {
             }
             Target::Dialog => {
                 let known = dialog
-                    .or_else(|| self.dialogs.handle(msg, now))
+                    .or_else(|| self.dialogs.handle(msg, &read.dialog, now))
                     .and_then(|r| self.dialogs.get(r))
                     .and_then(|s| {
                         let b = self.pool.backends.get(s.backend as usize)?;
@@ -1125,7 +1125,7 @@ impl Proxy {
     /// §16.10: answer the CANCEL, and send one along the INVITE's branch while the INVITE is
     /// pending. After its final response there is nothing left to cancel (§9.1): the CANCEL is
     /// answered and goes no further.
-    fn on_cancel(&mut self, key: &Key, msg: &Message<'_, '_>, now: Instant) {
+    fn on_cancel(&mut self, key: &Key, msg: &Message<'_, '_>, read: &Validated<'_>, now: Instant) {
         let Some(invite) = key.cancelled_invite().filter(|k| self.txs.contains(k)) else {
             return self.reply(key, msg, 481, "Call/Transaction Does Not Exist", &[], now);
         };
@@ -1135,7 +1135,7 @@ impl Proxy {
             .and_then(|c| self.links.get(c))
             .and_then(|link| link.pending.as_ref())
             .map(|p| (p.forwarded.clone(), p.dest));
-        self.dialogs.handle(msg, now);
+        self.dialogs.handle(msg, &read.dialog, now);
         let ok = build::response(msg, 200, "OK", None, &[]);
         self.record(Outcome::Answered2xx);
         let _ = self.txs.respond(key, 200, ok, now);
@@ -1168,8 +1168,14 @@ impl Proxy {
         Some(parked)
     }
 
-    fn relay_response(&mut self, client: &Key, msg: &Message<'_, '_>, now: Instant) {
-        self.dialogs.handle(msg, now);
+    fn relay_response(
+        &mut self,
+        client: &Key,
+        msg: &Message<'_, '_>,
+        read: &Validated<'_>,
+        now: Instant,
+    ) {
+        self.dialogs.handle(msg, &read.dialog, now);
         let Some(link) = self.links.get_mut(client) else {
             return self.record(Outcome::Absorbed); // the answers to our own CANCEL
         };
@@ -1230,7 +1236,7 @@ impl Proxy {
     fn forward_ack(
         &mut self,
         m: &Message<'_, '_>,
-        top_via: Option<&Via<'_>>,
+        read: &Validated<'_>,
         datagram: &Bytes,
         source: Peer,
         now: Instant,
@@ -1246,7 +1252,7 @@ impl Proxy {
             source,
             side,
         };
-        let dest = match self.destination(m, target, source, None, parked, now) {
+        let dest = match self.destination(m, read, target, source, None, parked, now) {
             Routed::To(d) => d,
             Routed::Parked => return,
             Routed::Answer(..) => return self.record(Outcome::DroppedUnroutable),
@@ -1256,7 +1262,7 @@ impl Proxy {
             }
         };
         let mut text = [0u8; 64];
-        let branch = self.branch(m).text(&mut text);
+        let branch = self.branch(m, read).text(&mut text);
         let edits = Edits {
             pop_routes: route.pop_front,
             new_uri: route.new_uri,
@@ -1266,7 +1272,7 @@ impl Proxy {
         self.stats.routed[dest.by as usize] += 1;
         let payload = forward_request(
             m,
-            top_via,
+            read.top_via.as_ref(),
             source.addr,
             dest.peer.transport,
             &self.cfg.identity,

@@ -20,6 +20,7 @@ use crate::sip::{
     scan::CommaList,
     simd::{self, Class},
     text::{put_decimal, put_hex, put_ip},
+    validate::DialogFields,
     via::Via,
 };
 
@@ -184,19 +185,19 @@ fn loop_hash_in(branch: &[u8]) -> Option<u32> {
 /// in-dialog request that comes back to us through another record-routing proxy has one entry
 /// fewer). Hashed in one pass over the pieces, each followed by its length, without
 /// allocating (a hash per piece, combined, cost ~170 instructions a piece).
-pub fn loop_hash<'b>(msg: &Message<'_, 'b>) -> u32 {
+pub fn loop_hash(msg: &Message<'_, '_>, read: &DialogFields<'_>) -> u32 {
     let uri = match msg.start {
         StartLine::Request { uri, .. } => uri,
         StartLine::Response { .. } => b"",
     };
-    let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+    let seq = read.cseq.map_or(0, |c| c.seq);
     let proxy_require = msg
         .header(HeaderName::ProxyRequire)
         .map_or(b"".as_slice(), |h| h.value);
     let pieces: [&[u8]; 5] = [
         uri,
-        msg.tag_in(HeaderName::From).flatten().unwrap_or(b""),
-        msg.tag_in(HeaderName::To).flatten().unwrap_or(b""),
+        read.from_tag.flatten().unwrap_or(b""),
+        read.to_tag.flatten().unwrap_or(b""),
         msg.call_id().unwrap_or(b""),
         proxy_require,
     ];
@@ -221,7 +222,7 @@ fn has_branch_prefix(value: &[u8]) -> bool {
 /// §16.3 step 4: the request carries a Via of ours whose branch holds this very request's
 /// loop hash (it went round and came back unchanged). A Via of ours with another hash is a
 /// spiral, which is legal and forwarded.
-pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
+pub fn is_loop(msg: &Message<'_, '_>, read: &DialogFields<'_>, me: &Identity) -> bool {
     // Our branch prefix appears in no Via line on almost every request: one substring search
     // per line settles that without parsing any Via.
     if !msg
@@ -241,7 +242,7 @@ pub fn is_loop(msg: &Message<'_, '_>, me: &Identity) -> bool {
     let Some(first) = ours.next() else {
         return false;
     };
-    let hash = loop_hash(msg);
+    let hash = loop_hash(msg, read);
     first == hash || ours.any(|h| h == hash)
 }
 

@@ -111,14 +111,22 @@ impl<'b> Parts<'b> {
     }
 }
 
-/// Checks an address value's split and its header parameters, but not its URI: enough for
-/// [`tag_of`] to read what [`Address::parse`] would, for a header the proxy reads only the
-/// tag of (From and To in a response).
-pub fn check_unparsed_uri(value: &[u8]) -> Result<(), BadAddress> {
+/// Checks an address value as [`Address::parse`] does, the URI too only `with_uri` (a From or
+/// To in a response is read only for its tag), and returns its `tag` (as [`tag_of`]), read on
+/// the way: validation hands the tags on to the dialog table and the loop-detection hash.
+pub fn check_address(value: &[u8], with_uri: bool) -> Result<Option<&[u8]>, BadAddress> {
     let parts = Parts::split(value)?;
-    HeaderParams::new(parts.params)
-        .validate()
-        .map_err(|_| BadAddress::Syntax)
+    if with_uri {
+        Uri::parse(parts.uri_raw).map_err(|_| BadAddress::Syntax)?;
+    }
+    let mut tag = None;
+    for p in HeaderParams::new(parts.params) {
+        let (name, v) = p.map_err(|_| BadAddress::Syntax)?;
+        if tag.is_none() && name.eq_ignore_ascii_case(b"tag") {
+            tag = Some(v);
+        }
+    }
+    Ok(tag.flatten())
 }
 
 /// The `tag` parameter of a From or To value, read by the same split as [`Address::parse`]

@@ -3,7 +3,7 @@
 //! (answered 400) from its `valid` and `semantic` ones.
 
 use super::{
-    address::{Address, check_unparsed_uri},
+    address::{Address, check_address},
     error::Error,
     fields::{
         CSeq, SessionExpires, address_error, call_id, content_type, date, delta_seconds,
@@ -17,12 +17,48 @@ use super::{
 };
 
 /// What validation parsed on its way that the layers after it read again: the top Via (the
-/// transaction key, the proxy's own-Via test, the sender's Via it rewrites), handed on so
-/// that it is parsed once per message, not once per reader.
+/// transaction key, the proxy's own-Via test, the sender's Via it rewrites), From's and To's
+/// tags and CSeq (the dialog table, the loop-detection hash), handed on so that each is parsed
+/// once per message, not once per reader.
 #[derive(Debug, Clone, Copy)]
 pub struct Validated<'b> {
     /// The first value of the first Via line; `None` if the message has no Via.
     pub top_via: Option<Via<'b>>,
+    pub dialog: DialogFields<'b>,
+}
+
+impl<'b> Validated<'b> {
+    /// The same fields read from a message validated earlier (a request taken out of parking
+    /// after its lookup), without checking anything again.
+    pub fn read(msg: &Message<'_, 'b>) -> Self {
+        Validated {
+            top_via: msg.top_via().and_then(Result::ok),
+            dialog: DialogFields::read(msg),
+        }
+    }
+}
+
+/// What the dialog table and the loop-detection hash read of a message.
+#[derive(Debug, Clone, Copy)]
+pub struct DialogFields<'b> {
+    /// The first From header's tag: `None` without the header, `Some(None)` without a tag (as
+    /// [`Message::tag_in`]).
+    pub from_tag: Option<Option<&'b [u8]>>,
+    /// The first To header's tag, the same way.
+    pub to_tag: Option<Option<&'b [u8]>>,
+    /// The first CSeq.
+    pub cseq: Option<CSeq<'b>>,
+}
+
+impl<'b> DialogFields<'b> {
+    /// Read from a message that passed validation, checking nothing.
+    pub fn read(msg: &Message<'_, 'b>) -> Self {
+        DialogFields {
+            from_tag: msg.tag_in(HeaderName::From),
+            to_tag: msg.tag_in(HeaderName::To),
+            cseq: msg.cseq().and_then(Result::ok),
+        }
+    }
 }
 
 impl<'b> Message<'_, 'b> {
@@ -37,6 +73,7 @@ impl<'b> Message<'_, 'b> {
     /// (§7.3.1: they are passed on as they are).
     pub fn validate(&self) -> Result<Validated<'b>, Error> {
         let (mut top_via, mut via_seen) = (None, false);
+        let (mut from_tag, mut to_tag, mut first_cseq) = (None, None, None);
         let request = match self.start {
             StartLine::Request { uri, .. } => {
                 let uri = Uri::parse(uri).map_err(|_| Error::RequestUri)?;
@@ -61,11 +98,15 @@ impl<'b> Message<'_, 'b> {
                         }
                     }
                 }
-                HeaderName::From | HeaderName::To if !request => {
-                    check_unparsed_uri(h.value).map_err(|e| address_error(e, name))?;
-                }
                 HeaderName::From | HeaderName::To => {
-                    Address::parse(h.value).map_err(|e| address_error(e, name))?;
+                    let tag =
+                        check_address(h.value, request).map_err(|e| address_error(e, name))?;
+                    let first = if name == HeaderName::From {
+                        &mut from_tag
+                    } else {
+                        &mut to_tag
+                    };
+                    first.get_or_insert(tag);
                 }
                 HeaderName::CallId => {
                     call_id(h.value)?;
@@ -77,6 +118,7 @@ impl<'b> Message<'_, 'b> {
                     {
                         return Err(Error::CSeqMethodMismatch);
                     }
+                    first_cseq.get_or_insert(cseq);
                 }
                 // The rest of a response is forwarded unread.
                 _ if !request => {}
@@ -105,13 +147,59 @@ impl<'b> Message<'_, 'b> {
                 _ => {}
             }
         }
-        Ok(Validated { top_via })
+        Ok(Validated {
+            top_via,
+            dialog: DialogFields {
+                from_tag,
+                to_tag,
+                cseq: first_cseq,
+            },
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::DialogFields;
     use crate::sip::{Error, Header, HeaderName, Parsed, parse};
+
+    /// What validation hands on is what the readers read for themselves before.
+    #[test]
+    fn the_dialog_fields_handed_on_are_the_ones_read_afresh() {
+        let froms = [
+            "From: Alice <sip:a@x>;tag=1928301774",
+            "f: \"A ;tag=no\" <sip:a@x;tag=uri>;TAG=upper;x=1",
+            "From: sip:a@x ; tag = spaced ;x",
+            "From: <sip:a@x>;x;tag=second",
+            "From: <sip:a@x>",
+        ];
+        let tos = [
+            "To: <sip:b@y>",
+            "t: Bob <sip:b@y>;tag=a6c85cf",
+            "To: sip:b@y;tag=9",
+        ];
+        for from in froms {
+            for to in tos {
+                for start in ["INVITE sip:b@y SIP/2.0", "SIP/2.0 180 Ringing"] {
+                    let text = format!(
+                        "{start}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n{from}\r\n{to}\r\n\
+                         From: <sip:later@x>;tag=later\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\n\
+                         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    let mut headers = [Header::EMPTY; 32];
+                    let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut headers) else {
+                        panic!("parses: {text}");
+                    };
+                    let handed = m.validate().expect("valid").dialog;
+                    let read = DialogFields::read(&m);
+                    assert_eq!(handed.from_tag, read.from_tag, "{text}");
+                    assert_eq!(handed.to_tag, read.to_tag, "{text}");
+                    assert_eq!(handed.cseq, read.cseq, "{text}");
+                    assert_eq!(handed.cseq.map(|c| c.seq), Some(7));
+                }
+            }
+        }
+    }
 
     fn validate(text: &str) -> Result<(), Error> {
         let mut headers = [Header::EMPTY; 32];

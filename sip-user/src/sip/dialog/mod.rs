@@ -25,8 +25,9 @@ pub use self::{
     session::{DialogState, End, Limits, Phase, Session},
 };
 use crate::sip::{
-    HeaderName, Message, Method,
+    Message, Method,
     shrink::{FastMap, shrink},
+    validate::DialogFields,
 };
 
 /// A handle to a dialog in the table, valid until the dialog ends.
@@ -95,12 +96,17 @@ impl DialogTable {
 
     /// Updates the dialog `msg` belongs to (creating it for an initial INVITE) and returns it,
     /// or `None` if the message belongs to no tracked dialog.
-    pub fn handle(&mut self, msg: &Message<'_, '_>, now: Instant) -> Option<DialogRef> {
+    /// `read`: its tags and CSeq, as validation read them.
+    pub fn handle(
+        &mut self,
+        msg: &Message<'_, '_>,
+        read: &DialogFields<'_>,
+        now: Instant,
+    ) -> Option<DialogRef> {
         let call_id = msg.call_id()?;
-        // (The proxy validated the message: its From and To parse.)
-        let from_tag = msg.tag_in(HeaderName::From)?.unwrap_or(b"");
-        let to_tag = msg.tag_in(HeaderName::To)?.unwrap_or(b"");
-        let cseq = msg.cseq()?.ok()?;
+        let from_tag = read.from_tag?.unwrap_or(b"");
+        let to_tag = read.to_tag?.unwrap_or(b"");
+        let cseq = read.cseq?;
         let limits = self.limits;
         // From the caller (From = caller's tag), or from the callee (To = caller's tag).
         // The To tag is looked up only when the From tag is not a caller's: most messages

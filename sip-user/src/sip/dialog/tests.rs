@@ -54,7 +54,7 @@ fn feed(t: &mut DialogTable, msg: &[u8], now: Instant) -> Option<DialogRef> {
     let Ok(Parsed::Message(m)) = parse(msg, &mut h) else {
         panic!("{}", String::from_utf8_lossy(msg))
     };
-    t.handle(&m, now)
+    t.handle(&m, &m.validate().expect("a valid message").dialog, now)
 }
 
 fn secs(n: u64) -> Duration {
