@@ -138,8 +138,10 @@ impl Clone for FlowKey {
     }
 }
 
-/// Slots of each of [`Recent`]'s tables: 256 flows, a few tens of kB per worker.
+/// Slots of each of [`Recent`]'s tables: 256 flows, a few tens of kB per worker. A power of
+/// two: a slot is the top bits of a multiplicative hash ([`slot_of`]).
 const RECENT: usize = 256;
+const _: () = assert!(RECENT.is_power_of_two());
 
 /// Tokens made and tokens verified lately, in direct-mapped tables (a new entry replaces the
 /// one in its slot). Only tokens that passed the MAC check are remembered as checked, and a
@@ -169,18 +171,24 @@ fn flow_slot(flow: &Flow) -> usize {
             (b as u64) ^ ((b >> 64) as u64)
         }
     };
-    let x = ip ^ u64::from(flow.peer.port()) << 32 ^ u64::from(flow.local_port) << 48;
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % RECENT
+    slot_of(ip ^ u64::from(flow.peer.port()) << 32 ^ u64::from(flow.local_port) << 48)
 }
 
 /// A token's slot in [`Recent::checked`]: from its last characters, which are MAC (anyone can
 /// choose a slot by writing a token; all it does is replace one remembered token).
 fn token_slot(token: &[u8]) -> usize {
     let tail = token.len().saturating_sub(8);
-    let x = token[tail..]
-        .iter()
-        .fold(0u64, |h, &b| h << 8 | u64::from(b));
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % RECENT
+    slot_of(
+        token[tail..]
+            .iter()
+            .fold(0u64, |h, &b| h << 8 | u64::from(b)),
+    )
+}
+
+/// A table slot for `x`: the top bits of `x` times the 64-bit golden ratio (Fibonacci
+/// hashing), which spreads keys that differ only in low bits (ports, the last characters).
+fn slot_of(x: u64) -> usize {
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT.trailing_zeros())) as usize
 }
 
 impl std::fmt::Debug for FlowKey {
@@ -261,8 +269,8 @@ impl FlowKey {
             return Err(TokenError::Length);
         }
         let slot = token_slot(token);
+        // (`ct_eq` on slices of different lengths is false.)
         if let Some((text, flow)) = &self.recent.borrow().checked[slot]
-            && text.len == token.len()
             && bool::from(text.as_bytes().ct_eq(token))
         {
             return Ok(*flow);
@@ -272,7 +280,7 @@ impl FlowKey {
             buf: [0; MAX_TEXT],
             len: token.len(),
         };
-        text.buf[..token.len()].copy_from_slice(token);
+        text.buf[..token.len()].copy_from_slice(token); // at most MAX_TEXT: checked above
         self.recent.borrow_mut().checked[slot] = Some((text, flow));
         Ok(flow)
     }
@@ -412,6 +420,13 @@ mod tests {
                 assert_eq!(key.decode(t.as_bytes()), Ok(*f));
             }
         }
+        // The memory is used: the last flow's token sits in its slot of each table.
+        let last = flows[flows.len() - 1];
+        let t = key.encode(&last);
+        let recent = key.recent.borrow();
+        assert_eq!(recent.made[flow_slot(&last)], Some((last, t)));
+        assert_eq!(recent.checked[token_slot(t.as_bytes())], Some((t, last)));
+        drop(recent);
         // A token checked by one key is not accepted by another that has not seen it.
         let t = key.encode(&flows[0]);
         let other = FlowKey::new(b"another secret 0123456789");
