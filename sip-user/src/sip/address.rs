@@ -119,14 +119,10 @@ pub fn check_address(value: &[u8], with_uri: bool) -> Result<Option<&[u8]>, BadA
     if with_uri {
         Uri::parse(parts.uri_raw).map_err(|_| BadAddress::Syntax)?;
     }
-    let mut tag = None;
-    for p in HeaderParams::new(parts.params) {
-        let (name, v) = p.map_err(|_| BadAddress::Syntax)?;
-        if tag.is_none() && name.eq_ignore_ascii_case(b"tag") {
-            tag = Some(v);
-        }
-    }
-    Ok(tag.flatten())
+    HeaderParams::new(parts.params)
+        .validate_and_get(b"tag")
+        .map(Option::flatten)
+        .map_err(|_| BadAddress::Syntax)
 }
 
 /// The `tag` parameter of a From or To value, read by the same split as [`Address::parse`]

@@ -48,6 +48,19 @@ impl<'b> HeaderParams<'b> {
     pub fn validate(self) -> Result<(), BadParams> {
         self.into_iter().try_for_each(|p| p.map(|_| ()))
     }
+
+    /// Checks the whole list and, on the way, reads what [`Self::get`] would for `name`: one
+    /// pass where a check then a lookup would walk the list twice.
+    pub fn validate_and_get(self, name: &[u8]) -> Result<Option<Option<&'b [u8]>>, BadParams> {
+        let mut found = None;
+        for p in self {
+            let (n, v) = p?;
+            if found.is_none() && n.eq_ignore_ascii_case(name) {
+                found = Some(v);
+            }
+        }
+        Ok(found)
+    }
 }
 
 impl<'b> Iterator for HeaderParams<'b> {
@@ -188,6 +201,23 @@ mod tests {
             ]
         );
         assert_eq!(p.get(b"TAG"), Some(Some(&b"1918181833n"[..])));
+    }
+
+    #[test]
+    fn validate_and_get_is_validate_then_get() {
+        for s in [
+            &b";tag=abc;lr"[..],
+            b" ; TAG = x ;tag=y",
+            b";lr;tag",
+            b";a=1",
+            b"",
+            b";;tag=1",
+            b";tag=\"q;v\";b",
+        ] {
+            let p = HeaderParams::new(s);
+            let expected = p.validate().map(|()| p.get(b"tag"));
+            assert_eq!(p.validate_and_get(b"tag"), expected, "{s:?}");
+        }
     }
 
     #[test]
