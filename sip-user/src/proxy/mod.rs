@@ -544,7 +544,7 @@ impl Proxy {
             }
         }
         if msg.method() == Some(Method::Invite)
-            && to_tag(&msg).is_none()
+            && validated.dialog.to_tag.flatten().is_none()
             && self.dialogs.len() >= self.cfg.max_dialogs
             && !self.txs.knows(&msg, top_via)
         {
@@ -890,7 +890,8 @@ impl Proxy {
                 return self.reply(&key, msg, code, reason, &[], now);
             }
         };
-        let in_dialog = to_tag(msg).is_some();
+        // A To tag: a dialog's request (RFC 3261 §12.2).
+        let in_dialog = read.dialog.to_tag.flatten().is_some();
         let creates_dialog = match method {
             Method::Invite | Method::Subscribe | Method::Refer => !in_dialog,
             // A NOTIFY may create the subscription's dialog (RFC 6665 §4.1.2.4): its
@@ -1347,11 +1348,6 @@ impl Proxy {
         let payload = self.local_tag_response(msg, code, reason, extra);
         self.out.push_back(Transmit { dest, payload });
     }
-}
-
-/// The To tag, present in a dialog's requests (RFC 3261 §12.2).
-fn to_tag<'b>(msg: &Message<'_, 'b>) -> Option<&'b [u8]> {
-    msg.tag_in(HeaderName::To).flatten()
 }
 
 #[cfg(test)]
