@@ -168,7 +168,8 @@ impl Worker {
                 Err(e) => log::error!("worker {}: {transport} listener: {e}", self.index),
             }
         }
-        self.take_pool(&mut m);
+        let pool = self.pool.borrow_and_update().clone();
+        self.take_pool(pool, &mut m);
         // The waits for shutdown and for a new pool are made once, not once per pass: each new
         // one registered a waiter on a shared list and removed it again, under a lock, for
         // every datagram (~4,000 instructions a call at low rates, callgrind).
@@ -189,8 +190,9 @@ impl Worker {
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
-        // The export shares the timer with the proxy (one timer fewer to look at per pass).
-        let mut next_export = Instant::now();
+        // The export shares the timer with the proxy (one timer fewer to look at per pass); the
+        // first is a period after the start.
+        let mut next_export = Instant::now() + EXPORT_EVERY;
         let r = &self.resolver;
         let resolver = match SrvResolver::new(&r.dns, &r.sip_ports, r.ipv6) {
             Ok(r) => Some(Arc::new(r)),
@@ -203,11 +205,6 @@ impl Worker {
             }
         };
         loop {
-            let now = Instant::now();
-            if now >= next_export {
-                next_export = now + EXPORT_EVERY;
-                self.export(&mut conns, &mut m);
-            }
             let deadline = match self.proxy.poll_timeout() {
                 Some(d) => d.min(next_export),
                 None => next_export,
@@ -219,19 +216,25 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
-                (changed, rx) = &mut pool_changed, if pool_open => {
+                (changed, mut rx) = &mut pool_changed, if pool_open => {
                     // A closed channel (the keeper gone, at shutdown) is not waited on again.
                     pool_open = changed.is_ok();
                     if pool_open {
-                        self.pool = rx.clone();
-                        self.take_pool(&mut m);
+                        let pool = rx.borrow_and_update().clone();
+                        self.take_pool(pool, &mut m);
                     }
                     pool_changed.set(next_pool(rx));
                 }
                 _ = &mut timer => {
                     armed = None;
-                    // The proxy's deadline, or the export's: the proxy does nothing before its.
-                    self.proxy.handle_timeout(Instant::now());
+                    // The proxy's deadline or the export's, whichever came (the proxy does
+                    // nothing before its own). The clock is read here, not on every pass.
+                    let now = Instant::now();
+                    if now >= next_export {
+                        next_export = now + EXPORT_EVERY;
+                        self.export(&mut conns, &mut m);
+                    }
+                    self.proxy.handle_timeout(now);
                 }
                 Some(h) = self.inbox.recv() => match h {
                     Handoff::Message { message, source, inside } => {
@@ -327,8 +330,7 @@ impl Worker {
     }
 
     /// The backend pool changed (health or reload): take it, and the metric children for it.
-    fn take_pool(&mut self, m: &mut WorkerMetrics) {
-        let pool = self.pool.borrow_and_update().clone();
+    fn take_pool(&mut self, pool: Arc<Pool>, m: &mut WorkerMetrics) {
         m.backends = self.metrics.backends(&pool);
         self.proxy.pool = pool;
     }
