@@ -101,6 +101,13 @@ pub fn start_backends(lan: &Lan) -> anyhow::Result<[UasThread; 2]> {
     Ok([start("b1", B1)?, start("b2", B2)?])
 }
 
+/// sip-fastpath with [`daemon_config`] in `edge`, pinned to [`PROXY_CPU`].
+pub fn start_ours(edge: &Netns) -> anyhow::Result<Daemon> {
+    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &daemon_config(), "capacity")?;
+    pin_namespace(edge, PROXY_CPU)?;
+    Ok(daemon)
+}
+
 /// Moves every thread of every process in `ns` (the proxy under test) to `cpu`.
 pub fn pin_namespace(ns: &Netns, cpu: usize) -> anyhow::Result<()> {
     for pid in namespace_pids(ns)? {
@@ -154,8 +161,7 @@ pub fn ours_at(lan: &Lan, rate: u32) -> anyhow::Result<()> {
     let edge = &lan.host("edge").ns;
     let caller = &lan.host("caller").ns;
     let backends = start_backends(lan)?;
-    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &daemon_config(), "capacity")?;
-    pin_namespace(edge, PROXY_CPU)?;
+    let daemon = start_ours(edge)?;
     print!("sip-fastpath on CPU {PROXY_CPU}: ");
     let step = run_step(edge, caller, rate, HALF_SECONDS)?;
     print_step(&step);

@@ -255,9 +255,7 @@ fn capacity_side_by_side(lan: &Lan, logs: &Path) -> anyhow::Result<()> {
     let edge = &lan.host("edge").ns;
     let caller = &lan.host("caller").ns;
     let backends = capacity::start_backends(lan)?;
-    let config = capacity::daemon_config();
-    let daemon = Daemon::start(edge, EDGE_IFACE, "auto", &config, "capacity")?;
-    capacity::pin_namespace(edge, capacity::PROXY_CPU)?;
+    let daemon = capacity::start_ours(edge)?;
     let ours = capacity::measure("sip-fastpath", edge, caller)?;
     drop(daemon);
     let list = logs.join("dispatcher-capacity.list");
