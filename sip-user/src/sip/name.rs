@@ -62,9 +62,11 @@ header_names! {
 /// runs for every header line of every message: a linear scan of the names cost ~55
 /// instructions a header, this ~20.
 impl HeaderName {
-    /// Recognises a header name (long or compact form, any case). `name` must be a token
-    /// (RFC 3261 §25.1), as the parser guarantees: folding with `| 0x20` is then exact (only
-    /// letters change; the one other byte that would fold to `-`, CR, is not a token byte).
+    /// Recognises a header name (long or compact form, any case). `name` must hold no CR, as
+    /// the parser guarantees (a name ends at the first byte at or below SP): folding with
+    /// `| 0x20` is then exact, since only letters fold to letters and only `-` and CR to `-`.
+    /// So a name recognised here is a token (RFC 3261 §25.1), and the parser checks only the
+    /// others byte by byte.
     #[inline]
     pub fn from_bytes(name: &[u8]) -> Self {
         match name.len() {
@@ -237,6 +239,31 @@ mod tests {
             b"Content-Disposition",
         ] {
             assert_eq!(HeaderName::from_bytes(other), HeaderName::Other);
+        }
+    }
+
+    #[test]
+    fn known_names_are_letters_and_hyphens() {
+        // What makes a recognised name a token without looking at its bytes (see `from_bytes`).
+        for (_, long, compact) in HeaderName::ALL {
+            assert!(
+                long.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'),
+                "{long}"
+            );
+            assert!(*compact == 0 || compact.is_ascii_alphabetic());
+        }
+        // Every byte that is not a letter or `-`, in place of each byte: never a known name
+        // (CR, which folds to `-`, is the parser's to refuse).
+        for (_, long, _) in HeaderName::ALL {
+            for i in 0..long.len() {
+                for b in
+                    (0..=255u8).filter(|b| !b.is_ascii_alphabetic() && *b != b'-' && *b != b'\r')
+                {
+                    let mut v = long.as_bytes().to_vec();
+                    v[i] = b;
+                    assert_eq!(HeaderName::from_bytes(&v), HeaderName::Other, "{v:?}");
+                }
+            }
         }
     }
 
