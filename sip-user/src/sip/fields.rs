@@ -8,7 +8,8 @@ use super::{
     name::HeaderName,
     params::HeaderParams,
     scan::CommaList,
-    scan::{is_token_str, is_word, parse_u64, skip_lws, trim_lws},
+    scan::{is_token_str, parse_u64, skip_lws, trim_lws},
+    simd,
     via::Via,
 };
 
@@ -121,8 +122,7 @@ pub fn content_type(v: &[u8]) -> Result<MediaType<'_>, Error> {
 
 /// `Call-ID: word ["@" word]` (RFC 3261 §20.8).
 pub fn call_id(v: &[u8]) -> Result<&[u8], Error> {
-    let at_most_one_at = v.iter().filter(|&&b| b == b'@').count() <= 1;
-    if v.is_empty() || !at_most_one_at || !v.iter().all(|&b| is_word(b) || b == b'@') {
+    if v.is_empty() || !simd::is_call_id(v) {
         return Err(Error::HeaderValue(HeaderName::CallId));
     }
     Ok(v)
