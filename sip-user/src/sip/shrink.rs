@@ -3,7 +3,7 @@
 //! buckets for them. Called off the message path (once a second by the worker).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BinaryHeap, HashMap, VecDeque},
     hash::{BuildHasher, Hash},
 };
 
@@ -47,6 +47,7 @@ shrink_by_inherent_methods!(
     [K: Eq + Hash, V, S: BuildHasher] griddle::HashMap<K, V, S>,
     [K: Eq + Hash, V, S: BuildHasher] HashMap<K, V, S>,
     [T] VecDeque<T>,
+    [T: Ord] BinaryHeap<T>,
 );
 
 /// Most entries a shrink moves. Shrinking rehashes every entry at once (griddle spreads only

@@ -11,12 +11,13 @@
 pub mod client_invite;
 pub mod client_non_invite;
 pub mod key;
+mod schedule;
 pub mod server_invite;
 pub mod server_non_invite;
 pub mod timers;
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::VecDeque,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -24,7 +25,7 @@ use std::{
 use bytes::Bytes;
 
 use self::{
-    client_invite::ClientInvite, client_non_invite::ClientNonInvite, key::Key,
+    client_invite::ClientInvite, client_non_invite::ClientNonInvite, key::Key, schedule::Schedule,
     server_invite::ServerInvite, server_non_invite::ServerNonInvite,
 };
 pub use self::{
@@ -255,8 +256,9 @@ pub struct TransactionLayer {
     /// The table is a `KeyMap` (griddle), which spreads each doubling over the inserts after
     /// it: doubling at once, 229,376 boxed slots still took 20–41 ms here.
     entries: KeyMap<Box<Entry>>,
-    /// Deadlines ordered by time, with the transaction they belong to.
-    schedule: BTreeSet<(Deadline, Key)>,
+    /// Deadlines ordered by time, with the transaction they belong to; an entry whose
+    /// transaction has moved on or ended is stale (see [`Schedule`], [`is_current`]).
+    schedule: Schedule,
     admission: Admission,
     /// Live server transactions, in all and by source address.
     servers: usize,
@@ -271,7 +273,7 @@ impl TransactionLayer {
         TransactionLayer {
             timers,
             entries: KeyMap::default(),
-            schedule: BTreeSet::new(),
+            schedule: Schedule::default(),
             admission: Admission::UNLIMITED,
             servers: 0,
             servers_by_source: FastMap::default(),
@@ -534,11 +536,14 @@ impl TransactionLayer {
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due = Deadline::at(now);
-        while let Some(&(at, key)) = self.schedule.first() {
+        while let Some((at, key)) = self.schedule.first() {
             if at > due {
                 break;
             }
             self.schedule.pop_first();
+            if !is_current(&self.entries, at, &key) {
+                continue;
+            }
             self.with_entry(&key, |m, ctx| match m {
                 Machine::ClientInvite(m) => m.on_timeout(now, ctx),
                 Machine::ClientNonInvite(m) => m.on_timeout(now, ctx),
@@ -546,11 +551,14 @@ impl TransactionLayer {
                 Machine::ServerNonInvite(m) => m.on_timeout(now),
             });
         }
+        // What the loop stopped at may be stale.
+        let entries = &self.entries;
+        self.schedule.settle(|at, k| is_current(entries, at, k));
     }
 
     /// When [`Self::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.schedule.first().and_then(|&(at, _)| at.get())
+        self.schedule.first().and_then(|(at, _)| at.get())
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -575,7 +583,8 @@ impl TransactionLayer {
         // Timers that fire together (a burst of calls 32 s ago) queue an event each at once.
         let queues = shrink(&mut self.events) | shrink(&mut self.transmits);
         let sources = shrink(&mut self.servers_by_source);
-        shrink(&mut self.entries) | queues | sources
+        let schedule = self.schedule.shrink();
+        shrink(&mut self.entries) | queues | sources | schedule
     }
 
     pub fn is_empty(&self) -> bool {
@@ -631,13 +640,11 @@ impl TransactionLayer {
         };
         let new = entry.machine.deadline();
         let terminated = entry.machine.terminated();
-        if old != new || terminated {
-            if old != Deadline::NONE {
-                self.schedule.remove(&(old, *key));
-            }
-            if new != Deadline::NONE && !terminated {
-                self.schedule.insert((new, *key));
-            }
+        // The entry at `old`, if any, is stale from here on: left in the heap (see `Schedule`).
+        if old != new && new != Deadline::NONE && !terminated {
+            let entries = &self.entries;
+            self.schedule
+                .push(new, *key, entries.len(), |at, k| is_current(entries, at, k));
         }
         if terminated {
             if let Some(entry) = self.entries.remove(key)
@@ -655,7 +662,19 @@ impl TransactionLayer {
             }
             self.events.push_back(Event::Terminated { key: *key });
         }
+        if old != new || terminated {
+            let entries = &self.entries;
+            self.schedule.settle(|at, k| is_current(entries, at, k));
+        }
     }
+}
+
+/// True if `key`'s transaction is live and its deadline is `at`: its entry in the schedule is
+/// current, not left behind by a move (see [`Schedule`]).
+fn is_current(entries: &KeyMap<Box<Entry>>, at: Deadline, key: &Key) -> bool {
+    entries
+        .get(key)
+        .is_some_and(|e| !e.machine.terminated() && e.machine.deadline() == at)
 }
 
 #[cfg(test)]

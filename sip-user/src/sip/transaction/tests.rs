@@ -648,3 +648,28 @@ fn over_a_reliable_transport_nothing_is_retransmitted_and_nothing_lingers() {
     l.handle_timeout(t0);
     assert!(l.is_empty(), "timer J is zero");
 }
+
+#[test]
+fn a_deadline_moved_later_leaves_no_early_wake_up() {
+    // Timer A's next retransmission (T1) is dropped when the 100 arrives: the next wake-up is
+    // Timer B (64*T1), with no stop at T1 on the way.
+    let mut l = TransactionLayer::new(Timers::default());
+    let t0 = Instant::now();
+    for i in 0..3 {
+        let branch = format!("z9hG4bKlate{i}");
+        l.send_request(request("INVITE", &branch, "INVITE", ""), addr(UAS), t0)
+            .unwrap();
+        assert_eq!(l.poll_timeout(), Some(t0 + ms(500)));
+        feed(&mut l, &response(100, &branch, "INVITE"), UAS, t0 + ms(10));
+    }
+    transmits(&mut l);
+    events(&mut l);
+    assert_eq!(l.poll_timeout(), Some(t0 + ms(32_000)));
+    l.handle_timeout(t0 + ms(31_999));
+    assert!(transmits(&mut l).is_empty() && events(&mut l).is_empty());
+    assert_eq!(l.poll_timeout(), Some(t0 + ms(32_000)));
+    l.handle_timeout(t0 + ms(32_000));
+    assert_eq!(events(&mut l).len(), 6, "three timeouts, three ends");
+    assert!(l.is_empty());
+    assert_eq!(l.poll_timeout(), None);
+}

@@ -1,0 +1,146 @@
+//! The transactions' timer schedule: a binary heap of `(deadline, key)` in which an entry may be
+//! stale, checked against the transaction when it reaches the top.
+//!
+//! A transaction's deadline moves several times in its life (every retransmission, a
+//! provisional response, the final one). An ordered set moved it with a removal and an insertion,
+//! ~600 instructions a move, about 4,000 a call (callgrind, `bench-e2e --daemon-instructions`).
+//! Here a move is a push (~50) and the old entry stays until it is found stale: on top of the
+//! heap, where [`Schedule::settle`] drops it so that the top is always a real deadline (no early
+//! wake-up), or when stale entries outnumber the live ones, which [`Schedule::push`] then drops
+//! all at once, so the heap stays within twice the live transactions (plus a little). Written by
+//! hand: the lazy deletion needs the caller's table to tell what is stale.
+
+use std::{cmp::Reverse, collections::BinaryHeap};
+
+use super::{key::Key, timers::Deadline};
+use crate::sip::shrink::shrink;
+
+/// Stale entries allowed beyond the live ones before the heap is swept.
+const SLACK: usize = 64;
+
+#[derive(Debug, Default)]
+pub(super) struct Schedule {
+    heap: BinaryHeap<Reverse<(Deadline, Key)>>,
+}
+
+impl Schedule {
+    /// Schedules `key` at `at`. `live` is how many entries can be current (the transactions);
+    /// `current` tells whether an entry is still its transaction's deadline.
+    pub fn push(
+        &mut self,
+        at: Deadline,
+        key: Key,
+        live: usize,
+        current: impl Fn(Deadline, &Key) -> bool,
+    ) {
+        self.heap.push(Reverse((at, key)));
+        if self.heap.len() > 2 * live + SLACK {
+            self.heap.retain(|Reverse((at, key))| current(*at, key));
+        }
+    }
+
+    /// The earliest entry, current once [`Self::settle`] has run since the last change.
+    pub fn first(&self) -> Option<(Deadline, Key)> {
+        self.heap.peek().map(|Reverse(e)| *e)
+    }
+
+    pub fn pop_first(&mut self) {
+        self.heap.pop();
+    }
+
+    /// Drops stale entries from the top, so that [`Self::first`] is a real deadline.
+    pub fn settle(&mut self, current: impl Fn(Deadline, &Key) -> bool) {
+        while let Some(Reverse((at, key))) = self.heap.peek() {
+            if current(*at, key) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Gives back the memory of a load that has passed; true if it shrank.
+    pub fn shrink(&mut self) -> bool {
+        shrink(&mut self.heap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::{BTreeSet, HashMap},
+        time::{Duration, Instant},
+    };
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::sip::{
+        peer::Peer,
+        transaction::{TransactionLayer, timers::Timers},
+    };
+
+    /// `n` distinct transaction keys, as the layer makes them.
+    fn keys(n: usize) -> Vec<Key> {
+        let mut layer = TransactionLayer::new(Timers::default());
+        let now = Instant::now();
+        (0..n)
+            .map(|i| {
+                let request = format!(
+                    "OPTIONS sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK{i}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n\
+                     Call-ID: {i}@example.com\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                );
+                let dest = Peer::udp("192.0.2.2:5060".parse().unwrap());
+                layer.send_request(Bytes::from(request), dest, now).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_entry_is_the_earliest_current_deadline_and_the_heap_stays_bounded() {
+        // A model (an ordered set of the current deadlines) next to the schedule, through
+        // moves later and earlier, removals and re-additions, in a fixed pseudo-random order.
+        let keys = keys(500);
+        let t0 = Instant::now();
+        let at = |ms: u64| Deadline::at(t0 + Duration::from_millis(ms));
+        let mut current: HashMap<Key, Deadline> = HashMap::new();
+        let mut model: BTreeSet<(Deadline, Key)> = BTreeSet::new();
+        let mut s = Schedule::default();
+        let mut x = 0x2545_f491_u64;
+        for step in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = keys[(x % keys.len() as u64) as usize];
+            if let Some(old) = current.remove(&key) {
+                model.remove(&(old, key));
+            }
+            if x % 5 != 0 {
+                let d = at(1 + (x >> 20) % 60_000);
+                current.insert(key, d);
+                model.insert((d, key));
+                s.push(d, key, current.len(), |a, k| current.get(k) == Some(&a));
+            }
+            s.settle(|a, k| current.get(k) == Some(&a));
+            assert_eq!(s.first(), model.first().copied(), "step {step}");
+            assert!(
+                s.len() <= 2 * current.len() + SLACK + 1,
+                "step {step}: {}",
+                s.len()
+            );
+        }
+        // Popping in order gives the model's order.
+        while let Some((a, k)) = s.first() {
+            assert_eq!(model.pop_first(), Some((a, k)));
+            current.remove(&k);
+            s.pop_first();
+            s.settle(|a, k| current.get(k) == Some(&a));
+        }
+        assert!(model.is_empty());
+    }
+}
