@@ -866,7 +866,7 @@ impl Proxy {
         now: Instant,
     ) {
         let Some(method) = msg.method() else { return };
-        let route = match route::read(msg, &self.cfg.identity, &self.cfg.flow_key) {
+        let route = match route::read(msg, read, &self.cfg.identity, &self.cfg.flow_key) {
             Ok(r) => r,
             Err(e) => return self.reply(&key, msg, 400, &format!("Bad Request ({e})"), &[], now),
         };
@@ -1243,7 +1243,7 @@ impl Proxy {
         now: Instant,
     ) {
         let side = self.source_side(source);
-        let Ok(route) = route::read(m, &self.cfg.identity, &self.cfg.flow_key) else {
+        let Ok(route) = route::read(m, read, &self.cfg.identity, &self.cfg.flow_key) else {
             return self.record(Outcome::DroppedMalformed);
         };
         let target = target::decide(m, &route, side, &self.cfg.policy, &self.cfg.identity);

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::sip::{
     Error, HeaderName, Message, StartLine, address::Address, scan::CommaList, uri::Uri,
+    validate::Validated,
 };
 
 /// What an entry of ours carried.
@@ -68,17 +69,19 @@ fn own_entry(uri: &Uri<'_>, key: &FlowKey) -> Result<Own, TokenError> {
     }
 }
 
-/// Reads `msg`'s route. Fails if the Request-URI or a Route value does not parse (a request
-/// that passed validation has neither problem).
+/// Reads `msg`'s route, with the Request-URI and the first Route value as validation parsed
+/// them (`read`). Fails if the Request-URI or a Route value does not parse (a request that
+/// passed validation has neither problem).
 pub fn read<'b>(
     msg: &Message<'_, 'b>,
+    read: &Validated<'b>,
     me: &Identity,
     key: &FlowKey,
 ) -> Result<RouteSet<'b>, Error> {
-    let StartLine::Request { uri: raw_uri, .. } = msg.start else {
+    let StartLine::Request { .. } = msg.start else {
         return Err(Error::StartLine);
     };
-    let request_uri = Uri::parse(raw_uri).map_err(|_| Error::RequestUri)?;
+    let request_uri = read.request_uri.ok_or(Error::RequestUri)?;
     // Counted unparsed: each value is parsed once, below.
     let total = route_raw(msg).count();
     let mut set = RouteSet {
@@ -109,7 +112,7 @@ pub fn read<'b>(
         usable = total - 1;
     }
     let mut next_route = None;
-    for (i, value) in route_values(msg).take(usable).enumerate() {
+    for (i, value) in route_values(msg, read.top_route).take(usable).enumerate() {
         let value = value?;
         if next_route.is_none() && i == set.pop_front && is_ours(&value.uri, me) {
             set.pop_front += 1;
@@ -138,11 +141,15 @@ pub(super) fn route_raw<'h, 'b>(
         .flat_map(|h| CommaList::new(h.value))
 }
 
-/// Every Route value in order, parsed.
+/// Every Route value in order, parsed, the first being `first` when validation handed it on.
 fn route_values<'h, 'b>(
     msg: &Message<'h, 'b>,
+    first: Option<Address<'b>>,
 ) -> impl Iterator<Item = Result<Address<'b>, Error>> + use<'h, 'b> {
-    route_raw(msg).map(|v| Address::parse(v).map_err(|_| Error::HeaderValue(HeaderName::Route)))
+    route_raw(msg).enumerate().map(move |(i, v)| match first {
+        Some(address) if i == 0 => Ok(address),
+        _ => Address::parse(v).map_err(|_| Error::HeaderValue(HeaderName::Route)),
+    })
 }
 
 /// A SIP URI naming our route address.
@@ -186,7 +193,8 @@ mod tests {
             panic!("{text}")
         };
         let me = Identity::new(ME, 5060);
-        f(read(&m, &me, &key()).unwrap())
+        let validated = m.validate().expect("valid");
+        f(read(&m, &validated, &me, &key()).unwrap())
     }
 
     fn token(peer: &str) -> String {

@@ -446,7 +446,8 @@ mod tests {
         };
         let me = Identity::new(ME, 5060);
         let key = FlowKey::new(b"target tests secret");
-        let r = route::read(&m, &me, &key).unwrap();
+        let validated = m.validate().expect("valid");
+        let r = route::read(&m, &validated, &me, &key).unwrap();
         decide(&m, &r, side, policy, &me)
     }
 

@@ -18,22 +18,38 @@ use super::{
 
 /// What validation parsed on its way that the layers after it read again: the top Via (the
 /// transaction key, the proxy's own-Via test, the sender's Via it rewrites), From's and To's
-/// tags and CSeq (the dialog table, the loop-detection hash), handed on so that each is parsed
-/// once per message, not once per reader.
+/// tags and CSeq (the dialog table, the loop-detection hash), a request's Request-URI and
+/// first Route value (the route, RFC 3261 §16.4), handed on so that each is parsed once per
+/// message, not once per reader.
 #[derive(Debug, Clone, Copy)]
 pub struct Validated<'b> {
     /// The first value of the first Via line; `None` if the message has no Via.
     pub top_via: Option<Via<'b>>,
     pub dialog: DialogFields<'b>,
+    /// A request's Request-URI; `None` for a response.
+    pub request_uri: Option<Uri<'b>>,
+    /// The first value of the first Route line of a request; `None` without one.
+    pub top_route: Option<Address<'b>>,
 }
 
 impl<'b> Validated<'b> {
     /// The same fields read from a message validated earlier (a request taken out of parking
     /// after its lookup), without checking anything again.
     pub fn read(msg: &Message<'_, 'b>) -> Self {
+        let request_uri = match msg.start {
+            StartLine::Request { uri, .. } => Uri::parse(uri).ok(),
+            StartLine::Response { .. } => None,
+        };
+        let top_route = msg
+            .headers_named(HeaderName::Route)
+            .next()
+            .and_then(|h| CommaList::new(h.value).next())
+            .and_then(|v| Address::parse(v).ok());
         Validated {
             top_via: msg.top_via().and_then(Result::ok),
             dialog: DialogFields::read(msg),
+            request_uri,
+            top_route: top_route.filter(|_| request_uri.is_some()),
         }
     }
 }
@@ -74,17 +90,19 @@ impl<'b> Message<'_, 'b> {
     pub fn validate(&self) -> Result<Validated<'b>, Error> {
         let (mut top_via, mut via_seen) = (None, false);
         let (mut from_tag, mut to_tag, mut first_cseq) = (None, None, None);
-        let request = match self.start {
+        let (mut top_route, mut route_seen) = (None, false);
+        let request_uri = match self.start {
             StartLine::Request { uri, .. } => {
                 let uri = Uri::parse(uri).map_err(|_| Error::RequestUri)?;
                 // RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI.
                 if uri.is_sip() && uri.headers.is_some() {
                     return Err(Error::RequestUri);
                 }
-                true
+                Some(uri)
             }
-            StartLine::Response { .. } => false,
+            StartLine::Response { .. } => None,
         };
+        let request = request_uri.is_some();
         for h in self.headers {
             let name = h.name;
             match name {
@@ -124,8 +142,13 @@ impl<'b> Message<'_, 'b> {
                 _ if !request => {}
                 HeaderName::Contact if h.value == b"*" => {}
                 HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
-                    for v in CommaList::new(h.value) {
-                        Address::parse(v).map_err(|e| address_error(e, name))?;
+                    let first_route = name == HeaderName::Route && !route_seen;
+                    route_seen |= name == HeaderName::Route;
+                    for (i, v) in CommaList::new(h.value).enumerate() {
+                        let address = Address::parse(v).map_err(|e| address_error(e, name))?;
+                        if first_route && i == 0 {
+                            top_route = Some(address);
+                        }
                     }
                 }
                 HeaderName::MaxForwards => {
@@ -154,6 +177,8 @@ impl<'b> Message<'_, 'b> {
                 to_tag,
                 cseq: first_cseq,
             },
+            request_uri,
+            top_route,
         })
     }
 }
@@ -162,6 +187,63 @@ impl<'b> Message<'_, 'b> {
 mod tests {
     use super::DialogFields;
     use crate::sip::{Error, Header, HeaderName, Parsed, parse};
+
+    /// The Request-URI and first Route value handed on are the ones a fresh parse gives: the
+    /// first value of the first Route line, whatever other lines and lists follow.
+    #[test]
+    fn the_request_uri_and_top_route_handed_on_are_the_ones_read_afresh() {
+        let routes = [
+            "",
+            "Route: <sip:a.example;lr>\r\n",
+            "Route: <sip:a.example;lr>, <sip:b.example;lr>\r\n",
+            "Record-Route: <sip:rr.example;lr>\r\nRoute: \"A\" <sip:tok@a.example:5070;lr>;x=1\r\nRoute: <sip:c.example>\r\n",
+            "Contact: <sip:c@x>\r\nRoute: sip:plain.example\r\n",
+        ];
+        for routes in routes {
+            let text = format!(
+                "BYE sip:bob@y.example:5080;transport=udp SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                 {routes}From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c\r\nCSeq: 7 BYE\r\n\
+                 Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            let mut headers = [Header::EMPTY; 32];
+            let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut headers) else {
+                panic!("parses: {text}");
+            };
+            let handed = m.validate().expect("valid");
+            let read = super::Validated::read(&m);
+            let fresh_route = m
+                .headers
+                .iter()
+                .find(|h| h.name == HeaderName::Route)
+                .map(|h| crate::sip::scan::CommaList::new(h.value).next().unwrap())
+                .map(|v| crate::sip::address::Address::parse(v).unwrap());
+            let fresh_uri =
+                crate::sip::uri::Uri::parse(b"sip:bob@y.example:5080;transport=udp").unwrap();
+            assert_eq!(handed.request_uri, Some(fresh_uri), "{text}");
+            assert_eq!(read.request_uri, Some(fresh_uri), "{text}");
+            // `Address` has no `PartialEq` (its parameter iterator): compared as printed.
+            let fresh_route = format!("{fresh_route:?}");
+            assert_eq!(format!("{:?}", handed.top_route), fresh_route, "{text}");
+            assert_eq!(format!("{:?}", read.top_route), fresh_route, "{text}");
+            assert_eq!(
+                handed.top_route.is_some(),
+                routes.contains("Route: <sip:a")
+                    || routes.contains("Route: \"")
+                    || routes.contains("Route: sip:")
+            );
+        }
+        // A response hands on neither.
+        let text = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRoute: <sip:a.example;lr>\r\n\
+                    From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c\r\nCSeq: 7 BYE\r\n\r\n";
+        let mut headers = [Header::EMPTY; 32];
+        let Ok(Parsed::Message(m)) = parse(text.as_bytes(), &mut headers) else {
+            panic!("parses");
+        };
+        let handed = m.validate().expect("valid");
+        assert!(handed.request_uri.is_none() && handed.top_route.is_none());
+        let read = super::Validated::read(&m);
+        assert!(read.request_uri.is_none() && read.top_route.is_none());
+    }
 
     /// What validation hands on is what the readers read for themselves before.
     #[test]
