@@ -112,13 +112,13 @@ pub fn read<'b>(
         usable = total - 1;
     }
     let mut next_route = None;
-    for (i, value) in route_values(msg, read.top_route).take(usable).enumerate() {
-        let value = value?;
-        if next_route.is_none() && i == set.pop_front && is_ours(&value.uri, me) {
+    for (i, uri) in route_uris(msg, read.top_route).take(usable).enumerate() {
+        let uri = uri?;
+        if next_route.is_none() && i == set.pop_front && is_ours(&uri, me) {
             set.pop_front += 1;
-            note(&mut set, own_entry(&value.uri, key));
+            note(&mut set, own_entry(&uri, key));
         } else if next_route.is_none() {
-            next_route = Some(value.uri);
+            next_route = Some(uri);
         }
     }
     set.remaining = usable - set.pop_front;
@@ -141,14 +141,17 @@ pub(super) fn route_raw<'h, 'b>(
         .flat_map(|h| CommaList::new(h.value))
 }
 
-/// Every Route value in order, parsed, the first being `first` when validation handed it on.
-fn route_values<'h, 'b>(
+/// The URI of every Route value in order, the first being `first` when validation handed it
+/// on.
+fn route_uris<'h, 'b>(
     msg: &Message<'h, 'b>,
-    first: Option<Address<'b>>,
-) -> impl Iterator<Item = Result<Address<'b>, Error>> + use<'h, 'b> {
+    first: Option<Uri<'b>>,
+) -> impl Iterator<Item = Result<Uri<'b>, Error>> + use<'h, 'b> {
     route_raw(msg).enumerate().map(move |(i, v)| match first {
-        Some(address) if i == 0 => Ok(address),
-        _ => Address::parse(v).map_err(|_| Error::HeaderValue(HeaderName::Route)),
+        Some(uri) if i == 0 => Ok(uri),
+        _ => Address::parse(v)
+            .map(|a| a.uri)
+            .map_err(|_| Error::HeaderValue(HeaderName::Route)),
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::{
     params::UriParams,
-    scan::{find, is_host, is_ipv6, is_scheme, is_uri_mark_or_lws},
+    scan::{find, is_ipv6, is_scheme, is_uri_mark_or_lws},
     simd::{self, Class},
 };
 
@@ -213,7 +213,7 @@ pub fn split_hostport(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
         }
         close + 1
     } else {
-        let end = s.iter().position(|&b| !is_host(b)).unwrap_or(s.len());
+        let end = simd::host_len(s);
         if end == 0 {
             return None;
         }
