@@ -78,6 +78,13 @@ impl UdpIo {
         self.fd.get_ref().local_addr()
     }
 
+    /// Waits until the socket has something to read, and leaves that readiness for
+    /// [`Self::recv_batches`]. Takes `&self`, so that a worker's loop can wait for it in two
+    /// places of one `select!` (see the worker).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.fd.readable().await.map(drop)
+    }
+
     /// Waits until the socket has something to read, then receives up to `max_calls` batches
     /// into `out`, each datagram copied into a buffer of its own size (which the parser borrows
     /// from and a transaction may keep: see the worker). Returns the number of `recvmmsg`
