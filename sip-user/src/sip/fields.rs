@@ -107,13 +107,19 @@ pub type MediaType<'b> = (&'b [u8], &'b [u8]);
 
 /// `Content-Type: type/subtype *(;param)` (RFC 3261 §20.15).
 pub fn content_type(v: &[u8]) -> Result<MediaType<'_>, Error> {
-    let bad = Error::HeaderValue(HeaderName::ContentType);
     let v = trim_lws(v);
     // The common shape, `type/subtype` alone (`application/sdp`), in one pass over each part.
     let ty_end = v.iter().position(|&b| !is_token(b)).unwrap_or(v.len());
     if ty_end > 0 && v.get(ty_end) == Some(&b'/') && is_token_str(&v[ty_end + 1..]) {
         return Ok((&v[..ty_end], &v[ty_end + 1..]));
     }
+    media_type(v)
+}
+
+/// [`content_type`]'s whole rule, for a trimmed value: whitespace around `/` and `;`, and
+/// parameters.
+fn media_type(v: &[u8]) -> Result<MediaType<'_>, Error> {
+    let bad = Error::HeaderValue(HeaderName::ContentType);
     let semi = v.iter().position(|&b| b == b';').unwrap_or(v.len());
     let media = trim_lws(&v[..semi]);
     let slash = media.iter().position(|&b| b == b'/').ok_or(bad)?;
@@ -329,20 +335,6 @@ mod tests {
 
     #[test]
     fn content_type_short_path_agrees_with_the_grammar() {
-        // The rule before the short path, for comparison.
-        fn reference(v: &[u8]) -> Result<MediaType<'_>, Error> {
-            let bad = Error::HeaderValue(HeaderName::ContentType);
-            let v = trim_lws(v);
-            let semi = v.iter().position(|&b| b == b';').unwrap_or(v.len());
-            let media = trim_lws(&v[..semi]);
-            let slash = media.iter().position(|&b| b == b'/').ok_or(bad)?;
-            let (ty, sub) = (trim_lws(&media[..slash]), trim_lws(&media[slash + 1..]));
-            if !is_token_str(ty) || !is_token_str(sub) {
-                return Err(bad);
-            }
-            HeaderParams::new(&v[semi..]).validate().map_err(|_| bad)?;
-            Ok((ty, sub))
-        }
         // Every string of up to 6 bytes over letters, the separators and whitespace.
         let alphabet = b"a/; =\t\"";
         let mut checked = 0;
@@ -355,7 +347,7 @@ mod tests {
                         b
                     })
                     .collect();
-                assert_eq!(content_type(&v), reference(&v), "{v:?}");
+                assert_eq!(content_type(&v), media_type(trim_lws(&v)), "{v:?}");
                 checked += 1;
             }
         }

@@ -120,7 +120,7 @@ mod tests {
             if let Some(old) = current.remove(&key) {
                 model.remove(&(old, key));
             }
-            if x % 5 != 0 {
+            if !x.is_multiple_of(5) {
                 let d = at(1 + (x >> 20) % 60_000);
                 current.insert(key, d);
                 model.insert((d, key));
