@@ -29,6 +29,7 @@ pub mod params;
 pub mod peer;
 pub mod proxy_check;
 pub mod scan;
+pub mod schedule;
 pub mod shrink;
 pub mod simd;
 pub mod summary;

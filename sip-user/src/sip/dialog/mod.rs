@@ -14,10 +14,7 @@ pub mod id;
 pub mod inspect;
 pub mod session;
 
-use std::{
-    collections::{BTreeSet, VecDeque},
-    time::Instant,
-};
+use std::{collections::VecDeque, time::Instant};
 
 use self::id::with_encoded;
 pub use self::{
@@ -26,6 +23,7 @@ pub use self::{
 };
 use crate::sip::{
     Message, Method,
+    schedule::Schedule,
     shrink::{FastMap, shrink},
     validate::DialogFields,
 };
@@ -72,8 +70,9 @@ pub struct DialogTable {
     index: FastMap<Box<[u8]>, u64>,
     /// Boxed, as the transaction table's: growing the table moves 16-byte slots, not 150.
     entries: FastMap<u64, Box<Entry>>,
-    /// Deadlines in order, with the entry they belong to.
-    schedule: BTreeSet<(Instant, u64)>,
+    /// Deadlines in order, with the entry they belong to; an entry whose dialog has moved on
+    /// or ended is stale (see [`Schedule`], [`is_current`]).
+    schedule: Schedule<Instant, u64>,
     next_seq: u64,
     events: VecDeque<Ended>,
     stats: DialogStats,
@@ -87,7 +86,7 @@ impl DialogTable {
             max: max.max(1),
             index: FastMap::default(),
             entries: FastMap::default(),
-            schedule: BTreeSet::new(),
+            schedule: Schedule::default(),
             next_seq: 0,
             events: VecDeque::new(),
             stats: DialogStats::default(),
@@ -159,7 +158,9 @@ impl DialogTable {
 
     /// Ends every dialog whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, seq)) = self.schedule.first() {
+        // The first entry is always current (`update` settles the schedule), and expiring a
+        // dialog ends it, which takes its entry off.
+        while let Some((at, seq)) = self.schedule.first() {
             if at > now {
                 break;
             }
@@ -169,7 +170,7 @@ impl DialogTable {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.schedule.first().map(|&(at, _)| at)
+        self.schedule.first().map(|(at, _)| at)
     }
 
     pub fn poll_event(&mut self) -> Option<Ended> {
@@ -201,7 +202,8 @@ impl DialogTable {
     /// Gives back the memory of a load that has passed; true if a table shrank.
     pub fn shrink(&mut self) -> bool {
         let entries = shrink(&mut self.entries);
-        shrink(&mut self.index) | entries
+        let schedule = self.schedule.shrink();
+        shrink(&mut self.index) | entries | schedule
     }
 
     pub fn is_empty(&self) -> bool {
@@ -225,7 +227,7 @@ impl DialogTable {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.stats.created += 1;
-        self.schedule.insert((session.deadline, seq));
+        let deadline = session.deadline;
         self.index.insert(key.clone(), seq);
         self.entries.insert(
             seq,
@@ -235,12 +237,16 @@ impl DialogTable {
                 session,
             }),
         );
+        let entries = &self.entries;
+        self.schedule.push(deadline, seq, entries.len(), |at, s| {
+            is_current(entries, at, s)
+        });
         seq
     }
 
     /// Evicts the dialog closest to its own deadline: the one the table would drop first anyway.
     fn evict_one(&mut self) {
-        let Some(&(_, seq)) = self.schedule.first() else {
+        let Some((_, seq)) = self.schedule.first() else {
             return;
         };
         self.stats.evicted += 1;
@@ -261,15 +267,19 @@ impl DialogTable {
         );
         if phase != Phase::Terminated {
             // Most messages leave the deadline where it was (a provisional response, a
-            // retransmission): then the schedule is already right.
+            // retransmission): then the schedule is already right. Otherwise the entry at
+            // `before` is stale from here on, left in the heap (see `Schedule`).
             if after != before {
-                self.schedule.remove(&(before, seq));
-                self.schedule.insert((after, seq));
+                let entries = &self.entries;
+                let current = |at, s: &u64| is_current(entries, at, s);
+                self.schedule.push(after, seq, entries.len(), current);
+                self.schedule.settle(current);
             }
             return;
         }
-        self.schedule.remove(&(before, seq));
         let entry = self.entries.remove(&seq).expect("present above");
+        let entries = &self.entries;
+        self.schedule.settle(|at, s| is_current(entries, at, s));
         self.index.remove(&entry.key);
         self.stats.ended += 1;
         if end == Some(End::NoAck) {
@@ -281,6 +291,12 @@ impl DialogTable {
             last_phase: phase_before,
         });
     }
+}
+
+/// True if dialog `seq` is live and its deadline is `at`: its entry in the schedule is current,
+/// not left behind by a move (see [`Schedule`]).
+fn is_current(entries: &FastMap<u64, Box<Entry>>, at: Instant, seq: &u64) -> bool {
+    entries.get(seq).is_some_and(|e| e.session.deadline == at)
 }
 
 impl Entry {

@@ -303,3 +303,26 @@ fn inspection_counts_phases_and_backends_and_finds_a_call() {
     assert_eq!(t.find_call(b"call@h", t0 + secs(1))[0].backend, None);
     assert!(t.find_call(b"other@h", t0).is_empty());
 }
+
+#[test]
+fn a_deadline_moved_later_leaves_no_early_wake_up_and_nothing_behind() {
+    // Calling (32 s) → ringing (Timer C, 181 s) → connected and ACKed (12 h): each move leaves
+    // the earlier entry in the schedule's heap, and none of them may be the next wake-up.
+    let mut t = DialogTable::new(100, Limits::default());
+    let t0 = Instant::now();
+    let c = Call { id: "moves" };
+    feed(&mut t, &c.request("INVITE", 1, "", false), t0);
+    assert_eq!(t.poll_timeout(), Some(t0 + secs(32)));
+    feed(&mut t, &c.response(180, "INVITE", 1, "m", ""), t0 + secs(1));
+    assert_eq!(t.poll_timeout(), Some(t0 + secs(182)));
+    feed(&mut t, &c.response(200, "INVITE", 1, "m", ""), t0 + secs(2));
+    feed(&mut t, &c.request("ACK", 1, "m", false), t0 + secs(2));
+    assert_eq!(t.poll_timeout(), Some(t0 + secs(2 + 12 * 3600)));
+    t.handle_timeout(t0 + secs(3600));
+    assert_eq!(t.len(), 1, "no stale deadline ends the call");
+    feed(&mut t, &c.request("BYE", 2, "m", false), t0 + secs(3600));
+    feed(&mut t, &c.response(200, "BYE", 2, "m", ""), t0 + secs(3600));
+    assert!(t.is_empty());
+    assert_eq!(t.poll_timeout(), None);
+    assert!(t.schedule.is_empty(), "no stale entry left behind");
+}

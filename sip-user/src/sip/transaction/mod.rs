@@ -11,7 +11,6 @@
 pub mod client_invite;
 pub mod client_non_invite;
 pub mod key;
-mod schedule;
 pub mod server_invite;
 pub mod server_non_invite;
 pub mod timers;
@@ -25,7 +24,7 @@ use std::{
 use bytes::Bytes;
 
 use self::{
-    client_invite::ClientInvite, client_non_invite::ClientNonInvite, key::Key, schedule::Schedule,
+    client_invite::ClientInvite, client_non_invite::ClientNonInvite, key::Key,
     server_invite::ServerInvite, server_non_invite::ServerNonInvite,
 };
 pub use self::{
@@ -35,6 +34,7 @@ pub use self::{
 use crate::sip::{
     Message, Method, Parsed, parse_any,
     peer::Peer,
+    schedule::Schedule,
     shrink::{FastMap, shrink},
     via::Via,
 };
@@ -258,7 +258,7 @@ pub struct TransactionLayer {
     entries: KeyMap<Box<Entry>>,
     /// Deadlines ordered by time, with the transaction they belong to; an entry whose
     /// transaction has moved on or ended is stale (see [`Schedule`], [`is_current`]).
-    schedule: Schedule,
+    schedule: Schedule<Deadline, Key>,
     admission: Admission,
     /// Live server transactions, in all and by source address.
     servers: usize,

@@ -1,38 +1,41 @@
-//! The transactions' timer schedule: a binary heap of `(deadline, key)` in which an entry may be
-//! stale, checked against the transaction when it reaches the top.
+//! A timer schedule for the transaction and dialog tables: a binary heap of `(deadline, key)` in
+//! which an entry may be stale, checked against the table when it reaches the top.
 //!
 //! A transaction's deadline moves several times in its life (every retransmission, a
-//! provisional response, the final one). An ordered set moved it with a removal and an insertion,
-//! ~600 instructions a move, about 4,000 a call (callgrind, `bench-e2e --daemon-instructions`).
-//! Here a move is a push (~50) and the old entry stays until it is found stale: on top of the
-//! heap, where [`Schedule::settle`] drops it so that the top is always a real deadline (no early
-//! wake-up), or when stale entries outnumber the live ones, which [`Schedule::push`] then drops
-//! all at once, so the heap stays within twice the live transactions (plus a little). Written by
-//! hand: the lazy deletion needs the caller's table to tell what is stale.
+//! provisional response, the final one), a dialog's at each phase. An ordered set moved it with
+//! a removal and an insertion, ~600 instructions a move, about 4,000 a call for the
+//! transactions (callgrind, `bench-e2e --daemon-instructions`). Here a move is a push (~50) and
+//! the old entry stays until it is found stale: on top of the heap, where [`Schedule::settle`]
+//! drops it so that the top is always a real deadline (no early wake-up), or when stale entries
+//! outnumber the live ones, which [`Schedule::push`] then drops all at once, so the heap stays
+//! within twice the live entries (plus a little). Written by hand: the lazy deletion needs the
+//! caller's table to tell what is stale.
 
 use std::{cmp::Reverse, collections::BinaryHeap};
 
-use super::{key::Key, timers::Deadline};
-use crate::sip::shrink::shrink;
+use super::shrink::shrink;
 
 /// Stale entries allowed beyond the live ones before the heap is swept.
 const SLACK: usize = 64;
 
-#[derive(Debug, Default)]
-pub(super) struct Schedule {
-    heap: BinaryHeap<Reverse<(Deadline, Key)>>,
+/// Deadlines of type `T` with the key `K` of what they belong to.
+#[derive(Debug)]
+pub struct Schedule<T, K> {
+    heap: BinaryHeap<Reverse<(T, K)>>,
 }
 
-impl Schedule {
-    /// Schedules `key` at `at`. `live` is how many entries can be current (the transactions);
-    /// `current` tells whether an entry is still its transaction's deadline.
-    pub fn push(
-        &mut self,
-        at: Deadline,
-        key: Key,
-        live: usize,
-        current: impl Fn(Deadline, &Key) -> bool,
-    ) {
+impl<T: Ord, K: Ord> Default for Schedule<T, K> {
+    fn default() -> Self {
+        Schedule {
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Ord + Copy, K: Ord + Copy> Schedule<T, K> {
+    /// Schedules `key` at `at`. `live` is how many entries can be current (the table's
+    /// length); `current` tells whether an entry is still its key's deadline.
+    pub fn push(&mut self, at: T, key: K, live: usize, current: impl Fn(T, &K) -> bool) {
         self.heap.push(Reverse((at, key)));
         if self.heap.len() > 2 * live + SLACK {
             self.heap.retain(|Reverse((at, key))| current(*at, key));
@@ -40,7 +43,7 @@ impl Schedule {
     }
 
     /// The earliest entry, current once [`Self::settle`] has run since the last change.
-    pub fn first(&self) -> Option<(Deadline, Key)> {
+    pub fn first(&self) -> Option<(T, K)> {
         self.heap.peek().map(|Reverse(e)| *e)
     }
 
@@ -49,7 +52,7 @@ impl Schedule {
     }
 
     /// Drops stale entries from the top, so that [`Self::first`] is a real deadline.
-    pub fn settle(&mut self, current: impl Fn(Deadline, &Key) -> bool) {
+    pub fn settle(&mut self, current: impl Fn(T, &K) -> bool) {
         while let Some(Reverse((at, key))) = self.heap.peek() {
             if current(*at, key) {
                 break;
@@ -58,9 +61,13 @@ impl Schedule {
         }
     }
 
-    #[cfg(test)]
+    /// Entries held, stale ones included.
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 
     /// Gives back the memory of a load that has passed; true if it shrank.
@@ -81,7 +88,11 @@ mod tests {
     use super::*;
     use crate::sip::{
         peer::Peer,
-        transaction::{TransactionLayer, timers::Timers},
+        transaction::{
+            TransactionLayer,
+            key::Key,
+            timers::{Deadline, Timers},
+        },
     };
 
     /// `n` distinct transaction keys, as the layer makes them.
