@@ -11,9 +11,10 @@
 //! - [`exercise`]: every parser path over one input, for the fuzz target.
 //! - [`summary`]: the JSON line `sip-fastpath parse` prints.
 //! - [`name`], [`method`], [`scan`], [`error`]: vocabulary and character classes; [`simd`]:
-//!   byte searches 16 bytes at a time.
+//!   byte searches and class checks (Call-IDs, hostnames) 16 bytes at a time.
 //! - [`build`], [`text`]: messages the stack writes, and the numbers in them without `fmt`.
 //! - [`shrink`]: tables give their memory back after a load has passed (and grow incrementally).
+//! - [`schedule`]: the transaction and dialog tables' timers, a heap swept lazily.
 
 pub mod address;
 pub mod build;
