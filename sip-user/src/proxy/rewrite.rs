@@ -10,10 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use sip_common::CallIdHasher;
 
-use super::{
-    flow::{TokenText, Transport},
-    route::route_raw,
-};
+use super::flow::{TokenText, Transport};
 use crate::sip::{
     HeaderName, Message, StartLine,
     build::{header as put, status_line},
@@ -203,7 +200,7 @@ pub fn loop_hash(msg: &Message<'_, '_>, read: &DialogFields<'_>) -> u32 {
     ];
     let mut hasher = CallIdHasher::new();
     hasher.write_word(u64::from(seq));
-    for piece in pieces.into_iter().chain(route_raw(msg)) {
+    for piece in pieces.into_iter().chain(msg.values(HeaderName::Route)) {
         hasher.write_bytes(piece);
         hasher.write_word(piece.len() as u64);
     }
@@ -286,7 +283,7 @@ pub fn forward_request(
         out.put_slice(b"\r\n");
     }
     let routes = if edits.pop_routes > 0 || edits.new_uri.is_some() {
-        route_raw(msg).count()
+        msg.values(HeaderName::Route).count()
     } else {
         0
     };

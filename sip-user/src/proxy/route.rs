@@ -20,8 +20,7 @@ use super::{
     rewrite::Identity,
 };
 use crate::sip::{
-    Error, HeaderName, Message, StartLine, address::Address, scan::CommaList, uri::Uri,
-    validate::Validated,
+    Error, HeaderName, Message, StartLine, address::Address, uri::Uri, validate::Validated,
 };
 
 /// What an entry of ours carried.
@@ -83,7 +82,7 @@ pub fn read<'b>(
     };
     let request_uri = read.request_uri.ok_or(Error::RequestUri)?;
     // Counted unparsed: each value is parsed once, below.
-    let total = route_raw(msg).count();
+    let total = msg.values(HeaderName::Route).count();
     let mut set = RouteSet {
         pop_front: 0,
         new_uri: None,
@@ -104,7 +103,10 @@ pub fn read<'b>(
     let mut usable = total;
     let mut effective_uri = request_uri;
     if is_ours(&request_uri, me) && request_uri.params.get(b"lr").is_some() && total > 0 {
-        let last = route_raw(msg).nth(total - 1).ok_or(Error::RequestUri)?;
+        let last = msg
+            .values(HeaderName::Route)
+            .nth(total - 1)
+            .ok_or(Error::RequestUri)?;
         let last = Address::parse(last).map_err(|_| Error::HeaderValue(HeaderName::Route))?;
         note(&mut set, own_entry(&request_uri, key));
         set.new_uri = Some(last.uri_raw);
@@ -132,27 +134,20 @@ pub fn read<'b>(
     Ok(set)
 }
 
-/// Every Route value in order, across lines and comma lists, unparsed (also what the loop
-/// hash covers and the rewrite counts).
-pub(super) fn route_raw<'h, 'b>(
-    msg: &Message<'h, 'b>,
-) -> impl Iterator<Item = &'b [u8]> + use<'h, 'b> {
-    msg.headers_named(HeaderName::Route)
-        .flat_map(|h| CommaList::new(h.value))
-}
-
 /// The URI of every Route value in order, the first being `first` when validation handed it
 /// on.
 fn route_uris<'h, 'b>(
     msg: &Message<'h, 'b>,
     first: Option<Uri<'b>>,
 ) -> impl Iterator<Item = Result<Uri<'b>, Error>> + use<'h, 'b> {
-    route_raw(msg).enumerate().map(move |(i, v)| match first {
-        Some(uri) if i == 0 => Ok(uri),
-        _ => Address::parse(v)
-            .map(|a| a.uri)
-            .map_err(|_| Error::HeaderValue(HeaderName::Route)),
-    })
+    msg.values(HeaderName::Route)
+        .enumerate()
+        .map(move |(i, v)| match first {
+            Some(uri) if i == 0 => Ok(uri),
+            _ => Address::parse(v)
+                .map(|a| a.uri)
+                .map_err(|_| Error::HeaderValue(HeaderName::Route)),
+        })
 }
 
 /// A SIP URI naming our route address.

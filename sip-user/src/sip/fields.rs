@@ -220,9 +220,15 @@ impl<'h, 'b> Message<'h, 'b> {
         &self,
         name: HeaderName,
     ) -> impl Iterator<Item = Result<Address<'b>, Error>> + use<'h, 'b> {
+        self.values(name)
+            .map(move |v| Address::parse(v).map_err(|e| address_error(e, name)))
+    }
+
+    /// Every value of a header that holds a comma list (RFC 3261 §7.3.1), across its lines, in
+    /// order and unparsed.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &'b [u8]> + use<'h, 'b> {
         self.headers_named(name)
             .flat_map(|h| CommaList::new(h.value))
-            .map(move |v| Address::parse(v).map_err(|e| address_error(e, name)))
     }
 
     pub fn contact_is_star(&self) -> bool {

@@ -505,7 +505,7 @@ mod tests {
     fn name_by_the_grammar(line: &[u8]) -> Option<&[u8]> {
         let end = line
             .iter()
-            .position(|&b| !is_token_str(&[b]))
+            .position(|&b| !crate::sip::scan::is_token(b))
             .unwrap_or(line.len());
         let colon = end + line[end..].iter().take_while(|&&b| is_wsp(b)).count();
         (end > 0 && line.get(colon) == Some(&b':')).then_some(&line[..end])

@@ -1,11 +1,16 @@
 //! Byte searches 16 bytes at a time: which bytes of a slice belong to a small class (up to four
-//! given bytes, and optionally every byte at or below SP), as a bit mask per 16-byte chunk.
+//! given bytes, and optionally every byte at or below SP), as a bit mask per 16-byte chunk; and
+//! two class checks of the same kind, a hostname's characters and a Call-ID's.
 //!
 //! The one place the parser's vector code lives (a line's LF, a URI's split points and
-//! whitespace, an address's closing `>`, a comma list's delimiters, a Via's sent-by): at the tens of bytes these searches cover, `memchr`'s
-//! runtime dispatch and set-up were most of its cost under callgrind. Written by hand because it
-//! is the parser's inner loop. SSE2 is part of every x86_64 CPU; other architectures, and slices
-//! shorter than 16 bytes, take the byte-by-byte path, which flags exactly the same bytes.
+//! whitespace, an address's closing `>`, a comma list's delimiters, a Via's sent-by, a host, a
+//! Call-ID): at the tens of bytes these searches cover, `memchr`'s runtime dispatch and set-up
+//! were most of its cost under callgrind. Written by hand because it is the parser's inner
+//! loop. SSE2 is part of every x86_64 CPU; other architectures, and slices shorter than 16
+//! bytes (8 for a host), take the byte-by-byte path, which applies the rules of
+//! [`super::scan`]: the same bytes either way, as the tests check for every byte value.
+
+use super::scan::{is_host, is_word};
 
 /// Bytes per chunk.
 pub const CHUNK: usize = 16;
@@ -73,21 +78,9 @@ pub fn each_flagged(s: &[u8], class: Class, mut f: impl FnMut(usize, u8) -> bool
             }
             true
         };
-        let n = s.len();
-        let mut at = 0;
-        while at + CHUNK <= n {
-            if !visit(at, mask(s, at, class)) {
-                return false;
-            }
-            at += CHUNK;
-        }
-        if at == n {
-            return true;
-        }
-        // The last 16 bytes, overlapping what was searched: without the bytes already seen.
-        let last = n - CHUNK;
-        let seen = at - last;
-        return visit(last, mask(s, last, class) >> seen << seen);
+        return each_chunk(s.len(), |at, seen| {
+            visit(at, mask(s, at, class) >> seen << seen)
+        });
     }
     s.iter().enumerate().all(|(i, &b)| !class.has(b) || f(i, b))
 }
@@ -103,20 +96,38 @@ pub fn find(s: &[u8], class: Class) -> Option<usize> {
     found
 }
 
+/// Calls `f(at, seen)` for the 16-byte chunks of a slice of `n` bytes (at least 16) in order,
+/// each starting at `at`. The last one ends at `n` and may overlap the one before: its first
+/// `seen` bytes were looked at already (0 for the others). Stops when `f` returns false, and
+/// returns false then. The one chunk walk of this module's searches and checks.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn each_chunk(n: usize, mut f: impl FnMut(usize, u32) -> bool) -> bool {
+    debug_assert!(n >= CHUNK);
+    let mut at = 0;
+    while at + CHUNK <= n {
+        if !f(at, 0) {
+            return false;
+        }
+        at += CHUNK;
+    }
+    let last = n - CHUNK;
+    at == n || f(last, (at - last) as u32)
+}
+
 /// Bit `i` set if `s[at + i]` is in `class`, for the 16 bytes `s[at..at + 16]`, which must be
 /// in `s`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub fn mask(s: &[u8], at: usize, class: Class) -> u32 {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8, _mm_setzero_si128,
+        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128,
     };
-    assert!(at + CHUNK <= s.len());
-    // SAFETY: SSE2 is in the x86_64 baseline, so the intrinsics are always available; the
-    // unaligned 16-byte load reads `s[at..at + 16]`, in bounds by the assertion above.
+    let v = load(s, at);
+    // SAFETY: SSE2 is in the x86_64 baseline, so the intrinsics are always available; register
+    // operations only.
     unsafe {
-        let v = _mm_loadu_si128(s.as_ptr().add(at).cast::<__m128i>());
         let mut hits = _mm_setzero_si128();
         for &b in &class.bytes[..class.count] {
             hits = _mm_or_si128(hits, _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8)));
@@ -139,25 +150,15 @@ pub fn host_len(s: &[u8]) -> usize {
     {
         let n = s.len();
         if n >= CHUNK {
-            let mut at = 0;
-            while at + CHUNK <= n {
-                let m = not_host_mask(load(s, at));
+            let mut end = n;
+            each_chunk(n, |at, seen| {
+                let m = not_host_mask(load(s, at)) >> seen << seen;
                 if m != 0 {
-                    return at + m.trailing_zeros() as usize;
+                    end = at + m.trailing_zeros() as usize;
                 }
-                at += CHUNK;
-            }
-            if at == n {
-                return n;
-            }
-            // The last 16 bytes, overlapping what was searched: without the bytes already seen.
-            let last = n - CHUNK;
-            let m = not_host_mask(load(s, last)) >> (at - last) << (at - last);
-            return if m != 0 {
-                last + m.trailing_zeros() as usize
-            } else {
-                n
-            };
+                m == 0
+            });
+            return end;
         }
         if n >= 8 {
             // Bytes 0..8 in the low half, n-8..n in the high half (overlapping when n < 16).
@@ -171,12 +172,7 @@ pub fn host_len(s: &[u8]) -> usize {
             };
         }
     }
-    s.iter().position(|&b| !is_host_byte(b)).unwrap_or(s.len())
-}
-
-/// The byte rule of [`host_len`].
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+    s.iter().position(|&b| !is_host(b)).unwrap_or(s.len())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -237,6 +233,7 @@ fn not_host_mask(v: __m128i) -> u32 {
 
 /// Bytes of a printable-ASCII range that are neither `word` characters (RFC 3261 §25.1) nor `@`:
 /// what, with the bytes at or below SP and from DEL up, a Call-ID may not hold.
+#[cfg(target_arch = "x86_64")]
 const NOT_CALL_ID: &[u8; 8] = b"#$&,;=^|";
 
 /// True if every byte of `s` is a `word` character or `@`, and at most one is `@`: the
@@ -247,45 +244,26 @@ pub fn is_call_id(s: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if s.len() >= CHUNK {
         let (mut bad, mut ats) = (0u32, 0u32);
-        let n = s.len();
-        let mut at = 0;
-        while at + CHUNK <= n {
-            let (b, a) = call_id_masks(s, at);
-            bad |= b;
-            ats += a.count_ones();
-            at += CHUNK;
-        }
-        if at < n {
-            // The last 16 bytes, overlapping what was searched: without the bytes already seen.
-            let last = n - CHUNK;
-            let seen = at - last;
-            let (b, a) = call_id_masks(s, last);
+        each_chunk(s.len(), |at, seen| {
+            let (b, a) = call_id_masks(load(s, at));
             bad |= b >> seen;
             ats += (a >> seen).count_ones();
-        }
+            true
+        });
         return bad == 0 && ats <= 1;
     }
-    s.iter().all(|&b| is_call_id_byte(b)) && s.iter().filter(|&&b| b == b'@').count() <= 1
+    s.iter().all(|&b| is_word(b) || b == b'@') && s.iter().filter(|&&b| b == b'@').count() <= 1
 }
 
-/// The byte-by-byte rule of [`is_call_id`].
-fn is_call_id_byte(b: u8) -> bool {
-    b > b' ' && b < 0x7f && !NOT_CALL_ID.contains(&b)
-}
-
-/// For `s[at..at + 16]`: the bytes that may not be in a Call-ID, and the `@`s.
+/// For the 16 bytes of `v`: those that may not be in a Call-ID, and the `@`s.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn call_id_masks(s: &[u8], at: usize) -> (u32, u32) {
+fn call_id_masks(v: __m128i) -> (u32, u32) {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8,
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    assert!(at + CHUNK <= s.len());
-    // SAFETY: SSE2 is in the x86_64 baseline; the unaligned 16-byte load reads
-    // `s[at..at + 16]`, in bounds by the assertion above.
+    // SAFETY: SSE2 is in the x86_64 baseline; register operations only.
     unsafe {
-        let v = _mm_loadu_si128(s.as_ptr().add(at).cast::<__m128i>());
         // min(v, SP) == v: at or below SP; max(v, DEL) == v: DEL and above (unsigned).
         let low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(b' ' as i8)), v);
         let high = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x7f)), v);
@@ -344,9 +322,6 @@ mod tests {
     #[test]
     fn host_len_is_the_byte_rule_at_every_length_and_place() {
         use crate::sip::scan::is_host;
-        for b in 0..=255u8 {
-            assert_eq!(is_host_byte(b), is_host(b), "{b:#x}");
-        }
         for len in 0..40 {
             for at in 0..len {
                 for b in 0..=255u8 {
@@ -365,9 +340,6 @@ mod tests {
     #[test]
     fn call_id_bytes_are_the_word_rule_and_one_at() {
         use crate::sip::scan::is_word;
-        for b in 0..=255u8 {
-            assert_eq!(is_call_id_byte(b), is_word(b) || b == b'@', "{b:#x}");
-        }
         // Every byte value at every place of Call-IDs around the 16-byte chunks, with no, one
         // and two `@`s elsewhere.
         for len in 1..50 {
