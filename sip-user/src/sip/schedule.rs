@@ -33,16 +33,33 @@ impl<T: Ord, K: Ord> Default for Schedule<T, K> {
 }
 
 impl<T: Ord + Copy, K: Ord + Copy> Schedule<T, K> {
-    /// Schedules `key` at `at`. `live` is how many entries can be current (the table's
-    /// length); `current` tells whether an entry is still its key's deadline.
-    pub fn push(&mut self, at: T, key: K, live: usize, current: impl Fn(T, &K) -> bool) {
-        self.heap.push(Reverse((at, key)));
-        if self.heap.len() > 2 * live + SLACK {
-            self.heap.retain(|Reverse((at, key))| current(*at, key));
+    /// `key`'s deadline moved from `old` to `new` (`None`: it had none, it has none or it
+    /// ended). The new one is pushed; the old one's entry is left, and only if it was the first
+    /// are the stale entries on top dropped (the first is otherwise still current: this keeps
+    /// it so, without asking the table). `live` is how many entries can be current (the table's
+    /// length, after the change); `current` tells whether an entry is still its key's deadline.
+    pub fn moved(
+        &mut self,
+        key: K,
+        old: Option<T>,
+        new: Option<T>,
+        live: usize,
+        current: impl Fn(T, &K) -> bool,
+    ) {
+        let was_first = old.is_some_and(|old| self.first() == Some((old, key)));
+        if let Some(at) = new {
+            self.heap.push(Reverse((at, key)));
+            if self.heap.len() > 2 * live + SLACK {
+                self.heap.retain(|Reverse((at, key))| current(*at, key));
+            }
+        }
+        if was_first {
+            self.settle(current);
         }
     }
 
-    /// The earliest entry, current once [`Self::settle`] has run since the last change.
+    /// The earliest entry: current, as long as every change went through [`Self::moved`] and
+    /// [`Self::settle`] ran after the last [`Self::pop_first`].
     pub fn first(&self) -> Option<(T, K)> {
         self.heap.peek().map(|Reverse(e)| *e)
     }
@@ -128,16 +145,18 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let key = keys[(x % keys.len() as u64) as usize];
-            if let Some(old) = current.remove(&key) {
+            let old = current.remove(&key);
+            if let Some(old) = old {
                 model.remove(&(old, key));
             }
-            if !x.is_multiple_of(5) {
-                let d = at(1 + (x >> 20) % 60_000);
+            let new = (!x.is_multiple_of(5)).then(|| at(1 + (x >> 20) % 60_000));
+            if let Some(d) = new {
                 current.insert(key, d);
                 model.insert((d, key));
-                s.push(d, key, current.len(), |a, k| current.get(k) == Some(&a));
             }
-            s.settle(|a, k| current.get(k) == Some(&a));
+            s.moved(key, old, new, current.len(), |a, k| {
+                current.get(k) == Some(&a)
+            });
             assert_eq!(s.first(), model.first().copied(), "step {step}");
             assert!(
                 s.len() <= 2 * current.len() + SLACK + 1,

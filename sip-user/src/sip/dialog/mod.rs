@@ -158,11 +158,16 @@ impl DialogTable {
 
     /// Ends every dialog whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // The first entry is always current (`update` settles the schedule), and expiring a
-        // dialog ends it, which takes its entry off.
+        // Expiring a dialog ends it, which takes its entry off. The first entry is current
+        // (see `Schedule::moved`); one that is not is dropped rather than trusted, so the loop
+        // always ends.
         while let Some((at, seq)) = self.schedule.first() {
             if at > now {
                 break;
+            }
+            if !is_current(&self.entries, at, &seq) {
+                self.schedule.pop_first();
+                continue;
             }
             self.stats.expired += 1;
             self.update(seq, Session::expire);
@@ -238,9 +243,9 @@ impl DialogTable {
             }),
         );
         let entries = &self.entries;
-        self.schedule.push(deadline, seq, entries.len(), |at, s| {
-            is_current(entries, at, s)
-        });
+        let current = |at, s: &u64| is_current(entries, at, s);
+        self.schedule
+            .moved(seq, None, Some(deadline), entries.len(), current);
         seq
     }
 
@@ -272,14 +277,16 @@ impl DialogTable {
             if after != before {
                 let entries = &self.entries;
                 let current = |at, s: &u64| is_current(entries, at, s);
-                self.schedule.push(after, seq, entries.len(), current);
-                self.schedule.settle(current);
+                self.schedule
+                    .moved(seq, Some(before), Some(after), entries.len(), current);
             }
             return;
         }
         let entry = self.entries.remove(&seq).expect("present above");
         let entries = &self.entries;
-        self.schedule.settle(|at, s| is_current(entries, at, s));
+        let current = |at, s: &u64| is_current(entries, at, s);
+        self.schedule
+            .moved(seq, Some(before), None, entries.len(), current);
         self.index.remove(&entry.key);
         self.stats.ended += 1;
         if end == Some(End::NoAck) {

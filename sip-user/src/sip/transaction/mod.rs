@@ -640,12 +640,6 @@ impl TransactionLayer {
         };
         let new = entry.machine.deadline();
         let terminated = entry.machine.terminated();
-        // The entry at `old`, if any, is stale from here on: left in the heap (see `Schedule`).
-        if old != new && new != Deadline::NONE && !terminated {
-            let entries = &self.entries;
-            self.schedule
-                .push(new, *key, entries.len(), |at, k| is_current(entries, at, k));
-        }
         if terminated {
             if let Some(entry) = self.entries.remove(key)
                 && entry.machine.is_server()
@@ -663,8 +657,16 @@ impl TransactionLayer {
             self.events.push_back(Event::Terminated { key: *key });
         }
         if old != new || terminated {
+            // The entry at `old`, if any, is stale from here on (see `Schedule`).
+            let some = |d: Deadline| (d != Deadline::NONE).then_some(d);
             let entries = &self.entries;
-            self.schedule.settle(|at, k| is_current(entries, at, k));
+            self.schedule.moved(
+                *key,
+                some(old),
+                some(new).filter(|_| !terminated),
+                entries.len(),
+                |at, k| is_current(entries, at, k),
+            );
         }
     }
 }
