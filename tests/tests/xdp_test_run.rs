@@ -380,6 +380,31 @@ fn blocklist_beats_allowlist_and_rate_limit_counts_per_source() {
     }
 }
 
+/// The limiter's clock moves (it is read again at each tick, see `sip_common::TickClock`): a
+/// source over its rate gets through again once real time has paid for one more packet, and
+/// only for one.
+#[test]
+fn a_limited_source_passes_again_once_its_rate_allows() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 2 packets/s: 500 ms apart, a burst of 2 (1,000 ms ahead, plus the clock's quantum).
+    let c = Classifier::new(FilterSettings {
+        rate_limit_pps: 2,
+        rate_limit_burst: 2,
+        ..FilterSettings::default()
+    })
+    .unwrap();
+    let frame = from_v4([192, 0, 2, 77], &samples::options("clock@example.com"));
+    let mut send = || c.classify_frame(&frame).unwrap().reason;
+    assert_eq!(
+        [send(), send(), send()],
+        ["steered", "steered", "rate_limit"]
+    );
+    // 600 ms pay for one packet (500 ms) even with the clock two 10-ms ticks behind.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(send(), "steered", "the clock moved on");
+    assert_eq!(send(), "rate_limit", "by one packet's worth");
+}
+
 /// The rate table keeps two sources per set (`sip_common::RateSet`): a third source in a set
 /// takes the way of the source whose allowed time is earliest, so the source furthest over its
 /// rate is the last to be forgotten, and a newcomer is never refused.
