@@ -150,7 +150,11 @@ pub fn first_line(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Shape
     }
 
     let is_response = fold_case(w0) & low_bytes(4) == word(b"sip/") && byte(w0, 4).is_ascii_digit();
-    if !is_response && !method_is_token(ctx, d) {
+    // A method the first word names (with its SP) needs no byte-by-byte token check.
+    if !is_response
+        && request_method(ctx, d, w0) == method::OTHER_REQUEST
+        && !method_is_token(ctx, d)
+    {
         return Shape::NotSip;
     }
     if !find_line1_end(ctx, d, st) {
