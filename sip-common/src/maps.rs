@@ -318,6 +318,8 @@ pub struct Scratch {
     /// Set once this CPU has logged a steering problem (log once, not per packet).
     pub warned: u32,
     pub _pad: u32,
+    /// The words of the `User-Agent` value one round of the scanner check looks at.
+    pub value_words: [u64; 3],
 }
 
 /// The per-CPU entry of `CPU_STATE`: counters, the last result and the scratch space, fetched

@@ -561,7 +561,8 @@ pub fn call_id_hash(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Opt
 /// its first `SCANNER_WINDOW` bytes.
 ///
 /// A [`next_round`] loop over the value's words: each round loads the word and the two after it
-/// (a signature is at most 16 bytes), cuts them at the value's end (CR or LF), flags the bytes
+/// (a signature is at most 16 bytes) after one bounds check, or near the datagram's end what is
+/// left of them from its last 24 bytes, cuts them at the value's end (CR or LF), flags the bytes
 /// equal to each signature's first byte (SWAR), and only at flagged positions compares the whole
 /// signature, assembled from the three words by shifts. Unrolled instead, the rounds times the
 /// signatures times the candidates ran out of the verifier's 1M-instruction budget.
@@ -583,6 +584,8 @@ pub fn is_scanner(
     if start > MAX_OFFSET {
         return false;
     }
+    let data = ctx.data();
+    let data_end = ctx.data_end();
     let mut rel = 0u64;
     let mut unused = 0u64;
     while next_round(&mut rel, &mut unused, k) {
@@ -591,11 +594,39 @@ pub fn is_scanner(
             return false;
         }
         let off = start + rel_now;
-        let (w0, w1, w2) = (
-            word_or_zero(ctx, off),
-            word_or_zero(ctx, off + 8),
-            word_or_zero(ctx, off + 16),
-        );
+        let p = data + off;
+        let (w0, w1, w2) = if p + 24 <= data_end {
+            // SAFETY: `p + 24 <= data_end` was checked just above.
+            unsafe { (read_word(p), read_word(p + 8), read_word(p + 16)) }
+        } else {
+            // Near the datagram's end: the bytes that are there, zeros after them (a word
+            // read only when whole would hide a signature in the datagram's last bytes).
+            let Some(t) = last_words(ctx, fresh_end(st)) else {
+                return false;
+            };
+            let Some(sh) = (off + 24).checked_sub(fresh_end(st)) else {
+                return false;
+            };
+            let r = (sh & 7) as u32;
+            match sh / 8 {
+                0 => (
+                    shift_in(t[0], t[1], r),
+                    shift_in(t[1], t[2], r),
+                    shift_in(t[2], 0, r),
+                ),
+                1 => (shift_in(t[1], t[2], r), shift_in(t[2], 0, r), 0),
+                2 => (shift_in(t[2], 0, r), 0, 0),
+                _ => return false, // past the end
+            }
+        };
+        // Through map memory: the two ways of loading leave the verifier different knowledge
+        // of the words, and it would check the signature loop once for each.
+        // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
+        let [w0, w1, w2] = unsafe {
+            let v = &raw mut (*st).scratch.value_words;
+            core::ptr::write_volatile(v, [w0, w1, w2]);
+            core::ptr::read_volatile(v)
+        };
         // Cut at the value's end: lowest flags are exact, and only the lowest is used.
         let (s0, s1, s2) = (
             value_end_flags(w0),
@@ -649,10 +680,17 @@ pub fn is_scanner(
     false
 }
 
-/// The 8 bytes at `off`, or 0 if they are not all in the packet.
+/// The datagram's last 24 bytes (ending at `end`) as three words.
 #[inline(always)]
-fn word_or_zero(ctx: &XdpContext, off: usize) -> u64 {
-    read_at::<u64>(ctx, off).unwrap_or(0)
+fn last_words(ctx: &XdpContext, end: usize) -> Option<[u64; 3]> {
+    // `end` follows the Ethernet, IP and UDP headers: at least 42.
+    let at = opaque(end.checked_sub(24)?)?;
+    let p = ctx.data() + at;
+    if p + 24 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: `p + 24 <= data_end` was checked just above.
+    Some(unsafe { [read_word(p), read_word(p + 8), read_word(p + 16)] })
 }
 
 /// 0x80 at the first CR or LF of `w` (possibly at bytes after it too).

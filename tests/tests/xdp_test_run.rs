@@ -212,6 +212,24 @@ fn scanner_user_agents_are_dropped_case_insensitively() {
     assert_eq!(with_ua("sipcli", true), "scanner");
     let beyond = format!("{}friendly-scanner", "x".repeat(48));
     assert_eq!(with_ua(&beyond, false), "steered");
+    // The shortest signature ending exactly where the value does, at every alignment (the
+    // check stops once less of the value is left than the shortest signature); one byte
+    // short of it is no match.
+    for pad in 0..=42 {
+        let x = "x".repeat(pad);
+        for last in [false, true] {
+            assert_eq!(
+                with_ua(&format!("{x}SIPcli"), last),
+                "scanner",
+                "{pad} {last}"
+            );
+            assert_eq!(
+                with_ua(&format!("{x}sipcl"), last),
+                "steered",
+                "{pad} {last}"
+            );
+        }
+    }
     // Scanners send requests: a response's User-Agent is not looked at.
     let response = b"SIP/2.0 200 OK\r\nUser-Agent: friendly-scanner\r\nCall-ID: r\r\n\r\n";
     assert_eq!(classify(&c, response).reason, "steered");
