@@ -38,6 +38,18 @@ pub fn final_response(datagrams: &[Vec<u8>]) -> Option<String> {
         .find(|t| status(t).is_some_and(|s| s >= 200))
 }
 
+/// The final response among `datagrams` to the request with this Call-ID. Where a test sends
+/// INVITEs it does not acknowledge, their final responses come again (Timer G, RFC 3261
+/// §17.2.1, from 500 ms on) and may arrive while the test waits for another request's answer.
+pub fn final_response_to(datagrams: &[Vec<u8>], call_id: &str) -> Option<String> {
+    datagrams
+        .iter()
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .find(|t| {
+            status(t).is_some_and(|s| s >= 200) && header_values(t, "Call-ID").contains(&call_id)
+        })
+}
+
 /// The status code of a response's text.
 pub fn status(text: &str) -> Option<u16> {
     text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()

@@ -20,7 +20,7 @@ use tests::{
     phones::Phones,
     require_root,
     sipp::{Backend, Caller, CallerReport, LogDir},
-    udp::{collect, exchange, final_response, header_values, status},
+    udp::{collect, exchange, final_response, final_response_to, header_values, status},
 };
 
 const SECRET: &str = "flow_secret = \"edge tests: one secret for every node\"";
@@ -435,9 +435,9 @@ fn the_edge_refuses_to_relay_and_answers_keepalives() -> anyhow::Result<()> {
             "403 Forbidden (domain not served here)",
         ),
     ];
-    for (msg, want) in &cases {
+    for (n, (msg, want)) in (1..).zip(&cases) {
         let got = exchange(&socket, edge, msg.as_bytes(), Duration::from_millis(500))?;
-        let answer = final_response(&got).unwrap_or_default();
+        let answer = final_response_to(&got, &format!("relay-{n}")).unwrap_or_default();
         assert!(
             answer.starts_with(&format!("SIP/2.0 {want}")),
             "{msg}\n→ {answer}"
@@ -490,7 +490,7 @@ fn the_edge_refuses_to_relay_and_answers_keepalives() -> anyhow::Result<()> {
     let many: String = (0..600).map(|i| format!("X-H{i}: {i}\r\n")).collect();
     let huge = request("INVITE", "sip:bob@example.test", "", &many, 7);
     let got = exchange(&socket, edge, huge.as_bytes(), Duration::from_millis(500))?;
-    let answer = final_response(&got).unwrap_or_default();
+    let answer = final_response_to(&got, "relay-7").unwrap_or_default();
     assert!(
         answer.starts_with("SIP/2.0 513 Message Too Large"),
         "{answer}"
@@ -498,7 +498,7 @@ fn the_edge_refuses_to_relay_and_answers_keepalives() -> anyhow::Result<()> {
     let short = request("INVITE", "sip:bob@example.test", "", "", 8)
         .replace("Content-Length: 0", "Content-Length: 80");
     let got = exchange(&socket, edge, short.as_bytes(), Duration::from_millis(500))?;
-    let answer = final_response(&got).unwrap_or_default();
+    let answer = final_response_to(&got, "relay-8").unwrap_or_default();
     assert!(
         answer.starts_with("SIP/2.0 400 Bad Request (Content-Length"),
         "{answer}"
