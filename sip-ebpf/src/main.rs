@@ -36,8 +36,9 @@ mod program {
     use aya_log_ebpf::warn;
     use sip_common::{
         CpuState, FLAG_ALLOWLIST, FLAG_BLOCKLIST, FLAG_RATE_LIMIT, FLAG_STEERING, FilterConfig,
-        MAX_CIDRS, MAX_STEER_CPUS, RATE_SETS, RateSet, SourceAddr, WorkerStats, method, rate_set,
-        rate_tag, reason, slot_for_hash, verdict,
+        HINT_WORDS, ListHints, MAX_CIDRS, MAX_STEER_CPUS, RATE_SETS, RateSet, SourceAddr,
+        WorkerStats, hint_bit, hint_list, method, rate_set, rate_tag, reason, slot_for_hash,
+        verdict,
     };
 
     use crate::net::{self, Packet, SipDatagram, Source};
@@ -51,6 +52,10 @@ mod program {
     static BLOCKLIST: LpmTrie<SourceAddr, u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
     #[map]
     static ALLOWLIST: LpmTrie<SourceAddr, u32> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+    /// Which sources each list may hold (`ListHints`), by `hint_list` index: the tries are asked
+    /// only about those.
+    #[map]
+    static LIST_HINTS: Array<ListHints> = Array::with_max_entries(2, 0);
     /// The rate limiter's table (see `RateSet`): an array, whose lookup the verifier inlines.
     /// An LRU hash map cost a helper call (hashing, a bucket walk) per packet and took locks to
     /// insert, which a flood from spoofed sources does on every packet.
@@ -132,7 +137,7 @@ mod program {
             Packet::Fragment => return Outcome::of(reason::FRAGMENT),
             Packet::Malformed => return Outcome::of(reason::MALFORMED),
         };
-        if cfg.flags & FLAG_BLOCKLIST != 0 && listed(&BLOCKLIST, &d.src) {
+        if cfg.flags & FLAG_BLOCKLIST != 0 && listed(&BLOCKLIST, hint_list::BLOCKLIST, &d.src) {
             return Outcome::of(reason::BLOCKLIST);
         }
         // Each header layout (VLAN or not, IPv4 options, IPv6 extension headers) gives the
@@ -205,7 +210,7 @@ mod program {
     /// the source's UDP SIP traffic), as for a datagram; what passes is the stack's to accept.
     #[inline(always)]
     fn syn_verdict(cfg: &FilterConfig, st: *mut CpuState, src: Source) -> u32 {
-        if cfg.flags & FLAG_BLOCKLIST != 0 && listed(&BLOCKLIST, &src) {
+        if cfg.flags & FLAG_BLOCKLIST != 0 && listed(&BLOCKLIST, hint_list::BLOCKLIST, &src) {
             return reason::TCP_SYN_BLOCKLIST;
         }
         if cfg.flags & FLAG_RATE_LIMIT != 0 && over_rate(cfg, st, &src) {
@@ -225,9 +230,17 @@ mod program {
         data: Source,
     }
 
-    /// True if `src` is in one of the CIDRs of `trie` (a full-length lookup).
+    /// True if `src` is in one of the CIDRs of `trie` (a full-length lookup), whose hints are
+    /// entry `hints` of `LIST_HINTS`. A source whose hint bit is clear is not in the list; the
+    /// trie, a helper call, is asked about the others only.
     #[inline(always)]
-    fn listed(trie: &LpmTrie<SourceAddr, u32>, src: &Source) -> bool {
+    fn listed(trie: &LpmTrie<SourceAddr, u32>, hints: u32, src: &Source) -> bool {
+        if let Some(h) = LIST_HINTS.get(hints) {
+            let bit = hint_bit(src.words()) as usize;
+            if h.words[(bit / 64) & (HINT_WORDS - 1)] >> (bit % 64) & 1 == 0 {
+                return false;
+            }
+        }
         let k = AlignedKey {
             _pad: 0,
             prefix_len: 128,
@@ -245,9 +258,6 @@ mod program {
     /// `RateSet`); what concurrent updates from two CPUs can do is said where the set is written.
     #[inline(always)]
     fn over_rate(cfg: &FilterConfig, st: *mut CpuState, src: &Source) -> bool {
-        if cfg.flags & FLAG_ALLOWLIST != 0 && listed(&ALLOWLIST, src) {
-            return false;
-        }
         let tag = rate_tag(src.words(), cfg.rate_key);
         let Some(set) = RATE.get_ptr_mut(rate_set(tag)) else {
             return false;
@@ -272,7 +282,11 @@ mod program {
             let tat = (*set).tats[way];
             let next = if tat > now { tat } else { now } + cfg.rate_interval_ns;
             if next - now > cfg.rate_tolerance_ns {
-                return true;
+                // Over its rate, unless allowlisted: asked only here, as most packets are
+                // under their source's rate. (An allowlisted source keeps a way of its set,
+                // its time held at the limit.)
+                return !(cfg.flags & FLAG_ALLOWLIST != 0
+                    && listed(&ALLOWLIST, hint_list::ALLOWLIST, src));
             }
             (*set).tats[way] = next;
         }

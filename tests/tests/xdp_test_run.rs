@@ -412,7 +412,7 @@ fn a_limited_source_passes_again_once_its_rate_allows() {
     })
     .unwrap();
     let frame = from_v4([192, 0, 2, 77], &samples::options("clock@example.com"));
-    let mut send = || c.classify_frame(&frame).unwrap().reason;
+    let send = || c.classify_frame(&frame).unwrap().reason;
     assert_eq!(
         [send(), send(), send()],
         ["steered", "steered", "rate_limit"]

@@ -2,7 +2,7 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use sip_common::{SourceAddr, mapped_v4, mapped_v4_prefix_len};
+use sip_common::{HINT_WORDS, ListHints, SourceAddr, mapped_v4, mapped_v4_prefix_len};
 
 /// A CIDR such as `198.51.100.0/24` or `2001:db8::/32`; a bare address means a single host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,9 +100,130 @@ impl Cidr {
     }
 }
 
+/// The hints of a list (see `sip_common::ListHints`): every bit on which an address of one of
+/// the CIDRs falls is set.
+pub fn hints(cidrs: &[Cidr]) -> ListHints {
+    let mut h = ListHints {
+        words: [0; HINT_WORDS],
+    };
+    for c in cidrs {
+        for bits in c.hint_ranges().into_iter().flatten() {
+            for bit in bits {
+                h.words[bit as usize / 64] |= 1 << (bit % 64);
+            }
+        }
+    }
+    h
+}
+
+impl Cidr {
+    /// The [`sip_common::hint_bit`]s its addresses fall on: in the IPv4 half the /16s of the
+    /// IPv4-mapped addresses it covers, in the other half the first 16 bits of its addresses
+    /// (set for IPv4 CIDRs too, as `::ffff:…` starts with 0: one bit more than needed).
+    fn hint_ranges(&self) -> [Option<std::ops::Range<u32>>; 2] {
+        let (len, addr) = self.trie_key();
+        // The `span` values from `first` on that a prefix `bits` long of a 16-bit field covers.
+        let field = |first: u32, bits: u32| {
+            let span = 1u32 << (16 - bits.min(16));
+            let start = first & !(span - 1);
+            start..start + span
+        };
+        let first16 = u32::from(addr[0]) << 8 | u32::from(addr[1]);
+        let v6 = field(first16, len);
+        let v6 = (1 << 16) + v6.start..(1 << 16) + v6.end;
+        // IPv4-mapped addresses: those whose first 96 bits are `::ffff`; the CIDR covers some
+        // if it agrees with them on its first min(len, 96) bits.
+        let mapped = u128::from_be_bytes(mapped_v4([0; 4]));
+        let shared = len.min(96);
+        let covers_mapped =
+            shared == 0 || (u128::from_be_bytes(addr) ^ mapped) >> (128 - shared) == 0;
+        let v4 = covers_mapped.then(|| {
+            let slash16 = u32::from(addr[12]) << 8 | u32::from(addr[13]);
+            field(slash16, len.saturating_sub(96))
+        });
+        [v4, Some(v6)]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_address_a_cidr_holds_has_its_hint_bit_set() {
+        let cidrs = [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "198.51.100.0/24",
+            "203.0.113.7",
+            "192.0.2.0/15",
+            "::/0",
+            "::/8",
+            "::ffff:0:0/96",
+            "::ffff:10.0.0.0/104",
+            "2001:db8::/32",
+            "2000::/3",
+            "fe80::1",
+            "2001:db8::/12",
+        ];
+        let probes = [
+            "10.1.2.3",
+            "10.255.0.1",
+            "11.0.0.1",
+            "172.31.255.255",
+            "172.32.0.1",
+            "198.51.100.9",
+            "198.51.101.9",
+            "203.0.113.7",
+            "203.0.113.8",
+            "192.1.255.1",
+            "192.2.0.1",
+            "8.8.8.8",
+            "::1",
+            "::ffff:10.9.9.9",
+            "2001:db8::5",
+            "2001:db9::5",
+            "3fff::1",
+            "4000::1",
+            "fe80::1",
+            "fe80::2",
+        ];
+        for c in cidrs {
+            let cidr: Cidr = c.parse().unwrap();
+            let h = hints(&[cidr]);
+            let set = h.words.iter().map(|w| w.count_ones()).sum::<u32>();
+            for p in probes {
+                let ip: IpAddr = p.parse().unwrap();
+                let addr = match ip {
+                    IpAddr::V4(a) => mapped_v4(a.octets()),
+                    IpAddr::V6(a) => a.octets(),
+                };
+                let words = [
+                    u64::from_ne_bytes(addr[..8].try_into().unwrap()),
+                    u64::from_ne_bytes(addr[8..].try_into().unwrap()),
+                ];
+                let bit = sip_common::hint_bit(words) as usize;
+                let hinted = h.words[bit / 64] >> (bit % 64) & 1 == 1;
+                assert!(
+                    !cidr.contains(ip) || hinted,
+                    "{c} holds {p}: its bit is set"
+                );
+            }
+            // Coarse, not everything: a /24 or a host sets one bit in each half.
+            if cidr.len >= 16 && cidr.addr.is_ipv4() {
+                assert_eq!(set, 2, "{c}");
+            }
+        }
+        assert_eq!(
+            hints(&["10.0.0.0/8".parse().unwrap()]).words[..1024]
+                .iter()
+                .map(|w| w.count_ones())
+                .sum::<u32>(),
+            256,
+            "a /8 covers 256 /16s"
+        );
+    }
 
     #[test]
     fn parses_v4_v6_and_hosts() {

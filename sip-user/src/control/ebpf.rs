@@ -7,9 +7,14 @@ use aya::{
     maps::{Array, CpuMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{ProgramFd, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use sip_common::{CpuState, EMPTY_PROGRAM_NAME, FilterConfig, PROGRAM_NAME, map_names};
+use sip_common::{
+    CpuState, EMPTY_PROGRAM_NAME, FilterConfig, ListHints, PROGRAM_NAME, hint_list, map_names,
+};
 
-use crate::control::filter::{FilterError, FilterSettings};
+use crate::control::{
+    cidr,
+    filter::{FilterError, FilterSettings},
+};
 
 /// The XDP object built by `build.rs` (empty when the eBPF toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-ebpf.o"));
@@ -134,10 +139,28 @@ impl FastPath {
             cpus.set(*cpu, CPUMAP_QUEUE, None, 0)
                 .map_err(|source| LoadError::CpuMap { cpu: *cpu, source })?;
         }
-        for (name, list) in [
-            (map_names::BLOCKLIST, &settings.blocklist),
-            (map_names::ALLOWLIST, &settings.allowlist),
+        for (name, hint_index, list) in [
+            (
+                map_names::BLOCKLIST,
+                hint_list::BLOCKLIST,
+                &settings.blocklist,
+            ),
+            (
+                map_names::ALLOWLIST,
+                hint_list::ALLOWLIST,
+                &settings.allowlist,
+            ),
         ] {
+            // The hints may have more bits set than the trie needs, never fewer (a clear bit
+            // skips the trie): the new CIDRs' bits are added before they enter the trie, and
+            // the bits only old ones needed are cleared after these left it.
+            let new_hints = cidr::hints(list);
+            let old_hints = self.hints(hint_index)?;
+            let mut both = new_hints;
+            for (w, old) in both.words.iter_mut().zip(old_hints.words) {
+                *w |= old;
+            }
+            self.set_hints(hint_index, both)?;
             let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map_mut(name)?)
                 .map_err(|source| LoadError::Map { map: name, source })?;
             let map_err = |source| LoadError::Map { map: name, source };
@@ -157,6 +180,7 @@ impl FastPath {
             for key in &stale {
                 trie.remove(key).map_err(map_err)?;
             }
+            self.set_hints(hint_index, new_hints)?;
         }
         let mut cfg: Array<_, FilterConfig> = Array::try_from(self.map_mut(map_names::CONFIG)?)
             .map_err(|source| LoadError::Map {
@@ -168,6 +192,27 @@ impl FastPath {
             source,
         })?;
         Ok(())
+    }
+
+    /// The `LIST_HINTS` entry of one list.
+    fn hints(&mut self, list: u32) -> Result<ListHints, LoadError> {
+        let map_err = |source| LoadError::Map {
+            map: map_names::LIST_HINTS,
+            source,
+        };
+        let hints: Array<_, ListHints> =
+            Array::try_from(self.map_mut(map_names::LIST_HINTS)?).map_err(map_err)?;
+        hints.get(&list, 0).map_err(map_err)
+    }
+
+    fn set_hints(&mut self, list: u32, value: ListHints) -> Result<(), LoadError> {
+        let map_err = |source| LoadError::Map {
+            map: map_names::LIST_HINTS,
+            source,
+        };
+        let mut hints: Array<_, ListHints> =
+            Array::try_from(self.map_mut(map_names::LIST_HINTS)?).map_err(map_err)?;
+        hints.set(list, value, 0).map_err(map_err)
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoadError> {
