@@ -591,6 +591,58 @@ fn applying_new_settings_removes_the_cidrs_no_longer_listed() {
     );
 }
 
+/// The lists' hints (`sip_common::ListHints`) let the program skip the trie for sources no
+/// CIDR may hold: a prefix shorter than the hints' 16 bits reaches every address it holds, in
+/// both families, and nothing next to it; so does a CIDR added by a reload.
+#[test]
+fn short_prefixes_reach_every_address_they_hold() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let block = |cidrs: &[&str]| FilterSettings {
+        blocklist: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        rate_limit_pps: 0,
+        ..FilterSettings::default()
+    };
+    let mut c = Classifier::new(block(&["10.0.0.0/8", "2c00::/7", "2001:db8::/29"])).unwrap();
+    let payload = samples::options("hints@example.com");
+    let reason = |c: &Classifier, ip: &str| {
+        let frame = FrameSpec {
+            src: SocketAddr::new(ip.parse().unwrap(), 5060),
+            dst: SocketAddr::new(
+                if ip.contains(':') {
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
+                },
+                5060,
+            ),
+            ..FrameSpec::ipv4_to_port(5060)
+        };
+        c.classify_frame(&frame.build(&payload)).unwrap().reason
+    };
+    for ip in [
+        "10.0.0.1",
+        "10.200.7.9",
+        "10.255.255.255",
+        "2c00::1",
+        "2dff:1::5",
+        "2001:dbf::1",
+    ] {
+        assert_eq!(reason(&c, ip), "blocklist", "{ip}");
+    }
+    for ip in [
+        "9.255.255.255",
+        "11.0.0.0",
+        "2bff::1",
+        "2e00::1",
+        "2001:dc0::1",
+    ] {
+        assert_eq!(reason(&c, ip), "steered", "{ip}");
+    }
+    c.apply(&block(&["172.16.0.0/12"])).unwrap();
+    assert_eq!(reason(&c, "172.31.9.9"), "blocklist", "added by a reload");
+    assert_ne!(reason(&c, "10.200.7.9"), "blocklist", "dropped by a reload");
+}
+
 /// `sip-fastpath classify` as a user runs it: the kernel's verdict on a file, and its Call-ID
 /// hash equal to the userspace parser's.
 #[test]
