@@ -168,6 +168,20 @@ pub const fn hint_bit(words: [u64; 2]) -> u32 {
     }
 }
 
+/// A source address as the two native-endian words of its 16 bytes: the form the XDP program
+/// holds it in, which [`rate_tag`] and [`hint_bit`] take.
+pub const fn source_words(a: &SourceAddr) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    let mut i = 0;
+    while i < 8 {
+        lo[i] = a[i];
+        hi[i] = a[8 + i];
+        i += 1;
+    }
+    [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
+}
+
 /// [`mapped_v4`] as the two native-endian words of its 16 bytes, built without a byte array
 /// (what the XDP program keys the rate table with).
 #[inline(always)]
@@ -352,7 +366,8 @@ pub struct Scratch {
     pub end: u32,
     /// Set once this CPU has logged a steering problem (log once, not per packet).
     pub warned: u32,
-    pub _pad: u32,
+    /// The first line's `method` bucket, until the line is known to be SIP-shaped.
+    pub method: u32,
     /// The words of the `User-Agent` value one round of the scanner check looks at.
     pub value_words: [u64; 3],
 }
@@ -499,15 +514,6 @@ mod tests {
                 + size_of::<Scratch>()
                 + size_of::<TickClock>()
         );
-    }
-
-    /// The two native-endian words of a source address.
-    fn source_words(a: &SourceAddr) -> [u64; 2] {
-        let mut lo = [0u8; 8];
-        let mut hi = [0u8; 8];
-        lo.copy_from_slice(&a[..8]);
-        hi.copy_from_slice(&a[8..]);
-        [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
     }
 
     #[test]

@@ -303,7 +303,9 @@ mod program {
         let jiffies = unsafe { bpf_jiffies64() };
         // SAFETY: this CPU's entry (see the entry point).
         unsafe {
-            if (*st).clock.jiffies != jiffies || (*st).clock.ns == 0 {
+            // The first packet on a CPU finds `jiffies` 0 here, which the kernel's never is
+            // (it starts near 2^32 - 300 s worth of ticks and only grows).
+            if (*st).clock.jiffies != jiffies {
                 (*st).clock.jiffies = jiffies;
                 // SAFETY: a BPF helper with no arguments.
                 (*st).clock.ns = bpf_ktime_get_coarse_ns();

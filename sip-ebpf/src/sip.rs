@@ -150,11 +150,17 @@ pub fn first_line(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Shape
     }
 
     let is_response = fold_case(w0) & low_bytes(4) == word(b"sip/") && byte(w0, 4).is_ascii_digit();
+    let method = if is_response {
+        method::RESPONSE
+    } else {
+        request_method(ctx, d, w0)
+    };
+    // Kept in map memory, not in a register: a constant per method carried through the loops
+    // below would have the verifier check them once per method.
+    // SAFETY: `st` is this CPU's `CPU_STATE` entry (see `reload`).
+    unsafe { (*st).scratch.method = method };
     // A method the first word names (with its SP) needs no byte-by-byte token check.
-    if !is_response
-        && request_method(ctx, d, w0) == method::OTHER_REQUEST
-        && !method_is_token(ctx, d)
-    {
+    if method == method::OTHER_REQUEST && !method_is_token(ctx, d) {
         return Shape::NotSip;
     }
     if !find_line1_end(ctx, d, st) {
@@ -165,15 +171,9 @@ pub fn first_line(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Shape
     if !is_response && !ends_with_version(ctx, d, lf) {
         return Shape::NotSip;
     }
-    // Decided last and stored, not returned: a constant per method carried through the loops
-    // above would have the verifier check them once per method.
-    let method = if is_response {
-        method::RESPONSE
-    } else {
-        request_method(ctx, d, w0)
-    };
+    // Counted only now that the line is SIP-shaped.
     // SAFETY: as above.
-    unsafe { (*st).last.method = method };
+    unsafe { (*st).last.method = reload(&raw const (*st).scratch.method) as u32 };
     Shape::Sip
 }
 
@@ -595,11 +595,11 @@ pub fn is_scanner(
         }
         let off = start + rel_now;
         let p = data + off;
-        let (w0, w1, w2) = if p + 24 <= data_end {
+        let (w0, w1, w2) = if off + 24 <= fresh_end(st) && p + 24 <= data_end {
             // SAFETY: `p + 24 <= data_end` was checked just above.
             unsafe { (read_word(p), read_word(p + 8), read_word(p + 16)) }
         } else {
-            // Near the datagram's end: the bytes that are there, zeros after them (a word
+            // Near the datagram's end: its bytes that are there, zeros after them (a word
             // read only when whole would hide a signature in the datagram's last bytes).
             let Some(t) = last_words(ctx, fresh_end(st)) else {
                 return false;
