@@ -30,24 +30,24 @@ pub fn collect(socket: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
     got
 }
 
-/// The final response among `datagrams` (a response with a status of 200 or more), as text.
-pub fn final_response(datagrams: &[Vec<u8>]) -> Option<String> {
+/// The final responses among `datagrams` (responses with a status of 200 or more), as text.
+fn finals(datagrams: &[Vec<u8>]) -> impl Iterator<Item = String> + '_ {
     datagrams
         .iter()
         .map(|d| String::from_utf8_lossy(d).into_owned())
-        .find(|t| status(t).is_some_and(|s| s >= 200))
+        .filter(|t| status(t).is_some_and(|s| s >= 200))
+}
+
+/// The first final response among `datagrams`.
+pub fn final_response(datagrams: &[Vec<u8>]) -> Option<String> {
+    finals(datagrams).next()
 }
 
 /// The final response among `datagrams` to the request with this Call-ID. Where a test sends
 /// INVITEs it does not acknowledge, their final responses come again (Timer G, RFC 3261
 /// §17.2.1, from 500 ms on) and may arrive while the test waits for another request's answer.
 pub fn final_response_to(datagrams: &[Vec<u8>], call_id: &str) -> Option<String> {
-    datagrams
-        .iter()
-        .map(|d| String::from_utf8_lossy(d).into_owned())
-        .find(|t| {
-            status(t).is_some_and(|s| s >= 200) && header_values(t, "Call-ID").contains(&call_id)
-        })
+    finals(datagrams).find(|t| header_values(t, "Call-ID").contains(&call_id))
 }
 
 /// The status code of a response's text.

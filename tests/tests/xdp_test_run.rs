@@ -61,11 +61,12 @@ fn classify(c: &Classifier, payload: &[u8]) -> Decision {
 
 /// A frame carrying `payload` from the IPv4 source `a` (port 5060) to port 5060.
 fn from_v4(a: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    FrameSpec {
-        src: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 5060),
-        ..FrameSpec::ipv4_to_port(5060)
-    }
-    .build(payload)
+    from_ip(IpAddr::V4(Ipv4Addr::from(a)), payload)
+}
+
+/// `payload` from `ip`:5060 to port 5060 of a documentation address of its family.
+fn from_ip(ip: IpAddr, payload: &[u8]) -> Vec<u8> {
+    FrameSpec::from_source(SocketAddr::new(ip, 5060), 5060).build(payload)
 }
 
 #[test]
@@ -212,9 +213,9 @@ fn scanner_user_agents_are_dropped_case_insensitively() {
     assert_eq!(with_ua("sipcli", true), "scanner");
     let beyond = format!("{}friendly-scanner", "x".repeat(48));
     assert_eq!(with_ua(&beyond, false), "steered");
-    // The shortest signature ending exactly where the value does, at every alignment (the
-    // check stops once less of the value is left than the shortest signature); one byte
-    // short of it is no match.
+    // The shortest signature ending exactly where the value does, at every alignment, also
+    // in the datagram's last bytes (the words after it are then not whole); one byte short
+    // of it is no match.
     for pad in 0..=42 {
         let x = "x".repeat(pad);
         for last in [false, true] {
@@ -496,17 +497,7 @@ fn tcp_syns_to_sip_ports_meet_the_blocklist_and_the_rate() {
     let c = Classifier::new(settings).unwrap();
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
-    let to = |src: IpAddr, port: u16| FrameSpec {
-        src: SocketAddr::new(src, 40000),
-        dst: SocketAddr::new(
-            match src {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-                IpAddr::V6(_) => IpAddr::V6("2001:db8::1".parse().unwrap()),
-            },
-            port,
-        ),
-        ..FrameSpec::ipv4_to_port(port)
-    };
+    let to = |src: IpAddr, port: u16| FrameSpec::from_source(SocketAddr::new(src, 40000), port);
     let v4 = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
     let run = |f: &FrameSpec, flags: u8| {
         let d = c.classify_frame(&f.build_tcp(flags)).unwrap();
@@ -605,19 +596,8 @@ fn short_prefixes_reach_every_address_they_hold() {
     let mut c = Classifier::new(block(&["10.0.0.0/8", "2c00::/7", "2001:db8::/29"])).unwrap();
     let payload = samples::options("hints@example.com");
     let reason = |c: &Classifier, ip: &str| {
-        let frame = FrameSpec {
-            src: SocketAddr::new(ip.parse().unwrap(), 5060),
-            dst: SocketAddr::new(
-                if ip.contains(':') {
-                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))
-                } else {
-                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
-                },
-                5060,
-            ),
-            ..FrameSpec::ipv4_to_port(5060)
-        };
-        c.classify_frame(&frame.build(&payload)).unwrap().reason
+        let frame = from_ip(ip.parse().unwrap(), &payload);
+        c.classify_frame(&frame).unwrap().reason
     };
     for ip in [
         "10.0.0.1",

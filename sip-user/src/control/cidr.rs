@@ -199,11 +199,7 @@ mod tests {
                     IpAddr::V4(a) => mapped_v4(a.octets()),
                     IpAddr::V6(a) => a.octets(),
                 };
-                let words = [
-                    u64::from_ne_bytes(addr[..8].try_into().unwrap()),
-                    u64::from_ne_bytes(addr[8..].try_into().unwrap()),
-                ];
-                let bit = sip_common::hint_bit(words) as usize;
+                let bit = sip_common::hint_bit(sip_common::source_words(&addr)) as usize;
                 let hinted = h.words[bit / 64] >> (bit % 64) & 1 == 1;
                 assert!(
                     !cidr.contains(ip) || hinted,

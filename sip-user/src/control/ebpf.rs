@@ -16,6 +16,13 @@ use crate::control::{
     filter::{FilterError, FilterSettings},
 };
 
+fn hints_error(source: aya::maps::MapError) -> LoadError {
+    LoadError::Map {
+        map: map_names::LIST_HINTS,
+        source,
+    }
+}
+
 /// The XDP object built by `build.rs` (empty when the eBPF toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-ebpf.o"));
 
@@ -196,23 +203,15 @@ impl FastPath {
 
     /// The `LIST_HINTS` entry of one list.
     fn hints(&mut self, list: u32) -> Result<ListHints, LoadError> {
-        let map_err = |source| LoadError::Map {
-            map: map_names::LIST_HINTS,
-            source,
-        };
-        let hints: Array<_, ListHints> =
-            Array::try_from(self.map_mut(map_names::LIST_HINTS)?).map_err(map_err)?;
-        hints.get(&list, 0).map_err(map_err)
+        self.hints_map()?.get(&list, 0).map_err(hints_error)
     }
 
     fn set_hints(&mut self, list: u32, value: ListHints) -> Result<(), LoadError> {
-        let map_err = |source| LoadError::Map {
-            map: map_names::LIST_HINTS,
-            source,
-        };
-        let mut hints: Array<_, ListHints> =
-            Array::try_from(self.map_mut(map_names::LIST_HINTS)?).map_err(map_err)?;
-        hints.set(list, value, 0).map_err(map_err)
+        self.hints_map()?.set(list, value, 0).map_err(hints_error)
+    }
+
+    fn hints_map(&mut self) -> Result<Array<&mut MapData, ListHints>, LoadError> {
+        Array::try_from(self.map_mut(map_names::LIST_HINTS)?).map_err(hints_error)
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoadError> {

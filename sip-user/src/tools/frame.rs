@@ -2,7 +2,7 @@
 //! optional 802.1Q tag, IPv4 (optionally with options) or IPv6, with valid checksums; and bare
 //! TCP segments (a SYN), for the kernel's connection guard.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// How to wrap a payload.
 #[derive(Clone, Debug)]
@@ -24,6 +24,19 @@ impl FrameSpec {
             dst: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), port),
             vlan: None,
             ipv4_options: 0,
+        }
+    }
+
+    /// `src` → 192.0.2.1 or 2001:db8::1:`port`, whichever is of `src`'s family.
+    pub fn from_source(src: SocketAddr, port: u16) -> Self {
+        let dst = match src.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        };
+        Self {
+            src,
+            dst: SocketAddr::new(dst, port),
+            ..Self::ipv4_to_port(port)
         }
     }
 
