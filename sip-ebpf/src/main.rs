@@ -9,8 +9,8 @@
 //!    cannot churn the limiter's table and evict the state of real sources);
 //! 4. source over its rate, unless in `ALLOWLIST` → drop;
 //! 5. keep-alive → pass; `User-Agent` names a scanner → drop;
-//! 6. Call-ID hashed → redirect through `CPUS` to `steer_cpus[hash % steer_len]`; no Call-ID →
-//!    pass (userspace answers 400); steering off → pass.
+//! 6. Call-ID hashed → redirect through `CPUS` to `steer_cpus[slot_for_hash(hash, steer_len)]`;
+//!    no Call-ID → pass (userspace answers 400); steering off → pass.
 //!
 //! Anything unexpected passes: the program never drops what userspace must answer.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -321,8 +321,8 @@ mod program {
             return reason::UNSTEERED;
         }
         let slot = slot_for_hash(hash, len) as usize;
-        // LLVM knows `slot < len <= 64` and would drop the mask; the verifier does not know it
-        // (it cannot bound `%` by a variable), so keep the mask through an opaque read.
+        // LLVM knows `slot < len <= 64` and would drop the mask; kept through an opaque read so
+        // that the index's bound never rests on the verifier following the multiplication.
         // SAFETY: reads back the local just written.
         let slot = unsafe { core::ptr::read_volatile(&slot) } & (MAX_STEER_CPUS - 1);
         let cpu = cfg.steer_cpus[slot];
