@@ -368,8 +368,15 @@ pub struct Scratch {
     pub warned: u32,
     /// The first line's `method` bucket, until the line is known to be SIP-shaped.
     pub method: u32,
-    /// The words of the `User-Agent` value one round of the scanner check looks at.
-    pub value_words: [u64; 3],
+    /// How many bytes of `window` the scanner check looks for signatures at: the value's
+    /// length, at most `SCANNER_WINDOW`.
+    pub window_len: u32,
+    pub _pad: u32,
+    /// The `User-Agent` value's first bytes for the scanner check, case-folded, zero from the
+    /// value's end on: words 0..8 (a signature starting in the window's last byte ends in
+    /// them); words 8..16 are where the value's start is lined up when it lies in the
+    /// datagram's last 64 bytes.
+    pub window: [u64; 16],
 }
 
 /// The per-CPU entry of `CPU_STATE`: counters, the last result and the scratch space, fetched
@@ -503,7 +510,7 @@ mod tests {
                 + 32 * MAX_SCANNERS
                 + 4 * MAX_STEER_CPUS
         );
-        assert_eq!(size_of::<Scratch>(), 8 * 4 + 3 * 8);
+        assert_eq!(size_of::<Scratch>(), 10 * 4 + 16 * 8);
         assert_eq!(size_of::<TickClock>(), 2 * 8);
         assert_eq!(size_of::<ListHints>(), 8 * HINT_WORDS);
         assert_eq!(

@@ -9,8 +9,8 @@
 
 use aya_ebpf::programs::XdpContext;
 use sip_common::{
-    CALL_ID_HASH_MAX_LEN, CallIdHasher, CpuState, FilterConfig, MAX_SCANNERS, SCANNER_WINDOW,
-    method,
+    CALL_ID_HASH_MAX_LEN, CallIdHasher, CpuState, FilterConfig, MAX_SCANNER_LEN, MAX_SCANNERS,
+    SCANNER_WINDOW, method,
 };
 
 use crate::net::{SipDatagram, read_at};
@@ -557,15 +557,21 @@ pub fn call_id_hash(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Opt
     Some(hasher.finish(len))
 }
 
+/// Words of a `User-Agent` value the scanner check reads: the window, and the longest
+/// signature's bytes after the window's last start position.
+const WINDOW_WORDS: usize = (SCANNER_WINDOW + MAX_SCANNER_LEN) / 8;
+const _: () = assert!(WINDOW_WORDS * 8 == 64 && SCANNER_WINDOW % 8 == 0);
+
 /// True if the `User-Agent` value holds one of the configured signatures (case-folded) within
 /// its first `SCANNER_WINDOW` bytes.
 ///
-/// A [`next_round`] loop over the value's words: each round loads the word and the two after it
-/// (a signature is at most 16 bytes) after one bounds check, or near the datagram's end what is
-/// left of them from its last 24 bytes, cuts them at the value's end (CR or LF), flags the bytes
-/// equal to each signature's first byte (SWAR), and only at flagged positions compares the whole
-/// signature, assembled from the three words by shifts. Unrolled instead, the rounds times the
-/// signatures times the candidates ran out of the verifier's 1M-instruction budget.
+/// [`fill_window`] puts the value's first 64 bytes in `scratch.window` once, folded and cut at
+/// the value's end; then a [`next_round`] loop looks at one word of it per round: it flags the
+/// bytes equal to each signature's first byte (SWAR) and only at flagged positions compares the
+/// whole signature, two words read from the window at that byte. Unrolled instead, the rounds
+/// times the signatures times the candidates ran out of the verifier's 1M-instruction budget;
+/// with the words loaded from the packet in each round (three, and a second way near the
+/// datagram's end) a round cost twice as much.
 #[inline(always)]
 pub fn is_scanner(
     ctx: &XdpContext,
@@ -576,80 +582,20 @@ pub fn is_scanner(
 ) -> bool {
     // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
     let name_end = reload(unsafe { &raw const (*st).scratch.user_agent });
-    if name_end == 0 || !value_start(ctx, d, st, name_end) {
+    if name_end == 0 || !value_start(ctx, d, st, name_end) || !fill_window(ctx, st) {
         return false;
     }
     // SAFETY: as above.
-    let start = reload(unsafe { &raw const (*st).scratch.value });
-    if start > MAX_OFFSET {
-        return false;
-    }
-    let data = ctx.data();
-    let data_end = ctx.data_end();
+    let window = unsafe { &raw const (*st).scratch.window }.cast::<u8>();
     let mut rel = 0u64;
     let mut unused = 0u64;
     while next_round(&mut rel, &mut unused, k) {
-        let rel_now = rel as usize;
-        if rel_now >= SCANNER_WINDOW {
+        let at = rel as usize;
+        // SAFETY: as above.
+        if at >= SCANNER_WINDOW || at >= reload(unsafe { &raw const (*st).scratch.window_len }) {
             return false;
         }
-        let off = start + rel_now;
-        let p = data + off;
-        let (w0, w1, w2) = if off + 24 <= fresh_end(st) && p + 24 <= data_end {
-            // SAFETY: `p + 24 <= data_end` was checked just above.
-            unsafe { (read_word(p), read_word(p + 8), read_word(p + 16)) }
-        } else {
-            // Near the datagram's end: its bytes that are there, zeros after them (a word
-            // read only when whole would hide a signature in the datagram's last bytes).
-            let Some(t) = last_words(ctx, fresh_end(st)) else {
-                return false;
-            };
-            let Some(sh) = (off + 24).checked_sub(fresh_end(st)) else {
-                return false;
-            };
-            let r = (sh & 7) as u32;
-            match sh / 8 {
-                0 => (
-                    shift_in(t[0], t[1], r),
-                    shift_in(t[1], t[2], r),
-                    shift_in(t[2], 0, r),
-                ),
-                1 => (shift_in(t[1], t[2], r), shift_in(t[2], 0, r), 0),
-                2 => (shift_in(t[2], 0, r), 0, 0),
-                _ => return false, // past the end
-            }
-        };
-        // Through map memory: the two ways of loading leave the verifier different knowledge
-        // of the words, and it would check the signature loop once for each.
-        // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
-        let [w0, w1, w2] = unsafe {
-            let v = &raw mut (*st).scratch.value_words;
-            core::ptr::write_volatile(v, [w0, w1, w2]);
-            core::ptr::read_volatile(v)
-        };
-        // Cut at the value's end: lowest flags are exact, and only the lowest is used.
-        let (s0, s1, s2) = (
-            value_end_flags(w0),
-            value_end_flags(w1),
-            value_end_flags(w2),
-        );
-        let (f0, f1, f2) = if s0 != 0 {
-            (fold_case(w0) & low_bytes(first_flagged(s0)), 0, 0)
-        } else if s1 != 0 {
-            (
-                fold_case(w0),
-                fold_case(w1) & low_bytes(first_flagged(s1)),
-                0,
-            )
-        } else if s2 != 0 {
-            (
-                fold_case(w0),
-                fold_case(w1),
-                fold_case(w2) & low_bytes(first_flagged(s2)),
-            )
-        } else {
-            (fold_case(w0), fold_case(w1), fold_case(w2))
-        };
+        let f = window_word(window, at);
         // Read in each round: a count kept in a register would leave the loop with a range
         // narrowed by each `i >= nsigs` exit, and no two rounds would start in the same state.
         let nsigs = reload(&raw const cfg.num_scanners);
@@ -658,53 +604,115 @@ pub fn is_scanner(
                 break;
             }
             let sig = &cfg.scanners[i];
-            let mut cand = eq_bytes(f0, sig.words[0] as u8);
+            let mut cand = eq_bytes(f, sig.words[0] as u8);
             for _ in 0..8 {
                 if cand == 0 {
                     break;
                 }
-                let k = first_flagged(cand);
+                let pos = at + (first_flagged(cand) & 7) as usize;
                 cand &= cand - 1;
-                let a = shift_in(f0, f1, k);
-                let b = shift_in(f1, f2, k);
-                if a & sig.masks[0] == sig.words[0] && b & sig.masks[1] == sig.words[1] {
+                if window_word(window, pos) & sig.masks[0] == sig.words[0]
+                    && window_word(window, pos + 8) & sig.masks[1] == sig.words[1]
+                {
                     return true;
                 }
             }
-        }
-        if s0 != 0 || w0 == 0 {
-            return false; // the value ended in this word (or the datagram did)
         }
         rel += 8;
     }
     false
 }
 
-/// The datagram's last 24 bytes (ending at `end`) as three words.
+/// The 8 bytes of `scratch.window` from byte `at`.
 #[inline(always)]
-fn last_words(ctx: &XdpContext, end: usize) -> Option<[u64; 3]> {
-    // `end` follows the Ethernet, IP and UDP headers: at least 42.
-    let at = opaque(end.checked_sub(24)?)?;
-    let p = ctx.data() + at;
-    if p + 24 > ctx.data_end() {
-        return None;
+fn window_word(window: *const u8, at: usize) -> u64 {
+    // SAFETY: `window` is this CPU's `scratch.window` (128 bytes, see `reload`); callers pass
+    // `at` < `SCANNER_WINDOW` + `MAX_SCANNER_LEN` - 8, so the 8 bytes lie inside it.
+    unsafe { window.add(at).cast::<u64>().read_unaligned() }
+}
+
+/// Puts the first 64 bytes of the value at `scratch.value` in words 0..8 of `scratch.window`,
+/// case-folded, and zero from the value's end (CR, LF, or the datagram's end) on, and in
+/// `scratch.window_len` the number of its bytes a signature may start at. `false` if the value
+/// cannot be read (it runs past the frame's linear data).
+#[inline(always)]
+fn fill_window(ctx: &XdpContext, st: *mut CpuState) -> bool {
+    // SAFETY: this CPU's `CPU_STATE` entry, see `reload`; `w` is its 16-word window.
+    let (start, end, w) = unsafe {
+        (
+            reload(&raw const (*st).scratch.value),
+            fresh_end(st),
+            (&raw mut (*st).scratch.window).cast::<u64>(),
+        )
+    };
+    if start >= end || start > MAX_OFFSET || end < 64 {
+        return false;
     }
-    // SAFETY: `p + 24 <= data_end` was checked just above.
-    Some(unsafe { [read_word(p), read_word(p + 8), read_word(p + 16)] })
+    let data = ctx.data();
+    let p = data + start;
+    // Where the value starts in the words just stored (through map memory: each way of
+    // loading would leave the verifier different knowledge of it).
+    let lead = if start + 64 <= end && p + 64 <= ctx.data_end() {
+        for j in 0..8 {
+            // SAFETY: `p + 64 <= data_end` was checked just above; `w` as above.
+            unsafe { w.add(j).write(read_word(p + 8 * j)) };
+        }
+        0
+    } else {
+        // Near the datagram's end: its last 64 bytes, then CRs, so that the datagram's end
+        // ends the value as a CR would (zeros would fold into spaces, which a signature may
+        // hold).
+        let Some(at) = opaque(end - 64) else {
+            return false;
+        };
+        let q = data + at;
+        if q + 64 > ctx.data_end() {
+            return false;
+        }
+        for j in 0..8 {
+            // SAFETY: `q + 64 <= data_end` was checked just above; `w` as above.
+            unsafe {
+                w.add(j).write(read_word(q + 8 * j));
+                w.add(8 + j).write(word(b"\r\r\r\r\r\r\r\r"));
+            }
+        }
+        start - at
+    };
+    // SAFETY: as above.
+    unsafe { (*st).scratch.window_len = lead as u32 };
+    // SAFETY: as above.
+    let lead = reload(unsafe { &raw const (*st).scratch.window_len }) & 63;
+    let bytes = w.cast::<u8>();
+    let mut len = 64;
+    for j in 0..8 {
+        // SAFETY: `lead + 8 * j + 8 <= 127`: inside the 128-byte window. Word `j` is written
+        // after its bytes were read and before the bytes after them are: an in-place move down.
+        let x = unsafe { bytes.add(lead + 8 * j).cast::<u64>().read_unaligned() };
+        let m = value_end_flags(x);
+        if m != 0 {
+            let n = first_flagged(m);
+            // SAFETY: as above.
+            unsafe {
+                w.add(j).write(fold_case(x) & low_bytes(n));
+                for t in j + 1..8 {
+                    // Volatile: plain stores here became a call to `memset`, a BPF-to-BPF
+                    // call that cost as much as the whole check (profile of bench-xdp).
+                    core::ptr::write_volatile(w.add(t), 0);
+                }
+            }
+            len = 8 * j + n as usize;
+            break;
+        }
+        // SAFETY: as above.
+        unsafe { w.add(j).write(fold_case(x)) };
+    }
+    // SAFETY: as above.
+    unsafe { (*st).scratch.window_len = len.min(SCANNER_WINDOW) as u32 };
+    true
 }
 
 /// 0x80 at the first CR or LF of `w` (possibly at bytes after it too).
 #[inline(always)]
 fn value_end_flags(w: u64) -> u64 {
     eq_bytes_lowest(w, b'\r') | eq_bytes_lowest(w, b'\n')
-}
-
-/// The 8 bytes starting at byte `k` of `lo`, continuing into `hi`.
-#[inline(always)]
-fn shift_in(lo: u64, hi: u64, k: u32) -> u64 {
-    if k == 0 {
-        lo
-    } else {
-        (lo >> (k * 8)) | (hi << (64 - k * 8))
-    }
 }

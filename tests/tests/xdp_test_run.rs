@@ -241,6 +241,28 @@ fn scanner_user_agents_are_dropped_case_insensitively() {
     assert_eq!(classify(&c, other).verdict, "redirect");
 }
 
+/// The datagram's end ends a `User-Agent` value as a line end does: a signature's trailing
+/// space is not matched by whatever the check reads past the last byte.
+#[test]
+fn a_signature_is_not_completed_past_the_datagrams_end() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Classifier::new(FilterSettings {
+        scanners: vec!["sipcli ".to_string()],
+        ..settings()
+    })
+    .expect("load the XDP program");
+    let head = "OPTIONS sip:a@b SIP/2.0\r\nCall-ID: w\r\nUser-Agent: x ";
+    // Every length of filler, so that the value's end falls at each alignment of the words
+    // the check loads.
+    for pad in 0..=24 {
+        let x = "y".repeat(pad);
+        let cut = format!("{head}{x}sipcli");
+        assert_eq!(classify(&c, cut.as_bytes()).reason, "steered", "{pad}");
+        let whole = format!("{head}{x}sipcli 1.0\r\n\r\n");
+        assert_eq!(classify(&c, whole.as_bytes()).reason, "scanner", "{pad}");
+    }
+}
+
 #[test]
 fn compact_call_id_at_the_end_of_a_1400_byte_header_section() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
