@@ -560,7 +560,7 @@ pub fn call_id_hash(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Opt
 /// Words of a `User-Agent` value the scanner check reads: the window, and the longest
 /// signature's bytes after the window's last start position.
 const WINDOW_WORDS: usize = (SCANNER_WINDOW + MAX_SCANNER_LEN) / 8;
-const _: () = assert!(WINDOW_WORDS * 8 == 64 && SCANNER_WINDOW % 8 == 0);
+const _: () = assert!(WINDOW_WORDS * 8 == 64 && SCANNER_WINDOW.is_multiple_of(8));
 
 /// True if the `User-Agent` value holds one of the configured signatures (case-folded) within
 /// its first `SCANNER_WINDOW` bytes.
