@@ -565,8 +565,8 @@ const _: () = assert!(WINDOW_WORDS * 8 == 64 && SCANNER_WINDOW.is_multiple_of(8)
 /// True if the `User-Agent` value holds one of the configured signatures (case-folded) within
 /// its first `SCANNER_WINDOW` bytes.
 ///
-/// [`fill_window`] puts the value's first 64 bytes in `scratch.window` once, folded and cut at
-/// the value's end; then a [`next_round`] loop looks at one word of it per round: it flags the
+/// The value's first 64 bytes are put in `scratch.window` once, folded and cut at the value's
+/// end ([`fold_window`]); then a [`next_round`] loop looks at one word of it per round: it flags the
 /// bytes equal to each signature's first byte (SWAR) and only at flagged positions compares the
 /// whole signature, two words read from the window at that byte. Unrolled instead, the rounds
 /// times the signatures times the candidates ran out of the verifier's 1M-instruction budget;
@@ -582,9 +582,15 @@ pub fn is_scanner(
 ) -> bool {
     // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
     let name_end = reload(unsafe { &raw const (*st).scratch.user_agent });
-    if name_end == 0 || !value_start(ctx, d, st, name_end) || !fill_window(ctx, st) {
+    if name_end == 0 {
         return false;
     }
+    if !load_after_name(ctx, st, name_end)
+        && !(value_start(ctx, d, st, name_end) && load_value(ctx, st))
+    {
+        return false;
+    }
+    fold_window(st);
     // SAFETY: as above.
     let window = unsafe { &raw const (*st).scratch.window }.cast::<u8>();
     let mut rel = 0u64;
@@ -631,12 +637,59 @@ fn window_word(window: *const u8, at: usize) -> u64 {
     unsafe { window.add(at).cast::<u64>().read_unaligned() }
 }
 
-/// Puts the first 64 bytes of the value at `scratch.value` in words 0..8 of `scratch.window`,
-/// case-folded, and zero from the value's end (CR, LF, or the datagram's end) on, and in
-/// `scratch.window_len` the number of its bytes a signature may start at. `false` if the value
+/// The common case of [`value_start`] and [`load_value`] in one step, without their chain of
+/// dependent loads: the value starts within the 16 bytes after the name (`": "`, no fold), and
+/// 80 bytes from the name on lie in the datagram. Stores the value's first 64 bytes in
+/// `scratch.window` for [`fold_window`]; `false` (and nothing stored) in any other case, which
+/// the general path handles.
+#[inline(always)]
+fn load_after_name(ctx: &XdpContext, st: *mut CpuState, name_end: usize) -> bool {
+    let p = ctx.data() + name_end;
+    if name_end > MAX_OFFSET || name_end + 80 > fresh_end(st) || p + 80 > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: `p + 80 <= data_end` was checked just above.
+    let (w0, w1) = unsafe { (read_word(p), read_word(p + 8)) };
+    // `*WSP ":"` (RFC 3261 §7.3.1): the colon in the first word.
+    let colon = eq_bytes(w0, b':');
+    if colon == 0 {
+        return false;
+    }
+    let after = (first_flagged(colon) + 1) & 7; // 0: the colon is the word's last byte
+    let rest = if after == 0 {
+        w1
+    } else {
+        (w0 >> (after * 8)) | (w1 << (64 - after * 8))
+    };
+    // Then `*WSP` and the value's first byte, unless that is a CR (a fold, or no value).
+    let text = !(eq_bytes(rest, b' ') | eq_bytes(rest, b'\t')) & FLAG_BYTES;
+    if text == 0 || byte(rest, first_flagged(text) & 7) == b'\r' {
+        return false;
+    }
+    let lead = if after == 0 { 8 } else { after } + (first_flagged(text) & 7);
+    // Loaded from the value's start, not moved there by `fold_window`: a load across two
+    // words just stored cannot take its bytes from the store buffer and waits for them.
+    let v = p + lead as usize;
+    if v + 64 > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: `v + 64 <= data_end` was checked just above; `w` is this CPU's 16-word window
+    // (see `reload`).
+    unsafe {
+        let w = (&raw mut (*st).scratch.window).cast::<u64>();
+        for j in 0..8 {
+            w.add(j).write(read_word(v + 8 * j));
+        }
+        (*st).scratch.window_len = 0;
+    }
+    true
+}
+
+/// Stores the first 64 bytes of the value at `scratch.value` in `scratch.window`, and where
+/// the value starts in them in `scratch.window_len`, for [`fold_window`]. `false` if the value
 /// cannot be read (it runs past the frame's linear data).
 #[inline(always)]
-fn fill_window(ctx: &XdpContext, st: *mut CpuState) -> bool {
+fn load_value(ctx: &XdpContext, st: *mut CpuState) -> bool {
     // SAFETY: this CPU's `CPU_STATE` entry, see `reload`; `w` is its 16-word window.
     let (start, end, w) = unsafe {
         (
@@ -650,8 +703,6 @@ fn fill_window(ctx: &XdpContext, st: *mut CpuState) -> bool {
     }
     let data = ctx.data();
     let p = data + start;
-    // Where the value starts in the words just stored (through map memory: each way of
-    // loading would leave the verifier different knowledge of it).
     let lead = if start + 64 <= end && p + 64 <= ctx.data_end() {
         for j in 0..8 {
             // SAFETY: `p + 64 <= data_end` was checked just above; `w` as above.
@@ -680,8 +731,23 @@ fn fill_window(ctx: &XdpContext, st: *mut CpuState) -> bool {
     };
     // SAFETY: as above.
     unsafe { (*st).scratch.window_len = lead as u32 };
-    // SAFETY: as above.
-    let lead = reload(unsafe { &raw const (*st).scratch.window_len }) & 63;
+    true
+}
+
+/// Moves the value stored in `scratch.window` from byte `scratch.window_len` on to the
+/// window's start, case-folded, and zero from its end (CR or LF) on, and sets
+/// `scratch.window_len` to the number of its bytes a signature may start at. Through map
+/// memory: each way of loading leaves the verifier different knowledge of the words and of
+/// where the value starts, and what follows is checked once.
+#[inline(always)]
+fn fold_window(st: *mut CpuState) {
+    // SAFETY: this CPU's `CPU_STATE` entry, see `reload`; `w` is its 16-word window.
+    let (lead, w) = unsafe {
+        (
+            reload(&raw const (*st).scratch.window_len) & 63,
+            (&raw mut (*st).scratch.window).cast::<u64>(),
+        )
+    };
     let bytes = w.cast::<u8>();
     let mut len = 64;
     for j in 0..8 {
@@ -708,7 +774,6 @@ fn fill_window(ctx: &XdpContext, st: *mut CpuState) -> bool {
     }
     // SAFETY: as above.
     unsafe { (*st).scratch.window_len = len.min(SCANNER_WINDOW) as u32 };
-    true
 }
 
 /// 0x80 at the first CR or LF of `w` (possibly at bytes after it too).

@@ -197,16 +197,44 @@ fn scanner_user_agents_are_dropped_case_insensitively() {
         assert_eq!((d.verdict, d.reason), ("drop", "scanner"), "{ua}: {d:?}");
     }
     // Anywhere in the value's first 48 bytes, also when the User-Agent is the last header
-    // and the datagram ends right after it; not beyond the window.
-    let with_ua = |ua: &str, last: bool| {
-        let ua_line = format!("User-Agent: {ua}\r\n");
+    // and the datagram ends right after it, or when a long header follows it (the value is then
+    // read in one step from the header name); not beyond the window.
+    let with_sep = |sep: &str, ua: &str, last: bool| {
+        let ua_line = format!("User-Agent{sep}{ua}\r\n");
+        let tail = "Call-ID: w\r\nContent-Length: 0\r\n";
         let msg = if last {
             format!("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: w\r\n{ua_line}\r\n")
         } else {
-            format!("OPTIONS sip:a@b SIP/2.0\r\n{ua_line}Call-ID: w\r\nContent-Length: 0\r\n\r\n")
+            let pad = format!("X-Pad: {}\r\n", "p".repeat(80));
+            format!("OPTIONS sip:a@b SIP/2.0\r\n{ua_line}{pad}{tail}\r\n")
         };
-        classify(&c, msg.as_bytes()).reason
+        let short = format!("OPTIONS sip:a@b SIP/2.0\r\n{ua_line}{tail}\r\n");
+        let (long, short) = (
+            classify(&c, msg.as_bytes()).reason,
+            classify(&c, short.as_bytes()).reason,
+        );
+        if !last {
+            assert_eq!(long, short, "{sep:?} {ua}");
+        }
+        long
     };
+    let with_ua = |ua: &str, last: bool| with_sep(": ", ua, last);
+    // Separators of every shape RFC 3261 §7.3.1 allows, a fold among them.
+    for sep in [
+        ":",
+        ": ",
+        " : ",
+        "\t:\t ",
+        ":        \t  ",
+        ":\r\n ",
+        ":  \r\n\t",
+    ] {
+        for last in [false, true] {
+            assert_eq!(with_sep(sep, "sipvicious", last), "scanner", "{sep:?}");
+            assert_eq!(with_sep(sep, "x sipcli", last), "scanner", "{sep:?}");
+            assert_eq!(with_sep(sep, "Yealink", last), "steered", "{sep:?}");
+        }
+    }
     let deep = format!("{}friendly-scanner", "x".repeat(32));
     assert_eq!(with_ua(&deep, false), "scanner");
     assert_eq!(with_ua(&deep, true), "scanner");
