@@ -470,6 +470,34 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
     }
 }
 
+/// The Call-ID hash in the common case, after one bounds check: the value found by
+/// [`value_after_name`] ends (CR, LF, SP or HT) within its first 64 bytes. `None` in any other
+/// case, which [`call_id_hash`]'s general loop handles (it checks every word on its own).
+#[inline(always)]
+fn short_call_id_hash(ctx: &XdpContext, st: *mut CpuState, name_end: usize) -> Option<u64> {
+    let v = value_after_name(ctx, st, name_end)?;
+    let mut hasher = CallIdHasher::new();
+    for j in 0..8 {
+        // SAFETY: `value_after_name` checked `v + 64 <= data_end`.
+        let w = unsafe { read_word(v + 8 * j) };
+        // Terminators are all below 0x21: the exact test only on a word that has such a byte.
+        if below_lowest(w, 0x21) != 0 {
+            let stop =
+                eq_bytes(w, b'\r') | eq_bytes(w, b'\n') | eq_bytes(w, b' ') | eq_bytes(w, b'\t');
+            if stop != 0 {
+                let k = first_flagged(stop);
+                if k > 0 {
+                    hasher.write_word(w & low_bytes(k));
+                }
+                let len = 8 * j as u32 + k;
+                return (len > 0).then(|| hasher.finish(len));
+            }
+        }
+        hasher.write_word(w);
+    }
+    None
+}
+
 /// From just past a header name, skips `*WSP ":" LWS` (RFC 3261 §7.3.1, §25.1, one fold) and
 /// records the start of the value in `scratch.value`.
 #[inline(always)]
@@ -515,7 +543,13 @@ fn value_start(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState, name_end: u
 pub fn call_id_hash(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> Option<u64> {
     // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
     let name_end = reload(unsafe { &raw const (*st).scratch.call_id });
-    if name_end == 0 || !value_start(ctx, d, st, name_end) {
+    if name_end == 0 {
+        return None;
+    }
+    if let Some(hash) = short_call_id_hash(ctx, st, name_end) {
+        return Some(hash);
+    }
+    if !value_start(ctx, d, st, name_end) {
         return None;
     }
     // SAFETY: as above.
@@ -637,23 +671,23 @@ fn window_word(window: *const u8, at: usize) -> u64 {
     unsafe { window.add(at).cast::<u64>().read_unaligned() }
 }
 
-/// The common case of [`value_start`] and [`load_value`] in one step, without their chain of
-/// dependent loads: the value starts within the 16 bytes after the name (`": "`, no fold), and
-/// 80 bytes from the name on lie in the datagram. Stores the value's first 64 bytes in
-/// `scratch.window` for [`fold_window`]; `false` (and nothing stored) in any other case, which
-/// the general path handles.
+/// The start of the value of the header whose name ends at `name_end`, found from the name in
+/// one step, without [`value_start`]'s chain of dependent loads, in the common case: the value
+/// starts within the 16 bytes after the name (`": "`, no fold), and 80 bytes from the name on
+/// lie in the datagram. A packet address with the 64 bytes after it checked against the
+/// frame's end; `None` in any other case, which the general path handles.
 #[inline(always)]
-fn load_after_name(ctx: &XdpContext, st: *mut CpuState, name_end: usize) -> bool {
+fn value_after_name(ctx: &XdpContext, st: *mut CpuState, name_end: usize) -> Option<usize> {
     let p = ctx.data() + name_end;
     if name_end > MAX_OFFSET || name_end + 80 > fresh_end(st) || p + 80 > ctx.data_end() {
-        return false;
+        return None;
     }
     // SAFETY: `p + 80 <= data_end` was checked just above.
     let (w0, w1) = unsafe { (read_word(p), read_word(p + 8)) };
     // `*WSP ":"` (RFC 3261 §7.3.1): the colon in the first word.
     let colon = eq_bytes(w0, b':');
     if colon == 0 {
-        return false;
+        return None;
     }
     let after = (first_flagged(colon) + 1) & 7; // 0: the colon is the word's last byte
     let rest = if after == 0 {
@@ -664,17 +698,24 @@ fn load_after_name(ctx: &XdpContext, st: *mut CpuState, name_end: usize) -> bool
     // Then `*WSP` and the value's first byte, unless that is a CR (a fold, or no value).
     let text = !(eq_bytes(rest, b' ') | eq_bytes(rest, b'\t')) & FLAG_BYTES;
     if text == 0 || byte(rest, first_flagged(text) & 7) == b'\r' {
-        return false;
+        return None;
     }
     let lead = if after == 0 { 8 } else { after } + (first_flagged(text) & 7);
+    let v = p + lead as usize;
+    (v + 64 <= ctx.data_end()).then_some(v)
+}
+
+/// [`value_after_name`] for the scanner check: stores the value's first 64 bytes in
+/// `scratch.window` for [`fold_window`]; `false` (and nothing stored) where it does not apply.
+#[inline(always)]
+fn load_after_name(ctx: &XdpContext, st: *mut CpuState, name_end: usize) -> bool {
+    let Some(v) = value_after_name(ctx, st, name_end) else {
+        return false;
+    };
     // Loaded from the value's start, not moved there by `fold_window`: a load across two
     // words just stored cannot take its bytes from the store buffer and waits for them.
-    let v = p + lead as usize;
-    if v + 64 > ctx.data_end() {
-        return false;
-    }
-    // SAFETY: `v + 64 <= data_end` was checked just above; `w` is this CPU's 16-word window
-    // (see `reload`).
+    // SAFETY: `value_after_name` checked `v + 64 <= data_end`; `w` is this CPU's 16-word
+    // window (see `reload`).
     unsafe {
         let w = (&raw mut (*st).scratch.window).cast::<u64>();
         for j in 0..8 {
