@@ -177,7 +177,7 @@ mod program {
         else {
             return Outcome::of(reason::UNSTEERED);
         };
-        if sip::is_scanner(ctx, &d, st, cfg, k) {
+        if sip::is_scanner(ctx, &d, st, cfg) {
             return Outcome::of(reason::SCANNER);
         }
         let Some(hash) = sip::call_id_hash(ctx, &d, st) else {
