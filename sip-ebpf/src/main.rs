@@ -167,10 +167,10 @@ mod program {
         // looked for, so its scan ends at the Call-ID.
         // SAFETY: this CPU's entry (see the entry point); `first_line` set the method.
         let want_ua = cfg.num_scanners > 0 && unsafe { (*st).last.method } != method::RESPONSE;
-        let Some(k) = sip::canon_key(ctx) else {
+        let Some(z) = sip::canon_zero(ctx) else {
             return Outcome::of(reason::MALFORMED);
         };
-        sip::scan_headers(ctx, st, want_ua, k);
+        sip::scan_headers(ctx, st, want_ua, z);
         // From here on, only what is in `scratch` and the config: every way the scan ended
         // continues in one verifier state.
         let (Some(cfg), Some(d)) = (CONFIG.get(0), datagram_from_scratch(st, Source([0; 16])))

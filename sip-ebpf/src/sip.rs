@@ -17,7 +17,7 @@ use sip_common::{
 use crate::net::{SipDatagram, read_at};
 use crate::swar::{
     FLAG_BYTES, below_lowest, byte, eq_bytes, eq_bytes_lowest, first_flagged, fold_case, low_bytes,
-    valid_bytes, word,
+    past_first_flagged, valid_bytes, word,
 };
 
 /// Offsets the header scan carries across loop iterations are masked with this (see
@@ -237,7 +237,7 @@ fn find_line1_end(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState) -> bool 
         let m = eq_bytes(w, b'\n') & valid_bytes(n);
         if m != 0 {
             // SAFETY: this CPU's `CPU_STATE` entry, see `reload`.
-            unsafe { (*st).scratch.line2 = (off + first_flagged(m) as usize + 1) as u32 };
+            unsafe { (*st).scratch.line2 = (off + past_first_flagged(m) as usize) as u32 };
             return true;
         }
         if n < 8 {
@@ -303,32 +303,40 @@ fn lf_flags(w1: u64, w2: u64, w3: u64) -> [u64; 4] {
     ]
 }
 
-/// Offset (0..32) of the first flagged byte of four words' flags; one must be non-zero.
+/// One past the offset (1..=32) of the first flagged byte of four words' flags; one must be
+/// non-zero.
 #[inline(always)]
-fn first_of(m: [u64; 4]) -> u32 {
+fn past_first_of(m: [u64; 4]) -> u32 {
     if m[0] != 0 {
-        first_flagged(m[0])
+        past_first_flagged(m[0])
     } else if m[1] != 0 {
-        8 + first_flagged(m[1])
+        8 + past_first_flagged(m[1])
     } else if m[2] != 0 {
-        16 + first_flagged(m[2])
+        16 + past_first_flagged(m[2])
     } else {
-        24 + first_flagged(m[3])
+        24 + past_first_flagged(m[3])
     }
 }
 
-/// One more round of a scan loop, or `false` when the kernel's loop budget is spent.
+/// Moves `pos` on by `step` for one more round of a scan loop; `false` when the kernel's loop
+/// budget is spent.
 ///
 /// `may_goto` (kernel 6.9+) lets a loop run without the verifier walking every iteration: the
 /// verifier only needs each iteration's start state to be one it has seen. To make that so, the
-/// offsets a loop carries are made *canonical* here, in the same asm block: `x &= 4095` bounds
-/// them, and `x ^= k; x ^= k` (a no-op at run time) with `k` a packet value the program never
-/// compares makes the verifier forget everything but those bounds. Without it every iteration
-/// has a different known range and the verifier cannot prune (it ran out of its 1M-instruction
-/// budget). In a separate asm block, LLVM moved the masking away from `may_goto` and pruning
-/// stopped working, so the two stay together. Real offsets stay below [`SCAN_LIMIT`] + 1.
+/// offsets a loop carries are made *canonical* here, in the same asm block: `x += z` with `z` a
+/// number that is 0 at run time and that the verifier only knows to lie in 0..4096 (see
+/// [`canon_zero`]) leaves the low bits of `x` unknown to it, and `x &= 4095` bounds them, so
+/// every round starts with `pos` and `end` in 0..4096 and nothing else known. Without it every
+/// iteration has a different known range and the verifier cannot prune (it ran out of its
+/// 1M-instruction budget). In a separate asm block, LLVM moved the masking away from `may_goto`
+/// and pruning stopped working, so the two stay together. Real offsets stay below
+/// [`SCAN_LIMIT`] + 1.
+///
+/// The step is added here, after `pos += z`, because it is the end of the chain that runs
+/// through every round (load, LF flags, [`past_first_flagged`]): two operations on that chain
+/// where the former `pos += step; pos &= 4095; pos ^= k; pos ^= k` were five.
 #[inline(always)]
-fn next_round(pos: &mut u64, end: &mut u64, k: u64) -> bool {
+fn next_round(pos: &mut u64, step: u64, end: &mut u64, z: u64) -> bool {
     let spent: u64;
     // SAFETY: ALU operations on the given registers and `may_goto`, which either falls through
     // or jumps over the one instruction after it (to the end of this block); no memory access.
@@ -336,18 +344,18 @@ fn next_round(pos: &mut u64, end: &mut u64, k: u64) -> bool {
     // assembler has no mnemonic for in inline asm.
     unsafe {
         core::arch::asm!(
+            "{pos} += {z}",
+            "{pos} += {step}",
             "{pos} &= 4095",
-            "{pos} ^= {k}",
-            "{pos} ^= {k}",
+            "{end} += {z}",
             "{end} &= 4095",
-            "{end} ^= {k}",
-            "{end} ^= {k}",
             "{spent} = 1",
             ".8byte 0x00000000000100e5",
             "{spent} = 0",
             pos = inout(reg) *pos,
             end = inout(reg) *end,
-            k = in(reg) k,
+            step = in(reg) step,
+            z = in(reg) z,
             spent = out(reg) spent,
             options(nostack),
         );
@@ -355,14 +363,18 @@ fn next_round(pos: &mut u64, end: &mut u64, k: u64) -> bool {
     spent == 0
 }
 
-/// A packet value the verifier knows nothing about, for [`next_round`]: low bits of the
-/// destination MAC, which no check compares. `None` only if the frame has no Ethernet header
-/// (already excluded): no constant stand-in, which would let the verifier see through the masking.
+/// 0, as a number the verifier knows only to lie in 0..4096, for [`next_round`]: the difference
+/// of two reads of the same packet bytes (low bits of the destination MAC, which no check
+/// compares), which the verifier takes for two unknown values. `None` only if the frame has no
+/// Ethernet header (already excluded): no constant stand-in, which would let the verifier see
+/// through the masking.
 #[inline(always)]
-pub fn canon_key(ctx: &XdpContext) -> Option<u64> {
-    read_at::<u16>(ctx, 4)
-        .ok()
-        .map(|v| v as u64 & SCAN_LIMIT as u64)
+pub fn canon_zero(ctx: &XdpContext) -> Option<u64> {
+    let p = crate::net::ptr_at::<u16>(ctx, 4).ok()?;
+    // SAFETY: `ptr_at` checked that the two bytes lie in the packet. Volatile: two reads that
+    // LLVM cannot merge into one (which would make the difference a constant 0 it folds away).
+    let (a, b) = unsafe { (p.read_volatile(), p.read_volatile()) };
+    Some((a as u64).wrapping_sub(b as u64) & SCAN_LIMIT as u64)
 }
 
 /// The header scan: from the second line to the blank line that ends the header section
@@ -375,7 +387,7 @@ pub fn canon_key(ctx: &XdpContext) -> Option<u64> {
 /// header line costs about two rounds. Near the datagram's end it goes one checked word at a
 /// time. Datagrams longer than [`SCAN_LIMIT`] are scanned up to it.
 #[inline(always)]
-pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) {
+pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, z: u64) {
     let data = ctx.data();
     let data_end = ctx.data_end();
     // SAFETY: `st` is this CPU's `CPU_STATE` entry, valid and ours alone for the whole run
@@ -390,7 +402,8 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
     let mut pos = reload(unsafe { &raw const (*s).line2 }) as u64;
     let mut end = fresh_end(st).min(SCAN_LIMIT) as u64;
     let mut line_start = true;
-    while next_round(&mut pos, &mut end, k) {
+    let mut step = 0;
+    while next_round(&mut pos, step, &mut end, z) {
         let off = pos as usize;
         let lim = end as usize;
         let p = data + off;
@@ -405,7 +418,7 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
             // Where this line ends (the lowest flag of `eq_bytes_lowest` is exact).
             let m0 = eq_bytes_lowest(w0, b'\n');
             if m0 != 0 {
-                pos += first_flagged(m0) as u64 + 1;
+                step = past_first_flagged(m0) as u64;
                 line_start = true;
                 continue;
             }
@@ -413,10 +426,10 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
             let (w2, w3) = unsafe { (read_word(p + 16), read_word(p + 24)) };
             let m = lf_flags(w1, w2, w3);
             if m[1] | m[2] | m[3] != 0 {
-                pos += first_of(m) as u64 + 1;
+                step = past_first_of(m) as u64;
                 line_start = true;
             } else {
-                pos += 32;
+                step = 32;
                 line_start = false;
             }
         } else {
@@ -430,12 +443,12 @@ pub fn scan_headers(ctx: &XdpContext, st: *mut CpuState, want_ua: bool, k: u64) 
             }
             let m0 = eq_bytes_lowest(w0, b'\n') & valid_bytes(n0);
             if m0 != 0 {
-                pos += first_flagged(m0) as u64 + 1;
+                step = past_first_flagged(m0) as u64;
                 line_start = true;
             } else if n0 < 8 {
                 break; // the datagram ends inside this line
             } else {
-                pos += 8;
+                step = 8;
                 line_start = false;
             }
         }
@@ -451,22 +464,16 @@ fn header_found(s: *mut Scratch, off: usize, w0: u64, w1: u64, want_ua: bool) ->
         return true; // the blank line: end of the header section
     }
     let f = fold_case(w0);
+    // The scan's state is read only where a name matched: on the other lines (most of them)
+    // the check is the blank-line test and one byte compare per name.
     match byte(f, 0) {
         b'c' if f & low_bytes(7) == word(b"call-id") && is_name_end(byte(w0, 7)) => {
-            // SAFETY: `s` is this CPU's scratch (see `scan_headers`).
-            unsafe {
-                if (*s).call_id == 0 {
-                    (*s).call_id = (off + 7) as u32;
-                }
-            }
+            // SAFETY: `s` is this CPU's scratch (see `scan_headers`), in every block below.
+            unsafe { found_call_id(s, (off + 7) as u32, want_ua) }
         }
         b'i' if is_name_end(byte(w0, 1)) => {
             // SAFETY: as above.
-            unsafe {
-                if (*s).call_id == 0 {
-                    (*s).call_id = (off + 1) as u32;
-                }
-            }
+            unsafe { found_call_id(s, (off + 1) as u32, want_ua) }
         }
         b'u' if want_ua
             && f == word(b"user-age")
@@ -474,13 +481,29 @@ fn header_found(s: *mut Scratch, off: usize, w0: u64, w1: u64, want_ua: bool) ->
             && is_name_end(byte(w1, 2)) =>
         {
             // SAFETY: as above.
-            unsafe { (*s).user_agent = (off + 10) as u32 }
+            unsafe {
+                (*s).user_agent = (off + 10) as u32;
+                (*s).call_id != 0
+            }
         }
-        _ => {}
+        _ => false,
     }
-    // SAFETY: as above.
-    let (call_id, user_agent) = unsafe { ((*s).call_id, (*s).user_agent) };
-    call_id != 0 && (!want_ua || user_agent != 0)
+}
+
+/// Records where a Call-ID name ends (the first such header's); `true` if the scan has all it
+/// needs.
+///
+/// # Safety
+/// `s` is this CPU's scratch (see `scan_headers`).
+#[inline(always)]
+unsafe fn found_call_id(s: *mut Scratch, name_end: u32, want_ua: bool) -> bool {
+    // SAFETY: the caller's.
+    unsafe {
+        if (*s).call_id == 0 {
+            (*s).call_id = name_end;
+        }
+        !want_ua || (*s).user_agent != 0
+    }
 }
 
 /// The Call-ID hash in the common case, after one bounds check: the value found by
@@ -536,7 +559,7 @@ fn value_start(ctx: &XdpContext, d: &SipDatagram, st: *mut CpuState, name_end: u
     if colon == 0 {
         return false;
     }
-    let mut off = name_end + first_flagged(colon) as usize + 1;
+    let mut off = name_end + past_first_flagged(colon) as usize;
     for _ in 0..4 {
         let Some((w, n)) = load_word(ctx, off, d.end) else {
             return false;
@@ -700,7 +723,7 @@ fn value_after_name(ctx: &XdpContext, st: *mut CpuState, name_end: usize) -> Opt
     if colon == 0 {
         return None;
     }
-    let after = (first_flagged(colon) + 1) & 7; // 0: the colon is the word's last byte
+    let after = past_first_flagged(colon) & 7; // 0: the colon is the word's last byte
     let rest = if after == 0 {
         w1
     } else {

@@ -64,6 +64,13 @@ pub fn first_flagged(m: u64) -> u32 {
     (lowest.wrapping_mul(0x0001_0203_0405_0607) >> 56) as u32
 }
 
+/// [`first_flagged`] + 1 (1..=8), in the same operations: the byte table holds the sums.
+#[inline(always)]
+pub fn past_first_flagged(m: u64) -> u32 {
+    let lowest = (m & m.wrapping_neg()) >> 7;
+    (lowest.wrapping_mul(0x0102_0304_0506_0708) >> 56) as u32
+}
+
 /// ASCII letters folded to lower case. Other bytes change too (`\r` becomes `-`), so compare
 /// only against patterns made of letters, digits and `-./:` or folded the same way.
 #[inline(always)]
