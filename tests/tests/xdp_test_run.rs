@@ -327,6 +327,37 @@ fn compact_call_id_at_the_end_of_a_1400_byte_header_section() {
 }
 
 #[test]
+fn the_call_id_is_found_after_lines_of_every_length_and_not_in_the_body() {
+    // The scan reads 32-byte chunks and checks the name after each LF: lines of every length
+    // put the Call-ID's line start at every offset of a chunk, after one or several LFs in the
+    // same chunk, and (with few lines) within the last 48 bytes, where it goes word by word.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = classifier();
+    for len in 4..=72 {
+        for lines in 0..=3 {
+            let filler = format!("x:{}\r\n", "a".repeat(len - 4));
+            let head = format!("OPTIONS sip:a@b SIP/2.0\r\n{}", filler.repeat(lines));
+            let id = format!("id-{len}-{lines}");
+            let msg = format!("{head}Call-ID: {id}\r\n\r\n");
+            let d = classify(&c, msg.as_bytes());
+            assert_eq!(
+                (d.verdict, d.call_id_hash),
+                ("redirect", Some(hash_call_id(id.as_bytes()))),
+                "{msg:?}: {d:?}"
+            );
+            // The same line after the blank line is body, not a header.
+            let body = format!("{head}\r\nCall-ID: {id}\r\n{}", "b".repeat(len));
+            let d = classify(&c, body.as_bytes());
+            assert_eq!(
+                (d.verdict, d.reason),
+                ("pass", "no_call_id"),
+                "{body:?}: {d:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn no_call_id_passes_to_userspace() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = classifier();
