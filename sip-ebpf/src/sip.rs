@@ -2,11 +2,10 @@
 //! `User-Agent` headers, what is the Call-ID hash, does the User-Agent name a scanner.
 //!
 //! The header scan is a `may_goto` loop (see [`next_round`]), the scanner check a bounded loop
-//! over a copy of the value: one program, no tail calls. The scan goes from line start to line
-//! start, up to 32 bytes per round: it compares header names on a line's first word (RFC 3261
-//! §7.3.1: names are case-insensitive; §7.3.3: `i` is the compact form of `Call-ID`) and looks
-//! for the LF that ends the line. It stops at the blank line that ends the header section (§7),
-//! so bodies cost nothing.
+//! over a copy of the value: one program, no tail calls. The scan reads 32 bytes a round, looks
+//! for an LF in them and compares the header name after it (RFC 3261 §7.3.1: names are
+//! case-insensitive; §7.3.3: `i` is the compact form of `Call-ID`). It stops at the blank line
+//! that ends the header section (§7), so bodies cost nothing.
 
 use aya_ebpf::programs::XdpContext;
 use sip_common::{
