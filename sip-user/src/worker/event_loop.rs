@@ -62,6 +62,28 @@ const UDP_FIRST_PASSES: u32 = 8;
 /// path; Prometheus scrapes far less often).
 const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// The worker's timer fires at the end of the `TIMER_GRAIN` bin its deadline falls in, so one
+/// firing serves every deadline of a bin. Each firing costs two system calls besides the wake
+/// itself: tokio's time driver is left with no timer once the worker's one timer fired, and
+/// arming it again then wakes the runtime through its eventfd (a `write`), so the next
+/// `epoll_wait` returns at once. With the proxy's deadlines armed as they came (transaction
+/// timers, thousands in flight at 1,000 calls/s), it fired ~380 times a second: 0.38 writes
+/// and 0.5 extra `epoll_wait`s a call (`perf record` of the worker's system calls). A timer
+/// of RFC 3261 (T1 = 500 ms and its multiples, §17) is then up to 10 ms late.
+const TIMER_GRAIN: Duration = Duration::from_millis(10);
+
+/// The end of the `TIMER_GRAIN` bin (counted from `origin`) that `deadline` falls in.
+fn grain_end(origin: Instant, deadline: Instant) -> Instant {
+    let grain = TIMER_GRAIN.as_nanos();
+    let since = deadline.saturating_duration_since(origin).as_nanos();
+    let bins = since.div_ceil(grain);
+    // A deadline centuries away (past `u64` nanoseconds, or `Instant`'s range) stays as it is.
+    u64::try_from(bins * grain)
+        .ok()
+        .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
+        .unwrap_or(deadline)
+}
+
 /// What one worker hands another.
 #[derive(Debug)]
 pub enum Handoff {
@@ -195,6 +217,7 @@ impl Worker {
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        let started = Instant::now();
         // Passes in a row that looked at the UDP socket first (see `UDP_FIRST_PASSES`).
         let mut udp_streak = 0u32;
         // The export shares the timer with the proxy (one timer fewer to look at per pass); the
@@ -216,6 +239,8 @@ impl Worker {
                 Some(d) => d.min(next_export),
                 None => next_export,
             };
+            // On the grid of `TIMER_GRAIN` (see there); moved only when it changes bins.
+            let deadline = grain_end(started, deadline);
             if Some(deadline) != armed {
                 timer.as_mut().reset(deadline.into());
                 armed = Some(deadline);
@@ -546,5 +571,40 @@ async fn accept(
             // The owner's queue is full: the connection is closed (dropped), counted refused.
             refused.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_moves_to_the_end_of_its_grain_never_earlier() {
+        let origin = Instant::now();
+        let grain = TIMER_GRAIN.as_nanos() as u64;
+        for ns in [
+            0,
+            1,
+            grain - 1,
+            grain,
+            grain + 1,
+            7 * grain + 3,
+            1_000_000_007,
+        ] {
+            let deadline = origin + Duration::from_nanos(ns);
+            let end = grain_end(origin, deadline);
+            assert!(end >= deadline, "{ns}");
+            assert!(end - deadline < TIMER_GRAIN, "{ns}");
+            assert_eq!((end - origin).as_nanos() % u128::from(grain), 0, "{ns}");
+        }
+        // Every deadline of one bin shares its end: one firing serves them all.
+        let a = grain_end(origin, origin + Duration::from_nanos(grain + 1));
+        let b = grain_end(origin, origin + Duration::from_nanos(2 * grain));
+        assert_eq!(a, b);
+        // A deadline before the origin (already due) is not moved past the origin.
+        assert_eq!(
+            grain_end(origin + TIMER_GRAIN, origin),
+            origin + TIMER_GRAIN
+        );
     }
 }
