@@ -60,15 +60,20 @@ pub fn valid_bytes(n: u32) -> u64 {
 /// the BPF target has no count-trailing-zeros instruction.
 #[inline(always)]
 pub fn first_flagged(m: u64) -> u32 {
-    let lowest = (m & m.wrapping_neg()) >> 7;
-    (lowest.wrapping_mul(0x0001_0203_0405_0607) >> 56) as u32
+    lowest_flag_into(m, 0x0001_0203_0405_0607)
 }
 
 /// [`first_flagged`] + 1 (1..=8), in the same operations: the byte table holds the sums.
 #[inline(always)]
 pub fn past_first_flagged(m: u64) -> u32 {
+    lowest_flag_into(m, 0x0102_0304_0506_0708)
+}
+
+/// Byte `7 - k` of `table`, `k` being the lowest flagged byte of `m` (non-zero).
+#[inline(always)]
+fn lowest_flag_into(m: u64, table: u64) -> u32 {
     let lowest = (m & m.wrapping_neg()) >> 7;
-    (lowest.wrapping_mul(0x0102_0304_0506_0708) >> 56) as u32
+    (lowest.wrapping_mul(table) >> 56) as u32
 }
 
 /// ASCII letters folded to lower case. Other bytes change too (`\r` becomes `-`), so compare

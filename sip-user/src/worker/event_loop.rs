@@ -74,12 +74,11 @@ const TIMER_GRAIN: Duration = Duration::from_millis(10);
 
 /// The end of the `TIMER_GRAIN` bin (counted from `origin`) that `deadline` falls in.
 fn grain_end(origin: Instant, deadline: Instant) -> Instant {
-    let grain = TIMER_GRAIN.as_nanos();
-    let since = deadline.saturating_duration_since(origin).as_nanos();
-    let bins = since.div_ceil(grain);
+    const GRAIN_NS: u64 = TIMER_GRAIN.as_nanos() as u64;
     // A deadline centuries away (past `u64` nanoseconds, or `Instant`'s range) stays as it is.
-    u64::try_from(bins * grain)
+    u64::try_from(deadline.saturating_duration_since(origin).as_nanos())
         .ok()
+        .and_then(|since| since.div_ceil(GRAIN_NS).checked_mul(GRAIN_NS))
         .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
         .unwrap_or(deadline)
 }
@@ -217,6 +216,8 @@ impl Worker {
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // The deadline `armed` was worked out from, and the origin of its grid.
+        let mut wanted: Option<Instant> = None;
         let started = Instant::now();
         // Passes in a row that looked at the UDP socket first (see `UDP_FIRST_PASSES`).
         let mut udp_streak = 0u32;
@@ -239,11 +240,15 @@ impl Worker {
                 Some(d) => d.min(next_export),
                 None => next_export,
             };
-            // On the grid of `TIMER_GRAIN` (see there); moved only when it changes bins.
-            let deadline = grain_end(started, deadline);
-            if Some(deadline) != armed {
-                timer.as_mut().reset(deadline.into());
-                armed = Some(deadline);
+            // On the grid of `TIMER_GRAIN` (see there), worked out only when the deadline
+            // changed (most passes leave it as it was), and moved only when it changes bins.
+            if Some(deadline) != wanted {
+                wanted = Some(deadline);
+                let at = grain_end(started, deadline);
+                if Some(at) != armed {
+                    timer.as_mut().reset(at.into());
+                    armed = Some(at);
+                }
             }
             // The UDP socket first, unless a queue has something (hand-overs and stream
             // messages keep their turn before datagrams) or the socket had its run.
@@ -266,7 +271,7 @@ impl Worker {
                     pool_changed.set(next_pool(rx));
                 }
                 _ = &mut timer => {
-                    armed = None;
+                    (armed, wanted) = (None, None);
                     // The proxy's deadline or the export's, whichever came (the proxy does
                     // nothing before its own). The clock is read here, not on every pass.
                     let now = Instant::now();
