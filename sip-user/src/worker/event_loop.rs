@@ -14,6 +14,7 @@
 //! worker owns is handed to that worker.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -44,7 +45,10 @@ use crate::{
         table::{Connections, Refused, SendError, TlsSetup},
         udp::UdpIo,
     },
-    worker::capture::Capture,
+    worker::{
+        capture::Capture,
+        control::{Control, Controls},
+    },
 };
 
 /// `recvmmsg` calls per wake-up at most (of `udp::BATCH` datagrams each) before the loop sends
@@ -170,14 +174,14 @@ impl Worker {
             }
         };
         let mut m = self.metrics.worker(self.index);
-        let (conn_tx, mut from_conns) = mpsc::channel(FROM_CONNECTIONS_QUEUE);
+        let (conn_tx, from_conns) = mpsc::channel(FROM_CONNECTIONS_QUEUE);
         // Connections whose client certificate made them inside (`tls.trusted_names`).
-        let mut trusted: std::collections::HashSet<Peer> = std::collections::HashSet::new();
+        let mut trusted: HashSet<Peer> = HashSet::new();
         let mut conns = Connections::new(
             self.streams.settings,
             self.streams.max_per_source,
             self.streams.tls.clone(),
-            conn_tx,
+            conn_tx.clone(),
             self.cancel.clone(),
         );
         for (listener, transport) in listeners {
@@ -196,14 +200,15 @@ impl Worker {
         }
         let pool = self.pool.borrow_and_update().clone();
         self.take_pool(pool, &mut m);
-        // The waits for shutdown and for a new pool are made once, not once per pass: each new
-        // one registered a waiter on a shared list and removed it again, under a lock, for
-        // every datagram (~4,000 instructions a call at low rates, callgrind).
-        let cancelled = self.cancel.clone().cancelled_owned();
-        tokio::pin!(cancelled);
-        let pool_changed = next_pool(self.pool.clone());
-        tokio::pin!(pool_changed);
-        let mut pool_open = true;
+        // Shutdown, pool changes and both queues as one stream (see `control`). The inbox's
+        // receiver moves into it; the worker keeps a closed one in its place.
+        let inbox = std::mem::replace(&mut self.inbox, mpsc::channel(1).1);
+        let mut controls = Controls::new(
+            self.cancel.clone(),
+            self.pool.clone(),
+            (self.peers[self.index].clone(), inbox),
+            (conn_tx, from_conns),
+        );
         // Each datagram is received in batches, then copied once into a buffer of its own size,
         // which the parser borrows from and a transaction may keep. Slicing datagrams off shared
         // 1 MiB receive blocks (the first design) let one kept slice, a transaction's key for
@@ -252,23 +257,12 @@ impl Worker {
             }
             // The UDP socket first, unless a queue has something (hand-overs and stream
             // messages keep their turn before datagrams) or the socket had its run.
-            let udp_first =
-                udp_streak < UDP_FIRST_PASSES && self.inbox.is_empty() && from_conns.is_empty();
+            let udp_first = udp_streak < UDP_FIRST_PASSES && !controls.queued();
             tokio::select! {
                 biased;
                 r = udp.readable(), if udp_first => {
                     udp_streak += 1;
                     self.receive_udp(r, &mut udp, &mut received, &mut m).await;
-                }
-                _ = &mut cancelled => break,
-                (changed, mut rx) = &mut pool_changed, if pool_open => {
-                    // A closed channel (the keeper gone, at shutdown) is not waited on again.
-                    pool_open = changed.is_ok();
-                    if pool_open {
-                        let pool = rx.borrow_and_update().clone();
-                        self.take_pool(pool, &mut m);
-                    }
-                    pool_changed.set(next_pool(rx));
                 }
                 _ = &mut timer => {
                     (armed, wanted) = (None, None);
@@ -281,48 +275,12 @@ impl Worker {
                     }
                     self.proxy.handle_timeout(now);
                 }
-                Some(h) = self.inbox.recv() => match h {
-                    Handoff::Message { message, source, inside } => {
-                        if let Some(bytes) = crate::sys::heap::allocated() {
-                            self.proxy.set_heap_in_use(bytes);
-                        }
-                        self.proxy.handle_as(message, source, inside, Instant::now());
-                    }
-                    Handoff::Send { transmit, tls_name } => {
-                        self.send_on_connection(&mut conns, transmit, tls_name.as_deref(), &m);
-                    }
-                    Handoff::Stream { stream, peer } => match conns.adopt(stream, peer) {
-                        Ok(()) => m.connection_event(peer.transport, "accepted"),
-                        Err(Refused::PerSource) => m.connection_event(peer.transport, "refused"),
-                        Err(e) => {
-                            log::debug!("worker {}: connection from {peer}: {e}", self.index);
-                            m.connection_event(peer.transport, "refused");
-                        }
-                    },
-                    Handoff::Inspect { query, reply } => {
-                        let _ = reply.send(self.proxy.inspect(&query, Instant::now()));
-                    }
-                    Handoff::Answer { name, answer } => {
-                        self.proxy.handle_answer(name, answer, Instant::now());
-                    }
-                },
-                Some(c) = from_conns.recv() => match c {
-                    FromConnection::Message { peer, message } => {
-                        m.received(peer.transport);
-                        let inside = !trusted.is_empty() && trusted.contains(&peer);
-                        self.on_message(message, peer, inside);
-                    }
-                    FromConnection::Trusted { peer } => {
-                        trusted.insert(peer);
-                    }
-                    FromConnection::HandshakeFailed { peer, reason } => {
-                        log::debug!("worker {}: TLS handshake with {peer}: {reason}", self.index);
-                        m.tls_handshake_failed(reason);
-                    }
-                    FromConnection::Closed { peer, reason } => {
-                        trusted.remove(&peer);
-                        conns.closed(&peer);
-                        m.connection_closed(peer.transport, reason);
+                Some(c) = controls.next() => match c {
+                    Control::Shutdown => break,
+                    Control::Pool(pool) => self.take_pool(pool, &mut m),
+                    Control::Handoff(h) => self.on_handoff(h, &mut conns, &m),
+                    Control::Connection(c) => {
+                        self.on_connection(c, &mut conns, &mut trusted, &mut m);
                     }
                 },
                 r = udp.readable(), if !udp_first => {
@@ -333,6 +291,69 @@ impl Worker {
             self.flush(&mut udp, &mut outgoing, &mut conns, &mut m)
                 .await;
             self.start_lookups(resolver.as_ref());
+        }
+    }
+
+    /// What another worker (or a lookup, or the admin API) handed this one.
+    fn on_handoff(&mut self, h: Handoff, conns: &mut Connections, m: &WorkerMetrics) {
+        match h {
+            Handoff::Message {
+                message,
+                source,
+                inside,
+            } => {
+                if let Some(bytes) = crate::sys::heap::allocated() {
+                    self.proxy.set_heap_in_use(bytes);
+                }
+                self.proxy
+                    .handle_as(message, source, inside, Instant::now());
+            }
+            Handoff::Send { transmit, tls_name } => {
+                self.send_on_connection(conns, transmit, tls_name.as_deref(), m);
+            }
+            Handoff::Stream { stream, peer } => match conns.adopt(stream, peer) {
+                Ok(()) => m.connection_event(peer.transport, "accepted"),
+                Err(Refused::PerSource) => m.connection_event(peer.transport, "refused"),
+                Err(e) => {
+                    log::debug!("worker {}: connection from {peer}: {e}", self.index);
+                    m.connection_event(peer.transport, "refused");
+                }
+            },
+            Handoff::Inspect { query, reply } => {
+                let _ = reply.send(self.proxy.inspect(&query, Instant::now()));
+            }
+            Handoff::Answer { name, answer } => {
+                self.proxy.handle_answer(name, answer, Instant::now());
+            }
+        }
+    }
+
+    /// What one of this worker's connections reported.
+    fn on_connection(
+        &mut self,
+        c: FromConnection,
+        conns: &mut Connections,
+        trusted: &mut HashSet<Peer>,
+        m: &mut WorkerMetrics,
+    ) {
+        match c {
+            FromConnection::Message { peer, message } => {
+                m.received(peer.transport);
+                let inside = !trusted.is_empty() && trusted.contains(&peer);
+                self.on_message(message, peer, inside);
+            }
+            FromConnection::Trusted { peer } => {
+                trusted.insert(peer);
+            }
+            FromConnection::HandshakeFailed { peer, reason } => {
+                log::debug!("worker {}: TLS handshake with {peer}: {reason}", self.index);
+                m.tls_handshake_failed(reason);
+            }
+            FromConnection::Closed { peer, reason } => {
+                trusted.remove(&peer);
+                conns.closed(&peer);
+                m.connection_closed(peer.transport, reason);
+            }
         }
     }
 
@@ -529,17 +550,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Waits for the next backend pool on `rx`, and gives the receiver back to wait again.
-async fn next_pool(
-    mut rx: watch::Receiver<Arc<Pool>>,
-) -> (
-    Result<(), watch::error::RecvError>,
-    watch::Receiver<Arc<Pool>>,
-) {
-    let changed = rx.changed().await;
-    (changed, rx)
 }
 
 /// Accepts connections on one worker's listener and hands each to the worker that owns its

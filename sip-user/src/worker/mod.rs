@@ -6,6 +6,7 @@
 //! [`Proxy`]: crate::proxy::Proxy
 
 pub mod capture;
+pub mod control;
 pub mod event_loop;
 pub mod threads;
 
