@@ -24,6 +24,13 @@ use tokio::io::{Interest, unix::AsyncFd};
 /// Datagrams per system call. Published measurements for small datagrams: batches of 8 give most
 /// of the gain of `recvmmsg` (+25 % packets/s), 16 adds ~2 %; 32 lets a burst drain in fewer calls.
 pub const BATCH: usize = 32;
+/// The fewest datagrams a `recvmmsg` asks for. Each call sets up one header per datagram it
+/// asks for, whether or not one comes (~25 instructions each, in nix and here): at low rates a
+/// wake-up finds one or two datagrams, and asking for `BATCH` cost ~1,500 instructions a call
+/// (`bench-e2e --daemon-instructions`). So a call asks for twice what the last one got, at
+/// least this many; a full batch doubles the next (the queue holds more), so a burst reaches
+/// `BATCH` within three calls.
+const MIN_BATCH: usize = 4;
 /// Largest datagram received (the UDP maximum; larger ones cannot exist).
 pub const MAX_DATAGRAM: usize = 65_535;
 /// How long a full send buffer is waited out, in steps, before the datagrams still unsent are
@@ -45,6 +52,18 @@ pub struct UdpIo {
 struct RecvBuffers {
     bytes: Vec<u8>,
     headers: MultiHeaders<SockaddrStorage>,
+    /// How many datagrams the next `recvmmsg` asks for (see [`MIN_BATCH`]).
+    want: usize,
+}
+
+/// How many datagrams to ask for after a call that asked for `want` and got `got`: twice what
+/// came, never below half of `want` (a burst's tail comes in fewer calls), within
+/// `MIN_BATCH..=BATCH`.
+fn next_want(want: usize, got: usize) -> usize {
+    (2 * got)
+        .next_power_of_two()
+        .max(want / 2)
+        .clamp(MIN_BATCH, BATCH)
 }
 
 /// What one [`UdpIo::send_all`] did.
@@ -68,6 +87,7 @@ impl UdpIo {
             recv: RecvBuffers {
                 bytes: vec![0u8; BATCH * MAX_DATAGRAM],
                 headers: MultiHeaders::preallocate(BATCH, None),
+                want: MIN_BATCH,
             },
             send_headers: MultiHeaders::preallocate(BATCH, None),
             send_addrs: Vec::with_capacity(BATCH),
@@ -101,10 +121,12 @@ impl UdpIo {
         let mut keep = |data: &[u8], source| out.push((Bytes::copy_from_slice(data), source));
         while calls < max_calls {
             let recv = &mut self.recv;
+            let want = recv.want;
             match guard.try_io(|fd| recv.receive(fd.get_ref(), &mut keep)) {
                 Ok(Ok(n)) => {
                     calls += 1;
-                    if n < BATCH {
+                    recv.want = next_want(want, n);
+                    if n < want {
                         // Fewer than asked: the queue is empty (`recvmmsg` without a timeout
                         // returns short only then). Clearing the readiness saves the empty
                         // `recvmmsg` that would learn it, one per wake-up: the socket is
@@ -165,7 +187,8 @@ impl UdpIo {
 }
 
 impl RecvBuffers {
-    /// One `recvmmsg` (non-blocking): hands each datagram to `f`, returns how many came.
+    /// One `recvmmsg` (non-blocking) of up to `self.want` datagrams: hands each to `f`,
+    /// returns how many came.
     fn receive(
         &mut self,
         socket: &UdpSocket,
@@ -175,13 +198,19 @@ impl RecvBuffers {
         let mut n = 0;
         {
             // On the stack: no allocation per call.
-            let mut buffers = self.bytes.chunks_exact_mut(MAX_DATAGRAM);
+            let want = self.want.min(BATCH);
             let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
-                std::array::from_fn(|_| [IoSliceMut::new(buffers.next().unwrap_or_default())]);
+                std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+            for (slice, buffer) in slices[..want]
+                .iter_mut()
+                .zip(self.bytes.chunks_exact_mut(MAX_DATAGRAM))
+            {
+                *slice = [IoSliceMut::new(buffer)];
+            }
             let results = recvmmsg(
                 socket.as_raw_fd(),
                 &mut self.headers,
-                slices.iter_mut(),
+                slices[..want].iter_mut(),
                 MsgFlags::MSG_DONTWAIT,
                 None,
             )
@@ -234,6 +263,21 @@ fn socket_addr(a: SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_asks_for_twice_what_came_and_a_full_one_doubles() {
+        assert_eq!(next_want(MIN_BATCH, 0), MIN_BATCH);
+        assert_eq!(next_want(MIN_BATCH, 1), MIN_BATCH);
+        assert_eq!(next_want(4, 3), 8);
+        // Full batches double up to BATCH.
+        assert_eq!(next_want(4, 4), 8);
+        assert_eq!(next_want(8, 8), 16);
+        assert_eq!(next_want(16, 16), BATCH);
+        assert_eq!(next_want(BATCH, BATCH), BATCH);
+        // After a burst, halving at most per call.
+        assert_eq!(next_want(BATCH, 1), BATCH / 2);
+        assert_eq!(next_want(8, 0), MIN_BATCH);
+    }
 
     /// Receives until `want` datagrams came (bounded in passes and time).
     async fn receive_all(io: &mut UdpIo, want: usize) -> Vec<(Bytes, SocketAddr)> {
