@@ -569,7 +569,7 @@ impl Proxy {
             }
             Err(_) => self.record(Outcome::DroppedUnmatched),
         }
-        self.drain_events(now, Some((&msg, &validated)));
+        self.drain_events(now, Some((&msg, &validated, datagram)));
     }
 
     /// A new request beyond a limit: a 503 with Retry-After, sent statelessly so the refusal
@@ -651,16 +651,9 @@ impl Proxy {
                 // It passed validation when it came in: what validation read is read again.
                 let read = Validated::read(&msg);
                 match server {
-                    Some(key) => self.route_and_forward(
-                        key,
-                        &msg,
-                        &read,
-                        datagram.clone(),
-                        source,
-                        side,
-                        None,
-                        now,
-                    ),
+                    Some(key) => {
+                        self.route_and_forward(key, &msg, &read, &datagram, source, side, None, now)
+                    }
                     None => self.forward_ack(&msg, &read, &datagram, source, now),
                 }
             });
@@ -734,26 +727,27 @@ impl Proxy {
     /// with its top Via: the events that carry a datagram (request, ACK, response) only ever
     /// come from that message, so its parse is reused rather than repeated; timers raise only
     /// Timeout and Terminated.
-    fn drain_events(&mut self, now: Instant, current: Option<(&Message<'_, '_>, &Validated<'_>)>) {
+    /// Acts on what the transaction layer raised. `current`: the message being handled, which
+    /// the message events are about (`None` after a timer, which raises none of them).
+    fn drain_events(
+        &mut self,
+        now: Instant,
+        current: Option<(&Message<'_, '_>, &Validated<'_>, &Bytes)>,
+    ) {
         while let Some(event) = self.txs.poll_event() {
             match (event, current) {
-                (
-                    Event::Request {
-                        key,
-                        datagram,
-                        source,
-                    },
-                    Some((msg, read)),
-                ) => self.on_request(key, msg, read, datagram, source, now),
-                (Event::Ack { source, datagram }, Some((msg, read))) => {
+                (Event::Request { key, source }, Some((msg, read, datagram))) => {
+                    self.on_request(key, msg, read, datagram, source, now)
+                }
+                (Event::Ack { source }, Some((msg, read, datagram))) => {
                     self.count_side(source);
                     self.dialogs.handle(msg, &read.dialog, now);
-                    self.forward_ack(msg, read, &datagram, source, now)
+                    self.forward_ack(msg, read, datagram, source, now)
                 }
-                (Event::Response { key, .. }, Some((msg, read))) => {
+                (Event::Response { key }, Some((msg, read, _))) => {
                     self.relay_response(&key, msg, read, now)
                 }
-                (Event::StrayResponse { .. }, Some((msg, _))) => self.relay_stray(msg),
+                (Event::StrayResponse { .. }, Some((msg, _, _))) => self.relay_stray(msg),
                 (
                     Event::Request { .. }
                     | Event::Ack { .. }
@@ -829,7 +823,7 @@ impl Proxy {
         key: Key,
         msg: &Message<'_, '_>,
         read: &Validated<'_>,
-        datagram: Bytes,
+        datagram: &Bytes,
         source: Peer,
         now: Instant,
     ) {
@@ -859,7 +853,7 @@ impl Proxy {
         key: Key,
         msg: &Message<'_, '_>,
         read: &Validated<'_>,
-        datagram: Bytes,
+        datagram: &Bytes,
         source: Peer,
         side: Side,
         dialog: Option<DialogRef>,
@@ -951,7 +945,7 @@ impl Proxy {
                     Link {
                         server: key,
                         pending: Some(Box::new(Pending {
-                            original: datagram,
+                            original: datagram.clone(),
                             forwarded,
                             dest: dest.peer,
                             backend: dest.backend,

@@ -49,7 +49,6 @@ impl ClientInvite {
     pub(super) fn on_response(
         &mut self,
         response: &Message<'_, '_>,
-        datagram: &Bytes,
         now: Instant,
         ctx: &mut Ctx<'_>,
     ) {
@@ -58,7 +57,7 @@ impl ClientInvite {
             (State::Calling | State::Proceeding, 100..=199) => {
                 self.state = State::Proceeding;
                 self.timer_a = Deadline::NONE; // §17.1.1.2: no more retransmissions once a 1xx arrives.
-                ctx.pass_response(datagram);
+                ctx.pass_response();
             }
             (State::Calling | State::Proceeding, 200..=299) => {
                 // RFC 6026 §7.2: Accepted; the TU sends the ACK for a 2xx itself.
@@ -66,9 +65,9 @@ impl ClientInvite {
                 self.resend = Bytes::new(); // Accepted only absorbs 2xx retransmissions
                 self.timer_a = Deadline::NONE;
                 self.timer_end = Deadline::at(now + ctx.timers.timeout()); // M
-                ctx.pass_response(datagram);
+                ctx.pass_response();
             }
-            (State::Accepted, 200..=299) => ctx.pass_response(datagram),
+            (State::Accepted, 200..=299) => ctx.pass_response(),
             (State::Calling | State::Proceeding, 300..=699) => {
                 self.state = State::Completed;
                 self.timer_a = Deadline::NONE;
@@ -76,7 +75,7 @@ impl ClientInvite {
                 // Completed resends the ACK, never the INVITE.
                 self.resend = self.build_ack(response);
                 ctx.transmit(self.resend.clone());
-                ctx.pass_response(datagram);
+                ctx.pass_response();
             }
             (State::Completed, 300..=699) => {
                 // A retransmitted final response: ACK again, absorb (§17.1.1.2).

@@ -36,24 +36,18 @@ impl ClientNonInvite {
         }
     }
 
-    pub(super) fn on_response(
-        &mut self,
-        code: u16,
-        datagram: &Bytes,
-        now: Instant,
-        ctx: &mut Ctx<'_>,
-    ) {
+    pub(super) fn on_response(&mut self, code: u16, now: Instant, ctx: &mut Ctx<'_>) {
         match (self.state, code) {
             (State::Trying | State::Proceeding, 100..=199) => {
                 self.state = State::Proceeding;
-                ctx.pass_response(datagram);
+                ctx.pass_response();
             }
             (State::Trying | State::Proceeding, 200..=699) => {
                 self.state = State::Completed;
                 self.request = Bytes::new(); // no more retransmissions: keep nothing for Timer K
                 self.timer_e = Deadline::NONE;
                 self.timer_end = ctx.linger_until(now, ctx.timers.t4); // K
-                ctx.pass_response(datagram);
+                ctx.pass_response();
             }
             _ => {} // retransmissions in Completed are absorbed
         }

@@ -42,13 +42,7 @@ impl ServerInvite {
     }
 
     /// A request matched this transaction: a retransmitted INVITE or the ACK.
-    pub(super) fn on_request(
-        &mut self,
-        is_ack: bool,
-        datagram: &Bytes,
-        now: Instant,
-        ctx: &mut Ctx<'_>,
-    ) {
+    pub(super) fn on_request(&mut self, is_ack: bool, now: Instant, ctx: &mut Ctx<'_>) {
         match (self.state, is_ack) {
             (State::Proceeding | State::Completed, false) => {
                 // §17.2.1: answer a retransmission with the most recent response.
@@ -64,10 +58,7 @@ impl ServerInvite {
             }
             (State::Accepted, true) => {
                 // RFC 6026 §8.7: an ACK for the 2xx goes to the TU (the proxy routes it).
-                ctx.event(Event::Ack {
-                    datagram: datagram.clone(),
-                    source: ctx.peer,
-                });
+                ctx.event(Event::Ack { source: ctx.peer });
             }
             _ => {} // retransmitted INVITE in Accepted, ACKs in Confirmed: absorbed
         }
