@@ -4,6 +4,7 @@
 //! strict-router fix-up); the sender's Via gets `received` and `rport` (RFC 3581 §4); responses
 //! lose our Via (§16.7 step 3).
 
+use crate::sip::uri::ip_literal;
 use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -359,8 +360,7 @@ fn put_sender_via(
         "the parsed Via is this line's first value"
     );
     let ip = source.ip();
-    let host = std::str::from_utf8(via.host).unwrap_or("");
-    let needs_received = host.trim_matches(['[', ']']).parse().ok() != Some(ip);
+    let needs_received = ip_literal(via.host) != Some(ip);
     let wants_rport = via.rport().is_some();
     if !needs_received && !wants_rport {
         return put(out, name, value);

@@ -17,6 +17,7 @@
 //!   is, a name by RFC 3263. A Request-URI naming us with no static route: 404 (OPTIONS to us:
 //!   answered here).
 
+use crate::sip::uri::ip_literal;
 use std::net::{IpAddr, SocketAddr};
 
 use sip_common::{fmix64, hash_call_id};
@@ -356,9 +357,7 @@ pub fn decide(
 
 /// The next hop named by a SIP URI: its address, or its name to resolve.
 fn hop(uri: &Uri<'_>, inside_only: bool) -> Target {
-    let literal = std::str::from_utf8(uri.host)
-        .ok()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
+    let literal = ip_literal(uri.host);
     // RFC 3261 §19.1.2, RFC 3263 §4.1: the transport parameter, or TLS for a SIPS URI.
     let transport = match (uri.scheme, uri.params.get(b"transport").flatten()) {
         (Scheme::Sips, _) => Transport::Tls,

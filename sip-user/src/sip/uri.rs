@@ -1,6 +1,8 @@
 //! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), as views into the message. Other schemes
 //! are kept opaque: a proxy may route on them or answer 416 (RFC 4475 §3.3.2).
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::{
     params::UriParams,
     scan::{find, is_ipv6, is_scheme, is_uri_mark_or_lws},
@@ -227,9 +229,97 @@ pub fn split_hostport(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
     Some((&s[..end], port))
 }
 
+/// The address a host names when it is an IP literal (`192.0.2.1`, `[2001:db8::1]`), as
+/// `IpAddr`'s parser reads it; `None` for a name. Dotted-quad IPv4, nearly every host the proxy
+/// compares with a source address or routes to, is read here (the standard parser cost ~250
+/// instructions a host, five a call); the rest goes to the standard parser.
+pub fn ip_literal(host: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = dotted_quad(host) {
+        return Some(IpAddr::V4(v4));
+    }
+    let text = std::str::from_utf8(host).ok()?;
+    text.trim_matches(['[', ']']).parse().ok()
+}
+
+/// `a.b.c.d` with four decimal octets of at most 255 and no leading zeros (as the standard
+/// parser wants them), or `None`. One pass over the bytes.
+fn dotted_quad(s: &[u8]) -> Option<Ipv4Addr> {
+    if !(7..=15).contains(&s.len()) {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let (mut k, mut n, mut digits) = (0usize, 0u32, 0u32);
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || k == 3 {
+                return None;
+            }
+            octets[k] = n as u8;
+            (k, n, digits) = (k + 1, 0, 0);
+        } else {
+            let d = u32::from(b.wrapping_sub(b'0'));
+            // A digit after a leading 0, or past 255.
+            if d > 9 || (digits == 1 && n == 0) {
+                return None;
+            }
+            n = n * 10 + d;
+            digits += 1;
+            if n > 255 {
+                return None;
+            }
+        }
+    }
+    if k != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = n as u8;
+    Some(Ipv4Addr::from(octets))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast IPv4 path reads what the standard parser reads, and refuses what it refuses.
+    #[test]
+    fn ip_literals_read_as_the_standard_parser_reads_them() {
+        let std_parse = |h: &str| h.trim_matches(['[', ']']).parse::<IpAddr>().ok();
+        let mut hosts: Vec<String> = [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4 ",
+            "1.2.3.-4",
+            "1.2.3.1000",
+            "a.b.c.d",
+            "example.com",
+            "[2001:db8::1]",
+            "2001:db8::1",
+            "[::ffff:1.2.3.4]",
+            "",
+            "1.2.3.4:5060",
+            "१.2.3.4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for a in [
+            "0", "9", "10", "99", "100", "199", "249", "250", "255", "256", "300", "999",
+        ] {
+            hosts.push(format!("{a}.1.{a}.2"));
+        }
+        for h in &hosts {
+            assert_eq!(ip_literal(h.as_bytes()), std_parse(h), "{h:?}");
+        }
+    }
 
     #[test]
     fn sip_uri_parts() {
