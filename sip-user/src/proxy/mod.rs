@@ -339,7 +339,7 @@ pub struct Proxy {
 
 /// The hash the kernel steers `msg`'s Call-ID by (a message without one hashes as empty).
 pub fn call_id_hash(msg: &Message<'_, '_>) -> u64 {
-    sip_common::hash_call_id(msg.call_id().unwrap_or(b""))
+    crate::sip::simd::hash_call_id(msg.call_id().unwrap_or(b""))
 }
 
 /// TLS next-hop names one worker remembers at most (cleared when full; a connection that

@@ -175,6 +175,20 @@ pub fn host_len(s: &[u8]) -> usize {
     s.iter().position(|&b| !is_host(b)).unwrap_or(s.len())
 }
 
+/// The Call-ID hash of a header value, as [`sip_common::hash_call_id`] defines it (the kernel
+/// computes the same): every message's Call-ID is hashed on arrival, and the definition's
+/// byte-by-byte search for the value's end cost ~2.4 instructions a byte; here it is 16 bytes
+/// at a time, and the words are fed to the same hasher.
+pub fn hash_call_id(value: &[u8]) -> u64 {
+    use sip_common::{CALL_ID_HASH_MAX_LEN, CallIdHasher};
+    const ENDS: Class = Class::of(b"\r\n \t");
+    let value = &value[..value.len().min(CALL_ID_HASH_MAX_LEN)];
+    let input = &value[..find(value, ENDS).unwrap_or(value.len())];
+    let mut hasher = CallIdHasher::new();
+    hasher.write_bytes(input);
+    hasher.finish(input.len() as u32)
+}
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::__m128i;
 
@@ -279,6 +293,34 @@ fn call_id_masks(v: __m128i) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same hash as the definition's for values of every length up to past the cap, with
+    /// each terminator (and other bytes) at every place.
+    #[test]
+    fn the_call_id_hash_is_the_definitions() {
+        let mut seen = 0;
+        for len in 0..300usize {
+            let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert_eq!(
+                hash_call_id(&base),
+                sip_common::hash_call_id(&base),
+                "len {len}"
+            );
+            for at in (0..len).step_by(7) {
+                for b in [b'\r', b'\n', b' ', b'\t', 0u8, 0x0b, 0x21, 0xff] {
+                    let mut v = base.clone();
+                    v[at] = b;
+                    assert_eq!(
+                        hash_call_id(&v),
+                        sip_common::hash_call_id(&v),
+                        "{len} {at} {b}"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 10_000);
+    }
 
     /// The byte-by-byte rule, for comparison.
     fn plain(s: &[u8], class: Class) -> Vec<usize> {

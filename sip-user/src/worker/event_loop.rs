@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use sip_common::{hash_call_id, slot_for_hash};
+use sip_common::slot_for_hash;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -436,7 +436,7 @@ impl Worker {
                     .proxy
                     .handle_parsed_as(parsed, &datagram, source, inside, now);
             };
-            let hash = hash_call_id(call_id);
+            let hash = crate::sip::simd::hash_call_id(call_id);
             if let Some(capture) = &mut self.capture {
                 capture.received(&datagram, call_id, hash, source, Instant::now());
             }
