@@ -357,13 +357,13 @@ impl TransactionLayer {
     ) -> Result<(), TransactionError> {
         let key = Key::server_at(msg, top_via).ok_or(TransactionError::NoKey)?;
         let is_ack = method == Method::Ack;
-        if self.entries.contains_key(&key) {
+        let matched = self.with_entry(&key, |m, ctx| match m {
+            Machine::ServerInvite(m) => m.on_request(is_ack, now, ctx),
+            Machine::ServerNonInvite(m) => m.on_request(ctx),
+            _ => {}
+        });
+        if matched {
             self.stats.matched += 1;
-            self.with_entry(&key, |m, ctx| match m {
-                Machine::ServerInvite(m) => m.on_request(is_ack, now, ctx),
-                Machine::ServerNonInvite(m) => m.on_request(ctx),
-                _ => {}
-            });
             return Ok(());
         }
         if is_ack {
@@ -407,17 +407,17 @@ impl TransactionLayer {
         now: Instant,
     ) -> Result<(), TransactionError> {
         let key = Key::client_for_response_at(msg, top_via).ok_or(TransactionError::NoKey)?;
-        if !self.entries.contains_key(&key) {
-            self.events.push_back(Event::StrayResponse { source });
-            return Ok(());
-        }
-        self.stats.matched += 1;
         let code = msg.status().unwrap_or(0);
-        self.with_entry(&key, |m, ctx| match m {
+        let matched = self.with_entry(&key, |m, ctx| match m {
             Machine::ClientInvite(m) => m.on_response(msg, now, ctx),
             Machine::ClientNonInvite(m) => m.on_response(code, now, ctx),
             _ => {}
         });
+        if matched {
+            self.stats.matched += 1;
+        } else {
+            self.events.push_back(Event::StrayResponse { source });
+        }
         Ok(())
     }
 
@@ -501,9 +501,6 @@ impl TransactionLayer {
         response: Bytes,
         now: Instant,
     ) -> Result<(), TransactionError> {
-        if !self.entries.contains_key(key) {
-            return Err(TransactionError::UnknownTransaction);
-        }
         debug_assert_eq!(
             parse_any(&response, |parsed| match parsed {
                 Ok(Parsed::Message(m)) => m.status(),
@@ -512,12 +509,16 @@ impl TransactionLayer {
             Some(code),
             "respond(): code and response disagree"
         );
-        self.with_entry(key, |m, ctx| match m {
+        let found = self.with_entry(key, |m, ctx| match m {
             Machine::ServerInvite(m) => m.respond(code, response, now, ctx),
             Machine::ServerNonInvite(m) => m.respond(code, response, now, ctx),
             _ => {}
         });
-        Ok(())
+        if found {
+            Ok(())
+        } else {
+            Err(TransactionError::UnknownTransaction)
+        }
     }
 
     /// Fires every timer due at `now`.
@@ -595,10 +596,11 @@ impl TransactionLayer {
         self.reschedule(&key, Deadline::NONE);
     }
 
-    /// Runs `f` on the machine of `key`, then reschedules it, or removes it if it ended.
-    fn with_entry(&mut self, key: &Key, f: impl FnOnce(&mut Machine, &mut Ctx<'_>)) {
+    /// Runs `f` on the machine of `key`, then reschedules it, or removes it if it ended; false
+    /// if there is no such transaction (one lookup tells both).
+    fn with_entry(&mut self, key: &Key, f: impl FnOnce(&mut Machine, &mut Ctx<'_>)) -> bool {
         let Some(entry) = self.entries.get_mut(key) else {
-            return;
+            return false;
         };
         let old_deadline = entry.machine.deadline();
         let events_before = self.events.len();
@@ -610,13 +612,15 @@ impl TransactionLayer {
             events: &mut self.events,
         };
         f(&mut entry.machine, &mut ctx);
+        let (new, terminated) = (entry.machine.deadline(), entry.machine.terminated());
         self.stats.timeouts += self
             .events
             .iter()
             .skip(events_before)
             .filter(|e| matches!(e, Event::Timeout { .. }))
             .count() as u64;
-        self.reschedule(key, old_deadline);
+        self.moved(key, old_deadline, new, terminated);
+        true
     }
 
     /// Moves `key` in the schedule from `old` (its deadline before the change) to its
@@ -625,8 +629,13 @@ impl TransactionLayer {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
-        let new = entry.machine.deadline();
-        let terminated = entry.machine.terminated();
+        let (new, terminated) = (entry.machine.deadline(), entry.machine.terminated());
+        self.moved(key, old, new, terminated);
+    }
+
+    /// [`Self::reschedule`] with the machine's deadline and state already read (by a caller
+    /// that held its entry: one table lookup fewer).
+    fn moved(&mut self, key: &Key, old: Deadline, new: Deadline, terminated: bool) {
         if terminated {
             if let Some(entry) = self.entries.remove(key)
                 && entry.machine.is_server()
