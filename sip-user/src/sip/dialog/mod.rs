@@ -35,10 +35,21 @@ pub struct DialogRef(u64);
 /// A session that ended, with how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended {
-    pub id: DialogId,
+    /// The ended entry's key and remote tag, moved out of it: its [`DialogId`] is built only
+    /// when asked for (the proxy counts ended dialogs by `end`; building the id for each cost
+    /// two allocations and their frees).
+    key: Box<[u8]>,
+    remote: Box<[u8]>,
     pub end: End,
     /// The phase it was in when it ended (Connected for a BYE, Calling for a timeout…).
     pub last_phase: Phase,
+}
+
+impl Ended {
+    /// The dialog's id (allocates).
+    pub fn id(&self) -> DialogId {
+        Entry::id_of(&self.key, &self.remote)
+    }
 }
 
 /// Counters for metrics.
@@ -292,8 +303,10 @@ impl DialogTable {
         if end == Some(End::NoAck) {
             self.stats.no_ack += 1;
         }
+        let Entry { key, remote, .. } = *entry;
         self.events.push_back(Ended {
-            id: entry.id(),
+            key,
+            remote,
             end: end.unwrap_or(End::Timeout),
             last_phase: phase_before,
         });
@@ -308,8 +321,12 @@ fn is_current(entries: &FastMap<u64, Box<Entry>>, at: Instant, seq: &u64) -> boo
 
 impl Entry {
     fn id(&self) -> DialogId {
-        let key = DialogId(self.key.clone());
-        DialogId::new(key.call_id(), key.local_tag(), &self.remote)
+        Entry::id_of(&self.key, &self.remote)
+    }
+
+    fn id_of(key: &[u8], remote: &[u8]) -> DialogId {
+        let key = DialogId(key.into());
+        DialogId::new(key.call_id(), key.local_tag(), remote)
     }
 }
 

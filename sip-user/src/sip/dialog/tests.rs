@@ -131,7 +131,7 @@ fn a_whole_call_through_every_phase() {
     assert!(t.is_empty());
     let ended = t.poll_event().unwrap();
     assert_eq!(
-        (ended.id.remote_tag(), ended.end, ended.last_phase),
+        (ended.id().remote_tag(), ended.end, ended.last_phase),
         (&b"callee"[..], End::Bye, Phase::Disconnecting)
     );
     assert_eq!(t.stats().created, 1);
@@ -252,7 +252,7 @@ fn a_full_table_evicts_and_counts() {
     assert_eq!(t.stats().evicted, 1);
     let e = t.poll_event().unwrap();
     assert_eq!(
-        (e.id.call_id(), e.end),
+        (e.id().call_id(), e.end),
         (&b"e1"[..], End::Evicted),
         "the oldest deadline goes"
     );
