@@ -72,15 +72,17 @@ impl ServerInvite {
             }
             return;
         }
-        ctx.transmit(response.clone());
         match code {
             100..=199 => {}
             200..=299 => {
                 // RFC 6026 §7.1: Accepted absorbs INVITE retransmissions and the TU
-                // retransmits its 2xx itself, so nothing of the response is kept.
+                // retransmits its 2xx itself, so nothing of the response is kept (and the
+                // response is sent without a copy of its handle, which for a buffer of its own
+                // would allocate a shared header).
                 self.state = State::Accepted;
                 self.timer_end = Deadline::at(now + ctx.timers.timeout()); // L
                 self.last_response = None;
+                ctx.transmit(response);
                 return;
             }
             _ => {
@@ -89,6 +91,7 @@ impl ServerInvite {
                 self.timer_end = Deadline::at(now + ctx.timers.timeout()); // H
             }
         }
+        ctx.transmit(response.clone());
         self.last_response = Some(response);
     }
 
