@@ -7,6 +7,6 @@ pub mod maps;
 
 pub use hash::{
     CALL_ID_HASH_MAX_LEN, CallIdHasher, call_id_hash_input, fmix64, hash_call_id,
-    is_call_id_terminator, slot_for_hash,
+    hash_call_id_input, is_call_id_terminator, slot_for_hash,
 };
 pub use maps::*;

@@ -723,12 +723,11 @@ impl Proxy {
         self.reply_stateless(&msg, source, code, &reason, &[]);
     }
 
-    /// Acts on the transaction layer's events. `current` is the message just handed to it,
-    /// with its top Via: the events that carry a datagram (request, ACK, response) only ever
-    /// come from that message, so its parse is reused rather than repeated; timers raise only
-    /// Timeout and Terminated.
-    /// Acts on what the transaction layer raised. `current`: the message being handled, which
-    /// the message events are about (`None` after a timer, which raises none of them).
+    /// Acts on the transaction layer's events. `current` is the message just handed to it, as
+    /// parsed and validated, with its datagram: the message events (request, ACK, response)
+    /// only ever come from that message, so its parse is reused rather than repeated and the
+    /// events carry no datagram of their own; `None` after a timer, which raises only Timeout
+    /// and Terminated.
     fn drain_events(
         &mut self,
         now: Instant,

@@ -4,7 +4,6 @@
 //! strict-router fix-up); the sender's Via gets `received` and `rport` (RFC 3581 §4); responses
 //! lose our Via (§16.7 step 3).
 
-use crate::sip::uri::ip_literal;
 use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -18,6 +17,7 @@ use crate::sip::{
     scan::CommaList,
     simd::{self, Class},
     text::{put_decimal, put_hex, put_ip},
+    uri::ip_literal,
     validate::DialogFields,
     via::Via,
 };

@@ -17,7 +17,6 @@
 //!   is, a name by RFC 3263. A Request-URI naming us with no static route: 404 (OPTIONS to us:
 //!   answered here).
 
-use crate::sip::uri::ip_literal;
 use std::net::{IpAddr, SocketAddr};
 
 use sip_common::{fmix64, hash_call_id};
@@ -31,7 +30,7 @@ use crate::{
     control::cidr::Cidr,
     sip::{
         Message, Method,
-        uri::{Scheme, Uri},
+        uri::{Scheme, Uri, ip_literal},
     },
 };
 
@@ -392,7 +391,7 @@ fn hop(uri: &Uri<'_>, inside_only: bool) -> Target {
 /// one user picks the same registrar whatever its Call-ID.
 pub fn aor_hash(msg: &Message<'_, '_>) -> u64 {
     let Some(Ok(to)) = msg.to() else {
-        return hash_call_id(msg.call_id().unwrap_or(b""));
+        return super::call_id_hash(msg);
     };
     let mut host = [0u8; 256];
     let n = to.uri.host.len().min(host.len());

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use sip_common::{WorkerStats, hash_call_id, slot_for_hash};
+use sip_common::{WorkerStats, slot_for_hash};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -113,7 +113,10 @@ impl WorkerQueues {
 
     /// The worker whose dialogs hold `call_id` (the hash the kernel steers by).
     pub fn owner_of(&self, call_id: &str) -> usize {
-        slot_for_hash(hash_call_id(call_id.as_bytes()), self.0.len() as u32) as usize
+        slot_for_hash(
+            crate::sip::simd::hash_call_id(call_id.as_bytes()),
+            self.0.len() as u32,
+        ) as usize
     }
 
     /// Asks worker `index`; `None` if it is gone or does not answer within `wait` (its queue
